@@ -47,7 +47,9 @@ def distribution_integral(corner_logits: Tensor, project: Tensor) -> Tensor:
     """
     num_bins = project.shape[0]
     probs = corner_logits.reshape(*corner_logits.shape[:-1], 4, num_bins).softmax(dim=-1)
-    return (probs * project.to(probs.dtype)).sum(dim=-1)
+    # A matrix-vector product (one GEMM) rather than multiply-and-sum: faster, and the same summation order as
+    # the reference implementations, which keeps checkpoint parity at the float32 rounding level.
+    return torch.nn.functional.linear(probs, project.to(probs.dtype)[None]).squeeze(-1)
 
 
 def distance2bbox(reference: Tensor, distances: Tensor, reg_scale: Tensor | float) -> Tensor:

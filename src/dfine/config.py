@@ -1,0 +1,300 @@
+"""Model configuration, readable and writable as a Hugging Face ``config.json`` (model_type ``d_fine``).
+
+The field names and defaults are those of transformers' ``DFineConfig`` / ``HGNetV2Config`` (SPEC Part A §1), so a
+hub ``config.json`` loads here without transformers installed, and ``save_pretrained`` writes one that transformers
+loads. Keys we do not use are kept and written back unchanged, so a round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from dfine.errors import ConfigError, InputFileError
+
+CONFIG_NAME = "config.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputFileError(path, f"not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputFileError(path, "expected a JSON object")
+    return data
+
+
+class _JsonConfig:
+    """Shared machinery: known fields with defaults, unknown keys kept in ``extra``."""
+
+    model_type: str = ""
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        for name, default in self._defaults.items():
+            value = kwargs.pop(name, copy.deepcopy(default))
+            setattr(self, name, list(value) if isinstance(value, tuple) else value)
+        kwargs.pop("model_type", None)
+        # Unknown keys (from newer or older transformers versions) are kept so that a round trip loses nothing.
+        self.extra: dict[str, Any] = kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        out = copy.deepcopy(self.extra)
+        for name in self._defaults:
+            out[name] = copy.deepcopy(getattr(self, name))
+        out["model_type"] = self.model_type
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({json.dumps(self.to_dict(), indent=2, sort_keys=True)})"
+
+
+class HGNetV2Config(_JsonConfig):
+    """HGNetv2 backbone configuration (SPEC Part A §1.2). Defaults are the B4 backbone of D-FINE-L."""
+
+    model_type = "hgnet_v2"
+    _defaults = {
+        "num_channels": 3,
+        "embedding_size": 64,
+        "depths": [3, 4, 6, 3],
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "hidden_act": "relu",
+        "out_features": ["stage2", "stage3", "stage4"],
+        "out_indices": [2, 3, 4],
+        "stem_channels": [3, 32, 48],
+        "stem_strides": [2, 1, 1, 2, 1],
+        "stage_in_channels": [48, 128, 512, 1024],
+        "stage_mid_channels": [48, 96, 192, 384],
+        "stage_out_channels": [128, 512, 1024, 2048],
+        "stage_num_blocks": [1, 1, 3, 1],
+        "stage_downsample": [False, True, True, True],
+        "stage_downsample_strides": [2, 2, 2, 2],
+        "stage_light_block": [False, False, True, True],
+        "stage_kernel_size": [3, 3, 5, 5],
+        "stage_numb_of_layers": [6, 6, 6, 6],
+        "use_learnable_affine_block": False,
+        "initializer_range": 0.02,
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if "out_indices" not in kwargs and "out_features" in kwargs:
+            self.out_indices = [int(name.replace("stage", "")) for name in self.out_features]
+        self.out_features = [f"stage{i}" if i else "stem" for i in self.out_indices]
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of the returned feature maps (stem = 0, stage s = s)."""
+        channels = [self.stem_channels[2]] + list(self.stage_out_channels)
+        return [channels[i] for i in self.out_indices]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.setdefault("stage_names", ["stem"] + [f"stage{i + 1}" for i in range(len(self.stage_in_channels))])
+        return out
+
+
+class DFineConfig(_JsonConfig):
+    """D-FINE configuration (SPEC Part A §1.1): field names and defaults of Hugging Face's ``DFineConfig``.
+
+    Build one from a size preset with :meth:`from_preset` (``"dfine-s-coco"``), from a ``config.json`` with
+    :meth:`from_pretrained`, or directly with keyword arguments. ``num_labels`` is derived from ``id2label``.
+    """
+
+    model_type = "d_fine"
+    _defaults = {
+        "initializer_range": 0.01,
+        "initializer_bias_prior_prob": None,
+        "layer_norm_eps": 1e-5,
+        "batch_norm_eps": 1e-5,
+        "freeze_backbone_batch_norms": True,
+        "encoder_hidden_dim": 256,
+        "encoder_in_channels": [512, 1024, 2048],
+        "feat_strides": [8, 16, 32],
+        "encoder_layers": 1,
+        "encoder_ffn_dim": 1024,
+        "encoder_attention_heads": 8,
+        "dropout": 0.0,
+        "activation_dropout": 0.0,
+        "encode_proj_layers": [2],
+        "positional_encoding_temperature": 10000,
+        "encoder_activation_function": "gelu",
+        "activation_function": "silu",
+        "eval_size": None,
+        "normalize_before": False,
+        "hidden_expansion": 1.0,
+        "d_model": 256,
+        "num_queries": 300,
+        "decoder_in_channels": [256, 256, 256],
+        "decoder_ffn_dim": 1024,
+        "num_feature_levels": 3,
+        "decoder_n_points": 4,
+        "decoder_layers": 6,
+        "decoder_attention_heads": 8,
+        "decoder_activation_function": "relu",
+        "attention_dropout": 0.0,
+        "num_denoising": 100,
+        "label_noise_ratio": 0.5,
+        "box_noise_scale": 1.0,
+        "learn_initial_query": False,
+        "anchor_image_size": None,
+        "with_box_refine": True,
+        "matcher_alpha": 0.25,
+        "matcher_gamma": 2.0,
+        "matcher_class_cost": 2.0,
+        "matcher_bbox_cost": 5.0,
+        "matcher_giou_cost": 2.0,
+        "use_focal_loss": True,
+        "auxiliary_loss": True,
+        "focal_loss_alpha": 0.75,
+        "focal_loss_gamma": 2.0,
+        "weight_loss_vfl": 1.0,
+        "weight_loss_bbox": 5.0,
+        "weight_loss_giou": 2.0,
+        "weight_loss_fgl": 0.15,
+        "weight_loss_ddf": 1.5,
+        "eos_coefficient": 1e-4,
+        "eval_idx": -1,
+        "layer_scale": 1.0,
+        "max_num_bins": 32,
+        "reg_scale": 4.0,
+        "depth_mult": 1.0,
+        "top_prob_values": 4,
+        "lqe_hidden_dim": 64,
+        "lqe_layers": 2,
+        "decoder_offset_scale": 0.5,
+        "decoder_method": "default",
+        "up": 0.5,
+        "tie_word_embeddings": True,
+        "is_encoder_decoder": True,
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        backbone = kwargs.pop("backbone_config", None)
+        num_labels = kwargs.pop("num_labels", None)
+        id2label = kwargs.pop("id2label", None)
+        kwargs.pop("label2id", None)  # always derived from id2label
+        super().__init__(**kwargs)
+        if backbone is None:
+            backbone = HGNetV2Config()
+        elif isinstance(backbone, dict):
+            if backbone.get("model_type", "hgnet_v2") != "hgnet_v2":
+                raise ConfigError(f"backbone_config has model_type {backbone['model_type']!r}; D-FINE uses hgnet_v2")
+            backbone = HGNetV2Config(**backbone)
+        self.backbone_config: HGNetV2Config = backbone
+        if id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(self.id2label):
+                raise ConfigError(f"num_labels={num_labels} disagrees with id2label ({len(self.id2label)} entries)")
+        else:
+            self.num_labels = 2 if num_labels is None else num_labels
+        self.head_dim = self.d_model // self.decoder_attention_heads
+        self.validate()
+
+    # -- labels -------------------------------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        if int(value) < 1:
+            raise ConfigError(f"num_labels must be at least 1, got {value}")
+        self.id2label = {i: f"LABEL_{i}" for i in range(int(value))}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def num_points_list(self) -> list[int]:
+        """Sampling points per feature level of the deformable cross-attention."""
+        if isinstance(self.decoder_n_points, list | tuple):
+            return [int(n) for n in self.decoder_n_points]
+        return [int(self.decoder_n_points)] * self.num_feature_levels
+
+    def validate(self) -> None:
+        if isinstance(self.decoder_n_points, list | tuple) and len(self.decoder_n_points) != self.num_feature_levels:
+            raise ConfigError(
+                f"decoder_n_points has {len(self.decoder_n_points)} entries but num_feature_levels is "
+                f"{self.num_feature_levels}"
+            )
+        if self.d_model % self.decoder_attention_heads:
+            raise ConfigError(f"d_model={self.d_model} is not divisible by {self.decoder_attention_heads} heads")
+        if self.encoder_hidden_dim % self.encoder_attention_heads:
+            raise ConfigError(f"encoder_hidden_dim={self.encoder_hidden_dim} is not divisible by the encoder heads")
+        if self.decoder_method not in ("default", "discrete"):
+            raise ConfigError(f"decoder_method must be 'default' or 'discrete', got {self.decoder_method!r}")
+        if len(self.backbone_config.out_indices) != len(self.encoder_in_channels):
+            raise ConfigError("backbone out_indices and encoder_in_channels must have the same length")
+        if not -self.decoder_layers <= self.eval_idx < self.decoder_layers:
+            raise ConfigError(f"eval_idx={self.eval_idx} is outside the {self.decoder_layers} decoder layers")
+
+    # -- serialisation ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["backbone_config"] = self.backbone_config.to_dict()
+        out["id2label"] = {str(i): name for i, name in self.id2label.items()}
+        out["label2id"] = {name: i for i, name in self.id2label.items()}
+        out["head_dim"] = self.head_dim
+        out.setdefault("architectures", ["DFineForObjectDetection"])
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write ``config.json`` into ``save_directory`` (created if needed); returns its path."""
+        from dfine.hub.files import atomic_write_text
+
+        path = Path(save_directory) / CONFIG_NAME
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> DFineConfig:
+        data = dict(data)
+        model_type = data.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(f"model_type is {model_type!r}, not {cls.model_type!r}: this is not a D-FINE config")
+        data.pop("head_dim", None)  # derived
+        data.update(overrides)
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path, **overrides: Any) -> DFineConfig:
+        data = _read_json(Path(path))
+        model_type = data.get("model_type")
+        if model_type != cls.model_type:
+            raise InputFileError(path, f"model_type is {model_type!r}, not 'd_fine': not a D-FINE config")
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as e:
+            raise InputFileError(path, str(e)) from None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **overrides: Any) -> DFineConfig:
+        """Read a config from a directory, a ``config.json`` path, a preset name or a hub id."""
+        from dfine.hub.resolve import resolve_config
+
+        return resolve_config(name_or_path, **overrides)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> DFineConfig:
+        """A size preset such as ``"dfine-s-coco"`` or ``"dfine-x-obj365"`` (see :func:`dfine.presets.list_presets`)."""
+        from dfine.presets import preset_config
+
+        return preset_config(name, **overrides)

@@ -1,0 +1,1 @@
+"""Checkpoint files: reading, writing, renaming and resolving names to files."""

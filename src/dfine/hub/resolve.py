@@ -1,0 +1,238 @@
+"""Turn whatever the user passes as a model into a config and a state dict (internal names).
+
+Accepted: a directory with ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``); a ``.safetensors``
+file; an original D-FINE ``.pth`` (weights under ``"model"`` or ``"ema"/"module"``), whose size and class count are
+read off its tensors; a training checkpoint written by ``dfine train``; a preset name (random weights); or a Hugging
+Face hub id, fetched with huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dfine.config import CONFIG_NAME, DFineConfig
+from dfine.errors import CheckpointError, InputFileError
+from dfine.hub.convert import is_original_layout, to_internal_names
+from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, preset_config
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+_TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
+
+
+@dataclass
+class ResolvedCheckpoint:
+    config: DFineConfig
+    state_dict: dict[str, Tensor] | None  # internal names; None for a preset (random initialisation)
+    source: str  # what to name in messages
+
+
+def _load_torch_file(path: Path) -> dict[str, Any]:
+    try:
+        # weights_only: a checkpoint from the internet must not be able to run code when loaded
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except Exception as e:  # pickle errors, truncated zip, disallowed globals ...
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputFileError(path, f"cannot be read as a PyTorch checkpoint ({first_line})") from None
+    if not isinstance(data, dict):
+        raise InputFileError(path, f"holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputFileError(path, f"not a valid safetensors file ({e})") from None
+
+
+def _unwrap_weights(data: dict[str, Any], path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """The model weights inside a .pth dict (EMA preferred) and the config it carries, if any."""
+    config = data.get("config") if isinstance(data.get("config"), dict) else None
+    ema = data.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("module"), dict):
+        weights = ema["module"]
+    elif isinstance(data.get("model"), dict):
+        weights = data["model"]
+    elif isinstance(data.get("state_dict"), dict):
+        weights = data["state_dict"]
+    else:
+        weights = data
+    tensors = {k: v for k, v in weights.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: no tensors found (expected weights under 'model' or 'ema'/'module')")
+    return tensors, config
+
+
+def _check_is_dfine(state_dict: dict[str, Tensor], source: str) -> None:
+    if not any("decoder.class_embed" in k or "dec_score_head" in k for k in state_dict) or not any(
+            "backbone" in k for k in state_dict):
+        example = next(iter(state_dict), "<empty>")
+        raise CheckpointError(f"{source}: not a D-FINE checkpoint (no D-FINE decoder/backbone keys; first key is "
+                              f"{example!r})")
+
+
+def _labels_for(num_labels: int) -> dict[int, str]:
+    if num_labels == len(COCO_CLASSES):
+        return dict(enumerate(COCO_CLASSES))
+    if num_labels == OBJECTS365_NUM_LABELS:
+        return preset_config("dfine-s-obj365").id2label
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
+
+
+def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
+    """The preset whose parameter names and shapes match ``state_dict`` (internal names), with its class count.
+
+    Raises a CheckpointError naming the closest size and what differs when none matches exactly.
+    """
+    from dfine.model.dfine import DFineForObjectDetection
+
+    _check_is_dfine(state_dict, source)
+    num_labels = int(state_dict["model.decoder.class_embed.0.weight"].shape[0])
+    given = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    best: tuple[int, str, list[str]] | None = None
+    for size in SIZES:
+        config = preset_config(f"dfine-{size}-coco", id2label=_labels_for(num_labels),
+                               num_denoising=100 if "model.denoising_class_embed.weight" in state_dict else 0)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in DFineForObjectDetection(config).state_dict().items()
+                        if not k.endswith("num_batches_tracked")}
+        differences = sorted(set(expected) ^ set(given)) + [k for k in expected.keys() & given.keys()
+                                                             if expected[k] != given[k]]
+        if not differences:
+            if "model.decoder.reg_scale" in state_dict:
+                config.reg_scale = float(state_dict["model.decoder.reg_scale"].reshape(-1)[0])
+            return config
+        if best is None or len(differences) < best[0]:
+            best = (len(differences), size, differences)
+    assert best is not None
+    raise CheckpointError(f"{source}: matches no D-FINE size; closest is {best[1].upper()} with {best[0]} differing "
+                          f"keys, e.g. {', '.join(best[2][:3])}")
+
+
+def _from_directory(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint:
+    config_path = path / CONFIG_NAME
+    if (path / SAFETENSORS_NAME).exists():
+        state_dict = _load_safetensors(path / SAFETENSORS_NAME)
+    elif (path / PYTORCH_NAME).exists():
+        state_dict, _ = _unwrap_weights(_load_torch_file(path / PYTORCH_NAME), path / PYTORCH_NAME)
+    else:
+        raise InputFileError(path, f"no {SAFETENSORS_NAME} or {PYTORCH_NAME} in this directory")
+    state_dict = to_internal_names(state_dict)
+    _check_is_dfine(state_dict, str(path))
+    if config_path.exists():
+        config = DFineConfig.from_json_file(config_path, **overrides)
+    else:
+        config = _with_overrides(infer_config(state_dict, str(path)), overrides)
+    return ResolvedCheckpoint(config, state_dict, str(path))
+
+
+def _with_overrides(config: DFineConfig, overrides: dict[str, Any]) -> DFineConfig:
+    return DFineConfig.from_dict(config.to_dict(), **overrides) if overrides else config
+
+
+def _from_file(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint:
+    if path.name == CONFIG_NAME or path.suffix == ".json":
+        return ResolvedCheckpoint(DFineConfig.from_json_file(path, **overrides), None, str(path))
+    carried_config = None
+    if path.suffix == ".safetensors":
+        state_dict = _load_safetensors(path)
+    elif path.suffix in _TORCH_SUFFIXES:
+        state_dict, carried_config = _unwrap_weights(_load_torch_file(path), path)
+    else:
+        raise InputFileError(path, "unknown checkpoint type (expected .safetensors, .pth, .pt, .bin or a directory)")
+    original = is_original_layout(state_dict)
+    state_dict = to_internal_names(state_dict)
+    _check_is_dfine(state_dict, str(path))
+    if carried_config is not None:
+        config = DFineConfig.from_dict(carried_config, **overrides)
+    elif not original and (path.parent / CONFIG_NAME).exists():
+        config = DFineConfig.from_json_file(path.parent / CONFIG_NAME, **overrides)
+    else:
+        config = _with_overrides(infer_config(state_dict, str(path)), overrides)
+    return ResolvedCheckpoint(config, state_dict, str(path))
+
+
+# Older hub spellings (``ustc-community/dfine_x_coco``) map to the current repository names.
+_OLD_HUB_NAME = re.compile(r"^(?P<org>[\w.-]+)/dfine_(?P<size>[nsmlx])_(?P<data>coco|obj365|obj2coco(?:_e25)?)$")
+_SIZE_WORDS = {"n": "nano", "s": "small", "m": "medium", "l": "large", "x": "xlarge"}
+
+
+def _hub_candidates(repo_id: str) -> list[str]:
+    candidates = [repo_id]
+    match = _OLD_HUB_NAME.match(repo_id)
+    if match:
+        data = match["data"].replace("_", "-")
+        candidates.append(f"{match['org']}/dfine-{_SIZE_WORDS[match['size']]}-{data}")
+    return candidates
+
+
+def download_from_hub(repo_id: str, filename: str, revision: str | None = None) -> Path:
+    """Fetch one file of a hub repository (cached by huggingface_hub); a CheckpointError when that fails."""
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for candidate in _hub_candidates(repo_id):
+        try:
+            return Path(hf_hub_download(candidate, filename, revision=revision))
+        except Exception as e:  # offline, missing repo or file, auth: all reported the same way
+            errors.append(f"{candidate}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}")
+    raise CheckpointError(f"could not fetch {filename} of {repo_id!r} from the Hugging Face hub "
+                          f"(offline, or no such repository?) — {errors[-1]}")
+
+
+def _from_hub(repo_id: str, overrides: dict[str, Any], revision: str | None) -> ResolvedCheckpoint:
+    config_file = download_from_hub(repo_id, CONFIG_NAME, revision)
+    try:
+        weights = download_from_hub(repo_id, SAFETENSORS_NAME, revision)
+        state_dict = _load_safetensors(weights)
+    except CheckpointError:
+        weights = download_from_hub(repo_id, PYTORCH_NAME, revision)
+        state_dict, _ = _unwrap_weights(_load_torch_file(weights), weights)
+    state_dict = to_internal_names(state_dict)
+    _check_is_dfine(state_dict, repo_id)
+    return ResolvedCheckpoint(DFineConfig.from_json_file(config_file, **overrides), state_dict, repo_id)
+
+
+def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None, **overrides: Any) -> ResolvedCheckpoint:
+    """Config and weights for anything ``from_pretrained`` accepts (see the module docstring)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _from_directory(path, overrides)
+    if path.is_file():
+        return _from_file(path, overrides)
+    text = str(name_or_path)
+    if is_preset(text) and "/" not in text:
+        return ResolvedCheckpoint(preset_config(text, **overrides), None, f"preset {text}")
+    if path.suffix in _TORCH_SUFFIXES | {".safetensors", ".json"} or text.startswith((".", "/", "~")):
+        raise InputFileError(path, "file not found")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+        return _from_hub(text, overrides, revision)
+    raise CheckpointError(f"{text!r} is not a file, a directory, a preset name or a hub id (owner/name)")
+
+
+def resolve_config(name_or_path: str | Path, **overrides: Any) -> DFineConfig:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / CONFIG_NAME).exists():
+        return DFineConfig.from_json_file(path / CONFIG_NAME, **overrides)
+    if path.is_file() and path.suffix == ".json":
+        return DFineConfig.from_json_file(path, **overrides)
+    if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)) and not is_preset(str(name_or_path)):
+        return DFineConfig.from_json_file(download_from_hub(str(name_or_path), CONFIG_NAME), **overrides)
+    return resolve_checkpoint(name_or_path, **overrides).config
