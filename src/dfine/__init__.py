@@ -4,6 +4,7 @@ from dfine.config import DFineConfig, HGNetV2Config
 from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
 from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
 from dfine.presets import list_presets
+from dfine.processor import DFineImageProcessor
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,7 @@ __all__ = [
     "DFineConfig",
     "DFineError",
     "DFineForObjectDetection",
+    "DFineImageProcessor",
     "DFineModel",
     "DFineModelOutput",
     "DFineObjectDetectionOutput",

@@ -1,0 +1,156 @@
+"""Reading images from disk and finding the images a user points us at.
+
+Every problem a user can fix (a wrong path, a file that is not an image, a folder without images) raises an
+:class:`~dfine.errors.InputFileError` naming the path, so the command line can print one line instead of a
+traceback.
+
+Colour conventions (shared with :mod:`dfine.processor`, which calls :func:`to_rgb` on PIL inputs):
+
+* grayscale (``L``, ``1``) is replicated to three channels;
+* palette images (``P``) are expanded through their palette;
+* **alpha is dropped, not composited**: the RGB values stored under transparent pixels are kept as they are. This
+  is what ``PIL.Image.convert("RGB")`` does and what the original D-FINE inference scripts feed the network, so
+  the checkpoints see the same pixels they were evaluated with;
+* CMYK is converted with PIL's plain formula (no ICC colour management);
+* 16-bit grayscale (``I;16`` / ``I`` with values above 255) is scaled to 8 bits instead of being clipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dfine.errors import DFineError, InputFileError
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "to_rgb"]
+
+#: File extensions (lower case, with the dot) treated as images when listing folders and glob matches.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+)
+
+_GLOB_CHARS = set("*?[")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as an 8-bit RGB PIL image (see the module docstring for the colour rules).
+
+    Args:
+        image: any PIL image.
+
+    Returns:
+        A new ``RGB`` image of the same size (``image`` itself when it is already RGB).
+
+    Raises:
+        DFineError: the colour mode cannot be converted to RGB.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        # PIL's own conversion clips 16-bit values at 255, which turns most 16-bit PNGs white.
+        array = np.asarray(image).astype(np.float64)
+        if array.size and array.max() > 255:
+            array = array * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        # Going through RGBA avoids PIL's warning about byte transparency; the RGB values are the palette's.
+        image = image.convert("RGBA")
+    try:
+        return image.convert("RGB")
+    except ValueError:
+        try:
+            return image.convert("RGBA").convert("RGB")
+        except ValueError as error:
+            raise DFineError(f"cannot convert an image in colour mode {mode!r} to RGB") from error
+
+
+def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
+    """Read an image file as an RGB PIL image.
+
+    Args:
+        path: the image file.
+        exif_transpose: rotate/flip the pixels as the EXIF ``Orientation`` tag says, so the image looks the way
+            viewers show it. Data loaders whose annotations were drawn on the raw pixel grid (as COCO's were) should
+            pass ``False``.
+
+    Returns:
+        An ``RGB`` image, fully loaded (the file is closed). For multi-frame files (GIF, TIFF) the first frame.
+
+    Raises:
+        InputFileError: the file is missing, is a folder, cannot be read, is not an image, or is corrupt or
+            truncated.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "no such file")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not an image file")
+    try:
+        with warnings.catch_warnings():
+            # A DecompressionBombWarning would only be noise for the large photos people really use.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened) if exif_transpose else opened
+                rgb = to_rgb(image)
+                # Never hand out the object tied to the (now closing) file.
+                return rgb.copy() if rgb is opened else rgb
+    except PermissionError as error:
+        raise InputFileError(path, "permission denied") from error
+    except UnidentifiedImageError as error:
+        raise InputFileError(path, "not an image file, or an image format PIL cannot read") from error
+    except Image.DecompressionBombError as error:
+        raise InputFileError(path, f"image is too large to decode safely ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        # PIL reports truncated and corrupt data as OSError (and a few decoders as SyntaxError/ValueError).
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputFileError(path, f"corrupt or truncated image ({detail})") from error
+
+
+def _is_image_file(path: Path) -> bool:
+    # Hidden files include macOS "._name.jpg" resource forks, which carry an image extension but no image.
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
+    """Expand a user's image argument into a sorted list of image files.
+
+    Args:
+        source: one image file (returned as is, whatever its extension), a folder (its image files, matched by
+            extension case-insensitively, hidden files skipped), or a glob pattern such as ``"data/*.jpg"`` or
+            ``"data/**/*.png"`` (``**`` always recurses; non-image matches are dropped).
+        recursive: for a folder, also look into its subfolders.
+
+    Returns:
+        Image paths, sorted by their path string so runs are reproducible.
+
+    Raises:
+        InputFileError: the path does not exist, the folder holds no images, or the pattern matches no images.
+    """
+    text = str(source)
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        found = sorted((p for p in candidates if _is_image_file(p)), key=str)
+        if not found:
+            hint = ""
+            if not recursive and any(_is_image_file(p) for p in path.rglob("*")):
+                hint = " (its subfolders have some: list them recursively)"
+            extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise InputFileError(path, f"no image files ({extensions}) in this folder{hint}")
+        return found
+    if _GLOB_CHARS & set(text):
+        matches = [Path(m) for m in glob.glob(text, recursive=True)]
+        found = sorted((p for p in matches if _is_image_file(p)), key=str)
+        if not found:
+            what = "no image files" if matches else "nothing"
+            raise InputFileError(text, f"{what} match this pattern")
+        return found
+    raise InputFileError(path, "no such file or folder")

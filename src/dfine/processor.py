@@ -1,0 +1,466 @@
+"""Image processor: turns pictures into ``pixel_values`` and raw model outputs into detections.
+
+The defaults are those of the released checkpoints' ``preprocessor_config.json``: stretch-resize to 640×640 with
+PIL bilinear (no aspect ratio kept, no padding), multiply by 1/255, no mean/std normalisation. For PIL input the
+result is bit-identical to ``PIL.Image.resize((W, H), BILINEAR)`` divided by 255, which is what the checkpoints
+were validated with.
+
+Input rules (one image, or a list/tuple of them, or a 4-D batch tensor/array):
+
+* ``PIL.Image`` of any mode: converted to RGB by :func:`dfine.io.to_rgb` (alpha dropped, not composited).
+* ``str`` / ``Path``: read with :func:`dfine.io.load_image`.
+* ``numpy`` arrays: ``(H, W)``, ``(H, W, C)`` (preferred) or ``(C, H, W)`` with C in {1, 3, 4}, RGB(A) order.
+* ``torch`` tensors: ``(H, W)`` or ``(C, H, W)`` with C in {1, 3, 4}; ``(B, C, H, W)`` is split into B images.
+* **dtype rule** (arrays and tensors): integer types hold 0–255 values and go through PIL exactly like a PIL image
+  (so they give the same numbers); floating types hold values already in [0, 1]: they are not rescaled, and are
+  resized by the same PIL filter run in 32-bit float mode (``"F"``), i.e. identical maths without the 8-bit
+  rounding of the integer path (differences to the integer path stay below 1/255).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.io import load_image, to_rgb
+from dfine.ops.boxes import box_cxcywh_to_xyxy
+
+__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "to_coco_results"]
+
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# "name" or "owner/name"; anything else that does not exist locally is reported as a missing path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_OPTION_NAMES = (
+    "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
+)  # fmt: skip
+
+
+class BatchFeature(dict):
+    """A dict of model inputs whose keys can also be read as attributes (``batch.pixel_values``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
+        """Move every tensor like ``Tensor.to``; a dtype only applies to floating tensors.
+
+        Returns:
+            A new BatchFeature (tensors moved, other values shared).
+        """
+        dtype = kwargs.pop("dtype", None)
+        device = kwargs.pop("device", None)
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                dtype = arg
+            else:
+                device = arg
+        moved = BatchFeature()
+        for key, value in self.items():
+            if isinstance(value, Tensor):
+                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
+            moved[key] = value
+        return moved
+
+
+def _parse_size(size: Any) -> dict[str, int]:
+    """Normalise a size option: ``{"height", "width"}``, ``(height, width)`` or an int n meaning n×n."""
+    if isinstance(size, Mapping):
+        if "height" not in size or "width" not in size:
+            raise ConfigError(f"size must give 'height' and 'width' (stretch resize), got {dict(size)}")
+        height, width = size["height"], size["width"]
+    elif isinstance(size, int):
+        height = width = size
+    elif isinstance(size, Sequence) and len(size) == 2:
+        height, width = size
+    else:
+        raise ConfigError(f"size must be {{'height': H, 'width': W}}, (H, W) or an int, got {size!r}")
+    if int(height) <= 0 or int(width) <= 0:
+        raise ConfigError(f"size must be positive, got height={height}, width={width}")
+    return {"height": int(height), "width": int(width)}
+
+
+def _array_to_hwc(array: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4} -> (H, W, 3), same dtype."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.ndim == 3:
+        if array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+            array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise DFineError(f"cannot read an image array of shape {tuple(array.shape)}: expected (H, W) or (H, W, C)")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array[:, :, :3]  # alpha dropped, as for PIL input
+
+
+def _standardize(image: Any) -> Image.Image | np.ndarray:
+    """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, Tensor):
+        tensor = image.detach().cpu()
+        if tensor.ndim == 3:
+            tensor = tensor.permute(1, 2, 0)  # tensors are CHW; we work in HWC below
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        image = tensor.numpy()
+    if not isinstance(image, np.ndarray):
+        raise DFineError(f"cannot read an image of type {type(image).__name__}: use PIL, numpy, torch or a path")
+    array = _array_to_hwc(image)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        if array.size and (np.nanmin(array) < -1e-3 or np.nanmax(array) > 1 + 1e-3):
+            raise DFineError(
+                "float images must hold values in [0, 1] (got "
+                f"{np.nanmin(array):.3g}..{np.nanmax(array):.3g}); pass uint8 data for 0-255 values"
+            )
+        return array
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise DFineError(f"cannot read an image array of dtype {array.dtype}")
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DFineError(f"integer images must hold values in 0..255, got {array.min()}..{array.max()}")
+        array = array.astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))  # (H, W, 3) uint8 -> RGB
+
+
+def _as_image_list(images: Any) -> list[Any]:
+    if isinstance(images, (list, tuple)):
+        items = list(images)
+    elif isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:
+        items = list(images)
+    else:
+        items = [images]
+    if not items:
+        raise DFineError("no images given")
+    return items
+
+
+class DFineImageProcessor:
+    """Preprocessing and post-processing for D-FINE, configured like the hub's ``preprocessor_config.json``.
+
+    Args:
+        do_resize: stretch every image to ``size`` (aspect ratio not kept).
+        size: output ``{"height": H, "width": W}`` (also ``(H, W)`` or an int for a square).
+        resample: PIL filter code (0 nearest, 2 bilinear, 3 bicubic, 1 lanczos, 4 box, 5 hamming).
+        do_rescale: multiply integer (0–255) inputs by ``rescale_factor``; float inputs are already in [0, 1].
+        rescale_factor: usually 1/255.
+        do_normalize: subtract ``image_mean`` and divide by ``image_std`` after rescaling (off for D-FINE).
+        image_mean: per-channel mean (ImageNet by default, unused unless ``do_normalize``).
+        image_std: per-channel std (ImageNet by default, unused unless ``do_normalize``).
+    """
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: Mapping[str, int] | Sequence[int] | int | None = None,
+        resample: int = 2,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = False,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+    ) -> None:
+        self.do_resize = bool(do_resize)
+        self.size = _parse_size(size if size is not None else {"height": 640, "width": 640})
+        self.resample = int(resample)
+        if self.resample not in (0, 1, 2, 3, 4, 5):
+            raise ConfigError(f"resample must be a PIL filter code 0..5, got {resample!r}")
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = [float(v) for v in (image_mean if image_mean is not None else IMAGENET_MEAN)]
+        self.image_std = [float(v) for v in (image_std if image_std is not None else IMAGENET_STD)]
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ConfigError("image_mean and image_std need three values each, with std > 0")
+
+    # ----------------------------------------------------------------------------------------- preprocessing
+    def __call__(self, images: Any, return_tensors: str | None = "pt", **options: Any) -> BatchFeature:
+        """Turn one image or a batch into model inputs (see the module docstring for accepted inputs).
+
+        Args:
+            images: an image, a list/tuple of images, or a 4-D batch tensor (B, C, H, W) / array (B, H, W, C).
+            return_tensors: ``"pt"`` (default; ``None`` means the same) or ``"np"``.
+            **options: per-call overrides of the constructor options (e.g. ``size={"height": 512, "width": 512}``).
+
+        Returns:
+            ``BatchFeature`` with ``pixel_values``: float32 (B, 3, H, W).
+
+        Raises:
+            DFineError: an image cannot be read, or images of different sizes are given with ``do_resize=False``.
+        """
+        if options:
+            unknown = set(options) - set(_OPTION_NAMES)
+            if unknown:
+                raise TypeError(f"unknown processor option(s): {', '.join(sorted(unknown))}")
+            return self.__class__(**{**self.to_dict(keep_only_options=True), **options})(images, return_tensors)
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        pixels = [self._process_one(image) for image in _as_image_list(images)]
+        if len({tuple(p.shape) for p in pixels}) > 1:
+            raise DFineError("images of different sizes cannot be batched with do_resize=False")
+        batch = torch.stack(pixels)
+        return BatchFeature(pixel_values=batch.numpy() if return_tensors == "np" else batch)
+
+    preprocess = __call__
+
+    def _process_one(self, image: Any) -> Tensor:
+        """One image -> float32 (3, H, W)."""
+        standard = _standardize(image)
+        height, width = self.size["height"], self.size["width"]
+        if isinstance(standard, Image.Image):
+            if self.do_resize:
+                standard = standard.resize((width, height), resample=self.resample)
+            array = np.asarray(standard)
+            if self.do_rescale:
+                # A 256-entry table computed in float64 and rounded once gives the correctly rounded
+                # float32 of value * factor, i.e. exactly what numpy's uint8 -> float32 / 255 gives.
+                table = (np.arange(256, dtype=np.float64) * self.rescale_factor).astype(np.float32)
+                array = table[array]
+            else:
+                array = array.astype(np.float32)
+        else:
+            array = standard
+            if self.do_resize and array.shape[:2] != (height, width):
+                # 2-D float32 arrays become PIL "F" images: the same filter as the uint8 path, in float.
+                planes = [Image.fromarray(np.ascontiguousarray(array[:, :, c])) for c in range(3)]
+                channels = [np.asarray(plane.resize((width, height), self.resample)) for plane in planes]
+                array = np.stack(channels, axis=-1)
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+        if self.do_normalize:
+            mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
+            std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
+            pixels = (pixels - mean) / std
+        return pixels
+
+    # ------------------------------------------------------------------------------------- post-processing
+    def post_process_object_detection(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        target_sizes: Tensor | Sequence[Sequence[int]] | np.ndarray | None = None,
+        top_k: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Raw outputs -> per-image detections, as Hugging Face's RT-DETR/D-FINE post-processing (no NMS).
+
+        Scores are ``sigmoid(logits)``; the best ``top_k`` (query, class) pairs of each image are kept, so one query
+        can appear with several classes. Boxes are not clipped to the image.
+
+        Args:
+            outputs: object with ``.logits`` (B, Q, C) and ``.pred_boxes`` (B, Q, 4) normalised (cx, cy, w, h), or a
+                dict with those keys.
+            threshold: keep detections whose score is strictly greater.
+            target_sizes: (height, width) per image, as a list of pairs or a (B, 2) tensor/array; boxes are then in
+                pixels of those sizes. ``None`` leaves them normalised to [0, 1].
+            top_k: candidates per image before thresholding (default Q, like the checkpoints' post-processor).
+
+        Returns:
+            One dict per image: ``scores`` (N,), ``labels`` (N,) int64, ``boxes`` (N, 4) absolute (x1, y1, x2, y2),
+            sorted by descending score.
+        """
+        if isinstance(outputs, Mapping):
+            logits, pred_boxes = outputs["logits"], outputs["pred_boxes"]
+        else:
+            logits, pred_boxes = outputs.logits, outputs.pred_boxes
+        batch, num_queries, num_classes = logits.shape
+        boxes = box_cxcywh_to_xyxy(pred_boxes)
+        if target_sizes is not None:
+            sizes = torch.as_tensor(np.asarray(target_sizes) if not isinstance(target_sizes, Tensor) else target_sizes)
+            if sizes.ndim != 2 or sizes.shape != (batch, 2):
+                raise ValueError(f"target_sizes must hold one (height, width) per image: {batch} expected")
+            heights, widths = sizes.to(device=boxes.device, dtype=boxes.dtype).unbind(1)
+            boxes = boxes * torch.stack([widths, heights, widths, heights], dim=1)[:, None, :]
+
+        k = num_queries if top_k is None else int(top_k)
+        k = max(0, min(k, num_queries * num_classes))
+        # Top-k over the flattened (query, class) grid: index = query * C + class.
+        scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
+        labels = flat_index % num_classes
+        query_index = flat_index // num_classes
+        boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, 4))
+
+        keep = scores > threshold
+        return [
+            {"scores": scores[i][keep[i]], "labels": labels[i][keep[i]], "boxes": boxes[i][keep[i]]}
+            for i in range(batch)
+        ]
+
+    # -------------------------------------------------------------------------------------------- config I/O
+    def to_dict(self, keep_only_options: bool = False) -> dict[str, Any]:
+        """The options as a ``preprocessor_config.json`` dict (transformers' RTDetrImageProcessor layout)."""
+        options = {name: getattr(self, name) for name in _OPTION_NAMES}
+        options["size"] = dict(self.size)
+        if keep_only_options:
+            return options
+        # The extra keys are those transformers expects for an RT-DETR processor; annotation handling lives in
+        # dfine.data, but transformers users loading our files get the same behaviour as from the hub's.
+        return {
+            **options,
+            "do_pad": False,
+            "do_convert_annotations": True,
+            "format": "coco_detection",
+            "image_processor_type": "RTDetrImageProcessor",
+        }
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed).
+
+        Returns:
+            The path of the written file.
+        """
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / PREPROCESSOR_CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> DFineImageProcessor:
+        """Build from a ``preprocessor_config.json`` dict; keys we do not use are ignored."""
+        if config.get("do_pad"):
+            warnings.warn("preprocessor config asks for padding, which D-FINE does not use: ignored", stacklevel=2)
+        options = {name: config[name] for name in _OPTION_NAMES if name in config}
+        return cls(**{**options, **overrides})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+    ) -> DFineImageProcessor:
+        """Load a processor from a folder, a ``preprocessor_config.json`` path or a hub id.
+
+        Args:
+            pretrained: local folder holding ``preprocessor_config.json``, the json file itself, or a hub repository
+                id such as ``"ustc-community/dfine-small-coco"`` (downloaded into the Hugging Face cache).
+            revision, cache_dir, local_files_only, token: passed to ``huggingface_hub.hf_hub_download``.
+            **overrides: options replacing the file's values.
+
+        Raises:
+            InputFileError: a local path is missing or holds invalid JSON.
+            DFineError: the hub file cannot be obtained (offline and not cached, unknown repository, no such file).
+        """
+        path = Path(pretrained).expanduser()
+        text = str(pretrained)
+        if path.is_dir():
+            path = path / PREPROCESSOR_CONFIG_NAME
+            if not path.is_file():
+                raise InputFileError(pretrained, f"folder has no {PREPROCESSOR_CONFIG_NAME}")
+        elif not path.is_file():
+            if not _HUB_ID.match(text) or text.endswith(".json"):
+                raise InputFileError(pretrained, "no such file or folder")
+            path = _download_config(text, revision, cache_dir, local_files_only, token)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputFileError(path, f"not a readable JSON file ({error})") from error
+        if not isinstance(config, dict):
+            raise InputFileError(path, "expected a JSON object")
+        return cls.from_dict(config, **overrides)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{name}={getattr(self, name)!r}" for name in _OPTION_NAMES)
+        return f"{self.__class__.__name__}({options})"
+
+
+def _download_config(
+    repo_id: str, revision: str | None, cache_dir: str | Path | None, local_files_only: bool, token: str | bool | None
+) -> Path:
+    """Fetch ``preprocessor_config.json`` from the hub, turning hub failures into one-line DFineErrors."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hub_errors
+
+    where = f"{repo_id}{'@' + revision if revision else ''}"
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                PREPROCESSOR_CONFIG_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
+        )
+    except hub_errors.LocalEntryNotFoundError as error:
+        raise DFineError(
+            f"{where}: not a local folder, {PREPROCESSOR_CONFIG_NAME} is not in the hub cache and the hub cannot "
+            "be reached (offline?); download it once while online or pass a local folder"
+        ) from error
+    except hub_errors.GatedRepoError as error:
+        raise DFineError(f"{where}: gated repository; accept its terms and log in (hf auth login)") from error
+    except hub_errors.RepositoryNotFoundError as error:
+        raise DFineError(
+            f"{where}: not a local folder, and no such repository on the hub (or it is private: log in)"
+        ) from error
+    except hub_errors.RevisionNotFoundError as error:
+        raise DFineError(f"{where}: no such revision") from error
+    except hub_errors.EntryNotFoundError as error:
+        raise DFineError(f"{where}: repository has no {PREPROCESSOR_CONFIG_NAME}") from error
+    except hub_errors.HFValidationError as error:
+        raise DFineError(f"{repo_id}: neither a local path nor a valid hub repository id") from error
+    except OSError as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DFineError(f"{where}: cannot download {PREPROCESSOR_CONFIG_NAME} ({detail})") from error
+
+
+def to_coco_results(
+    results: Sequence[Mapping[str, Tensor]],
+    image_ids: Sequence[int],
+    label_to_category: Mapping[int, int] | Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Convert post-processed detections into COCO "results" format (what ``COCO.loadRes`` reads).
+
+    Args:
+        results: per-image dicts from :meth:`DFineImageProcessor.post_process_object_detection` with absolute
+            (x1, y1, x2, y2) boxes (pass ``target_sizes``).
+        image_ids: the COCO image id of each result.
+        label_to_category: model label -> COCO category id (a dict or a list indexed by label). ``None`` uses the
+            label itself (our data sets number categories 0..C-1).
+
+    Returns:
+        A flat list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with plain Python numbers.
+    """
+    if len(results) != len(image_ids):
+        raise ValueError(f"{len(results)} results but {len(image_ids)} image ids")
+    detections: list[dict[str, Any]] = []
+    for result, image_id in zip(results, image_ids):
+        boxes = torch.as_tensor(result["boxes"]).detach().cpu().double().reshape(-1, 4)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        labels = torch.as_tensor(result["labels"]).detach().cpu().reshape(-1).tolist()
+        scores = torch.as_tensor(result["scores"]).detach().cpu().double().reshape(-1).tolist()
+        for box, label, score in zip(xywh, labels, scores):
+            label = int(label)
+            if label_to_category is None:
+                category = label
+            else:
+                try:
+                    category = int(label_to_category[label])
+                except (KeyError, IndexError):
+                    raise ValueError(f"label {label} has no category id in label_to_category") from None
+            detections.append(
+                {"image_id": int(image_id), "category_id": category, "bbox": box, "score": float(score)}
+            )
+    return detections

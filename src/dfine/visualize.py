@@ -1,0 +1,248 @@
+"""Drawing detections and ground truth on images, and putting pictures side by side.
+
+Everything works with PIL alone: text uses PIL's built-in font (scalable on Pillow >= 10.1, a small bitmap font
+before that), so no font file has to be installed. Inputs are never modified; every function returns a new image.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["class_color", "draw_detections", "draw_ground_truth", "make_grid"]
+
+# Twenty saturated, mutually distinct colours that stay readable on photos (chosen by hand for this project).
+_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (255, 215, 0), (0, 128, 128),
+    (170, 110, 40), (128, 0, 0), (0, 0, 128), (255, 100, 160), (100, 200, 150),
+    (128, 128, 0), (90, 90, 255), (255, 160, 120), (0, 200, 90), (200, 160, 255),
+)  # fmt: skip
+
+Names = Sequence[str] | Mapping[int, str] | None
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """A stable RGB colour for a class index: the palette first, then golden-ratio hues so neighbours differ."""
+    label = int(label)
+    if 0 <= label < len(_PALETTE):
+        return _PALETTE[label]
+    hue = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    # Perceived luminance (ITU-R BT.601 weights) decides between black and white text.
+    r, g, b = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _style(width: int, height: int) -> tuple[int, int]:
+    """Line width and font size grow with the image's linear size (2 px / 12 px at 640×480)."""
+    scale = math.sqrt(width * height)
+    return max(2, round(scale / 280)), max(12, round(scale / 45))
+
+
+def _as_numpy(values: Any, columns: int | None = None) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().float().numpy() if values.is_floating_point() else values.cpu().numpy()
+    array = np.asarray(values if values is not None else [])
+    return array.reshape(-1, columns) if columns else array.reshape(-1)
+
+
+def _class_name(label: int, class_names: Names) -> str:
+    if class_names is None:
+        return str(label)
+    try:
+        return str(class_names[label])
+    except (KeyError, IndexError):
+        return str(label)
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color: tuple, width: int) -> None:
+    x1, y1, x2, y2 = box
+    dash = 4 * width
+    for (ax, ay), (bx, by) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = math.hypot(bx - ax, by - ay)
+        if length == 0:
+            continue
+        for start in np.arange(0.0, length, 2 * dash):
+            s, e = start / length, min(start + dash, length) / length
+            draw.line([(ax + (bx - ax) * s, ay + (by - ay) * s), (ax + (bx - ax) * e, ay + (by - ay) * e)],
+                      fill=color, width=width)  # fmt: skip
+
+
+def _draw(
+    image: Image.Image,
+    boxes: Any,
+    labels: Any,
+    scores: Any,
+    class_names: Names,
+    threshold: float,
+    dashed: bool,
+    line_width: int | None,
+    font_size: int | None,
+) -> Image.Image:
+    canvas = image.convert("RGB")  # always a new image, so the caller's stays untouched
+    width, height = canvas.size
+    default_line, default_font = _style(width, height)
+    line_width = line_width or default_line
+    font = _font(font_size or default_font)
+    boxes_np = _as_numpy(boxes, 4).astype(np.float64)
+    labels_np = _as_numpy(labels).astype(np.int64)
+    scores_np = _as_numpy(scores).astype(np.float64) if scores is not None else None
+    if len(labels_np) != len(boxes_np) or (scores_np is not None and len(scores_np) != len(boxes_np)):
+        raise ValueError(f"{len(boxes_np)} boxes but {len(labels_np)} labels / {len(_as_numpy(scores))} scores")
+
+    order = np.arange(len(boxes_np)) if scores_np is None else np.argsort(scores_np, kind="stable")
+    draw = ImageDraw.Draw(canvas)
+    tags = []
+    for i in order:  # lowest score first, so the most confident boxes end up on top
+        if scores_np is not None and not scores_np[i] >= threshold:
+            continue
+        x1, y1, x2, y2 = boxes_np[i]
+        if not np.isfinite(boxes_np[i]).all() or x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
+            continue  # nothing of the box is visible
+        # Clip so boxes that run off the image still show their visible edges.
+        box = (max(x1, 0.0), max(y1, 0.0), min(max(x2, x1), width - 1.0), min(max(y2, y1), height - 1.0))
+        color = class_color(labels_np[i])
+        if dashed:
+            _dashed_rectangle(draw, box, color, line_width)
+        else:
+            draw.rectangle(box, outline=color, width=line_width)
+        text = _class_name(int(labels_np[i]), class_names)
+        if scores_np is not None:
+            text += f" {scores_np[i]:.2f}"
+        tags.append((box, color, text))
+
+    # Tags after all outlines, so no box line crosses a label.
+    pad = max(1, line_width)
+    for (x1, y1, _x2, _y2), color, text in tags:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
+        tag_x = min(max(x1, 0), max(width - tag_w, 0))
+        tag_y = y1 - tag_h if y1 - tag_h >= 0 else y1  # above the box when it fits, else just inside it
+        tag_y = min(max(tag_y, 0), max(height - tag_h, 0))
+        draw.rectangle((tag_x, tag_y, tag_x + tag_w - 1, tag_y + tag_h - 1), fill=color)
+        draw.text((tag_x + pad - left, tag_y + pad - top), text, fill=_text_color(color), font=font)
+    return canvas
+
+
+def draw_detections(
+    image: Image.Image,
+    boxes: Any,
+    labels: Any,
+    scores: Any = None,
+    class_names: Names = None,
+    threshold: float = 0.0,
+    line_width: int | None = None,
+    font_size: int | None = None,
+) -> Image.Image:
+    """Draw detections as solid boxes with a filled "name 0.93" tag per box.
+
+    Args:
+        image: the picture (any PIL mode; the result is RGB).
+        boxes: (N, 4) absolute (x1, y1, x2, y2) pixels (tensor, array or nested lists). Boxes partly outside the
+            image are clipped; boxes entirely outside are skipped.
+        labels: (N,) class indices; they pick the colour (:func:`class_color`).
+        scores: (N,) confidences, or None to draw names only.
+        class_names: list or dict label -> name; missing labels show the number.
+        threshold: draw only detections with ``score >= threshold``.
+        line_width: outline width in pixels (default grows with the image size).
+        font_size: text height in pixels (default grows with the image size).
+
+    Returns:
+        A new RGB image of the same size.
+    """
+    return _draw(image, boxes, labels, scores, class_names, threshold, False, line_width, font_size)
+
+
+def draw_ground_truth(
+    image: Image.Image,
+    boxes: Any,
+    labels: Any,
+    class_names: Names = None,
+    line_width: int | None = None,
+    font_size: int | None = None,
+) -> Image.Image:
+    """Draw ground-truth boxes dashed, tagged with the class name only (same colours as detections).
+
+    Args:
+        image: the picture.
+        boxes: (N, 4) absolute (x1, y1, x2, y2) pixels.
+        labels: (N,) class indices.
+        class_names: list or dict label -> name.
+        line_width: outline width in pixels (default grows with the image size).
+        font_size: text height in pixels (default grows with the image size).
+
+    Returns:
+        A new RGB image of the same size.
+    """
+    return _draw(image, boxes, labels, None, class_names, 0.0, True, line_width, font_size)
+
+
+def make_grid(
+    images: Sequence[Image.Image],
+    columns: int = 2,
+    titles: Sequence[str] | None = None,
+    padding: int = 8,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Put pictures side by side in a grid, each centred in a cell as large as the largest picture.
+
+    Args:
+        images: the pictures (not resized).
+        columns: cells per row.
+        titles: optional caption per picture, written above it.
+        padding: gap between cells and around the grid, in pixels.
+        background: fill colour of the gaps.
+
+    Returns:
+        One RGB image of ``rows × columns`` cells.
+    """
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    columns = max(1, min(int(columns), len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_w = max(im.width for im in images)
+    cell_h = max(im.height for im in images)
+    font = _font(_style(cell_w, cell_h)[1])
+    title_h = 0
+    if titles:
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        title_h = max(probe.textbbox((0, 0), t, font=font)[3] for t in titles) + padding
+    grid = Image.new(
+        "RGB",
+        (columns * cell_w + (columns + 1) * padding, rows * (cell_h + title_h) + (rows + 1) * padding),
+        background,
+    )
+    draw = ImageDraw.Draw(grid)
+    for index, picture in enumerate(images):
+        row, column = divmod(index, columns)
+        x0 = padding + column * (cell_w + padding)
+        y0 = padding + row * (cell_h + title_h + padding)
+        if titles:
+            draw.text((x0, y0), titles[index], fill=_text_color(background), font=font)
+        grid.paste(
+            picture.convert("RGB"),
+            (x0 + (cell_w - picture.width) // 2, y0 + title_h + (cell_h - picture.height) // 2),
+        )
+    return grid
