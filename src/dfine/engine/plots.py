@@ -1,0 +1,207 @@
+"""Training curves and per-class AP charts from the files the training loop writes.
+
+Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches ``pyplot``'s global state
+or the user's chosen backend (safe in a headless training job and inside a notebook alike).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from dfine.engine.evaluator import EvalResult
+from dfine.engine.logger import read_metrics
+
+# Loss keys are "loss_<term>" for the final decoder layer plus "loss_<term>_<branch>" for the auxiliary layers
+# ("_aux_0"), denoising ("_dn_1", "_dn_pre"), the pre-box head ("_pre") and encoder proposals ("_enc_0").
+_LOSS_KEY = re.compile(r"^loss_(?P<term>[A-Za-z0-9]+)(?P<branch>_.+)?$")
+# Display order of the D-FINE terms; any other term found in the log follows alphabetically.
+_TERM_ORDER = ("vfl", "focal", "bbox", "giou", "fgl", "ddf")
+_TERM_TITLES = {"vfl": "VFL", "bbox": "L1 box", "giou": "GIoU", "fgl": "FGL", "ddf": "DDF", "focal": "focal"}
+_AP_KEYS = ("AP", "AP50", "AP75")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _loss_terms(train_keys: set[str]) -> list[str]:
+    terms = {m["term"] for key in train_keys if (m := _LOSS_KEY.match(key))}
+    known = [t for t in _TERM_ORDER if t in terms]
+    return known + sorted(terms - set(known))
+
+
+def _total_loss(train: dict[str, Any]) -> float:
+    if "loss" in train:
+        return _number(train["loss"])
+    # Logs without the weighted total: the sum of every term is the closest stand-in.
+    terms = [_number(v) for k, v in train.items() if _LOSS_KEY.match(k)]
+    return sum(terms) if terms else math.nan
+
+
+def _style_axis(ax: Any, title: str, epochs: list[int]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    if epochs:
+        # Without explicit limits a single epoch gets fractional ticks around it.
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=8)
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
+    """Draw ``results.png``: total loss, each main loss term, learning rate and AP per epoch.
+
+    Each loss panel shows the final-layer term (``loss_vfl``, ...) as a solid line and, dashed on a second axis,
+    the sum of that term over every supervised output (auxiliary layers, denoising, pre-box head, encoder), which
+    is what the optimiser actually sees. Epochs without evaluation are simply missing from the AP panel.
+
+    Args:
+        metrics_jsonl_path: ``metrics.jsonl`` written by :class:`~dfine.engine.logger.MetricsLogger` (or its folder).
+        out_png: where to write the PNG; parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    records = read_metrics(metrics_jsonl_path)
+    epochs = [int(r.get("epoch", i)) for i, r in enumerate(records)]
+    trains = [r.get("train") or {} for r in records]
+    evals = [r.get("eval") or {} for r in records]
+    terms = _loss_terms(set().union(*(t.keys() for t in trains)) if trains else set())
+    has_lr = any(r.get("lr") for r in records)
+
+    panels = 1 + len(terms) + 1 + int(has_lr)
+    columns = min(4, panels)
+    rows = math.ceil(panels / columns)
+    figure = _new_figure(3.4 * columns, 2.8 * rows)
+    axes = [figure.add_subplot(rows, columns, i + 1) for i in range(panels)]
+    marker = "o" if len(epochs) <= 30 else None  # markers make a 1-epoch run visible, but clutter a long one
+
+    ax = axes[0]
+    ax.plot(epochs, [_total_loss(t) for t in trains], marker=marker, markersize=3, color="C0")
+    _style_axis(ax, "total loss", epochs)
+
+    for ax, term in zip(axes[1:], terms):
+        main = [_number(t.get(f"loss_{term}", math.nan)) for t in trains]
+        summed = []
+        for train in trains:
+            values = [_number(v) for k, v in train.items() if (m := _LOSS_KEY.match(k)) and m["term"] == term]
+            summed.append(sum(values) if values else math.nan)
+        ax.plot(epochs, main, marker=marker, markersize=3, color="C0", label="final layer")
+        if any(not math.isnan(s) and s != m for s, m in zip(summed, main)):
+            twin = ax.twinx()
+            twin.plot(epochs, summed, linestyle="--", color="C1", marker=marker, markersize=2, label="all outputs")
+            twin.tick_params(labelsize=7, colors="C1")
+            lines = ax.get_lines() + twin.get_lines()
+            ax.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="upper right")
+        _style_axis(ax, _TERM_TITLES.get(term, term), epochs)
+
+    next_axis = 1 + len(terms)
+    if has_lr:
+        ax = axes[next_axis]
+        next_axis += 1
+        groups = max(len(r.get("lr") or []) for r in records)
+        lr_values: list[float] = []
+        for group in range(groups):
+            values = [_number((r.get("lr") or [])[group]) if group < len(r.get("lr") or []) else math.nan
+                      for r in records]  # fmt: skip
+            ax.plot(epochs, values, marker=marker, markersize=3, label=f"group {group}")
+            lr_values.extend(v for v in values if not math.isnan(v))
+        # Warm-up and cosine decay span orders of magnitude, and per-group rates differ by 10x: log scale shows both.
+        if lr_values and min(lr_values) > 0:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        if groups > 1:
+            ax.legend(fontsize=7)
+        _style_axis(ax, "learning rate", epochs)
+
+    ax = axes[next_axis]
+    drawn = False
+    for key in _AP_KEYS:
+        points = [(e, _number(ev.get(key))) for e, ev in zip(epochs, evals)]
+        points = [(e, v) for e, v in points if not math.isnan(v)]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+            drawn = True
+    if drawn:
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_ylim(bottom=0)
+    else:
+        ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+    _style_axis(ax, "COCO AP (val)", epochs)
+
+    title = f"{len(records)} epoch{'s' if len(records) != 1 else ''}"
+    best = [(_number(ev.get("AP")), e) for e, ev in zip(epochs, evals)]
+    best = [b for b in best if not math.isnan(b[0])]
+    if best:
+        ap, epoch = max(best)
+        title += f", best AP {ap:.4f} at epoch {epoch}"
+    figure.suptitle(f"Training results ({title})", fontsize=11)
+    figure.tight_layout()
+    return _save(figure, out_png)
+
+
+def plot_per_class_ap(
+    result: EvalResult, out_png: str | Path, max_classes: int | None = None, title: str | None = None
+) -> Path:
+    """Horizontal bar chart of AP@[.5:.95] per class, best first; classes without ground truth are listed last.
+
+    Args:
+        result: an evaluation result with ``per_class`` filled.
+        out_png: where to write the PNG.
+        max_classes: keep only this many rows (the best ones), for data sets with hundreds of classes.
+        title: figure title; defaults to one quoting the overall AP.
+
+    Returns:
+        The path written.
+    """
+    rows = sorted(result.per_class, key=lambda c: (math.isnan(c.ap), -(0.0 if math.isnan(c.ap) else c.ap)))
+    if max_classes is not None:
+        rows = rows[:max_classes]
+    count = max(1, len(rows))
+    figure = _new_figure(7.0, 1.2 + 0.28 * count)
+    ax = figure.add_subplot(1, 1, 1)
+    names = [f"{c.name} ({c.num_gt})" for c in rows]
+    values = [0.0 if math.isnan(c.ap) else c.ap for c in rows]
+    colors = ["lightgray" if math.isnan(c.ap) else "C0" for c in rows]
+    positions = list(range(len(rows)))
+    ax.barh(positions, values, color=colors)
+    ax.set_yticks(positions, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    for y, c in zip(positions, rows):
+        label = "no GT" if math.isnan(c.ap) else f"{c.ap:.3f}"
+        ax.text(min(values[y], 0.85) + 0.01, y, label, va="center", fontsize=7)
+    if not rows:
+        ax.text(0.5, 0.5, "no classes", ha="center", va="center", transform=ax.transAxes, color="gray")
+    overall = "n/a" if math.isnan(result.AP) else f"{result.AP:.4f}"
+    ax.set_title(title or f"AP@[.5:.95] per class (overall {overall}); (n) = ground-truth boxes", fontsize=10)
+    ax.set_xlabel("AP", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, out_png)
+
+
+def _save(figure: Any, out_png: str | Path) -> Path:
+    path = Path(out_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
