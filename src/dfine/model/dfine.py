@@ -141,6 +141,12 @@ class DFineModel(PretrainedMixin, nn.Module):
 
         attn_mask = None
         meta = None
+        if self.training and labels is not None and config.num_denoising > 0 and denoising is None:
+            # No box in the whole batch: an empty denoising record (as the original) keeps the set of loss terms
+            # the same on every rank, which the distributed loss averaging relies on.
+            empty = torch.zeros(0, dtype=torch.long, device=memory.device)
+            meta = {"dn_positive_idx": [empty] * len(labels), "dn_num_group": 1,
+                    "dn_num_split": [0, config.num_queries]}
         if denoising is not None:
             dn_queries, dn_reference_logits, attn_mask, meta = denoising
             queries = torch.cat([dn_queries.to(queries.dtype), queries], dim=1)
