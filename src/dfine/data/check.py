@@ -1,0 +1,195 @@
+"""The data set check run before training: repair what is safe, list every problem that is not.
+
+Annotation rules live in :mod:`dfine.data.index` and are applied when a split is parsed, so the check reports
+exactly the repairs the data sets then use (both come from the same cached :class:`DetectionIndex` of the
+:class:`DatasetSpec`). On top of that the check reads every image header: missing, unreadable and truncated files,
+and images whose size does not match their annotations, are problems; images annotated on their unrotated pixels
+(EXIF) are handled and reported. Nothing on disk is ever modified.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfine.data.images import load_image, probe_images, size_mismatch_message, use_exif_orientation
+from dfine.data.index import DetectionIndex, RepairLog
+from dfine.data.resolve import DatasetSpec, resolve_dataset
+from dfine.errors import DatasetError, InputFileError
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """Counts for one split: images, images without objects, boxes (crowd excluded), crowd regions, per class."""
+
+    images: int
+    empty_images: int
+    boxes: int
+    crowd: int
+    boxes_per_class: tuple[int, ...]
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found.
+
+    Attributes:
+        source: the data set (``--data``).
+        format: ``"coco"`` or ``"yolo"``.
+        class_names, category_ids: the label table (label i is ``class_names[i]``, file id ``category_ids[i]``).
+        splits: per-split counts.
+        indexes: the checked, repaired splits (the same objects the spec's data sets use).
+        repairs: one line per kind of repair per split (applied in memory only).
+        warnings: things worth knowing that do not stop training.
+        problems: one line per problem that must be fixed, each naming its file.
+    """
+
+    source: Path
+    format: str
+    class_names: list[str]
+    category_ids: list[int]
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    indexes: dict[str, DetectionIndex] = field(default_factory=dict)
+    repairs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """A multi-line, human-readable report."""
+        names = ", ".join(f"{i} {n}" for i, n in enumerate(self.class_names[:20]))
+        if len(self.class_names) > 20:
+            names += f", ... ({len(self.class_names) - 20} more)"
+        lines = [f"Data set {self.source} ({self.format}), {len(self.class_names)} classes: {names}"]
+        for split, s in self.splits.items():
+            crowd = f", {s.crowd} crowd regions" if s.crowd else ""
+            lines.append(f"  {split}: {s.images} images ({s.empty_images} without objects), {s.boxes} boxes{crowd}")
+        for title, items in (
+            ("Repaired (in memory; files on disk are unchanged)", self.repairs),
+            ("Warnings", self.warnings),
+            ("Problems (must be fixed)", self.problems),
+        ):
+            if items:
+                lines.append(f"{title}:")
+                lines += [f"  - {item}" for item in items]
+        if not self.problems:
+            lines.append("Data set OK.")
+        return "\n".join(lines)
+
+
+def _summarise(index: DetectionIndex) -> SplitSummary:
+    counts = np.zeros(len(index.categories.ids), dtype=np.int64)
+    boxes = crowd = empty = 0
+    for record in index.records:
+        labels = record.labels[~record.iscrowd]
+        np.add.at(counts, labels, 1)
+        boxes += len(labels)
+        crowd += int(record.iscrowd.sum())
+        empty += len(labels) == 0
+    return SplitSummary(len(index.records), empty, boxes, crowd, tuple(int(c) for c in counts))
+
+
+def _check_images(index: DetectionIndex, split: str, decode: bool, progress: bool, report: CheckReport) -> None:
+    records = index.records
+    infos = probe_images([r.path for r in records], verify=True, progress=progress, desc=f"checking {split} images")
+    repairs = RepairLog()
+    for record, info in zip(records, infos, strict=True):
+        if isinstance(info, InputFileError):
+            report.problems.append(str(info))
+            continue
+        orientation = use_exif_orientation(info, record.width, record.height)
+        if orientation is None:
+            report.problems.append(f"{record.path}: {size_mismatch_message(info, record.width, record.height)}")
+            continue
+        if not orientation:
+            repairs.add("EXIF rotation not applied: the boxes were drawn on the stored pixels", str(record.path))
+        if decode or not info.complete:
+            try:
+                load_image(record.path, record.width, record.height)
+            except InputFileError as e:
+                report.problems.append(str(e))
+                continue
+            if not info.complete:
+                report.warnings.append(f"{record.path}: JPEG end marker missing (truncated file?) but it decodes")
+    report.repairs += [f"{split}: {line}" for line in repairs.lines()]
+    duplicated = [p for p, n in Counter(r.path.resolve() for r in records).items() if n > 1]
+    if duplicated:
+        report.warnings.append(
+            f"{split}: {len(duplicated)} image files are listed more than once (e.g. {duplicated[0]})"
+        )
+
+
+def check_dataset(
+    data: DatasetSpec | str | Path,
+    splits: Sequence[str] | None = None,
+    *,
+    decode: bool = False,
+    progress: bool = True,
+    raise_on_problems: bool = True,
+) -> CheckReport:
+    """Parse and repair the annotations, verify every image, and report.
+
+    Args:
+        data: a resolved spec (its cached splits are checked, so data sets built from it afterwards use the checked
+            annotations) or a ``--data`` path.
+        splits: the splits to check; None checks all the spec has.
+        decode: fully decode every image (slow); by default only headers are read, and JPEGs missing their end
+            marker are decoded.
+        progress: show progress bars for splits of more than 200 images.
+        raise_on_problems: raise instead of returning a report with problems.
+
+    Raises:
+        DatasetError: when there are problems that cannot be repaired (and ``raise_on_problems``), listing all.
+        InputFileError: ``data`` matches no accepted layout.
+    """
+    spec = data if isinstance(data, DatasetSpec) else resolve_dataset(data)
+    splits = list(spec.splits) if splits is None else list(splits)
+    categories = spec.categories
+    report = CheckReport(spec.source, spec.format, list(categories.names), list(categories.ids))
+    report.repairs += [f"{spec.source}: {note}" for note in spec.notes]
+    if categories.ids and not categories.is_contiguous:
+        ids = ", ".join(str(i) for i in categories.ids[:12]) + (", ..." if len(categories.ids) > 12 else "")
+        report.repairs.append(f"category ids {ids} mapped to contiguous labels 0..{len(categories.ids) - 1}")
+    for split in splits:
+        index = spec.index(split, progress=progress)
+        report.indexes[split] = index
+        report.problems += index.problems
+        report.repairs += [f"{split}: {line}" for line in index.repairs.lines()]
+        _check_images(index, split, decode, progress, report)
+        report.splits[split] = _summarise(index)
+    _cross_split_checks(report)
+    if report.problems and raise_on_problems:
+        raise DatasetError(
+            f"{spec.source}: {len(report.problems)} problem(s) that cannot be repaired automatically "
+            "(nothing was changed on disk); fix them and run again",
+            report.problems,
+        )
+    return report
+
+
+def _cross_split_checks(report: CheckReport) -> None:
+    train = report.splits.get("train")
+    # Only worth saying when the annotations parsed cleanly: otherwise it is a consequence of the listed problems.
+    if train is not None and train.boxes == 0 and not report.indexes["train"].problems:
+        report.problems.append(f"{report.source}: the training split has no objects at all")
+    if train is not None and train.boxes:
+        unused = [n for n, c in zip(report.class_names, train.boxes_per_class, strict=True) if c == 0]
+        if unused:
+            report.warnings.append(f"classes without any training box: {', '.join(unused)}")
+    if "train" in report.indexes:
+        for split in ("val", "test"):
+            if split in report.indexes:
+                train_files = {r.path.resolve() for r in report.indexes["train"].records}
+                shared = [r.path for r in report.indexes[split].records if r.path.resolve() in train_files]
+                if shared:
+                    report.warnings.append(
+                        f"{len(shared)} {split} images are also training images (e.g. {shared[0]}): "
+                        "validation scores will be optimistic"
+                    )

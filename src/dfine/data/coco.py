@@ -1,0 +1,212 @@
+"""COCO-JSON annotations: parsing into a :class:`DetectionIndex`, and the :class:`CocoDetection` data set.
+
+Any category ids work (1-based, with gaps, arbitrary): they map to contiguous labels ``0..C-1`` in sorted id order,
+which fixes the original's most common custom-data failure (raw ids used as label indices, SPEC Part B §9.1).
+Roboflow exports add a category that is only the ``supercategory`` of the real ones and is never used; it is
+dropped, otherwise it would become an extra, never-seen class 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dfine.data.dataset import DetectionDataset, Transforms
+from dfine.data.images import probe_image
+from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder, RepairLog
+from dfine.errors import InputFileError
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _as_bbox(value: Any) -> tuple[float, float, float, float] | None:
+    numbers = [_as_number(v) for v in value] if isinstance(value, list) and len(value) == 4 else []
+    if len(numbers) != 4 or any(v is None for v in numbers):
+        return None
+    x, y, w, h = (float(v) for v in numbers if v is not None)
+    return x, y, w, h
+
+
+def _failed_index(source: Path, problem: str) -> DetectionIndex:
+    return DetectionIndex(source, CategoryTable((), ()), [], RepairLog(), [f"{source}: {problem}"])
+
+
+def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
+    """Load and shape-check a COCO annotation file.
+
+    Raises:
+        InputFileError: missing file, invalid JSON, or no ``images`` / ``annotations`` / ``categories`` lists.
+    """
+    path = Path(annotation_file)
+    if not path.is_file():
+        raise InputFileError(path, "annotation file is missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputFileError(path, f"invalid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(path, f"cannot read the annotation file ({e})") from None
+    if not isinstance(data, dict):
+        raise InputFileError(path, "not a COCO annotation file: the top level must be an object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InputFileError(path, f"not a COCO annotation file: '{key}' must be a list")
+    if not data["categories"]:
+        raise InputFileError(path, "'categories' is empty: at least one category is needed")
+    return data
+
+
+def _category_table(data: dict[str, Any], source: Path, repairs: RepairLog, problems: list[str]) -> CategoryTable:
+    names: dict[int, str] = {}
+    for i, category in enumerate(data["categories"]):
+        category_id = _as_int(category.get("id")) if isinstance(category, dict) else None
+        name = category.get("name") if isinstance(category, dict) else None
+        if category_id is None or not isinstance(name, str):
+            problems.append(f"{source}: categories[{i}] needs an integer 'id' and a string 'name', got {category!r}")
+        elif category_id in names and names[category_id] != name:
+            problems.append(f"{source}: category id {category_id} is used for both '{names[category_id]}' and '{name}'")
+        elif category_id in names:
+            repairs.add("repeated category entry ignored", f"{source} category {category_id}")
+        else:
+            names[category_id] = name
+    # The Roboflow placeholder: never used by an annotation, and the supercategory of every other category.
+    used = {_as_int(a.get("category_id")) for a in data["annotations"] if isinstance(a, dict)}
+    supercategory = {_as_int(c.get("id")): c.get("supercategory") for c in data["categories"] if isinstance(c, dict)}
+    for category_id, name in list(names.items()):
+        others = [i for i in names if i != category_id]
+        if others and category_id not in used and all(supercategory.get(i) == name for i in others):
+            del names[category_id]
+            repairs.add("unused placeholder category dropped", f"{source} category {category_id} '{name}'")
+    ids = sorted(names)
+    return CategoryTable(tuple(ids), tuple(names[i] for i in ids))
+
+
+def load_coco_index(
+    annotation_file: str | Path, image_dir: str | Path, *, categories: CategoryTable | None = None
+) -> DetectionIndex:
+    """Parse a COCO annotation file, applying the repair rules of :mod:`dfine.data.index`.
+
+    Nothing is raised for bad annotations: they are collected in ``index.problems`` so that a check can list all
+    of them at once (use :meth:`DetectionIndex.raise_if_problems`).
+
+    Args:
+        annotation_file: the COCO JSON file.
+        image_dir: the folder that ``file_name`` entries are relative to.
+        categories: the label table to use (a validation split takes the training split's); None builds it from
+            this file's ``categories``.
+    """
+    source, image_dir = Path(annotation_file), Path(image_dir)
+    try:
+        data = read_coco_json(source)
+    except InputFileError as e:
+        return _failed_index(source, e.problem)
+    repairs, problems = RepairLog(), list[str]()
+    own = _category_table(data, source, repairs, problems)
+    if categories is None:
+        categories = own
+    else:
+        reference_names = dict(zip(categories.ids, categories.names, strict=True))
+        for category_id, name in zip(own.ids, own.names, strict=True):
+            expected = reference_names.get(category_id)
+            if expected is not None and expected != name:
+                problems.append(f"{source}: category {category_id} is '{name}' here but '{expected}' in training")
+    builder = IndexBuilder(source, categories)
+    builder.repairs, builder.problems = repairs, problems
+
+    file_of: dict[int, str] = {}
+    for i, image in enumerate(data["images"]):
+        image_id = _as_int(image.get("id")) if isinstance(image, dict) else None
+        file_name = image.get("file_name") if isinstance(image, dict) else None
+        if image_id is None or not isinstance(file_name, str) or not file_name:
+            builder.problem(f"{source} images[{i}]", f"needs an integer 'id' and a 'file_name', got {image!r}")
+            continue
+        if image_id in file_of:
+            if file_of[image_id] == file_name:
+                repairs.add("repeated image entry ignored", f"{source} image {image_id}")
+            else:
+                builder.problem(
+                    f"{source} image {image_id}", f"id used for both '{file_of[image_id]}' and '{file_name}'"
+                )
+            continue
+        file_of[image_id] = file_name
+        path = image_dir / file_name
+        width, height = _as_int(image.get("width")), _as_int(image.get("height"))
+        if width is None or height is None or width <= 0 or height <= 0:
+            # Some exporters omit the size; the boxes still need it for clipping and evaluation.
+            try:
+                info = probe_image(path)
+            except InputFileError as e:
+                builder.problem(str(e.path), f"{e.problem} (image {image_id} of {source})")
+                continue
+            width, height = info.width, info.height
+            repairs.add("missing image size read from the image file", f"{source} image {image_id}")
+        builder.add_image(image_id, path, file_name, width, height)
+
+    for i, ann in enumerate(data["annotations"]):
+        ann_id = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
+        where = f"{source} annotation {ann_id}"
+        if not isinstance(ann, dict):
+            builder.problem(where, f"an annotation must be an object, got {ann!r}")
+            continue
+        ann_image_id, ann_category_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
+        xywh = _as_bbox(ann.get("bbox"))
+        if ann_image_id is None or ann_category_id is None:
+            builder.problem(where, "needs integer 'image_id' and 'category_id'")
+            continue
+        if xywh is None:
+            builder.problem(where, f"'bbox' must be 4 numbers [x, y, width, height], got {ann.get('bbox')!r}")
+            continue
+        if ann_image_id in file_of and not builder.has_image(ann_image_id):
+            continue  # its image already has a problem of its own
+        x, y, w, h = xywh
+        area = _as_number(ann.get("area"))
+        builder.add_box(
+            ann_image_id,
+            ann_category_id,
+            (x, y, x + w, y + h),
+            where,
+            iscrowd=bool(ann.get("iscrowd", 0)),
+            area=area if area is not None and math.isfinite(area) and area > 0 else None,
+        )
+    return builder.build()
+
+
+class CocoDetection(DetectionDataset):
+    """A COCO-JSON data set: images in a folder and one annotation file.
+
+    Args:
+        image_dir: the folder ``file_name`` entries are relative to.
+        annotation_file: the COCO JSON file.
+        transforms: called as ``transforms(image, target)``.
+        categories: the label table (for a validation split, the training split's); None uses the file's.
+
+    Raises:
+        DatasetError: listing every annotation problem that cannot be repaired.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        annotation_file: str | Path,
+        transforms: Transforms | None = None,
+        *,
+        categories: CategoryTable | None = None,
+    ) -> None:
+        super().__init__(load_coco_index(annotation_file, image_dir, categories=categories), transforms)

@@ -1,0 +1,194 @@
+"""Reading image files: cheap header probes for sizes and checks, and full decoding to RGB tensors.
+
+EXIF orientation: phones store pixels unrotated with an orientation tag. Most annotation tools show (and annotate)
+the rotated image, so by default the tag is applied. When an annotation file records the *unrotated* size instead,
+the boxes were drawn on the stored pixels and the tag must be ignored; :func:`use_exif_orientation` decides this
+from the sizes, both in the data set check and when an image is loaded, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision import tv_tensors
+
+from dfine.errors import InputFileError
+
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+
+# EXIF orientations 5-8 are transposes or quarter turns: they swap width and height.
+_SWAPS_AXES = {5, 6, 7, 8}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a header read tells about an image file.
+
+    Attributes:
+        width, height: the size after applying the EXIF orientation.
+        stored_width, stored_height: the size of the pixels as stored.
+        orientation: the EXIF orientation tag (1 when absent).
+        complete: False for a JPEG without its end-of-image marker (probably truncated).
+    """
+
+    width: int
+    height: int
+    stored_width: int
+    stored_height: int
+    orientation: int
+    complete: bool = True
+
+
+def _orientation(image: Image.Image) -> int:
+    # Read from what Image.open already parsed: `getexif()` makes PNG decode all pixels, which a header probe
+    # must not do (and which breaks a later `verify()`).
+    try:
+        if hasattr(image, "tag_v2"):  # TIFF keeps the orientation among its own tags
+            value = image.tag_v2.get(_EXIF_ORIENTATION_TAG, 1)
+        elif image.info.get("exif"):
+            exif = Image.Exif()
+            exif.load(image.info["exif"])
+            value = exif.get(_EXIF_ORIENTATION_TAG, 1)
+        else:
+            return 1
+    except Exception:  # a broken EXIF block must not make an otherwise fine image unusable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _header_info(image: Image.Image, complete: bool = True) -> ImageInfo:
+    stored_w, stored_h = image.size
+    orientation = _orientation(image)
+    w, h = (stored_h, stored_w) if orientation in _SWAPS_AXES else (stored_w, stored_h)
+    return ImageInfo(w, h, stored_w, stored_h, orientation, complete)
+
+
+def _jpeg_is_complete(path: Path) -> bool:
+    # A JPEG ends with the EOI marker FF D9; a missing one is the usual sign of an interrupted copy or download.
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(size - 2, 0))
+        return f.read(2) == b"\xff\xd9"
+
+
+def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
+    """Read an image's size and orientation from its header without decoding the pixels.
+
+    Args:
+        path: the image file.
+        verify: also run PIL's structural check (CRCs of PNG chunks) and look for the JPEG end marker.
+
+    Raises:
+        InputFileError: the file is missing, not an image, or fails verification.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "image file is missing")
+    try:
+        with Image.open(path) as image:
+            complete = not (verify and image.format == "JPEG") or _jpeg_is_complete(path)
+            info = _header_info(image, complete)
+            if verify:
+                image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"unreadable or corrupt image ({e})") from None
+    if info.width <= 0 or info.height <= 0:
+        raise InputFileError(path, f"image has an empty size {info.width}x{info.height}")
+    return info
+
+
+def probe_images(
+    paths: Sequence[Path], *, verify: bool = False, progress: bool = False, desc: str = "reading image headers"
+) -> list[ImageInfo | InputFileError]:
+    """:func:`probe_image` over many files with a thread pool (header reads wait on the disk, not the CPU).
+
+    Returns:
+        One entry per path, in order: the :class:`ImageInfo`, or the error for that file.
+    """
+
+    def one(path: Path) -> ImageInfo | InputFileError:
+        try:
+            return probe_image(path, verify=verify)
+        except InputFileError as e:
+            return e
+
+    workers = min(16, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(one, paths)
+        if progress and len(paths) > 200:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(paths), desc=desc, unit="img")
+        return list(results)
+
+
+def use_exif_orientation(info: ImageInfo, width: int, height: int) -> bool | None:
+    """Whether to apply the EXIF orientation so that the image matches the annotated ``width x height``.
+
+    Returns:
+        True when the oriented size matches (the usual case, also when there is no tag), False when only the stored
+        size matches (boxes drawn on the unrotated pixels), None when neither matches (the annotations belong to
+        another version of the image).
+    """
+    if (info.width, info.height) == (width, height):
+        return True
+    if (info.stored_width, info.stored_height) == (width, height):
+        return False
+    return None
+
+
+def size_mismatch_message(info: ImageInfo, width: int, height: int) -> str:
+    """The problem line for :func:`use_exif_orientation` returning None."""
+    return (
+        f"image is {info.width}x{info.height} but the annotations were made for {width}x{height}; "
+        "were the images resized after annotating?"
+    )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (PIL may open it as "I"): PIL's own conversion clips at 255, turning most of the image
+        # white. A fixed 65535 -> 255 scale keeps brightness comparable between images.
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # palette transparency must pass through RGBA to convert cleanly
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, width: int | None = None, height: int | None = None) -> tv_tensors.Image:
+    """Decode an image to a (3, H, W) uint8 RGB tensor, oriented to match the annotations.
+
+    Grayscale, 16-bit, palette and RGBA images are converted to RGB (alpha dropped).
+
+    Args:
+        path: the image file.
+        width, height: the size the annotations were made for; None applies the EXIF orientation unconditionally.
+
+    Raises:
+        InputFileError: the file is missing or corrupt, or its size matches neither orientation of the annotations.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            info = _header_info(image)
+            apply = True if width is None or height is None else use_exif_orientation(info, width, height)
+            if apply is None:
+                raise InputFileError(path, size_mismatch_message(info, width or 0, height or 0))
+            rgb = _to_rgb(ImageOps.exif_transpose(image) if apply and info.orientation != 1 else image)
+    except FileNotFoundError:
+        raise InputFileError(path, "image file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"unreadable or corrupt image ({e})") from None
+    array = np.array(rgb, dtype=np.uint8)  # a writable copy: torch warns about read-only numpy buffers
+    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())

@@ -1,0 +1,216 @@
+"""The in-memory form of an annotated split, and the one place where annotation repair rules live.
+
+Both file formats (COCO-JSON in :mod:`dfine.data.coco`, YOLO-txt in :mod:`dfine.data.yolo`) are parsed into the same
+:class:`DetectionIndex`: a list of :class:`ImageRecord` (absolute ``xyxy`` boxes, contiguous labels) plus the
+category table, the repairs made and the problems that could not be repaired. The parsers only read files; every
+box goes through :meth:`IndexBuilder.add_box`, so the data sets, the evaluation ground truth and the data set check
+all see the same repaired annotations.
+
+Rules (in order), for each box:
+
+- category not in the table -> problem (cannot guess the class);
+- a coordinate that is NaN or infinite -> problem;
+- zero or negative width or height -> dropped (repair): it carries no object;
+- no overlap with the image at all -> problem: usually a wrong coordinate convention (pixels vs normalised,
+  ``xywh`` vs ``xyxy``) that clipping would silently turn into garbage;
+- partly outside the image -> clipped to the image (repair).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dfine.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class CategoryTable:
+    """Contiguous labels ``0..C-1`` for the data set's category ids, in sorted id order.
+
+    Attributes:
+        ids: the original category (COCO) or class (YOLO) ids, sorted; ``ids[label]`` maps a label back.
+        names: the class names, ``names[label]``.
+    """
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if list(self.ids) != sorted(set(self.ids)) or len(self.ids) != len(self.names):
+            raise ValueError("category ids must be unique and sorted, one name per id")
+
+    @property
+    def label_of(self) -> dict[int, int]:
+        """Original id -> contiguous label."""
+        return {category_id: label for label, category_id in enumerate(self.ids)}
+
+    @property
+    def is_contiguous(self) -> bool:
+        """Whether the original ids already are ``0..C-1`` (no remapping needed)."""
+        return list(self.ids) == list(range(len(self.ids)))
+
+
+@dataclass
+class ImageRecord:
+    """One image and its (repaired) annotations.
+
+    Attributes:
+        image_id: the data set's image id (COCO ``id``; YOLO: position in the sorted image list).
+        path: the image file.
+        file_name: the name written into the evaluation ground truth (relative path as in the annotation file).
+        width, height: the size the annotations refer to (after EXIF orientation, see :mod:`dfine.data.images`).
+        boxes: (n, 4) float64 absolute ``xyxy`` pixels, clipped to the image.
+        labels: (n,) int64 contiguous labels.
+        iscrowd: (n,) bool; crowd regions are evaluation ground truth but never training targets.
+        areas: (n,) float64; the annotation file's ``area`` when it had one, else the box area.
+    """
+
+    image_id: int
+    path: Path
+    file_name: str
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+    areas: np.ndarray
+
+
+@dataclass
+class RepairLog:
+    """Counts of each kind of repair with a few examples of where it happened."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, what: str, where: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        shown = self.examples.setdefault(what, [])
+        if len(shown) < 3:
+            shown.append(where)
+
+    def lines(self) -> list[str]:
+        """One line per kind of repair: ``"<count> x <what> (e.g. <where>, ...)"``."""
+        return [f"{n} x {what} (e.g. {'; '.join(self.examples[what])})" for what, n in self.counts.items()]
+
+
+@dataclass
+class DetectionIndex:
+    """A parsed, repaired split: what a data set serves and what the evaluation ground truth is made of.
+
+    Attributes:
+        source: the annotation file (COCO) or data YAML / image list (YOLO) it came from.
+        categories: the contiguous label table.
+        records: one per usable image, in a fixed order (the data set's index order).
+        repairs: what was changed to make the annotations usable (nothing is written to disk).
+        problems: one line per problem that could not be repaired, each naming its file.
+    """
+
+    source: Path
+    categories: CategoryTable
+    records: list[ImageRecord]
+    repairs: RepairLog = field(default_factory=RepairLog)
+    problems: list[str] = field(default_factory=list)
+
+    def raise_if_problems(self) -> DetectionIndex:
+        """Raise :class:`DatasetError` listing every problem; return ``self`` when there is none."""
+        if self.problems:
+            raise DatasetError(
+                f"{self.source}: {len(self.problems)} problem(s) in the annotations that cannot be repaired "
+                "automatically",
+                self.problems,
+            )
+        return self
+
+
+class IndexBuilder:
+    """Collects images and boxes from a parser and applies the repair rules (see the module docstring).
+
+    Args:
+        source: the file being parsed, for messages.
+        categories: the label table; boxes are given with original category ids.
+    """
+
+    def __init__(self, source: Path, categories: CategoryTable) -> None:
+        self.source = source
+        self.categories = categories
+        self.repairs = RepairLog()
+        self.problems: list[str] = []
+        self._label_of = categories.label_of
+        self._images: dict[int, tuple[Path, str, int, int]] = {}  # id -> (path, file_name, width, height)
+        # per image id: one (x1, y1, x2, y2, label, crowd, area) row per box
+        self._rows: dict[int, list[tuple[float, float, float, float, int, bool, float]]] = {}
+
+    def problem(self, where: str, what: str) -> None:
+        self.problems.append(f"{where}: {what}")
+
+    def has_image(self, image_id: int) -> bool:
+        return image_id in self._images
+
+    def add_image(self, image_id: int, path: Path, file_name: str, width: int, height: int) -> None:
+        """Register an image; boxes are added to it with :meth:`add_box`."""
+        self._images[image_id] = (path, file_name, width, height)
+        self._rows[image_id] = []
+
+    def add_box(
+        self,
+        image_id: int,
+        category_id: int,
+        box_xyxy: tuple[float, float, float, float],
+        where: str,
+        *,
+        iscrowd: bool = False,
+        area: float | None = None,
+    ) -> None:
+        """Add one box in absolute pixels to a registered image, repairing or rejecting it.
+
+        Args:
+            image_id: an id given to :meth:`add_image` before.
+            category_id: the original (file) category id.
+            box_xyxy: ``(x1, y1, x2, y2)`` absolute pixels, as read from the file.
+            where: file and annotation id / line, for messages.
+            iscrowd: a COCO crowd region.
+            area: the file's ``area`` (kept for evaluation), or None to use the box area.
+        """
+        image = self._images.get(image_id)
+        if image is None:
+            self.problem(where, f"image_id {image_id} is not one of the file's images")
+            return
+        label = self._label_of.get(category_id)
+        if label is None:
+            ids = self.categories.ids
+            known = ", ".join(str(i) for i in ids[:10]) + (", ..." if len(ids) > 10 else "")
+            self.problem(where, f"category/class id {category_id} does not exist (known ids: {known})")
+            return
+        x1, y1, x2, y2 = box_xyxy
+        if not all(math.isfinite(v) for v in box_xyxy):
+            self.problem(where, f"box {list(box_xyxy)} has a NaN or infinite coordinate")
+            return
+        if x2 <= x1 or y2 <= y1:
+            self.repairs.add("zero-area box dropped", where)
+            return
+        w, h = image[2], image[3]
+        if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+            self.problem(
+                where,
+                f"box xyxy ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies completely outside the {w}x{h} image",
+            )
+            return
+        clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
+        if clipped != (x1, y1, x2, y2):
+            self.repairs.add("box clipped to its image", where)
+        box_area = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1])
+        self._rows[image_id].append((*clipped, label, bool(iscrowd), float(area) if area is not None else box_area))
+
+    def build(self) -> DetectionIndex:
+        """The finished index; records keep the order in which images were added."""
+        records = []
+        for image_id, (path, file_name, width, height) in self._images.items():
+            rows = np.asarray(self._rows[image_id], dtype=np.float64).reshape(-1, 7)
+            boxes, labels, crowd, areas = rows[:, :4].copy(), rows[:, 4].astype(np.int64), rows[:, 5] > 0, rows[:, 6]
+            records.append(ImageRecord(image_id, path, file_name, width, height, boxes, labels, crowd, areas.copy()))
+        return DetectionIndex(self.source, self.categories, records, self.repairs, self.problems)

@@ -1,0 +1,120 @@
+"""The D-FINE augmentation recipe on ``torchvision.transforms.v2`` (SPEC Part B §3.6).
+
+Train, in order: RandomPhotometricDistort(p=0.5), RandomZoomOut(fill=0), RandomIoUCrop (applied with p=0.8),
+SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize to (H, W) (stretch, aspect ratio not kept),
+SanitizeBoundingBoxes(min_size=1), float in [0, 1] (no mean/std). The first three are "strong" augmentations and
+stop at ``stop_epoch``. Eval: Resize + float.
+
+Both pipelines end with the model's target format (docs/ARCHITECTURE.md): ``boxes`` (n, 4) float32 normalised
+``cxcywh`` and ``class_labels`` (n,) int64; ``image_id`` and ``orig_size`` pass through. Input is the item of
+:class:`dfine.data.dataset.DetectionDataset`; the output image is a plain (3, H, W) float32 tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from dfine.data.epoch import SharedEpoch
+from dfine.errors import ConfigError
+from dfine.ops.boxes import box_xyxy_to_cxcywh
+
+
+def image_size_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Normalise a training/eval size to ``(height, width)``, both multiples of 32 (the backbone's stride).
+
+    Raises:
+        ConfigError: a size that is not positive or not a multiple of 32.
+    """
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ConfigError(f"image size {h}x{w} must be positive multiples of 32 (the backbone's stride)")
+    return int(h), int(w)
+
+
+def to_model_target(target: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``boxes`` (absolute ``xyxy`` BoundingBoxes) into normalised ``cxcywh`` and ``labels`` into
+    ``class_labels``; other keys are kept.
+
+    Returns:
+        A new dict: ``boxes`` (n, 4) float32 in [0, 1], ``class_labels`` (n,) int64, and the bookkeeping keys.
+    """
+    boxes = target["boxes"]
+    h, w = boxes.canvas_size
+    xyxy = boxes.as_subclass(Tensor).to(torch.float32).reshape(-1, 4)
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    out = {k: v for k, v in target.items() if k not in ("boxes", "labels")}
+    out["boxes"] = box_xyxy_to_cxcywh((xyxy / scale).clamp(0.0, 1.0))
+    out["class_labels"] = target["labels"].to(torch.int64)
+    return out
+
+
+class TrainTransforms:
+    """The training pipeline; strong augmentations switch off from ``stop_epoch`` on.
+
+    The epoch lives in a :class:`SharedEpoch`, so ``set_epoch`` in the main process reaches DataLoader workers.
+
+    Args:
+        size: output size, an int (square) or ``(height, width)``; multiples of 32.
+        stop_epoch: first epoch without photometric distortion, zoom-out and IoU crop; None keeps them on.
+        iou_crop_p: probability of trying an IoU crop (the recipe's 0.8).
+    """
+
+    def __init__(self, size: int | tuple[int, int] = 640, stop_epoch: int | None = None, iou_crop_p: float = 0.8):
+        self.size = image_size_hw(size)
+        self.stop_epoch = stop_epoch
+        self.iou_crop_p = iou_crop_p
+        self.epoch = SharedEpoch()
+        self.photometric = v2.RandomPhotometricDistort(p=0.5)
+        self.zoom_out = v2.RandomZoomOut(fill=0)
+        self.iou_crop = v2.RandomIoUCrop()
+        self.geometric = v2.Compose(
+            [
+                v2.SanitizeBoundingBoxes(min_size=1),
+                v2.RandomHorizontalFlip(),
+                v2.Resize(self.size),
+                v2.SanitizeBoundingBoxes(min_size=1),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.set(epoch)
+
+    @property
+    def strong_augmentation(self) -> bool:
+        """Whether the current epoch still uses photometric distortion, zoom-out and IoU crop."""
+        return self.stop_epoch is None or self.epoch.value < self.stop_epoch
+
+    def __call__(self, image: tv_tensors.Image, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """(3, h, w) uint8 image + raw target -> (3, H, W) float32 image + model target."""
+        if self.strong_augmentation:
+            image, target = self.photometric(image, target)
+            image, target = self.zoom_out(image, target)
+            # Without boxes, RandomIoUCrop can never satisfy its IoU constraint and spins until it picks "no crop":
+            # skipping it gives the same result without the wasted trials.
+            if len(target["boxes"]) and float(torch.rand(())) < self.iou_crop_p:
+                image, target = self.iou_crop(image, target)
+        image, target = self.geometric(image, target)
+        return image.as_subclass(Tensor), to_model_target(target)
+
+
+class EvalTransforms:
+    """The evaluation pipeline: stretch-resize to ``size`` and scale to [0, 1].
+
+    Args:
+        size: output size, an int (square) or ``(height, width)``; multiples of 32.
+    """
+
+    def __init__(self, size: int | tuple[int, int] = 640) -> None:
+        self.size = image_size_hw(size)
+        self.pipeline = v2.Compose([v2.Resize(self.size), v2.ToDtype(torch.float32, scale=True)])
+
+    def __call__(self, image: tv_tensors.Image, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """(3, h, w) uint8 image + raw target -> (3, H, W) float32 image + model target."""
+        image, target = self.pipeline(image, target)
+        return image.as_subclass(Tensor), to_model_target(target)

@@ -1,0 +1,262 @@
+"""YOLO-txt annotations (the Ultralytics layout): ``data.yaml``, image lists and label files.
+
+``data.yaml`` names the classes (``names``: a list, or a dict ``{id: name}``) and the splits (``train``, ``val``:
+an image folder, a text file listing images, or a list of those), relative to ``path:`` (itself relative to the
+YAML's folder) or to the YAML's folder. The labels of ``.../images/<rest>.jpg`` are in ``.../labels/<rest>.txt``,
+one ``class cx cy w h`` line per object, normalised to the image size. A missing label file means "no objects".
+Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``) are accepted and turned into their bounding box.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfine.data.dataset import DetectionDataset, Transforms
+from dfine.data.images import IMAGE_SUFFIXES, probe_images
+from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
+from dfine.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class YoloConfig:
+    """A parsed ``data.yaml``.
+
+    Attributes:
+        yaml_file: the file.
+        root: the folder split paths are relative to.
+        categories: the class table (class ids as in the label files).
+        splits: split name -> image folders / image list files / images.
+        notes: paths that had to be reinterpreted to be found (reported by the data set check).
+    """
+
+    yaml_file: Path
+    root: Path
+    categories: CategoryTable
+    splits: dict[str, tuple[Path, ...]]
+    notes: tuple[str, ...] = field(default=())
+
+
+def _names(value: Any, nc: Any, path: Path) -> CategoryTable:
+    if isinstance(value, list) and value:
+        names = {i: str(n) for i, n in enumerate(value)}
+    elif isinstance(value, dict) and value:
+        try:
+            names = {int(k): str(v) for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise InputFileError(path, "'names' keys must be integer class ids") from None
+    else:
+        raise InputFileError(path, "'names' must be a non-empty list of class names or a {class id: name} mapping")
+    if nc is not None and nc != len(names):
+        raise InputFileError(path, f"'nc' is {nc} but 'names' has {len(names)} entries")
+    if min(names) < 0:
+        raise InputFileError(path, "class ids in 'names' must not be negative")
+    ids = sorted(names)
+    return CategoryTable(tuple(ids), tuple(names[i] for i in ids))
+
+
+def data_root(config: dict[str, Any], yaml_file: Path) -> Path:
+    """The folder a data YAML's split paths are relative to: its ``path:`` (relative to the YAML) or its folder."""
+    yaml_dir = yaml_file.parent.resolve()
+    root = Path(config["path"]) if config.get("path") else yaml_dir
+    return root if root.is_absolute() else yaml_dir / root
+
+
+def _resolve(entry: str, root: Path, yaml_dir: Path, notes: list[str]) -> Path:
+    path = Path(entry)
+    if path.is_absolute():
+        return path
+    resolved = root / path
+    if not resolved.exists():
+        # Roboflow writes `train: ../train/images` next to a data.yaml that sits beside `train/`.
+        parts = path.parts
+        while parts and parts[0] == "..":
+            parts = parts[1:]
+        fallback = yaml_dir.joinpath(*parts) if parts else yaml_dir
+        if fallback.exists():
+            notes.append(f"'{entry}' does not exist relative to {root}; using {fallback}")
+            return fallback
+    return resolved
+
+
+def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
+    """Parse an Ultralytics-style ``data.yaml``.
+
+    Raises:
+        InputFileError: a missing or invalid file, missing ``names``, or a split entry of the wrong type.
+    """
+    path = Path(yaml_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise InputFileError(path, "data YAML is missing") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise InputFileError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "names" not in data:
+        raise InputFileError(path, "not a YOLO data.yaml: it needs 'names' and 'train'/'val' entries")
+    categories = _names(data["names"], data.get("nc"), path)
+    root = data_root(data, path)
+    notes: list[str] = []
+    splits: dict[str, tuple[Path, ...]] = {}
+    for split in ("train", "val", "test"):
+        entry = data.get(split)
+        if entry is None:
+            continue
+        entries = entry if isinstance(entry, list) else [entry]
+        if not all(isinstance(e, str) for e in entries):
+            raise InputFileError(path, f"'{split}' must be a path or a list of paths, got {entry!r}")
+        splits[split] = tuple(_resolve(e, root, path.parent.resolve(), notes) for e in entries)
+    return YoloConfig(path, root, categories, splits, tuple(notes))
+
+
+def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], list[str]]:
+    """The images of a split, sorted, from folders (searched recursively), list files and single images.
+
+    Returns:
+        The image paths and one problem line per source that does not exist.
+    """
+    images: list[Path] = []
+    problems: list[str] = []
+    for source in sources:
+        if source.is_dir():
+            images += [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(source)
+        elif source.is_file():
+            # An image list: "./x" is relative to the list's folder (Ultralytics), other relative paths too.
+            for line in source.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line:
+                    images.append(Path(line) if Path(line).is_absolute() else source.parent / line)
+        else:
+            problems.append(f"{source}: image folder or list does not exist")
+    return sorted(set(images)), problems
+
+
+def label_path(image: Path) -> Path:
+    """``.../images/<rest>.<ext>`` -> ``.../labels/<rest>.txt`` (the last ``images`` folder is swapped)."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _parse_label_file(builder: IndexBuilder, image_id: int, label_file: Path, width: int, height: int) -> None:
+    try:
+        text = label_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        builder.problem(str(label_file), f"cannot read the label file ({e})")
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{label_file}:{lineno}"
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            bad = next(p for p in parts if not _is_float(p))
+            builder.problem(where, f"non-numeric value '{bad}' (expected 'class cx cy w h')")
+            continue
+        if len(values) == 5:
+            class_id, cx, cy, w, h = values
+            box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+            coords = values[1:]
+        elif len(values) >= 7 and len(values) % 2 == 1:
+            class_id, coords = values[0], values[1:]
+            xs, ys = coords[0::2], coords[1::2]
+            box = (min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height)
+            builder.repairs.add("segmentation polygon turned into its bounding box", where)
+        else:
+            builder.problem(where, f"expected 5 values 'class cx cy w h', got {len(values)}")
+            continue
+        if not class_id.is_integer():
+            builder.problem(where, f"class id {parts[0]} is not an integer")
+            continue
+        if max(abs(v) for v in coords) > 2.0:
+            builder.problem(where, "coordinates are not normalised to 0..1 (pixel values?)")
+            continue
+        builder.add_box(image_id, int(class_id), box, where)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_yolo_index(
+    sources: tuple[Path, ...] | list[Path],
+    categories: CategoryTable,
+    *,
+    source: Path,
+    root: Path | None = None,
+    progress: bool = False,
+) -> DetectionIndex:
+    """Parse one YOLO split, applying the repair rules of :mod:`dfine.data.index`.
+
+    Image sizes come from the file headers (after EXIF orientation, as Ultralytics does); problems are collected
+    in ``index.problems``, not raised.
+
+    Args:
+        sources: the split's image folders / list files / images.
+        categories: the class table from ``data.yaml``.
+        source: the data YAML, for messages.
+        root: the data set root; ground-truth ``file_name`` entries are relative to it when possible.
+        progress: show a progress bar while reading headers of many images.
+    """
+    images, problems = list_images(sources)
+    builder = IndexBuilder(source, categories)
+    builder.problems.extend(problems)
+    infos = probe_images(images, progress=progress)
+    found_labels = 0
+    for image_id, (image, info) in enumerate(zip(images, infos, strict=True)):
+        if isinstance(info, InputFileError):
+            builder.problem(info.path, info.problem)
+            continue
+        try:
+            file_name = os.path.relpath(image, root) if root is not None else str(image)
+        except ValueError:  # another drive on Windows
+            file_name = str(image)
+        builder.add_image(image_id, image, file_name, info.width, info.height)
+        label_file = label_path(image)
+        if label_file.is_file():
+            found_labels += 1
+            _parse_label_file(builder, image_id, label_file, info.width, info.height)
+    if images and not found_labels:
+        builder.problem(
+            str(source), f"none of the {len(images)} images has a label file (expected e.g. {label_path(images[0])})"
+        )
+    if not images and not problems:
+        builder.problem(str(source), f"no images found in {', '.join(str(s) for s in sources)}")
+    return builder.build()
+
+
+class YoloDetection(DetectionDataset):
+    """A YOLO-txt data set split described by a ``data.yaml``.
+
+    Args:
+        data_yaml: the Ultralytics-style data YAML.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        transforms: called as ``transforms(image, target)``.
+
+    Raises:
+        InputFileError: the YAML is invalid or has no such split.
+        DatasetError: listing every annotation problem that cannot be repaired.
+    """
+
+    def __init__(self, data_yaml: str | Path, split: str = "train", transforms: Transforms | None = None) -> None:
+        config = read_yolo_yaml(data_yaml)
+        if split not in config.splits:
+            raise InputFileError(config.yaml_file, f"has no '{split}' entry")
+        index = load_yolo_index(config.splits[split], config.categories, source=config.yaml_file, root=config.root)
+        super().__init__(index, transforms)
