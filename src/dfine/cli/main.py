@@ -1,0 +1,58 @@
+"""Entry point of the ``dfine`` command. Each subcommand module provides ``add_parser(subparsers)``, which
+registers its arguments and sets ``func`` to a ``run(args) -> int`` function.
+
+User errors (:class:`dfine.errors.DFineError`) are printed as one line and exit with status 2; anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from dfine import __version__
+from dfine.errors import DFineError
+
+
+def _subcommands() -> list:
+    from dfine.cli import info, predict
+
+    modules = [predict, info]
+    # Subcommands whose modules may not exist in every build of the package are optional.
+    for name in ("train", "val", "demo", "export", "benchmark"):
+        try:
+            modules.append(__import__(f"dfine.cli.{name}", fromlist=["add_parser"]))
+        except ModuleNotFoundError as e:
+            if e.name != f"dfine.cli.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfine", description="D-FINE real-time object detection.")
+    parser.add_argument("--version", action="version", version=f"dfine {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _subcommands():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DFineError as e:
+        print(f"dfine {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dfine {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
