@@ -1,26 +1,54 @@
-"""dfine: the D-FINE real-time object detector (Peng et al., arXiv 2410.13842) with the Hugging Face API."""
+"""dfine: the D-FINE real-time object detector (Peng et al., arXiv 2410.13842) with the Hugging Face API.
 
-from dfine.config import DFineConfig, HGNetV2Config
-from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
-from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
-from dfine.presets import list_presets
-from dfine.processor import DFineImageProcessor
+Public names are imported lazily (PEP 562), so that light submodules — the onnxruntime-only runtime in
+particular — can be imported on machines without PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DFineConfig",
-    "DFineError",
-    "DFineForObjectDetection",
-    "DFineImageProcessor",
-    "DFineModel",
-    "DFineModelOutput",
-    "DFineObjectDetectionOutput",
-    "DatasetError",
-    "HGNetV2Config",
-    "InputFileError",
-    "__version__",
-    "list_presets",
-]
+# public name -> module that defines it
+_EXPORTS = {
+    "DFineConfig": "dfine.config",
+    "HGNetV2Config": "dfine.config",
+    "DFineError": "dfine.errors",
+    "InputFileError": "dfine.errors",
+    "CheckpointError": "dfine.errors",
+    "ConfigError": "dfine.errors",
+    "DatasetError": "dfine.errors",
+    "DFineModel": "dfine.model",
+    "DFineForObjectDetection": "dfine.model",
+    "DFineModelOutput": "dfine.model",
+    "DFineObjectDetectionOutput": "dfine.model",
+    "DFineImageProcessor": "dfine.processor",
+    "Predictor": "dfine.inference",
+    "list_presets": "dfine.presets",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dfine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from dfine.config import DFineConfig, HGNetV2Config
+    from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
+    from dfine.inference import Predictor
+    from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
+    from dfine.presets import list_presets
+    from dfine.processor import DFineImageProcessor
