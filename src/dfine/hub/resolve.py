@@ -106,10 +106,21 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
     _check_is_dfine(state_dict, source)
     num_labels = int(state_dict["model.decoder.class_embed.0.weight"].shape[0])
     given = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    # Widths that vary between builds of the same size are read off the tensors rather than assumed: records of
+    # original checkpoints disagree on the decoder FFN width (512 vs 1024) and on LAB in the L/X backbones.
+    measured: dict[str, Any] = {
+        "id2label": _labels_for(num_labels),
+        "num_denoising": 100 if "model.denoising_class_embed.weight" in state_dict else 0,
+    }
+    for field, key in (("decoder_ffn_dim", "model.decoder.layers.0.mlp.layers.0.weight"),
+                       ("encoder_ffn_dim", "model.encoder.aifi.0.layers.0.mlp.layers.0.weight")):
+        if key in state_dict:
+            measured[field] = int(state_dict[key].shape[0])
+    use_lab = any(k.startswith("model.backbone.") and ".lab." in k for k in state_dict)
     best: tuple[int, str, list[str]] | None = None
     for size in SIZES:
-        config = preset_config(f"dfine-{size}-coco", id2label=_labels_for(num_labels),
-                               num_denoising=100 if "model.denoising_class_embed.weight" in state_dict else 0)
+        config = preset_config(f"dfine-{size}-coco", **measured)
+        config.backbone_config.use_learnable_affine_block = use_lab
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in DFineForObjectDetection(config).state_dict().items()
                         if not k.endswith("num_batches_tracked")}
@@ -128,6 +139,8 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
 
 def _from_directory(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint:
     config_path = path / CONFIG_NAME
+    # The config first: a directory of some other model is reported as such, not as unreadable weights.
+    config = DFineConfig.from_json_file(config_path, **overrides) if config_path.exists() else None
     if (path / SAFETENSORS_NAME).exists():
         state_dict = _load_safetensors(path / SAFETENSORS_NAME)
     elif (path / PYTORCH_NAME).exists():
@@ -136,9 +149,7 @@ def _from_directory(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint
         raise InputFileError(path, f"no {SAFETENSORS_NAME} or {PYTORCH_NAME} in this directory")
     state_dict = to_internal_names(state_dict)
     _check_is_dfine(state_dict, str(path))
-    if config_path.exists():
-        config = DFineConfig.from_json_file(config_path, **overrides)
-    else:
+    if config is None:
         config = _with_overrides(infer_config(state_dict, str(path)), overrides)
     return ResolvedCheckpoint(config, state_dict, str(path))
 

@@ -1,0 +1,86 @@
+"""DFineConfig: presets, config.json round trips with transformers, unknown keys kept, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dfine
+from dfine.errors import ConfigError, InputFileError
+from dfine.presets import list_presets, preset_config
+
+
+@pytest.mark.parametrize("name", ["dfine-s-coco", "dfine_s_coco", "dfine-small-coco", "ustc-community/dfine-small-coco",
+                                  "DFINE-S-COCO"])
+def test_preset_spellings(name: str) -> None:
+    config = dfine.DFineConfig.from_preset(name)
+    assert config.decoder_layers == 3 and config.d_model == 256 and config.num_labels == 80
+
+
+def test_every_preset_builds_a_valid_config() -> None:
+    for name in list_presets():
+        config = preset_config(name)
+        assert config.num_labels == (366 if "obj365" in name else 80)
+    assert preset_config("dfine-x-coco").reg_scale == 8.0
+
+
+def test_unknown_preset_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'dfine-q-coco'") as info:
+        dfine.DFineConfig.from_preset("dfine-q-coco")
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_and_num_labels() -> None:
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", num_labels=5)
+    assert config.num_labels == 5 and config.id2label[4] == "LABEL_4"
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", id2label={0: "cat", 1: "dog"})
+    assert config.class_names == ["cat", "dog"] and config.label2id == {"cat": 0, "dog": 1}
+
+
+def test_json_round_trip_keeps_unknown_keys(tmp_path) -> None:
+    config = dfine.DFineConfig.from_preset("dfine-m-coco")
+    data = config.to_dict()
+    data["use_timm_backbone"] = False  # a key written by older transformers versions
+    data["backbone_config"]["layer_type"] = "basic"
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    loaded = dfine.DFineConfig.from_pretrained(tmp_path)
+    assert loaded == dfine.DFineConfig.from_dict(data)
+    assert loaded.extra["use_timm_backbone"] is False
+    assert loaded.backbone_config.extra["layer_type"] == "basic"
+    loaded.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["use_timm_backbone"] is False
+
+
+def test_transformers_reads_our_config_and_we_read_theirs(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    ours = dfine.DFineConfig.from_preset("dfine-n-coco")
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = transformers.DFineConfig.from_pretrained(tmp_path / "ours")
+    assert theirs.decoder_n_points == [6, 6] and theirs.backbone_config.out_indices == [3, 4]
+    assert theirs.num_labels == 80 and theirs.id2label[0] == "person"
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = dfine.DFineConfig.from_pretrained(tmp_path / "theirs")
+    for field in ("d_model", "decoder_layers", "encoder_hidden_dim", "hidden_expansion", "depth_mult",
+                  "decoder_n_points", "feat_strides", "num_labels"):
+        assert getattr(back, field) == getattr(ours, field), field
+    assert back.backbone_config.stage_out_channels == ours.backbone_config.stage_out_channels
+
+
+def test_config_of_another_model_type_names_the_file(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 768}))
+    with pytest.raises(InputFileError, match=r"config\.json: model_type is 'bert', not 'd_fine'"):
+        dfine.DFineConfig.from_pretrained(tmp_path)
+
+
+def test_malformed_json_names_the_file(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(InputFileError, match=r"config\.json: not valid JSON"):
+        dfine.DFineConfig.from_pretrained(tmp_path)
+
+
+def test_inconsistent_values_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="decoder_n_points has 2 entries"):
+        dfine.DFineConfig.from_preset("dfine-s-coco", decoder_n_points=[3, 3])
+    with pytest.raises(ConfigError, match="not divisible"):
+        dfine.DFineConfig.from_preset("dfine-s-coco", d_model=250)
