@@ -59,3 +59,9 @@ def test_non_square_and_other_sizes_run() -> None:
     with torch.no_grad():
         out = model(torch.rand(1, 3, 320, 480))
     assert out.logits.shape == (1, 300, 80) and torch.isfinite(out.pred_boxes).all()
+
+
+def test_too_small_input_is_a_clear_error() -> None:
+    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco")).eval()
+    with pytest.raises(dfine.DFineError, match="a 160x160 input gives 125 encoder tokens, fewer than the 300 queries"):
+        model(torch.rand(1, 3, 160, 160))

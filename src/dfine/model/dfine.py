@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dfine.config import DFineConfig
+from dfine.errors import DFineError
 from dfine.model.anchors import generate_anchors
 from dfine.model.backbone import DFineBackbone
 from dfine.model.decoder import DFineDecoder
@@ -119,6 +120,10 @@ class DFineModel(PretrainedMixin, nn.Module):
         projected = [proj(f) for proj, f in zip(self.encoder_input_proj, features)]
         encoder_maps = self.encoder(projected)
         memory, spatial_shapes = self._flatten_levels(encoder_maps)
+        if memory.shape[1] < config.num_queries:
+            height, width = pixel_values.shape[-2:]
+            raise DFineError(f"a {height}x{width} input gives {memory.shape[1]} encoder tokens, fewer than the "
+                             f"{config.num_queries} queries; use a larger image size")
 
         denoising = None
         if self.training and labels is not None and config.num_denoising > 0:
