@@ -27,6 +27,8 @@ _EXPORTS = {
     "DFineImageProcessor": "dfine.processor",
     "Predictor": "dfine.inference",
     "list_presets": "dfine.presets",
+    "train": "dfine.engine.api",
+    "val": "dfine.engine.api",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -47,6 +49,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from dfine.config import DFineConfig, HGNetV2Config
+    from dfine.engine.api import train, val
     from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
     from dfine.inference import Predictor
     from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput

@@ -5,6 +5,11 @@ SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize to (H, W) (stret
 SanitizeBoundingBoxes(min_size=1), float in [0, 1] (no mean/std). The first three are "strong" augmentations and
 stop at ``stop_epoch``. Eval: Resize + float.
 
+Every resize of an image (train and eval) is :class:`dfine.processor.DFineImageProcessor`'s: PIL bilinear on the
+uint8 image, then /255. Validation scores are therefore those of inference, bit for bit (a tensor resize with
+antialiasing differs by up to 1/255 per pixel, enough to move a published checkpoint's AP), and training sees the
+same resampling as the original, whose v2 pipeline runs on PIL images.
+
 Both pipelines end with the model's target format (docs/ARCHITECTURE.md): ``boxes`` (n, 4) float32 normalised
 ``cxcywh`` and ``class_labels`` (n,) int64; ``image_id`` and ``orig_size`` pass through. Input is the item of
 :class:`dfine.data.dataset.DetectionDataset`; the output image is a plain (3, H, W) float32 tensor.
@@ -72,15 +77,9 @@ class TrainTransforms:
         self.photometric = v2.RandomPhotometricDistort(p=0.5)
         self.zoom_out = v2.RandomZoomOut(fill=0)
         self.iou_crop = v2.RandomIoUCrop()
-        self.geometric = v2.Compose(
-            [
-                v2.SanitizeBoundingBoxes(min_size=1),
-                v2.RandomHorizontalFlip(),
-                v2.Resize(self.size),
-                v2.SanitizeBoundingBoxes(min_size=1),
-                v2.ToDtype(torch.float32, scale=True),
-            ]
-        )
+        self.flip = v2.Compose([v2.SanitizeBoundingBoxes(min_size=1), v2.RandomHorizontalFlip()])
+        self.resize = _InferenceResize(self.size)
+        self.sanitize = v2.SanitizeBoundingBoxes(min_size=1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
@@ -99,12 +98,33 @@ class TrainTransforms:
             # skipping it gives the same result without the wasted trials.
             if len(target["boxes"]) and float(torch.rand(())) < self.iou_crop_p:
                 image, target = self.iou_crop(image, target)
-        image, target = self.geometric(image, target)
+        image, target = self.flip(image, target)
+        image, target = self.resize(image, target)
+        image, target = self.sanitize(image, target)
         return image.as_subclass(Tensor), to_model_target(target)
 
 
+class _InferenceResize:
+    """Stretch-resize a uint8 image exactly as :class:`~dfine.processor.DFineImageProcessor` does (PIL bilinear,
+    then /255 to float32), and its boxes to match."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        from dfine.processor import DFineImageProcessor
+
+        self.size = size
+        self.processor = DFineImageProcessor(size={"height": size[0], "width": size[1]})
+
+    def __call__(self, image: Tensor, target: dict[str, Any]) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        # A uint8 tensor goes through the processor's PIL path, exactly like the PIL image it was decoded from.
+        pixels = self.processor(image.as_subclass(Tensor))["pixel_values"][0]
+        boxes = v2.functional.resize(target["boxes"], list(self.size))
+        return tv_tensors.Image(pixels), {**target, "boxes": boxes}
+
+
 class EvalTransforms:
-    """The evaluation pipeline: stretch-resize to ``size`` and scale to [0, 1].
+    """The evaluation pipeline: the inference preprocessing (stretch-resize to ``size``, scale to [0, 1]).
+
+    Pixels are bit-identical to what ``dfine predict`` / the image processor give for the same image.
 
     Args:
         size: output size, an int (square) or ``(height, width)``; multiples of 32.
@@ -112,9 +132,9 @@ class EvalTransforms:
 
     def __init__(self, size: int | tuple[int, int] = 640) -> None:
         self.size = image_size_hw(size)
-        self.pipeline = v2.Compose([v2.Resize(self.size), v2.ToDtype(torch.float32, scale=True)])
+        self.resize = _InferenceResize(self.size)
 
     def __call__(self, image: tv_tensors.Image, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """(3, h, w) uint8 image + raw target -> (3, H, W) float32 image + model target."""
-        image, target = self.pipeline(image, target)
+        image, target = self.resize(image, target)
         return image.as_subclass(Tensor), to_model_target(target)

@@ -123,9 +123,12 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
             lr_values.extend(v for v in values if not math.isnan(v))
         # Warm-up and cosine decay span orders of magnitude, and per-group rates differ by 10x: log scale shows both.
         if lr_values and min(lr_values) > 0:
-            from matplotlib.ticker import NullFormatter
+            from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
             ax.set_yscale("log")
+            # ticks at 1, 2 and 5 per decade: a run whose rate spans less than a decade still gets labelled ticks
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.0e"))
             ax.yaxis.set_minor_formatter(NullFormatter())
         if groups > 1:
             ax.legend(fontsize=7)

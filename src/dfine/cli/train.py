@@ -1,0 +1,83 @@
+"""``dfine train --data D --model M``: the D-FINE recipe on your data (:func:`dfine.train`).
+
+Run it under ``torchrun --nproc_per_node N -m dfine.cli.main train ...`` (or ``torchrun $(which dfine) train ...``)
+for multi-GPU training; ``--batch-size`` is then the total over all GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as YAML (``3``, ``0.5``, ``true``, ``[1, 2]``, text)."""
+    import yaml
+
+    from dfine.errors import ConfigError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune on a data set",
+        description="Train D-FINE on a COCO or YOLO data set with the original recipe (scaled to your batch size "
+                    "and data set; the resolved values are printed). A preset name trains that size from an "
+                    "ImageNet backbone; a hub id, folder or file fine-tunes those weights.")
+    p.add_argument("--data", required=True, help="data YAML or data set folder (COCO, Roboflow or YOLO layout)")
+    p.add_argument("--model", default="dfine-n-coco",
+                   help="preset (dfine-n-coco ... dfine-x-coco: from scratch) or weights to fine-tune "
+                        "(e.g. ustc-community/dfine-small-coco); default dfine-n-coco")
+    p.add_argument("--epochs", type=int, default=None, help="default: from the recipe and the data set size")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="total images per step over all processes (default: the recipe's per-GPU batch)")
+    p.add_argument("--image-size", type=int, default=640, help="square input size, multiple of 32 (default 640)")
+    p.add_argument("--output", default="runs/train", help="run folder (default runs/train)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                   help="continue <output>/last.pt, or the given checkpoint")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA, off on CPU)")
+    p.add_argument("--workers", type=int, default=4, help="data-loading processes per GPU (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate, used as given (default: the recipe's, "
+                                                          "scaled to the batch size)")
+    p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1)")
+    p.add_argument("--no-pretrained-backbone", action="store_true",
+                   help="start the backbone from random weights instead of ImageNet (presets only)")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="a hyper-parameter (stop_epoch, warmup_iters, ema_decay, ...) or model config field "
+                        "(num_queries, num_denoising, ...); repeatable")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfine.engine.api import train
+    from dfine.engine.distributed import is_main_process
+    from dfine.errors import ConfigError
+
+    overrides = dict(parse_assignment(text) for text in args.overrides)
+    clash = set(overrides) & {"data", "model", "epochs", "batch_size", "image_size", "output", "device", "resume",
+                              "amp", "workers", "seed", "pretrained_backbone", "lr", "eval_interval", "progress",
+                              "sync_bn"}
+    if clash:
+        raise ConfigError(f"use the --{sorted(clash)[0].replace('_', '-')} option instead of --set")
+    result = train(
+        args.data, model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        output=args.output, device=args.device, resume=args.resume, amp=args.amp, workers=args.workers,
+        seed=args.seed, pretrained_backbone=not args.no_pretrained_backbone, lr=args.lr,
+        eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn, **overrides)
+    if is_main_process():
+        ap = result.metrics.get("AP")
+        print(f"best model: {result.best_model}" + (f" (AP {ap:.4f})" if isinstance(ap, float) else "")
+              + f"; last checkpoint: {result.last_checkpoint}")
+    return 0

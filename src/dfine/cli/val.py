@@ -1,0 +1,37 @@
+"""``dfine val --model M --data D``: COCO metrics of a model on a data set split (:func:`dfine.val`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "val", help="evaluate a model on a data set (COCO AP)",
+        description="COCO box metrics (AP, AP50, AP75, APs/m/l, AR...) and per-class AP of a model on one split, "
+                    "with exactly the inference preprocessing.")
+    p.add_argument("--model", required=True, help="hub id, model folder, .pth/.safetensors file, or a last.pt")
+    p.add_argument("--data", required=True, help="data YAML or data set folder (COCO, Roboflow or YOLO layout)")
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size (default: the model's preprocessor_config.json, else 640)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from dfine.engine.api import val
+
+    result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
+                 image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(result.as_dict(), allow_nan=False))
+    else:
+        print(result.table())
+    return 0

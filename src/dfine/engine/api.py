@@ -1,0 +1,374 @@
+"""``dfine.train`` and ``dfine.val``: the full D-FINE recipe on the user's data, in one call each.
+
+::
+
+    import dfine
+    result = dfine.train("my_data/data.yaml", model="dfine-s-coco", epochs=50, batch_size=16)
+    print(result.best_model, result.metrics["AP"])
+    metrics = dfine.val(result.best_model, "my_data/data.yaml")
+
+Under ``torchrun --nproc_per_node N`` the same ``train(...)`` call runs distributed data parallel: the batch size is
+the total over all processes, every rank loads its share, only rank 0 writes files and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfine.engine.evaluator import EvalResult
+
+logger = logging.getLogger("dfine")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        best_model: folder with the best EMA weights (``from_pretrained`` / ``dfine predict --model`` load it).
+        last_checkpoint: ``last.pt``, the full training state (``resume=`` continues from it).
+        metrics: the best epoch's COCO metrics (``AP``, ``AP50``, ..., ``per_class_AP``); empty without evaluation.
+        output_dir: the run folder (``metrics.jsonl``, ``results.png``, ``tensorboard/``, ``hparams.json``).
+        history: one ``metrics.jsonl`` record per epoch.
+    """
+
+    best_model: Path
+    last_checkpoint: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    output_dir: Path = Path(".")
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def training_device(device: str | torch.device, local_rank: int) -> torch.device:
+    """``auto`` -> this process' GPU when CUDA is available, else the CPU; ``cuda`` -> ``cuda:<local rank>``."""
+    from dfine.errors import DFineError
+
+    text = str(device)
+    if text in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if text == "cuda":
+            raise DFineError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device("cpu")
+    resolved = torch.device(text)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DFineError(f"--device {text} was asked for, but no CUDA device is available")
+    return resolved
+
+
+def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast dtype: None (off) on the CPU unless asked; bf16 where the GPU supports it, else fp16.
+
+    AMP is on by default on CUDA (the recipe trains with it) and off on the CPU, where bf16 autocast is slower on
+    most processors and gains nothing in memory that matters there. bf16 has fp32's range, so it needs no loss
+    scaling and avoids the fp16 overflows behind many NaN reports of the original (SPEC Part B §9 item 9).
+    """
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from dfine.engine.hparams import Hyperparameters
+
+    names = Hyperparameters.field_names()
+    return ({k: v for k, v in overrides.items() if k in names},
+            {k: v for k, v in overrides.items() if k not in names})
+
+
+def train(
+    data: str | Path,
+    model: str | Path = "dfine-n-coco",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    image_size: int = 640,
+    output: str | Path = "runs/train",
+    device: str = "auto",
+    resume: bool | str | Path = False,
+    amp: bool | None = None,
+    workers: int = 4,
+    seed: int = 0,
+    pretrained_backbone: bool = True,
+    lr: float | None = None,
+    eval_interval: int = 1,
+    progress: bool = True,
+    sync_bn: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Train D-FINE on a data set with the original recipe, scaled to this run (printed at the start).
+
+    Args:
+        data: the data set (a data YAML, a COCO or Roboflow folder, a YOLO ``data.yaml``; see
+            :func:`dfine.data.resolve_dataset`). It is checked first and the check's summary printed.
+        model: a preset name (``"dfine-s-coco"``: that architecture trained from scratch, the backbone from
+            ImageNet) or anything ``from_pretrained`` accepts (a hub id such as
+            ``"ustc-community/dfine-small-coco"``, a folder, a file): those weights are fine-tuned, with new class
+            heads when the data set's classes differ.
+        epochs: None picks a default from the recipe and the data set size.
+        batch_size: total images per step over all processes; None uses the recipe's per-GPU batch per process.
+        image_size: square training and validation size (multiple of 32).
+        output: run folder. A folder already holding a run (``last.pt``) is refused unless resuming.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        resume: True continues ``<output>/last.pt``; a path continues that checkpoint (its folder becomes the
+            output). The checkpoint's model, hyper-parameters, image size and seed are used, and the run continues
+            exactly where it stopped (same data order and augmentations).
+        amp: mixed precision; None = on for CUDA (bf16 where supported, else fp16 with loss scaling), off on CPU.
+        workers: data-loading processes per training process.
+        seed: seed of the initial weights, data order and augmentations.
+        pretrained_backbone: presets only: start the backbone from ImageNet weights (needs the network once).
+        lr: base learning rate, taken as given (the backbone LR keeps the recipe's ratio); None scales the recipe's.
+        eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA).
+        progress: progress bars.
+        sync_bn: under torchrun on CUDA, convert trainable batch norms to SyncBatchNorm.
+        **overrides: hyper-parameters (:class:`~dfine.engine.hparams.Hyperparameters` fields, e.g.
+            ``stop_epoch=0``, ``warmup_iters=100``) or model config fields (e.g. ``num_queries=100``,
+            ``num_denoising=0``).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        DFineError: bad data, model, options or checkpoint (one-line message); or a training run that diverges.
+    """
+    from dfine.engine.distributed import cleanup_distributed, init_distributed, is_distributed
+
+    owns_group = not is_distributed()
+    rank, local_rank, world_size = init_distributed()
+    try:
+        return _train(data=data, model=model, epochs=epochs, batch_size=batch_size, image_size=image_size,
+                      output=output, device=device, resume=resume, amp=amp, workers=workers, seed=seed,
+                      pretrained_backbone=pretrained_backbone, lr=lr, eval_interval=eval_interval,
+                      progress=progress, sync_bn=sync_bn, overrides=overrides, local_rank=local_rank,
+                      world_size=world_size)
+    finally:
+        if owns_group and world_size > 1:
+            cleanup_distributed()
+
+
+def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_size: int | None,
+           image_size: int, output: str | Path, device: str, resume: bool | str | Path, amp: bool | None,
+           workers: int, seed: int, pretrained_backbone: bool, lr: float | None, eval_interval: int, progress: bool,
+           sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
+    from dfine.config import DFineConfig
+    from dfine.data import EvalTransforms, TrainTransforms, check_dataset, resolve_dataset
+    from dfine.data.transforms import image_size_hw
+    from dfine.engine import checkpoint as ckpt
+    from dfine.engine.build import ModelReport, build_loaders, build_training_model, check_image_size
+    from dfine.engine.distributed import is_main_process, seed_everything
+    from dfine.engine.ema import ModelEMA
+    from dfine.engine.hparams import Hyperparameters, resolve_hyperparameters
+    from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem
+    from dfine.engine.trainer import Trainer
+    from dfine.errors import ConfigError, DFineError
+    from dfine.hub.files import atomic_write_text
+    from dfine.model import DFineForObjectDetection
+    from dfine.processor import DFineImageProcessor
+
+    main = is_main_process()
+    say = print if main else (lambda *a, **k: None)
+    output_dir = Path(output).expanduser()
+    resume_from = ckpt.resume_path(resume, output_dir)
+    state = None
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from)
+        output_dir = resume_from.parent
+        seed = int(state.get("extra", {}).get("seed", seed))
+    elif (output_dir / ckpt.LAST_NAME).exists():
+        raise DFineError(f"{output_dir} already holds a training run (last.pt): pass resume=True (--resume) to "
+                         "continue it, or choose another output folder")
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    seed_everything(seed)
+
+    # -- data: checked first, so that problems surface before anything slow happens
+    spec = resolve_dataset(data)
+    splits = [s for s in ("train", "val") if s in spec.splits]
+    if "train" not in splits:
+        raise DFineError(f"{spec.source}: the data set has no 'train' split")
+    report = check_dataset(spec, splits, progress=progress and main)
+    say(report.summary())
+    class_names = list(spec.names)
+    if "val" not in spec.splits:
+        logger.warning("%s has no validation split: training without evaluation; best/ will hold the final EMA "
+                       "weights", spec.source)
+    num_train = len(spec.index("train").records)
+    hp_overrides, config_overrides = _split_overrides(overrides)
+
+    # -- model and hyper-parameters
+    if state is not None:
+        if list(state.get("class_names", [])) != class_names:
+            raise DFineError(f"{resume_from} was trained on classes {state.get('class_names')}, but {data} has "
+                             f"{class_names}: resume with the same data set")
+        hp = Hyperparameters.from_dict(state["hparams"])
+        _check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
+        net = DFineForObjectDetection(DFineConfig.from_dict(state["config"])).train()
+        if epochs is not None and epochs != hp.epochs:
+            hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
+            hp.epochs = epochs
+        if hp.freeze_backbone_norm:
+            freeze_stem(net)
+        image_hw = tuple(int(v) for v in state["image_size"])
+        model_report = ModelReport(str(resume_from), hp.size, hp.fine_tune, "from the checkpoint",
+                                   notes=[f"resuming after epoch {int(state['epoch']) + 1}"])
+    else:
+        net, model_report = build_training_model(str(model), class_names, pretrained_backbone=pretrained_backbone,
+                                                 config_overrides=config_overrides)
+        hp = resolve_hyperparameters(model_report.size, num_train_images=num_train, batch_size=batch_size,
+                                     epochs=epochs, lr=lr, fine_tune=model_report.fine_tune, world_size=world_size,
+                                     overrides=hp_overrides)
+        image_hw = image_size_hw(image_size)
+    check_image_size(net.config, image_hw)
+
+    # -- data sets and loaders
+    train_set = spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch))
+    val_set = spec.build("val", EvalTransforms(image_hw)) if "val" in spec.splits else None
+    dev = training_device(device, local_rank)
+    train_loader, val_loader = build_loaders(
+        train_set, val_set, batch_size=hp.batch_size, image_size=image_hw, base_size_repeat=hp.base_size_repeat,
+        stop_epoch=hp.stop_epoch, workers=workers, seed=seed, world_size=world_size, pin_memory=dev.type == "cuda")
+
+    # -- modules: SyncBN before the optimizer (it replaces modules), EMA after DDP (which syncs rank 0's weights)
+    net.to(dev)
+    train_model: nn.Module = net
+    if world_size > 1:
+        if sync_bn and dev.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        elif sync_bn:
+            logger.warning("sync_bn needs CUDA devices: ignored")
+        train_model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=False)
+    optimizer = build_optimizer(net, lr=hp.lr, backbone_lr=hp.backbone_lr, weight_decay=hp.weight_decay,
+                                no_decay_bias=hp.no_decay_bias, backbone_norm_decay=hp.backbone_norm_decay,
+                                betas=hp.betas)
+    scheduler = WarmupConstantLR(optimizer, hp.warmup_iters)
+    amp_dtype = amp_dtype_for(dev, amp)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+    ema = ModelEMA(net, hp.ema_decay, hp.ema_warmups)
+    processor = DFineImageProcessor(size={"height": image_hw[0], "width": image_hw[1]})
+
+    trainer = Trainer(model=net, train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      ema=ema, hparams=hp, train_loader=train_loader, val_loader=val_loader,
+                      val_ground_truth=val_set.coco_ground_truth() if val_set is not None else None,
+                      class_names=class_names, processor=processor, output_dir=output_dir, device=dev,
+                      amp_dtype=amp_dtype, image_size=image_hw, seed=seed, eval_interval=eval_interval,
+                      progress=progress)
+    if state is not None:
+        trainer.load_checkpoint_state(state)
+        del state
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        processor.save_pretrained(output_dir)  # so that `dfine val --model <run>/last.pt` resizes like training
+        atomic_write_text(output_dir / "hparams.json", json.dumps(hp.to_dict(), indent=2) + "\n")
+    precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "") + " autocast"
+    say(model_report.summary())
+    say(hp.summary())
+    say(f"Device: {dev} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
+        f"{len(train_loader)} steps per epoch; output: {output_dir}")
+
+    history = trainer.fit()
+    s = trainer.state
+    return TrainResult(best_model=output_dir / ckpt.BEST_DIR_NAME, last_checkpoint=output_dir / ckpt.LAST_NAME,
+                       metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
+
+
+def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, Any], *, batch_size: int | None,
+                          lr: float | None, image_size: int) -> None:
+    """A resumed run keeps the checkpoint's settings: the same options are fine, different ones are refused (model
+    options) or ignored with a warning (batch size, learning rate, image size)."""
+    from dfine.errors import ConfigError
+
+    saved = {**state["config"], **state["hparams"]}
+    changed = sorted(k for k, v in overrides.items() if k not in saved or saved[k] != v)
+    if changed:
+        raise ConfigError(f"options cannot change when resuming: {', '.join(changed)} differ from the checkpoint's")
+    for name, given, kept in (("batch_size", batch_size, hp.batch_size), ("lr", lr, hp.lr),
+                              ("image_size", image_size, state["image_size"][0])):
+        if given is not None and given != kept and not (name == "image_size" and given == 640):
+            logger.warning("resuming: %s=%s ignored, the checkpoint's %s is kept", name, given, kept)
+
+
+# ---------------------------------------------------------------------------------------------------- val
+def _model_image_size(source: str | Path) -> tuple[int, int]:
+    """The size a model was made for: its folder's (or its file's folder's) ``preprocessor_config.json``, else
+    640 (the released checkpoints')."""
+    from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
+
+    path = Path(source).expanduser()
+    for folder in (path, path.parent) if path.exists() else ():
+        config = folder / PREPROCESSOR_CONFIG_NAME
+        if folder.is_dir() and config.is_file():
+            size = DFineImageProcessor.from_pretrained(folder).size
+            return size["height"], size["width"]
+    return 640, 640
+
+
+def val(
+    model: str | Path | nn.Module,
+    data: str | Path,
+    split: str = "val",
+    batch_size: int = 8,
+    device: str = "auto",
+    image_size: int | None = None,
+    workers: int = 2,
+    progress: bool = False,
+) -> EvalResult:
+    """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
+
+    Args:
+        model: anything ``from_pretrained`` accepts, or a loaded ``DFineForObjectDetection``.
+        data: the data set (as for :func:`train`).
+        split: ``val``, ``train`` or ``test``.
+        batch_size: images per forward pass.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        image_size: square input size; None uses the model's ``preprocessor_config.json``, else 640.
+        workers: data-loading processes.
+        progress: show a progress bar (on stderr).
+
+    Returns:
+        The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``).
+
+    Raises:
+        DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's.
+    """
+    from dfine.data import BatchCollator, EvalTransforms, build_dataloader, check_dataset, resolve_dataset
+    from dfine.data.transforms import image_size_hw
+    from dfine.engine.build import check_image_size
+    from dfine.engine.validate import evaluate
+    from dfine.errors import ConfigError, DFineError
+    from dfine.inference import resolve_device
+    from dfine.model import DFineForObjectDetection
+
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    spec = resolve_dataset(data)
+    if split not in spec.splits:
+        raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
+    net = model if isinstance(model, nn.Module) else DFineForObjectDetection.from_pretrained(model)
+    names = list(spec.names)
+    num_labels = net.config.num_labels
+    if num_labels != len(names):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise DFineError(f"the model has {num_labels} classes but the data set {spec.source} has {len(names)} "
+                         f"({shown}): evaluate a model trained on these classes")
+    if net.config.class_names != names:
+        logger.info("class names differ between the model and the data set; the data set's names are shown")
+    size = image_size_hw(image_size) if image_size is not None else (
+        _model_image_size(model) if not isinstance(model, nn.Module) else (640, 640))
+    check_image_size(net.config, size)
+    check_dataset(spec, [split], progress=progress)
+    dataset = spec.build(split, EvalTransforms(size))
+    loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
+    dev = resolve_device(device)
+    net.to(dev)
+    return evaluate(net, loader, dataset.coco_ground_truth(), names, dev, None, progress=progress)

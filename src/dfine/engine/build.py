@@ -1,0 +1,212 @@
+"""Building what a training run needs: the model (from scratch or fine-tuned) and the data loaders.
+
+Two ways to start (:func:`build_training_model`):
+
+- a **preset name** (``"dfine-n-coco"``): the architecture of that size with the data set's classes, trained from
+  scratch, the backbone initialised from ImageNet (HGNetv2 "stage 1" weights, as the original) unless
+  ``pretrained_backbone=False``;
+- **anything else** ``from_pretrained`` accepts (hub id, folder, ``.pth``/``.safetensors``, a ``last.pt``): its weights
+  are fine-tuned. When the data set's class list differs from the checkpoint's, the class-sized tensors (the encoder
+  and decoder score heads, and the denoising label embedding whose rows are the classes + 1) are re-initialised and
+  listed; with an identical class list nothing is re-initialised.
+
+Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
+frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dfine.config import DFineConfig
+from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
+from dfine.data.transforms import image_size_hw
+from dfine.engine.distributed import barrier, is_main_process
+from dfine.engine.optim import freeze_stem
+from dfine.errors import CheckpointError, ConfigError, DFineError
+from dfine.model import DFineForObjectDetection
+from dfine.presets import SIZES, is_preset, preset_config, size_of
+
+logger = logging.getLogger("dfine")
+
+
+@dataclass
+class ModelReport:
+    """How the training model was made.
+
+    Attributes:
+        source: what the user passed as the model.
+        size: the recipe letter used.
+        fine_tune: started from trained detection weights.
+        backbone: where the backbone weights came from.
+        reinitialised: state-dict keys not taken from the checkpoint (new class heads), sorted.
+        frozen: parameters frozen for the recipe (L/X stem).
+        notes: anything else worth saying.
+    """
+
+    source: str
+    size: str
+    fine_tune: bool
+    backbone: str
+    reinitialised: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        how = f"fine-tuning {self.source}" if self.fine_tune else f"training {self.source} from scratch"
+        lines = [f"Model: D-FINE-{self.size.upper()}, {how}; backbone: {self.backbone}"]
+        if self.reinitialised:
+            lines.append(f"  re-initialised for the data set's classes ({len(self.reinitialised)} tensors): "
+                         + ", ".join(self.reinitialised))
+        if self.frozen:
+            lines.append(f"  frozen (recipe): {len(self.frozen)} stem parameters")
+        lines += [f"  - {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def config_field_names() -> set[str]:
+    """Keys a :class:`DFineConfig` understands (model overrides are checked against them)."""
+    return set(DFineConfig().to_dict()) | {"num_labels"}
+
+
+def check_image_size(config: DFineConfig, image_size: int | tuple[int, int]) -> None:
+    """Raise a ConfigError when ``image_size`` gives fewer encoder tokens than the decoder has queries.
+
+    Query selection takes the top ``num_queries`` of all tokens, so e.g. D-FINE-N (strides 16 and 32) needs at least
+    256x256 for its 300 queries.
+    """
+    h, w = image_size_hw(image_size)
+    tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in config.feat_strides)
+    if tokens < config.num_queries:
+        raise ConfigError(f"image size {h}x{w} gives {tokens} encoder positions, fewer than the model's "
+                          f"{config.num_queries} queries: use a larger image size, or fewer queries (num_queries=...)")
+
+
+def _load_backbone_weights(model: DFineForObjectDetection, variant: str) -> str:
+    try:
+        from dfine.hub.backbone import load_pretrained_backbone
+    except ModuleNotFoundError as e:
+        if e.name != "dfine.hub.backbone":
+            raise
+        logger.warning("ImageNet backbone weights are not available in this build: the backbone starts random")
+        return "random (ImageNet weights unavailable)"
+    # Rank 0 downloads first while the others wait, so the file is fetched once into the shared cache.
+    if not is_main_process():
+        barrier()
+    try:
+        load_pretrained_backbone(model, variant)
+    except DFineError as e:
+        if "no-pretrained-backbone" in str(e) or "pretrained_backbone=False" in str(e):
+            raise
+        raise DFineError(f"{e}; pass pretrained_backbone=False (--no-pretrained-backbone) to train from a random "
+                         "backbone") from e
+    finally:
+        if is_main_process():
+            barrier()
+    return f"ImageNet-pretrained HGNetv2-{variant}"
+
+
+def build_training_model(
+    source: str,
+    class_names: list[str],
+    *,
+    pretrained_backbone: bool = True,
+    config_overrides: dict[str, Any] | None = None,
+) -> tuple[DFineForObjectDetection, ModelReport]:
+    """The model to train on a data set with ``class_names`` (see the module docstring).
+
+    Args:
+        source: a preset name or anything ``from_pretrained`` accepts.
+        class_names: the data set's classes in label order.
+        pretrained_backbone: presets only: start the backbone from ImageNet weights.
+        config_overrides: DFineConfig fields to set (e.g. ``num_queries``, ``num_denoising``).
+
+    Returns:
+        The model in train mode, and a report of what was loaded, re-initialised and frozen.
+
+    Raises:
+        ConfigError: unknown config overrides.
+        DFineError: the checkpoint cannot be used, or the backbone weights cannot be downloaded.
+    """
+    from dfine.hub.resolve import resolve_checkpoint
+    from dfine.model.pretrained import load_state_dict_checked
+    from dfine.presets import RECIPES
+
+    overrides = dict(config_overrides or {})
+    unknown = set(overrides) - config_field_names()
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}: neither a training hyper-parameter nor "
+                          "a model config field")
+    id2label = dict(enumerate(class_names))
+    source = str(source)
+    if is_preset(source):
+        size = size_of(preset_config(source))
+        assert size is not None
+        recipe = RECIPES[size]
+        config = preset_config(source, id2label=id2label, freeze_backbone_batch_norms=recipe.freeze_backbone_norm,
+                               **overrides)
+        model = DFineForObjectDetection(config)
+        backbone = (_load_backbone_weights(model, SIZES[size].backbone) if pretrained_backbone
+                    else "random (pretrained_backbone=False)")
+        report = ModelReport(source, size, False, backbone)
+    else:
+        resolved = resolve_checkpoint(source)
+        if resolved.state_dict is None:
+            raise CheckpointError(f"{source}: holds no weights to fine-tune (pass a preset name to train from "
+                                  "scratch)")
+        notes = []
+        size = size_of(resolved.config)
+        if size is None:
+            size = "s"
+            notes.append("not a standard D-FINE size: the S recipe's hyper-parameters are used")
+        recipe = RECIPES[size]
+        same_classes = resolved.config.class_names == list(class_names)
+        if not same_classes and resolved.config.num_labels == len(class_names):
+            notes.append(f"the data set names its {len(class_names)} classes differently from the checkpoint; the "
+                         "class heads are kept (same count) and the data set's names are used")
+        overrides = {"freeze_backbone_batch_norms": recipe.freeze_backbone_norm, "id2label": id2label, **overrides}
+        config = DFineConfig.from_dict(resolved.config.to_dict(), **overrides)
+        model = DFineForObjectDetection(config)
+        skipped = load_state_dict_checked(model, resolved.state_dict, resolved.source,
+                                          allow_new_heads=not same_classes or "num_denoising" in overrides)
+        model.sync_config_with_weights()
+        report = ModelReport(source, size, True, "from the checkpoint", sorted(skipped), notes=notes)
+        if pretrained_backbone is False:
+            report.notes.append("pretrained_backbone=False has no effect when fine-tuning a checkpoint")
+    if recipe.freeze_backbone_norm:
+        report.frozen = freeze_stem(model)
+    return model.train(), report
+
+
+def build_loaders(
+    train_set: DetectionDataset,
+    val_set: DetectionDataset | None,
+    *,
+    batch_size: int,
+    image_size: int | tuple[int, int],
+    base_size_repeat: int | None,
+    stop_epoch: int,
+    workers: int,
+    seed: int,
+    world_size: int,
+    pin_memory: bool = False,
+) -> tuple[EpochDataLoader, EpochDataLoader | None]:
+    """Training loader (shuffled, last batch dropped, multi-scale until the stop epoch) and validation loader.
+
+    ``batch_size`` is the total over all processes; each process loads its share. Workers are not persistent:
+    each epoch's workers are seeded from the loader's generator, which the trainer reseeds per epoch, so a resumed
+    run sees exactly the same augmentations as an uninterrupted one.
+    """
+    per_process = batch_size // world_size
+    train_loader = build_dataloader(
+        train_set, per_process, shuffle=True, drop_last=True, workers=workers, seed=seed, pin_memory=pin_memory,
+        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch),
+    )
+    val_loader = None
+    if val_set is not None:
+        val_loader = build_dataloader(val_set, max(1, per_process), shuffle=False, workers=workers, seed=seed,
+                                      pin_memory=pin_memory, collate_fn=BatchCollator(image_size))
+    return train_loader, val_loader

@@ -1,0 +1,275 @@
+"""The training hyper-parameters of one run: the size's recipe, scaled to the user's batch size and data set.
+
+SPEC Part B §3.2–3.4. The recipe (:data:`dfine.presets.RECIPES`) was tuned for COCO (118k images) at a fixed total
+batch size. :func:`resolve_hyperparameters` adapts it, in this order, and records every adjustment in
+:attr:`Hyperparameters.notes` so the start-of-run printout says what changed and why:
+
+1. **Batch size** (README rule of the original): with ``k = batch / recipe batch``, both learning rates are
+   multiplied by ``k`` (linear scaling), the EMA decay becomes ``1 − k·(1 − decay)`` (the same averaging horizon in
+   *images*), and the LR warm-up and EMA warm-up iterations are divided by ``k``. An explicit ``lr`` is taken as
+   given (not scaled); the backbone LR keeps the recipe's ratio to it.
+2. **Epochs**: the recipe's epochs for COCO-sized data (>= :data:`LARGE_DATASET` images). Smaller data sets get at
+   least the recipe's epochs and at least :data:`MIN_ITERATIONS` optimizer steps (so a 100-image set is not done
+   after a few hundred steps), never more than :data:`MAX_DEFAULT_EPOCHS`. The stop epoch (last
+   ``stage-2`` epochs without strong augmentation) keeps the recipe's proportion (12/160 for N).
+3. **Short runs**: warm-ups and the EMA averaging horizon ``1/(1 − decay)`` are capped at
+   :data:`MAX_SCHEDULE_FRACTION` of all iterations. On COCO this never triggers (the recipe's EMA horizon is 3–7% of
+   the run, its warm-up 0.3%), and the ratios are invariant to the batch size, so the cap only acts on small data.
+4. **Fine-tuning** (any model that is not a preset): LR warm-up 0 and EMA warm-up 0, as the original's
+   Objects365→COCO/custom recipes; epochs default to those recipes' (N/S 64, M 56, L/X 36).
+5. **Explicit overrides** (any field, e.g. ``stop_epoch=0``) win over everything and are applied last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from dfine.errors import ConfigError
+from dfine.presets import RECIPES
+
+LARGE_DATASET = 10_000
+"""Training images from which the recipe's epoch count is used unchanged."""
+MIN_ITERATIONS = 2_000
+"""Fewest optimizer steps the default epoch count aims for on small data sets."""
+MAX_DEFAULT_EPOCHS = 500
+"""Upper bound of the default epoch count (tiny data sets; pass ``epochs`` to go further)."""
+MAX_SCHEDULE_FRACTION = 0.1
+"""Warm-ups and the EMA horizon are at most this share of all iterations."""
+
+# Objects365 -> COCO / custom fine-tuning schedules (epochs, stop epoch) of the original (SPEC Part B §3.2).
+FINETUNE_EPOCHS: dict[str, tuple[int, int]] = {"n": (64, 56), "s": (64, 56), "m": (56, 48), "l": (36, 30),
+                                               "x": (36, 30)}
+
+
+@dataclass
+class Hyperparameters:
+    """Everything the optimizer, scheduler, EMA and data pipeline need, resolved for one run.
+
+    Attributes:
+        size: recipe letter (``n``, ``s``, ``m``, ``l``, ``x``).
+        batch_size: total images per optimizer step, summed over all processes.
+        epochs: epochs to train.
+        stop_epoch: first epoch of stage 2 (no photometric distortion, zoom-out, IoU crop or multi-scale; training
+            restarts from the best stage-1 weights). ``>= epochs`` means there is no stage 2.
+        lr: AdamW learning rate of the encoder/decoder parameters.
+        backbone_lr: AdamW learning rate of the backbone parameters.
+        weight_decay: AdamW weight decay (decoupled) of the groups that have it.
+        betas: AdamW betas.
+        warmup_iters: linear LR warm-up, in optimizer steps (0 = none); the LR is constant afterwards.
+        ema_decay: EMA decay ``d`` in ``d(t) = d·(1 − exp(−t / ema_warmups))``.
+        ema_warmups: EMA warm-up constant, in optimizer steps (0 = constant decay).
+        ema_restart_decay: EMA decay from the stop epoch on.
+        clip_max_norm: global L2 gradient-norm clip (0 disables).
+        base_size_repeat: weight of the base size among the multi-scale sizes; None = no multi-scale.
+        freeze_backbone_norm: frozen backbone BN and stem (L/X) instead of trainable BN (N/S/M).
+        no_decay_bias: also exempt encoder/decoder biases from weight decay (N/S/M).
+        backbone_norm_decay: apply weight decay to backbone BN and learnable-affine parameters (see
+            :mod:`dfine.engine.optim` for why this reproduces the original).
+        fine_tune: the run starts from trained detection weights.
+        notes: human-readable record of every adjustment made to the recipe.
+    """
+
+    size: str
+    batch_size: int
+    epochs: int
+    stop_epoch: int
+    lr: float
+    backbone_lr: float
+    weight_decay: float
+    warmup_iters: int
+    ema_decay: float
+    ema_warmups: int
+    ema_restart_decay: float
+    clip_max_norm: float
+    base_size_repeat: int | None
+    freeze_backbone_norm: bool
+    no_decay_bias: bool
+    backbone_norm_decay: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    fine_tune: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """Names that may be overridden (everything but the notes)."""
+        return {f.name for f in fields(cls)} - {"notes"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/``torch.save(weights_only)``-safe dict."""
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hyperparameters:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
+        return cls(**values)
+
+    def summary(self) -> str:
+        """A multi-line table of the resolved values and the notes explaining them."""
+        stage2 = (f"epochs {self.stop_epoch}..{self.epochs - 1} (no strong augmentation, EMA decay "
+                  f"{self.ema_restart_decay:.6g})" if self.stop_epoch < self.epochs else "none")
+        rows = [
+            ("recipe", f"D-FINE-{self.size.upper()}" + (" (fine-tuning)" if self.fine_tune else "")),
+            ("batch size", f"{self.batch_size} (total over all processes)"),
+            ("epochs", f"{self.epochs}; stage 2: {stage2}"),
+            ("learning rate", f"{self.lr:.4g} (backbone {self.backbone_lr:.4g}), AdamW betas "
+                              f"{self.betas[0]}/{self.betas[1]}, weight decay {self.weight_decay:.4g}"),
+            ("LR schedule", f"linear warm-up over {self.warmup_iters} iterations, then constant"),
+            ("EMA", f"decay {self.ema_decay:.6g}, warm-up {self.ema_warmups} iterations"),
+            ("gradient clip", f"{self.clip_max_norm:g} (global L2 norm)"),
+            ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
+            ("backbone norm", "frozen BN + frozen stem" if self.freeze_backbone_norm else "trainable BN"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = ["Training hyper-parameters:"] + [f"  {name:<{width}}  {value}" for name, value in rows]
+        lines += [f"  - {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _scaled_decay(decay: float, k: float) -> float:
+    """``1 − k·(1 − decay)``: the same EMA horizon in images when each step sees ``k`` times the recipe's batch."""
+    return min(max(1.0 - k * (1.0 - decay), 0.0), 1.0 - 1e-12)
+
+
+def _cap_decay(decay: float, max_horizon: float) -> float:
+    """Lower ``decay`` so that its horizon ``1/(1 − decay)`` (in steps) is at most ``max_horizon``."""
+    if max_horizon <= 1.0:
+        return 0.0
+    return min(decay, 1.0 - 1.0 / max_horizon)
+
+
+def default_stop_epoch(epochs: int, recipe_epochs: int, recipe_stop: int) -> int:
+    """The stop epoch keeping the recipe's share of stage-2 epochs (at least one when there are two epochs)."""
+    if epochs < 2:
+        return epochs
+    stage2 = max(1, round(epochs * (recipe_epochs - recipe_stop) / recipe_epochs))
+    return max(1, epochs - stage2)
+
+
+def resolve_hyperparameters(
+    size: str,
+    *,
+    num_train_images: int,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    fine_tune: bool = False,
+    world_size: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> Hyperparameters:
+    """The recipe of ``size`` adapted to this run (see the module docstring for the rules).
+
+    Args:
+        size: ``n``, ``s``, ``m``, ``l`` or ``x``.
+        num_train_images: images in the training split.
+        batch_size: total batch over all processes; None uses the recipe's per-GPU batch (its total / 4) on every
+            process, capped at the data set size.
+        epochs: None picks a default from the data set size.
+        lr: base learning rate, used as given; None scales the recipe's.
+        fine_tune: starting from trained detection weights rather than a preset.
+        world_size: number of training processes.
+        overrides: field name -> value, applied last.
+
+    Raises:
+        ConfigError: invalid values, or an override that is not a hyper-parameter.
+    """
+    if size not in RECIPES:
+        raise ConfigError(f"no training recipe for size {size!r}")
+    recipe = RECIPES[size]
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - Hyperparameters.field_names()
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}")
+    if num_train_images < 1:
+        raise ConfigError("the training split has no images")
+    notes: list[str] = []
+
+    if batch_size is None:
+        batch_size = min(recipe.batch_size // 4 * world_size, max(world_size, num_train_images))
+        batch_size -= batch_size % world_size
+        notes.append(f"batch size {batch_size}: the recipe's {recipe.batch_size // 4} per process"
+                     + (" (capped at the data set size)" if batch_size < recipe.batch_size // 4 * world_size else ""))
+    if batch_size < 1 or batch_size % world_size:
+        raise ConfigError(f"batch size {batch_size} must be a positive multiple of the {world_size} processes")
+    if batch_size > num_train_images:
+        raise ConfigError(f"batch size {batch_size} is larger than the {num_train_images} training images "
+                          "(the last incomplete batch is dropped, so no step would be taken)")
+    k = batch_size / recipe.batch_size
+
+    if lr is None:
+        lr, backbone_lr = recipe.lr * k, recipe.backbone_lr * k
+        if k != 1:
+            notes.append(f"learning rates scaled x{k:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
+                         f"(batch {batch_size} vs {recipe.batch_size}, linear scaling)")
+    else:
+        if lr <= 0:
+            raise ConfigError(f"lr must be positive, got {lr}")
+        backbone_lr = lr * recipe.backbone_lr / recipe.lr
+        notes.append(f"learning rate {lr:g} as given; backbone LR keeps the recipe's ratio")
+
+    iters_per_epoch = num_train_images // batch_size
+    base_epochs, base_stop = FINETUNE_EPOCHS[size] if fine_tune else (recipe.epochs, recipe.stop_epoch)
+    if epochs is None:
+        epochs = base_epochs
+        if num_train_images < LARGE_DATASET:
+            epochs = min(MAX_DEFAULT_EPOCHS, max(base_epochs, math.ceil(MIN_ITERATIONS / iters_per_epoch)))
+            notes.append(f"{epochs} epochs for {num_train_images} training images ({iters_per_epoch} steps each): "
+                         f"at least the recipe's {base_epochs} and ~{MIN_ITERATIONS} steps")
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    stop_epoch = base_stop if epochs == base_epochs else default_stop_epoch(epochs, base_epochs, base_stop)
+    total = epochs * iters_per_epoch
+    max_schedule = MAX_SCHEDULE_FRACTION * total
+
+    def capped(name: str, value: float) -> int:
+        if value > max_schedule:
+            notes.append(f"{name} capped at {int(max_schedule)} iterations ({MAX_SCHEDULE_FRACTION:.0%} of the "
+                         f"{total} in this run; scaled recipe value {round(value)})")
+            return int(max_schedule)
+        return round(value)
+
+    if fine_tune:
+        warmup_iters = ema_warmups = 0
+        notes.append("fine-tuning: no LR warm-up and no EMA warm-up (the original's Objects365 fine-tuning recipe)")
+    else:
+        warmup_iters = capped("LR warm-up", recipe.warmup_iters / k)
+        ema_warmups = capped("EMA warm-up", recipe.ema_warmups / k)
+    ema_decay = _scaled_decay(recipe.ema_decay, k)
+    restart_decay = _scaled_decay(recipe.ema_restart_decay, k)
+    limited = _cap_decay(ema_decay, max_schedule)
+    if limited < ema_decay:
+        notes.append(f"EMA decay lowered to {limited:.6g} (scaled recipe value {ema_decay:.6g}) so that it averages "
+                     f"over at most {MAX_SCHEDULE_FRACTION:.0%} of the run")
+        ema_decay, restart_decay = limited, _cap_decay(restart_decay, max_schedule)
+
+    hp = Hyperparameters(
+        size=size, batch_size=batch_size, epochs=epochs, stop_epoch=stop_epoch, lr=lr, backbone_lr=backbone_lr,
+        weight_decay=recipe.weight_decay, warmup_iters=warmup_iters, ema_decay=ema_decay, ema_warmups=ema_warmups,
+        ema_restart_decay=restart_decay, clip_max_norm=recipe.clip_max_norm, base_size_repeat=recipe.base_size_repeat,
+        freeze_backbone_norm=recipe.freeze_backbone_norm, no_decay_bias=recipe.no_decay_bias, fine_tune=fine_tune,
+        notes=notes,
+    )
+    if overrides:
+        hp = replace(hp, **overrides)
+        hp.notes.append("set explicitly: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+    _validate(hp)
+    return hp
+
+
+def _validate(hp: Hyperparameters) -> None:
+    if hp.epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {hp.epochs}")
+    if hp.stop_epoch < 0:
+        raise ConfigError(f"stop_epoch must be >= 0, got {hp.stop_epoch}")
+    if hp.warmup_iters < 0 or hp.ema_warmups < 0:
+        raise ConfigError("warm-up iterations must be >= 0")
+    for name in ("ema_decay", "ema_restart_decay"):
+        if not 0.0 <= getattr(hp, name) < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(hp, name)}")
+    if hp.lr <= 0 or hp.backbone_lr < 0 or hp.weight_decay < 0:
+        raise ConfigError("learning rates must be positive and weight decay non-negative")

@@ -1,0 +1,384 @@
+"""The training loop: epochs, evaluation of the EMA model, checkpoints, the stop epoch, and divergence handling.
+
+Per epoch: ``loader.set_epoch(epoch)`` (switches augmentation and multi-scale off from the stop epoch), the data
+order reseeded from ``(seed, rank, epoch)``, :func:`dfine.engine.step.train_step` per batch, evaluation of the EMA
+weights (every ``eval_interval`` epochs, the last stage-1 epoch and the last epoch), then — on rank 0 only —
+``last.pt`` (atomic), ``best/`` when COCO AP improved, ``metrics.jsonl``, TensorBoard and ``results.png``.
+
+**Stop epoch** (SPEC Part B §3.5). At ``stop_epoch`` the whole training state of the best stage-1 epoch
+(``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
+``ema_restart_decay``; the remaining epochs train without strong augmentation. If there is no best stage-1 state (no
+evaluation happened, no validation split, a run resumed in a fresh folder) training simply continues from the
+current weights — the original crashes there. We do **not** run the original's stage-2 "EMA search" (restarting
+from ``best_stg1`` with the EMA decay lowered by 1e-4 after every epoch that is not a new best): it selects on the
+validation set epoch by epoch, so its reported score is optimistically biased, it overwrites ``best_stg2`` with
+worse models after each restart, and on small custom validation sets it mostly chases noise. Stage 2 here is plain
+training; ``best/`` keeps the best EMA weights of both stages, and ``last.pt`` is written in stage 2 too, so a run
+can always be resumed.
+
+**Non-finite loss** (SPEC Part B §9 item 9). A step whose loss is NaN/inf is skipped with a warning (nothing is
+updated). After ``max_nonfinite_steps`` such steps in a row, the run rolls back to the last good state (the end of
+the previous epoch, i.e. what ``last.pt`` holds, or the start of the run), halves the learning rate, says so, and
+retries the epoch; after ``max_rollbacks`` rollbacks it stops with a :class:`~dfine.errors.DFineError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from dfine.data import EpochDataLoader
+from dfine.engine import checkpoint as ckpt
+from dfine.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
+from dfine.engine.ema import ModelEMA
+from dfine.engine.evaluator import EvalResult
+from dfine.engine.hparams import Hyperparameters
+from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
+from dfine.engine.optim import WarmupConstantLR, current_lrs
+from dfine.engine.step import StepOutcome, train_step
+from dfine.engine.validate import evaluate
+from dfine.errors import DFineError
+
+logger = logging.getLogger("dfine")
+
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint carries besides the module/optimizer states."""
+
+    start_epoch: int = 0  # the next epoch to run
+    stage: int = 1
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    best_eval: dict[str, Any] | None = None
+    rollbacks: int = 0
+    lr_scale: float = 1.0  # product of the divergence back-offs applied so far
+
+
+class _Diverged(Exception):
+    def __init__(self, epoch: int, iteration: int) -> None:
+        self.epoch, self.iteration = epoch, iteration
+
+
+def _clone_state(value: Any) -> Any:
+    """A deep copy of a (nested) state dict with tensors cloned to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, _clone_state(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_clone_state(v) for v in value]
+    return copy.deepcopy(value)
+
+
+@dataclass
+class Trainer:
+    """Runs :meth:`fit`; every component is passed in ready-made (see :mod:`dfine.engine.api` for the wiring).
+
+    Attributes:
+        model: the model being trained, unwrapped (its weights are what is saved).
+        train_model: what the loop calls: ``model`` itself, or its DistributedDataParallel wrapper.
+        optimizer, scheduler, scaler, ema: training state.
+        hparams: the resolved hyper-parameters.
+        train_loader: an :class:`EpochDataLoader` (shuffled, ``drop_last``).
+        val_loader: validation loader, or None to train without evaluation.
+        val_ground_truth: COCO-format ground truth of the validation split.
+        class_names: names by label.
+        processor: the image processor saved next to the best weights.
+        output_dir: run folder.
+        device: training device.
+        amp_dtype: autocast dtype, or None.
+        image_size: training ``(height, width)``.
+        seed: base seed (the data order of epoch e is seeded from ``(seed, rank, e)``).
+        eval_interval: evaluate every this many epochs (<= 0: never; ``best/`` is then the final EMA).
+        progress: show progress bars (rank 0).
+        max_nonfinite_steps: consecutive non-finite steps that trigger a rollback.
+        max_rollbacks: rollbacks after which the run stops with an error.
+    """
+
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: Optimizer
+    scheduler: WarmupConstantLR
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA
+    hparams: Hyperparameters
+    train_loader: EpochDataLoader
+    val_loader: EpochDataLoader | None
+    val_ground_truth: dict[str, Any] | None
+    class_names: list[str]
+    processor: Any
+    output_dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    image_size: tuple[int, int] = (640, 640)
+    seed: int = 0
+    eval_interval: int = 1
+    progress: bool = True
+    max_nonfinite_steps: int = 5
+    max_rollbacks: int = 2
+    state: TrainState = field(default_factory=TrainState)
+    _pending_rng: dict[str, Any] | None = field(default=None, repr=False)
+    _snapshot: dict[str, Any] | None = field(default=None, repr=False)
+    _best_result: EvalResult | None = field(default=None, repr=False)
+    _last_result: EvalResult | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def say(self, message: str) -> None:
+        """Print on rank 0 (through tqdm, so progress bars stay intact)."""
+        if is_main_process():
+            from tqdm import tqdm
+
+            tqdm.write(message)
+
+    @property
+    def _paths(self) -> dict[str, Path]:
+        return {"last": self.output_dir / ckpt.LAST_NAME, "stage1": self.output_dir / ckpt.BEST_STAGE1_NAME,
+                "best": self.output_dir / ckpt.BEST_DIR_NAME}
+
+    def _module_states(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def _load_module_states(self, states: dict[str, Any]) -> None:
+        self.model.load_state_dict(states["model"])
+        self.ema.load_state_dict(states["ema"])
+        self.optimizer.load_state_dict(states["optimizer"])
+        self.scheduler.load_state_dict(states["scheduler"])
+        if states.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(states["scaler"])
+
+    def checkpoint_state(self, epoch: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything ``last.pt`` holds after ``epoch`` (see :mod:`dfine.engine.checkpoint`)."""
+        s = self.state
+        return {
+            "epoch": epoch, "stage": s.stage, "best_metric": s.best_metric, "best_epoch": s.best_epoch,
+            "best_eval": s.best_eval, **self._module_states(), "config": self.model.config.to_dict(),
+            "class_names": list(self.class_names), "hparams": self.hparams.to_dict(),
+            "image_size": list(self.image_size), "rng": rng,
+            "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "world_size": get_world_size(),
+                      "seed": self.seed},
+        }
+
+    def load_checkpoint_state(self, data: dict[str, Any]) -> None:
+        """Continue from a checkpoint: module states now, the random state at the start of :meth:`fit`."""
+        self._load_module_states(data)
+        extra = data.get("extra", {})
+        self.state = TrainState(start_epoch=int(data["epoch"]) + 1, stage=int(data.get("stage", 1)),
+                                best_metric=float(data.get("best_metric", -1.0)),
+                                best_epoch=int(data.get("best_epoch", -1)), best_eval=data.get("best_eval"),
+                                rollbacks=int(extra.get("rollbacks", 0)), lr_scale=float(extra.get("lr_scale", 1.0)))
+        rng = data.get("rng") or []
+        if get_rank() < len(rng) and int(extra.get("world_size", len(rng))) == get_world_size():
+            self._pending_rng = rng[get_rank()]
+        else:
+            logger.warning("the checkpoint was written by %s processes, this run has %d: the random state is not "
+                           "restored, so augmentations differ from an uninterrupted run",
+                           extra.get("world_size", "?"), get_world_size())
+
+    def _seed_data_order(self, epoch: int) -> None:
+        # A generator seeded per epoch (not one carried across epochs) makes the shuffle and the workers' seeds of
+        # epoch e the same whether or not the run was interrupted before it.
+        generator = self.train_loader.generator
+        if generator is not None:
+            seed = np.random.SeedSequence([self.seed, get_rank(), epoch]).generate_state(1, np.uint64)[0]
+            generator.manual_seed(int(seed % (2**63)))
+
+    # ------------------------------------------------------------------------------------------ stages
+    def _enter_stage2(self, epoch: int) -> None:
+        hp = self.hparams
+        barrier()  # rank 0 may have just written best_stage1.pt
+        path = self._paths["stage1"]
+        restored = None
+        if path.is_file():
+            try:
+                data = ckpt.load_checkpoint(path)
+                self._load_module_states(data)
+                restored = (int(data["epoch"]), float(data.get("best_metric", math.nan)))
+            except (DFineError, RuntimeError, KeyError, ValueError) as e:
+                logger.warning("could not reload %s (%s): continuing from the current weights", path, e)
+        if restored:
+            where = f"restarting from the best stage-1 state (epoch {restored[0] + 1}, AP {restored[1]:.4f})"
+        else:
+            where = "no best stage-1 state exists (nothing was evaluated yet), so training continues as it is"
+        self.ema.restart(hp.ema_restart_decay)
+        self.state.stage = 2
+        if epoch == 0:  # stop_epoch 0: the whole run is stage 2, there is nothing to restart from
+            self.say(f"No strong augmentation or multi-scale in this run (stop epoch 0); EMA decay "
+                     f"{hp.ema_restart_decay:.6g}")
+        else:
+            self.say(f"Stop epoch {epoch + 1}: strong augmentation and multi-scale off; {where}; EMA decay "
+                     f"{hp.ema_restart_decay:.6g}")
+        self._take_snapshot(f"the start of stage 2 (epoch {epoch + 1})")
+
+    # ------------------------------------------------------------------------------------------ divergence
+    def _take_snapshot(self, origin: str) -> None:
+        # The rollback target: the same states last.pt holds, kept in memory so that every rank can restore them
+        # without reading a file another rank is writing.
+        self._snapshot = {"states": _clone_state(self._module_states()), "lr_scale": self.state.lr_scale,
+                          "origin": origin}
+
+    def _roll_back(self, diverged: _Diverged) -> None:
+        where = f"epoch {diverged.epoch + 1}, iteration {diverged.iteration + 1}"
+        assert self._snapshot is not None
+        if self.state.rollbacks >= self.max_rollbacks:
+            lr = self.optimizer.param_groups[0]["lr"]
+            saved = (f"; the last good state is {self._paths['last']}" if self._paths["last"].exists() else "")
+            raise DFineError(
+                f"training diverged: the loss was NaN/inf in {self.max_nonfinite_steps} consecutive iterations "
+                f"({where}) even after {self.state.rollbacks} rollbacks with the learning rate halved each time (now "
+                f"{lr:.3g}); try a lower --lr, training without --amp, or check the data set{saved}")
+        new_scale = self.state.lr_scale * 0.5
+        self._load_module_states(_clone_state(self._snapshot["states"]))
+        self.scheduler.scale_base_lrs(new_scale / self._snapshot["lr_scale"])
+        self.state.lr_scale = new_scale
+        self.state.rollbacks += 1
+        origin = self._snapshot["origin"]
+        lrs = ", ".join(f"{name} {lr:.3g}" for name, lr in current_lrs(self.optimizer).items())
+        logger.warning("NaN/inf loss in %d consecutive iterations (%s): rolled back to %s and halved the learning "
+                       "rate (now %s); retrying epoch %d (rollback %d of %d)", self.max_nonfinite_steps, where,
+                       origin, lrs, diverged.epoch + 1, self.state.rollbacks, self.max_rollbacks)
+
+    # ------------------------------------------------------------------------------------------ epochs
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training loader; returns the rank-averaged loss terms (and ``skipped_steps``)."""
+        from tqdm import tqdm
+
+        self.train_loader.set_epoch(epoch)
+        self._seed_data_order(epoch)
+        self.train_model.train()
+        meter = MetricMeter()
+        in_a_row = skipped = 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.hparams.epochs}", leave=False,
+                   disable=not (self.progress and is_main_process()), dynamic_ncols=True)
+        for iteration, batch in enumerate(bar):
+            result = train_step(self.train_model, batch, optimizer=self.optimizer, scheduler=self.scheduler,
+                                scaler=self.scaler, ema=self.ema, device=self.device, amp_dtype=self.amp_dtype,
+                                clip_max_norm=self.hparams.clip_max_norm)
+            if result.outcome is StepOutcome.NONFINITE:
+                in_a_row += 1
+                skipped += 1
+                if is_main_process():
+                    logger.warning("non-finite loss (%s) at epoch %d, iteration %d: step skipped (%d in a row)",
+                                   result.loss, epoch + 1, iteration + 1, in_a_row)
+                if in_a_row >= self.max_nonfinite_steps:
+                    bar.close()
+                    raise _Diverged(epoch, iteration)
+                continue
+            in_a_row = 0
+            meter.update(result.terms, n=result.batch_size)
+            bar.set_postfix(loss=f"{meter['loss'].median:.3f}", lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}")
+        bar.close()
+        meter.synchronize()
+        averages = meter.averages()
+        averages["skipped_steps"] = float(skipped)
+        return averages
+
+    def _should_evaluate(self, epoch: int) -> bool:
+        if self.val_loader is None or self.eval_interval <= 0:
+            return False
+        hp = self.hparams
+        return (epoch + 1) % self.eval_interval == 0 or epoch == hp.epochs - 1 or epoch == hp.stop_epoch - 1
+
+    def validate(self) -> EvalResult:
+        """COCO metrics of the EMA weights on the validation loader."""
+        assert self.val_loader is not None and self.val_ground_truth is not None
+        return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
+                        self.amp_dtype, progress=self.progress and is_main_process())
+
+    def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
+                      seconds: float, metrics_logger: MetricsLogger) -> None:
+        s = self.state
+        improved = result is not None and not math.isnan(result.AP) and result.AP > s.best_metric
+        if improved:
+            assert result is not None
+            s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
+            self._best_result = result
+        rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
+        if is_main_process():
+            state = self.checkpoint_state(epoch, rng)
+            ckpt.save_checkpoint(self._paths["last"], state)
+            if improved:
+                ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
+                if s.stage == 1:
+                    ckpt.save_checkpoint(self._paths["stage1"], state)
+            metrics_logger.log_epoch(
+                epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
+                lr=list(current_lrs(self.optimizer).values()), epoch_time=seconds,
+                extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None},
+            )
+            try:
+                from dfine.engine.plots import plot_results
+
+                plot_results(metrics_logger.path, self.output_dir / "results.png")
+            except Exception as e:  # a plotting problem must never end a long training run
+                logger.warning("could not draw results.png: %s", e)
+        ap = "" if result is None else f", AP {result.AP:.4f} AP50 {result.AP50:.4f} (best {s.best_metric:.4f} " \
+                                       f"@ epoch {s.best_epoch + 1})"
+        self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
+                 f"{seconds:.1f} s" + (f", {int(train_stats['skipped_steps'])} steps skipped"
+                                       if train_stats.get("skipped_steps") else ""))
+
+    def fit(self, on_epoch_end: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Train from ``state.start_epoch`` to ``hparams.epochs``.
+
+        Args:
+            on_epoch_end: called with the epoch index after its checkpoint is written (e.g. to stop early).
+
+        Returns:
+            The ``metrics.jsonl`` records of the run (all epochs, including those before a resume; rank 0).
+        """
+        hp = self.hparams
+        if self._pending_rng is not None:
+            ckpt.restore_rng_state(self._pending_rng)
+            self._pending_rng = None
+        start = self.state.start_epoch
+        self._take_snapshot("the start of the run" if start == 0 else f"the end of epoch {start} ({ckpt.LAST_NAME})")
+        with MetricsLogger(self.output_dir) as metrics_logger:
+            epoch = self.state.start_epoch
+            while epoch < hp.epochs:
+                if epoch >= hp.stop_epoch and self.state.stage == 1:
+                    self._enter_stage2(epoch)
+                started = time.perf_counter()
+                try:
+                    train_stats = self.train_one_epoch(epoch)
+                except _Diverged as diverged:
+                    self._roll_back(diverged)
+                    continue
+                result = self.validate() if self._should_evaluate(epoch) else None
+                if result is not None:
+                    self._last_result = result
+                self._end_of_epoch(epoch, train_stats, result, time.perf_counter() - started, metrics_logger)
+                self.state.start_epoch = epoch + 1
+                self._take_snapshot(f"the end of epoch {epoch + 1} ({ckpt.LAST_NAME})")
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch)
+                epoch += 1
+        self._finish()
+        return read_metrics(self.output_dir) if is_main_process() and (self.output_dir / "metrics.jsonl").exists() \
+            else []
+
+    def _finish(self) -> None:
+        best = self._paths["best"]
+        if is_main_process() and not best.exists():
+            # No evaluation happened (no validation split, eval_interval <= 0): the final EMA is the best we have.
+            ckpt.save_best_model(self.ema.module, self.processor, best)
+            self.say(f"No evaluation ran: {best} holds the final EMA weights")
+        shown = self._best_result or self._last_result
+        if shown is not None:
+            title = "best" if shown is self._best_result else "last"
+            self.say(f"\nValidation of the {title} EMA weights (epoch {self.state.best_epoch + 1}):\n{shown.table()}"
+                     if title == "best" else f"\nLast validation:\n{shown.table()}")
+        barrier()

@@ -1,0 +1,67 @@
+"""``dfine train`` / ``dfine val`` on the command line: JSON output and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from trainhelpers import tiny_data
+
+from dfine.cli.main import main
+from dfine.model import DFineForObjectDetection
+from dfine.presets import preset_config
+
+
+def test_val_json_prints_one_object(trained_run, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["val", "--model", str(trained_run.best_model), "--data", str(tiny_yaml), "--json",
+                 "--workers", "0", "--batch-size", "3"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out)  # the whole of stdout is one JSON object
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "per_class_AP"):
+        assert key in result
+    assert set(result["per_class_AP"]) == {"circle", "square", "triangle"}
+    assert result["num_images"] == 4
+    # the best/ folder's preprocessor_config.json gives the training size (160), and the same weights score the
+    # same as at the end of training
+    assert result["AP"] == pytest.approx(trained_run.metrics["AP"], abs=1e-9)
+
+
+def test_val_table_and_last_pt(trained_run, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["val", "--model", str(trained_run.last_checkpoint), "--data", str(tiny_yaml),
+                 "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "COCO box metrics over 4 images" in out and "circle" in out
+
+
+def test_val_class_count_mismatch(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    coco = DFineForObjectDetection(preset_config("dfine-n-coco")).save_pretrained(tmp_path / "coco80")
+    assert main(["val", "--model", str(coco), "--data", str(tiny_yaml), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "the model has 80 classes but the data set" in err and "has 3 (circle, square, triangle)" in err
+
+
+def test_train_bad_data_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path / "nope.yaml"), "--no-pretrained-backbone"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.yaml: data set path does not exist" in err
+
+
+def test_train_bad_set_option(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tiny_yaml), "--output", str(tmp_path / "x"), "--no-pretrained-backbone",
+                 "--set", "warmup=3"]) == 2
+    assert "unknown option(s) warmup" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tiny_data(tmp_path / "data", num_train=4, num_val=2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--batch-size", "2", "--image-size", "160",
+                 "--output", str(out), "--workers", "0", "--no-pretrained-backbone", "--no-progress",
+                 "--set", "num_queries=100", "--set", "warmup_iters=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "linear warm-up over 1 iterations" in printed and f"best model: {out / 'best'}" in printed
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0

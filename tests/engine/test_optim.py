@@ -1,0 +1,184 @@
+"""Parameter groups, the warm-up schedule and the recipe scaling rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dfine.engine.hparams import MAX_SCHEDULE_FRACTION, resolve_hyperparameters
+from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem, parameter_groups
+from dfine.errors import ConfigError
+from dfine.model import DFineForObjectDetection
+from dfine.model.layers import FrozenBatchNorm2d
+from dfine.presets import RECIPES, preset_config
+
+
+def _model(size: str) -> DFineForObjectDetection:
+    recipe = RECIPES[size]
+    config = preset_config(f"dfine-{size}-coco", num_labels=3, freeze_backbone_batch_norms=recipe.freeze_backbone_norm)
+    with torch.device("meta"):  # shapes and module types only: fast even for X
+        model = DFineForObjectDetection(config)
+    if recipe.freeze_backbone_norm:
+        freeze_stem(model)
+    return model
+
+
+def _groups(model: nn.Module, size: str, **kwargs) -> dict[str, set[str]]:
+    recipe = RECIPES[size]
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = parameter_groups(model, lr=recipe.lr, backbone_lr=recipe.backbone_lr, weight_decay=recipe.weight_decay,
+                              no_decay_bias=recipe.no_decay_bias, **kwargs)
+    return {g["name"]: {names[id(p)] for p in g["params"]} for g in groups}
+
+
+def _owners(model: nn.Module) -> dict[str, nn.Module]:
+    return {f"{m_name}.{p_name}" if m_name else p_name: module for m_name, module in model.named_modules()
+            for p_name, _ in module.named_parameters(recurse=False)}
+
+
+@pytest.mark.parametrize("size", ["n", "s", "m", "l", "x"])
+def test_parameter_groups_follow_the_recipe(size: str) -> None:
+    model = _model(size)
+    recipe = RECIPES[size]
+    groups = _groups(model, size)
+    owners = _owners(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # every trainable parameter in exactly one group; frozen ones in none
+    assert sum(len(g) for g in groups.values()) == len(trainable)
+    assert set().union(*groups.values()) == trainable
+    assert "model.decoder.up" not in trainable and "model.decoder.reg_scale" not in trainable
+    # backbone: everything trainable under model.backbone, with decay (the original's effective behaviour)
+    assert groups["backbone"] == {n for n in trainable if n.startswith("model.backbone.")}
+    norm_types = (nn.BatchNorm2d, nn.LayerNorm)
+    for name in groups["no_decay"]:
+        assert not name.startswith("model.backbone.")
+        assert isinstance(owners[name], norm_types) or (recipe.no_decay_bias and name.endswith("bias")), name
+    for name in groups["default"]:
+        assert not isinstance(owners[name], norm_types), name
+        if recipe.no_decay_bias:
+            assert not name.endswith("bias"), name
+    # encoder/decoder norms never decay; L/X keep decay on encoder/decoder biases
+    assert "model.decoder.layers.0.final_layer_norm.weight" in groups["no_decay"]
+    assert "model.enc_output.1.bias" in groups["no_decay"]
+    assert "model.encoder_input_proj.0.1.weight" in groups["no_decay"]  # a BatchNorm named "1", not "norm"
+    bias_group = "no_decay" if recipe.no_decay_bias else "default"
+    assert "model.decoder.layers.0.self_attn.q_proj.bias" in groups[bias_group]
+    assert "model.enc_score_head.bias" in groups[bias_group]
+    if recipe.freeze_backbone_norm:
+        assert not any(n.startswith("model.backbone.model.embedder.") for n in trainable)
+        assert all(isinstance(m, FrozenBatchNorm2d) for m in model.modules() if "BatchNorm" in type(m).__name__
+                   and m in set(model.model.backbone.modules()))
+    else:
+        assert "model.backbone.model.embedder.stem1.normalization.weight" in groups["backbone"]
+        assert "model.backbone.model.embedder.stem1.lab.scale" in groups["backbone"]
+
+
+def test_declared_backbone_norm_group_can_be_asked_for() -> None:
+    model = _model("s")
+    groups = _groups(model, "s", backbone_norm_decay=False)
+    assert "model.backbone.model.embedder.stem1.normalization.weight" in groups["backbone_no_decay"]
+    assert "model.backbone.model.embedder.stem1.lab.bias" in groups["backbone_no_decay"]
+    assert "model.backbone.model.embedder.stem1.convolution.weight" in groups["backbone"]
+
+
+def test_optimizer_settings() -> None:
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    model.head = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    optimizer = build_optimizer(model, lr=1e-3, backbone_lr=1e-4, weight_decay=0.05, no_decay_bias=True)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    settings = {g["name"]: (g["lr"], g["weight_decay"], len(g["params"]), g["betas"]) for g in optimizer.param_groups}
+    assert settings == {"backbone": (1e-4, 0.05, 4, (0.9, 0.999)), "no_decay": (1e-3, 0.0, 3, (0.9, 0.999)),
+                        "default": (1e-3, 0.05, 1, (0.9, 0.999))}
+
+
+def test_warmup_then_constant_and_state_round_trip() -> None:
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [param], "lr": 1.0}], lr=1.0)
+    scheduler = WarmupConstantLR(optimizer, warmup_iters=4)
+    seen = []
+    for _ in range(7):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
+    state = scheduler.state_dict()
+    assert all(isinstance(v, (int, float, list)) for v in state.values())
+    other = WarmupConstantLR(torch.optim.AdamW([param], lr=1.0), warmup_iters=4)
+    other.load_state_dict(state)
+    assert other.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert other.last_epoch == scheduler.last_epoch
+    none = WarmupConstantLR(torch.optim.AdamW([param], lr=0.5), warmup_iters=0)
+    assert none.optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_halving_base_lrs_mid_warmup() -> None:
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    scheduler = WarmupConstantLR(optimizer, warmup_iters=2)
+    scheduler.scale_base_lrs(0.5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
+
+
+def test_recipe_unchanged_at_its_own_batch_on_coco() -> None:
+    for size, recipe in RECIPES.items():
+        hp = resolve_hyperparameters(size, num_train_images=117_266, batch_size=recipe.batch_size)
+        assert (hp.lr, hp.backbone_lr, hp.weight_decay) == (recipe.lr, recipe.backbone_lr, recipe.weight_decay)
+        assert (hp.epochs, hp.stop_epoch) == (recipe.epochs, recipe.stop_epoch)
+        assert (hp.warmup_iters, hp.ema_warmups) == (500, 1000)
+        assert hp.ema_decay == pytest.approx(0.9999) and hp.ema_restart_decay == pytest.approx(recipe.ema_restart_decay)
+        assert hp.notes == []
+
+
+def test_batch_scaling_rule_of_the_readme() -> None:
+    # README of the original: D-FINE-L at batch 64 instead of 32 -> lr x2, decay 0.9998, warm-ups halved
+    hp = resolve_hyperparameters("l", num_train_images=117_266, batch_size=64)
+    assert hp.lr == pytest.approx(5e-4) and hp.backbone_lr == pytest.approx(2.5e-5)
+    assert hp.ema_decay == pytest.approx(0.9998)
+    assert (hp.warmup_iters, hp.ema_warmups) == (250, 500)
+    # a quarter of the batch: lr / 4, EMA horizon x4, warm-ups x4
+    hp = resolve_hyperparameters("s", num_train_images=117_266, batch_size=8)
+    assert hp.lr == pytest.approx(5e-5) and hp.ema_decay == pytest.approx(1 - 4e-4 / 16)
+    assert (hp.warmup_iters, hp.ema_warmups) == (2000, 4000)
+
+
+def test_small_data_set_defaults_are_capped_to_the_run() -> None:
+    hp = resolve_hyperparameters("n", num_train_images=200, batch_size=8)
+    total = hp.epochs * (200 // 8)
+    assert hp.epochs == 160 and hp.stop_epoch == 148
+    assert hp.warmup_iters <= MAX_SCHEDULE_FRACTION * total and hp.ema_warmups <= MAX_SCHEDULE_FRACTION * total
+    assert 1 / (1 - hp.ema_decay) <= MAX_SCHEDULE_FRACTION * total + 1e-6
+    assert hp.lr == pytest.approx(8e-4 / 16)
+    tiny = resolve_hyperparameters("n", num_train_images=40, batch_size=8)  # 5 steps per epoch
+    assert tiny.epochs == 400 and tiny.stop_epoch == 370
+    assert any("epochs" in note for note in tiny.notes)
+
+
+def test_fine_tuning_and_overrides() -> None:
+    hp = resolve_hyperparameters("s", num_train_images=50_000, batch_size=32, fine_tune=True)
+    assert (hp.warmup_iters, hp.ema_warmups) == (0, 0)
+    assert (hp.epochs, hp.stop_epoch) == (64, 56)
+    hp = resolve_hyperparameters("n", num_train_images=64, batch_size=8, lr=1e-3, epochs=10,
+                                 overrides={"stop_epoch": 0, "ema_decay": 0.99})
+    assert hp.lr == 1e-3 and hp.backbone_lr == pytest.approx(5e-4)
+    assert (hp.epochs, hp.stop_epoch, hp.ema_decay) == (10, 0, 0.99)
+    with pytest.raises(ConfigError, match="unknown hyper-parameter"):
+        resolve_hyperparameters("n", num_train_images=64, overrides={"warmup": 3})
+    with pytest.raises(ConfigError, match="larger than"):
+        resolve_hyperparameters("n", num_train_images=4, batch_size=8)
+
+
+def test_default_batch_and_stop_epoch_proportion() -> None:
+    hp = resolve_hyperparameters("s", num_train_images=1000, epochs=30)
+    assert hp.batch_size == 8 and hp.stop_epoch == 30 - round(30 * 12 / 132)
+    hp = resolve_hyperparameters("n", num_train_images=1000, epochs=2, batch_size=4)
+    assert hp.stop_epoch == 1
+    assert resolve_hyperparameters("n", num_train_images=1000, epochs=1, batch_size=4).stop_epoch == 1
+    assert math.isfinite(hp.ema_decay) and 0 <= hp.ema_decay < 1

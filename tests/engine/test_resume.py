@@ -1,0 +1,78 @@
+"""Resuming continues exactly: 2 epochs straight == 1 epoch, a kill, and a resumed second epoch.
+
+The second epoch is the stop epoch, so the resumed run also reloads the best stage-1 state and restarts the EMA, as
+the straight run does; strong augmentation (random) runs in epoch 1, so the random state must be restored too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trainhelpers import TINY
+
+import dfine
+from dfine.engine import trainer as trainer_module
+from dfine.engine.logger import read_metrics
+
+
+class Killed(Exception):
+    pass
+
+
+def _assert_same(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        if a[name].dtype.is_floating_point:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=f"{what}: {name}")
+        else:
+            assert torch.equal(a[name], b[name]), f"{what}: {name}"
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a large LR and a real EMA decay, so that a wrong data order, augmentation or EMA state shows far above 1e-6
+    args = dict(epochs=2, batch_size=4, seed=3, lr=1e-3, ema_decay=0.5, ema_restart_decay=0.6, **TINY)
+    straight = dfine.train(tiny_yaml, output=tmp_path / "straight", **args)
+
+    real_end = trainer_module.Trainer._end_of_epoch
+
+    def end_then_die(self, epoch, *rest, **kwargs):
+        real_end(self, epoch, *rest, **kwargs)  # last.pt of this epoch is on disk ...
+        raise Killed  # ... and the process dies before the next one
+
+    monkeypatch.setattr(trainer_module.Trainer, "_end_of_epoch", end_then_die)
+    with pytest.raises(Killed):
+        dfine.train(tiny_yaml, output=tmp_path / "killed", **args)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 0
+
+    # the same call with resume=<path>: the output becomes the checkpoint's folder, the seed the checkpoint's
+    resumed = dfine.train(tiny_yaml, output=tmp_path / "elsewhere", resume=tmp_path / "killed" / "last.pt",
+                          **{**args, "seed": 99})
+    assert resumed.output_dir == tmp_path / "killed"
+
+    a = torch.load(straight.last_checkpoint, weights_only=True)
+    b = torch.load(resumed.last_checkpoint, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1 and a["stage"] == b["stage"] == 2
+    _assert_same(a["model"], b["model"], "model")
+    _assert_same(a["ema"]["module"], b["ema"]["module"], "ema")
+    assert a["ema"]["updates"] == b["ema"]["updates"] and a["ema"]["decay"] == b["ema"]["decay"]
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert a["best_metric"] == pytest.approx(b["best_metric"], abs=1e-9)
+    # metrics.jsonl continues: both epochs once, the second equal to the straight run's
+    history_a, history_b = read_metrics(straight.output_dir), read_metrics(resumed.output_dir)
+    assert [h["epoch"] for h in history_b] == [0, 1]
+    assert history_b[1]["train"]["loss"] == pytest.approx(history_a[1]["train"]["loss"], rel=1e-5)
+
+
+def test_resume_true_uses_the_output_folder(tmp_path: Path, tiny_yaml: Path) -> None:
+    run = dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "run", eval_interval=0, **TINY)
+    # the finished run extended by one epoch: resume=True continues <output>/last.pt
+    more = dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", resume=True, eval_interval=0,
+                       **TINY)
+    assert more.output_dir == run.output_dir
+    assert torch.load(more.last_checkpoint, weights_only=True)["epoch"] == 1
+    with pytest.raises(dfine.DFineError, match="options cannot change when resuming: num_denoising differ"):
+        dfine.train(tiny_yaml, epochs=3, output=tmp_path / "run", resume=True, **{**TINY, "num_denoising": 0})

@@ -1,0 +1,137 @@
+"""The training loop's safety nets: non-finite losses, rollbacks, empty images and batches, the stop epoch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from trainhelpers import TINY, drop_annotations, tiny_data
+
+import dfine
+import dfine.loss
+from dfine.engine.logger import read_metrics
+from dfine.errors import DFineError
+
+
+class NaNAfter(nn.Module):
+    """Wraps the real criterion; calls whose 1-based number is in ``nan_calls`` return NaN terms (still in the
+    autograd graph, as a real overflow would be)."""
+
+    def __init__(self, criterion: nn.Module, nan_calls) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.nan_calls = nan_calls
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        losses = self.criterion(*args, **kwargs)
+        if self.calls in self.nan_calls:
+            return {name: value * float("nan") for name, value in losses.items()}
+        return losses
+
+
+def _inject_nans(monkeypatch: pytest.MonkeyPatch, nan_calls) -> list[NaNAfter]:
+    made: list[NaNAfter] = []
+    real = dfine.loss.build_criterion
+
+    def build(config):
+        made.append(NaNAfter(real(config), nan_calls))
+        return made[-1]
+
+    monkeypatch.setattr(dfine.loss, "build_criterion", build)
+    return made
+
+
+def _all_finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.dtype.is_floating_point)
+
+
+def test_nan_loss_skips_the_step(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    _inject_nans(monkeypatch, {2, 3})
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        result = dfine.train(tiny_yaml, epochs=1, batch_size=2, output=tmp_path / "run", eval_interval=0, **TINY)
+    data = torch.load(result.last_checkpoint, weights_only=True)
+    assert data["ema"]["updates"] == 2 and data["scheduler"]["last_epoch"] == 2  # 4 batches, 2 skipped
+    assert _all_finite(data["model"]) and _all_finite(data["ema"]["module"])
+    assert read_metrics(result.output_dir)[0]["train"]["skipped_steps"] == 2
+    assert sum("step skipped" in r.getMessage() for r in caplog.records) == 2
+    assert not any("rolled back" in r.getMessage() for r in caplog.records)
+
+
+def test_repeated_nans_roll_back_halve_the_lr_and_recover(tmp_path: Path, tiny_yaml: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    _inject_nans(monkeypatch, {1, 2, 3, 4, 5})  # five in a row at the very start, then healthy
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        result = dfine.train(tiny_yaml, epochs=1, batch_size=1, output=tmp_path / "run", eval_interval=0, **TINY)
+    rollbacks = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+    assert len(rollbacks) == 1
+    assert "rolled back to the start of the run and halved the learning rate" in rollbacks[0]
+    data = torch.load(result.last_checkpoint, weights_only=True)
+    assert data["extra"]["rollbacks"] == 1 and data["extra"]["lr_scale"] == 0.5
+    hp = data["hparams"]
+    assert data["scheduler"]["base_lrs"][-1] == pytest.approx(hp["lr"] / 2)
+    assert data["ema"]["updates"] == 8 and _all_finite(data["model"])  # the retried epoch ran all 8 steps
+
+
+def test_persistent_nans_stop_with_a_clear_error(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    _inject_nans(monkeypatch, range(1, 10_000))
+    with caplog.at_level(logging.WARNING, logger="dfine"), pytest.raises(DFineError) as info:
+        dfine.train(tiny_yaml, epochs=1, batch_size=1, output=tmp_path / "run", eval_interval=0, **TINY)
+    message = str(info.value)
+    assert "training diverged" in message and "after 2 rollbacks" in message and "\n" not in message
+    assert sum("rolled back" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_images_and_batches_without_boxes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tiny_data(tmp_path / "data", num_train=4, num_val=2)
+    drop_annotations(data, "train", keep_images={0})  # three of four training images have no box
+    drop_annotations(data, "val", keep_images={0})
+    with caplog.at_level(logging.INFO):
+        # batch size 1: most batches have no box at all; stop_epoch=0 and no evaluation: the stop epoch has no
+        # best stage-1 state to return to, which must not crash (the original does, SPEC Part B §9 item 8)
+        result = dfine.train(data, epochs=2, batch_size=1, output=tmp_path / "run", eval_interval=0, stop_epoch=0,
+                             **TINY)
+    history = read_metrics(result.output_dir)
+    assert [h["train"]["skipped_steps"] for h in history] == [0, 0]
+    assert all(torch.isfinite(torch.tensor(h["train"]["loss"])) for h in history)
+    assert (result.best_model / "model.safetensors").exists()  # the final EMA, as nothing was evaluated
+    assert not (result.output_dir / "best_stage1.pt").exists()
+    metrics = dfine.val(result.best_model, data, batch_size=2, workers=0)
+    assert 0.0 <= metrics.AP <= 1.0 and metrics.num_images == 2
+
+
+def test_stop_epoch_without_best_is_announced(tmp_path: Path, tiny_yaml: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", eval_interval=0, stop_epoch=1, **TINY)
+    out = capsys.readouterr().out
+    assert "Stop epoch 2" in out and "no best stage-1 state exists" in out
+    assert "Training hyper-parameters" in out and "Data set OK" in out
+
+
+def test_stop_epoch_zero_says_the_run_has_no_strong_augmentation(tmp_path: Path, tiny_yaml: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "run", eval_interval=0, stop_epoch=0, **TINY)
+    out = capsys.readouterr().out
+    assert "No strong augmentation or multi-scale in this run" in out and "Stop epoch" not in out
+
+
+def test_existing_run_is_not_overwritten(trained_run, tiny_yaml: Path) -> None:
+    with pytest.raises(DFineError, match="already holds a training run"):
+        dfine.train(tiny_yaml, epochs=1, batch_size=4, output=trained_run.output_dir, **TINY)
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path, tiny_yaml: Path) -> None:
+    with pytest.raises(DFineError, match="unknown option"):
+        dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "a", not_an_option=3, **TINY)
+    with pytest.raises(DFineError, match="fewer than the model's 300 queries"):
+        dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "b",
+                    **{**TINY, "num_queries": 300})
+    with pytest.raises(DFineError, match="larger than the 8 training images"):
+        dfine.train(tiny_yaml, epochs=1, batch_size=16, output=tmp_path / "c", **TINY)
