@@ -57,18 +57,27 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", half: bool = False,
-                        image_size: int | None = None) -> Predictor:
+                        image_size: int | None = None, compile: bool = False) -> Predictor:
+        """Load a model for inference.
+
+        ``half`` (CUDA only) and ``compile`` switch to :func:`dfine.export.fast.optimize_for_inference`: the deploy
+        form with fp16 backbone/encoder (the head stays fp32) and/or ``torch.compile``; otherwise the model runs
+        as loaded (numerically identical to transformers).
+        """
         from dfine.model import DFineForObjectDetection
 
         device = resolve_device(device)
         network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
-        dtype = torch.float32
-        if half:
-            if device.type != "cuda":
-                raise DFineError("--half needs a CUDA device (half precision on the CPU is slower and less accurate)")
-            dtype = torch.float16
-            network = network.to(dtype)
-        return cls(network, load_processor(model, image_size), device, dtype)
+        processor = load_processor(model, image_size)
+        if half and device.type != "cuda":
+            raise DFineError("--half needs a CUDA device (half precision on the CPU is slower and less accurate)")
+        if half or compile:
+            from dfine.export.fast import optimize_for_inference
+
+            size = (processor.size["height"], processor.size["width"])
+            network = optimize_for_inference(network, dtype=torch.float16 if half else torch.float32, device=device,
+                                             compile=compile, image_size=size)
+        return cls(network, processor, device, torch.float32)
 
     @property
     def class_names(self) -> list[str]:

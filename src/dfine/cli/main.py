@@ -17,17 +17,10 @@ from dfine.errors import DFineError
 
 
 def _subcommands() -> list:
-    from dfine.cli import info, predict
+    # imported here, not at module level, so that `dfine --version` does not pay for torch
+    from dfine.cli import benchmark, demo, export, info, predict, train, val
 
-    modules = [predict, info]
-    # Subcommands whose modules may not exist in every build of the package are optional.
-    for name in ("train", "val", "demo", "export", "benchmark"):
-        try:
-            modules.append(__import__(f"dfine.cli.{name}", fromlist=["add_parser"]))
-        except ModuleNotFoundError as e:
-            if e.name != f"dfine.cli.{name}":
-                raise
-    return modules
+    return [predict, train, val, export, benchmark, info, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -196,6 +196,28 @@ class DFineForObjectDetection(PretrainedMixin, nn.Module):
 
         return build_criterion(self.config)
 
+    def deploy(self, image_size: int | tuple[int, int] | None = None) -> nn.Module:
+        """An inference-only copy in deploy form (folded batch norm, merged RepVGG, precomputed buffers).
+
+        See :func:`dfine.export.deploy.deploy`; this model is not changed. ``forward(pixel_values)`` of the copy
+        returns ``(logits, pred_boxes)`` as a named tuple, equal to this model's outputs to float rounding.
+        """
+        from dfine.export.deploy import deploy
+
+        return deploy(self, image_size)
+
+    def optimize_for_inference(self, dtype: torch.dtype | str | None = None, compile: bool = False,
+                               cuda_graph: bool = False, image_size: int | tuple[int, int] | None = None,
+                               batch_size: int = 1, **kwargs: Any) -> nn.Module:
+        """A fast inference copy: deploy form, fp16/bf16 (head in fp32), channels-last, torch.compile, CUDA graph.
+
+        See :func:`dfine.export.fast.optimize_for_inference` for all options; this model is not changed.
+        """
+        from dfine.export.fast import optimize_for_inference
+
+        return optimize_for_inference(self, dtype=dtype, compile=compile, cuda_graph=cuda_graph,
+                                      image_size=image_size, batch_size=batch_size, **kwargs)
+
     def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
                 labels: list[dict[str, Tensor]] | None = None, **kwargs: Any) -> DFineObjectDetectionOutput:
         outputs = self.model(pixel_values, pixel_mask=pixel_mask, labels=labels)

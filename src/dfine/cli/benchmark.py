@@ -1,0 +1,160 @@
+"""``dfine benchmark --model M``: latency (median, p90), images per second, parameters and GFLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "benchmark", help="measure speed, parameters and FLOPs",
+        description="Time a model on random input: median and p90 latency per batch, images per second, "
+                    "parameters and GFLOPs (2 FLOPs per multiply-accumulate, the paper's convention).")
+    p.add_argument("--model", required=True,
+                   help="hub id, model directory, checkpoint or preset; or an exported .onnx / .engine file")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=640, help="square input size (default 640)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend; default auto)")
+    p.add_argument("--half", action="store_true", help="fp16 (CUDA; torch backend keeps the head in fp32)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 backbone and encoder (torch backend)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the deployed model (torch backend)")
+    p.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph (torch backend, CUDA only)")
+    p.add_argument("--eager", action="store_true",
+                   help="time the training-form model as loaded instead of the deploy form (torch backend)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's choice)")
+    p.add_argument("--iters", type=int, default=20, help="timed runs (default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.set_defaults(func=run)
+
+
+def _torch_runner(args: argparse.Namespace, model: Any, device: Any) -> tuple[Callable[[], Any], str]:
+    import torch
+
+    from dfine.errors import DFineError
+    from dfine.export.fast import optimize_for_inference
+
+    pixels = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else torch.float32
+    if args.eager:
+        if args.compile or args.cuda_graph:
+            raise DFineError("--eager times the model as loaded: it cannot be combined with --compile/--cuda-graph")
+        if dtype == torch.float16 and device.type != "cuda":
+            raise DFineError("--half needs a CUDA device (on the CPU use --bf16)")
+        network = model.to(device, dtype).eval()
+        pixels = pixels.to(dtype)
+        description = f"eager (training form), {str(dtype).replace('torch.', '')}"
+    else:
+        network = optimize_for_inference(model, dtype=dtype, device=device, compile=args.compile,
+                                         cuda_graph=args.cuda_graph, image_size=args.image_size,
+                                         batch_size=args.batch_size)
+        description = network.mode + (", head float32" if dtype != torch.float32 else "")
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return network(pixels)
+
+    return call, description
+
+
+def _exported_file(args: argparse.Namespace, model: Any, workdir: Path) -> Path:
+    """The .onnx / .engine to time: the one given, or a fresh (unchecked) export of the model."""
+    if args.backend == "onnxruntime":
+        from dfine.export.onnx import export_onnx
+
+        return export_onnx(model, workdir / "model.onnx", args.image_size, half=args.half,
+                           batch_size=args.batch_size, check=False).path
+    from dfine.export.tensorrt import export_engine
+
+    return export_engine(model, workdir / "model.engine", args.image_size, half=args.half,
+                         batch_size=args.batch_size, check=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from dfine.errors import DFineError
+    from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
+    from dfine.inference import resolve_device
+
+    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
+        raise DFineError("--batch-size and --iters must be at least 1, --warmup at least 0")
+    if args.image_size <= 0 or args.image_size % 32:
+        raise DFineError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.half and args.bf16:
+        raise DFineError("choose one of --half and --bf16")
+    if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16):
+        raise DFineError("--compile, --cuda-graph, --eager and --bf16 apply to the torch backend only")
+    if args.backend == "tensorrt":
+        from dfine.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    given = Path(args.model)
+    exported_given = given.suffix.lower() in (".onnx", ".engine")
+    model = None
+    if not exported_given:
+        from dfine.model import DFineForObjectDetection
+
+        model = DFineForObjectDetection.from_pretrained(args.model)
+    size = (args.image_size, args.image_size)
+    params = count_parameters(model) if model is not None else None
+    gflops = None
+    if model is not None:
+        from dfine.export.deploy import deploy
+
+        gflops = count_flops(deploy(model, size), size)
+
+    device = resolve_device(args.device if args.backend == "torch" else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.backend == "torch":
+            if model is None:
+                raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file")
+            device = resolve_device(args.device)
+            call, description = _torch_runner(args, model, device)
+        else:
+            path = given if exported_given else _exported_file(args, model, Path(tmp))
+            images = np.random.rand(args.batch_size, 3, *size).astype(np.float32)
+            sizes = np.array([[args.image_size, args.image_size]] * args.batch_size, dtype=np.int64)
+            if args.backend == "onnxruntime":
+                from dfine.runtime import OnnxDetector
+
+                detector = OnnxDetector(path, threads=args.threads)
+                description = f"ONNX Runtime {detector.session.get_providers()[0]}, {detector.precision}"
+                runner: Any = detector.run
+            else:
+                from dfine.export.tensorrt import TensorRTRunner
+
+                runner = TensorRTRunner(path)
+                description = "TensorRT" + (" fp16" if args.half else " fp32")
+                device = torch.device("cuda")
+
+            def call() -> Any:
+                return runner(images, sizes)
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        timing = time_callable(call, iters=args.iters, warmup=args.warmup, device=device, batch=args.batch_size)
+        memory = peak_memory_mib(device)
+
+    where = f"{device}" + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+    print(f"model:       {args.model}")
+    print(f"backend:     {args.backend}: {description}")
+    print(f"device:      {where}, input {args.batch_size}x3x{args.image_size}x{args.image_size}")
+    if params is not None:
+        print(f"parameters:  {params / 1e6:.2f} M")
+    if gflops is not None:
+        print(f"GFLOPs:      {gflops:.1f} per image (2 FLOPs per multiply-accumulate, as in the paper)")
+    print(f"latency:     median {timing.median_ms:.2f} ms, p90 {timing.p90_ms:.2f} ms per batch "
+          f"({len(timing.times_ms)} runs after {args.warmup} warm-up)")
+    print(f"throughput:  {timing.images_per_s:.1f} images/s")
+    if memory is not None:
+        print(f"peak memory: {memory:.0f} MiB")
+    return 0

@@ -1,0 +1,191 @@
+"""The deploy form of D-FINE: a lean, inference-only copy of a trained model.
+
+``deploy(model, image_size=640)`` (also ``model.deploy(...)``) returns a :class:`DeployedDFine` whose
+``forward(pixel_values)`` gives the same ``logits`` / ``pred_boxes`` as the training-form model in eval mode (to
+float rounding, ~1e-5), faster, and with a forward that is safe to capture:
+
+* batch norms folded into their convolutions, RepVGG branches merged, LAB folded into a clamp
+  (:mod:`dfine.export.fuse`);
+* the AIFI position embedding, anchors, valid mask and FDR weighting W(n) precomputed for ``image_size``;
+* the inference-only head of :mod:`dfine.export.head` (no denoising, no unused class/LQE heads);
+* no host-device synchronisation and no tensor built from Python data inside ``forward`` (so CUDA-graph capture
+  and ``torch.compile`` work), and plain tensors out (so ONNX export gives a clean graph).
+
+The model is split into a ``body`` (backbone, projections, hybrid encoder: nearly all the FLOPs) and a ``head``
+(query selection and decoder). :meth:`DeployedDFine.set_precision` can run the body in fp16/bf16 while the head
+stays in fp32, which keeps top-k query selection and box decoding as precise as in fp32 at almost no cost.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dfine.export.fuse import fuse_convolutions
+from dfine.export.head import DeployHead, DetectionOutput
+from dfine.model.dfine import DFineForObjectDetection, DFineModel
+from dfine.model.encoder import AIFILayer, sincos_position_embedding
+
+__all__ = ["DeployedDFine", "DetectionOutput", "deploy", "normalize_image_size"]
+
+
+def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``640`` or ``(H, W)`` -> ``(H, W)``, checked to be positive multiples of 32."""
+    if isinstance(image_size, int):
+        height = width = image_size
+    else:
+        height, width = (int(v) for v in image_size)
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        from dfine.errors import ConfigError
+
+        raise ConfigError(f"image size must be positive multiples of 32, got {height}x{width}")
+    return height, width
+
+
+class DeployAIFI(nn.Module):
+    """AIFI with its 2-D sin-cos position embedding stored as a buffer for the export size."""
+
+    def __init__(self, aifi: AIFILayer, height: int, width: int, device: torch.device) -> None:
+        super().__init__()
+        self.dim = aifi.dim
+        self.temperature = aifi.temperature
+        self.layers = aifi.layers
+        self.size = (height, width)
+        dtype = next(aifi.parameters()).dtype
+        pos = sincos_position_embedding(height, width, self.dim, self.temperature, device, dtype)
+        self.register_buffer("pos", pos.clone())
+
+    def forward(self, feature_map: Tensor) -> Tensor:
+        batch, _, height, width = feature_map.shape
+        x = feature_map.flatten(2).transpose(1, 2)
+        if (height, width) == self.size:
+            pos = self.pos.to(x.dtype)
+        else:  # another input size: eager only
+            pos = sincos_position_embedding(height, width, self.dim, self.temperature, x.device, x.dtype)
+        for layer in self.layers:
+            x = layer(x, pos)
+        # keep the layout of the input (channels-last input gives a channels-last view, no copy)
+        out = x.transpose(1, 2).reshape(batch, self.dim, height, width)
+        if feature_map.is_contiguous(memory_format=torch.channels_last):
+            return out.contiguous(memory_format=torch.channels_last)
+        return out.contiguous()
+
+
+class ShiftMaxPool(nn.Module):
+    """2×2 max-pool with stride 1 as maxima of shifted views (exactly equal to ``nn.MaxPool2d(2, 1)``).
+
+    PyTorch's CPU max-pool kernel with stride 1 is several times slower than two element-wise maxima, and the
+    stem runs it on the largest map of the network (stride 2, before any downsampling).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = torch.maximum(x[..., :, :-1], x[..., :, 1:])  # separable: max over columns, then over rows
+        return torch.maximum(rows[..., :-1, :], rows[..., 1:, :])
+
+
+class DeployBody(nn.Module):
+    """Backbone, input projections, hybrid encoder and decoder input projections: pixels -> per-level maps."""
+
+    def __init__(self, model: DFineModel, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.num_feature_levels = model.config.num_feature_levels
+        self.backbone = fuse_convolutions(model.backbone)
+        stem = self.backbone.model.embedder
+        if isinstance(stem.pool, nn.MaxPool2d) and stem.pool.kernel_size in (2, (2, 2)) and \
+                stem.pool.stride in (1, (1, 1)) and stem.pool.padding in (0, (0, 0)):
+            stem.pool = ShiftMaxPool()
+        self.encoder_input_proj = fuse_convolutions(model.encoder_input_proj)
+        self.encoder = fuse_convolutions(model.encoder)
+        self.decoder_input_proj = fuse_convolutions(model.decoder_input_proj)
+        strides = model.config.feat_strides
+        device = model.enc_score_head.weight.device
+        for i, level in enumerate(self.encoder.encode_proj_layers):
+            stride = strides[level]
+            self.encoder.aifi[i] = DeployAIFI(self.encoder.aifi[i], image_size[0] // stride,
+                                              image_size[1] // stride, device)
+
+    def forward(self, pixel_values: Tensor) -> list[Tensor]:
+        features = self.backbone(pixel_values)
+        maps = self.encoder([proj(f) for proj, f in zip(self.encoder_input_proj, features)])
+        sources = [proj(m) for proj, m in zip(self.decoder_input_proj, maps)]
+        for level in range(len(sources), self.num_feature_levels):  # extra levels (no released preset has them)
+            sources.append(self.decoder_input_proj[level](maps[-1] if level == len(maps) else sources[-1]))
+        return sources
+
+
+class DeployedDFine(nn.Module):
+    """Inference-only D-FINE: ``forward(pixel_values (B, 3, H, W) in [0, 1])`` -> :class:`DetectionOutput`.
+
+    Build it with :func:`deploy`. ``config`` is the source model's configuration (class names etc.).
+    """
+
+    def __init__(self, model: DFineForObjectDetection, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.config = model.config
+        self.image_size = image_size
+        network = model.model
+        self.body = DeployBody(network, image_size)
+        shapes = self._spatial_shapes(image_size)
+        self.head = DeployHead(network, shapes)
+        self.channels_last = False
+
+    def _spatial_shapes(self, image_size: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        strides = list(self.config.feat_strides)
+        while len(strides) < self.config.num_feature_levels:  # extra levels halve the coarsest
+            strides.append(strides[-1] * 2)
+        return tuple((image_size[0] // s, image_size[1] // s) for s in strides[: self.config.num_feature_levels])
+
+    @property
+    def body_dtype(self) -> torch.dtype:
+        return next(self.body.parameters()).dtype
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        return self.head.enc_score_head.weight.dtype
+
+    def set_precision(self, dtype: torch.dtype, head_dtype: torch.dtype | None = torch.float32) -> DeployedDFine:
+        """Run the body in ``dtype`` and the head in ``head_dtype`` (None: also ``dtype``). Returns self.
+
+        Keeping the head in float32 (the default) costs little — it holds a few percent of the FLOPs — and keeps
+        the top-300 query selection and the box decoding as precise as in a float32 model.
+        """
+        self.body.to(dtype)
+        self.head.to(dtype if head_dtype is None else head_dtype)
+        return self
+
+    def to_channels_last(self, enabled: bool = True) -> DeployedDFine:
+        """Keep the body's activations in NHWC layout (faster convolutions on most GPUs and on x86). Returns self."""
+        self.body.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self.channels_last = enabled
+        return self
+
+    def forward(self, pixel_values: Tensor) -> DetectionOutput:
+        pixel_values = pixel_values.to(self.body_dtype)
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        return self.head(self.body(pixel_values))
+
+
+@torch.no_grad()
+def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | None = None) -> DeployedDFine:
+    """An inference-only copy of ``model`` in deploy form (``model`` itself is not changed).
+
+    Args:
+        model: a :class:`~dfine.model.DFineForObjectDetection` (any mode; the copy is put in eval mode).
+        image_size: the input size the buffers are precomputed for, ``640`` or ``(H, W)``; default: the config's
+            ``anchor_image_size`` or ``eval_size`` if set, else 640. Other sizes still run in eager mode.
+
+    Returns:
+        A :class:`DeployedDFine` in eval mode, on the model's device and in its dtype (use
+        :meth:`DeployedDFine.set_precision` to change it: folding is done in float64 whatever the dtype).
+    """
+    if not isinstance(model, DFineForObjectDetection):
+        raise TypeError(f"deploy() needs a DFineForObjectDetection, got {type(model).__name__}")
+    if image_size is None:
+        image_size = model.config.anchor_image_size or model.config.eval_size or 640
+    size = normalize_image_size(image_size)
+    source = copy.deepcopy(model).eval()
+    return DeployedDFine(source, size).eval()

@@ -1,0 +1,246 @@
+"""ONNX export with post-processing inside the graph, checked with ``onnx.checker`` and against PyTorch in ONNX
+Runtime as part of the export.
+
+The graph (opset 18, exported with the ``torch.export``-based exporter, ``dynamo=True``, which gives a clean graph:
+LayerNormalization and GridSample as single ops, no ceil-mode pooling anywhere):
+
+* inputs ``images`` float32 (B, 3, H, W), RGB in [0, 1] after a plain (stretch) resize to H×W, and
+  ``orig_target_sizes`` int64 (B, 2) as **(width, height)** — the original D-FINE tools' order, see
+  :mod:`dfine.export.postprocess`;
+* outputs ``labels`` int64 (B, K), ``boxes`` float32 (B, K, 4) absolute (x1, y1, x2, y2) in pixels of
+  ``orig_target_sizes``, ``scores`` float32 (B, K), sorted by score; K = the number of queries (300);
+* metadata (``metadata_props``): ``class_names`` (JSON list), ``image_size`` ("H,W"), ``orig_target_sizes``
+  ("width,height"), ``precision`` ("fp32"/"fp16"), ``dynamic_batch``, ``top_k``, ``dfine_version``.
+
+With ``half=True`` the backbone and encoder run in fp16 inside the graph; the head (query selection, decoder,
+post-processing) stays fp32 and the inputs and outputs keep their types, so callers do not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfine.errors import DFineError
+from dfine.export.deploy import deploy, normalize_image_size
+from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
+from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
+from dfine.model.dfine import DFineForObjectDetection
+
+__all__ = ["OPSET", "ExportResult", "compare_with_torch", "export_onnx", "onnx_metadata"]
+
+logger = logging.getLogger("dfine")
+
+OPSET = 18  # LayerNormalization needs 17, GridSample 16; 18 is the lowest the torch.export-based exporter targets
+INPUT_NAMES = ["images", "orig_target_sizes"]
+OUTPUT_NAMES = ["labels", "boxes", "scores"]
+
+# (score tolerance, box tolerance in fractions of the image size, fraction of the top detections that must match)
+FP32_TOLERANCE = (1e-3, 1e-3, 1.0)
+FP16_TOLERANCE = (2e-2, 4e-3, 0.9)
+
+RunFn = Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how the check went."""
+
+    path: Path
+    report: MatchReport | None  # None when the check was skipped
+
+    def summary(self) -> str:
+        return f"{self.path}" + (f" (ONNX Runtime vs PyTorch: {self.report.summary()})" if self.report else "")
+
+
+def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], half: bool, dynamic_batch: bool,
+                  top_k: int) -> dict[str, str]:
+    """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime`)."""
+    from dfine import __version__
+
+    return {
+        "class_names": json.dumps(model.config.class_names),
+        "image_size": f"{image_size[0]},{image_size[1]}",
+        "orig_target_sizes": TARGET_SIZE_ORDER,
+        "precision": "fp16" if half else "fp32",
+        "dynamic_batch": str(bool(dynamic_batch)).lower(),
+        "top_k": str(top_k),
+        "dfine_version": __version__,
+    }
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's and graph optimiser's INFO chatter (they log through the root logger)."""
+    names = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
+                  dynamic_batch: bool) -> None:
+    import onnx
+
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        dynamic_shapes = {"images": {0: batch}, "orig_target_sizes": {0: batch}}
+    with _quiet_exporter(), torch.no_grad():
+        try:
+            program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
+                                        output_names=OUTPUT_NAMES, dynamic_shapes=dynamic_shapes, verbose=False)
+        except Exception as error:  # the exporter's own failures: report them in one line
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DFineError(f"ONNX export failed in torch.onnx.export ({type(error).__name__}: {first})") from error
+    proto = program.model_proto
+    _label_nodes(proto)
+    # readable names for the batch axis, whatever the exporter called it
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dynamic_batch and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+    onnx.save_model(proto, str(path))
+
+
+def _label_nodes(proto: object) -> None:
+    """Prefix every node name with the part of the model it belongs to and drop the exporter's node metadata.
+
+    ``body/...`` (backbone, encoder), ``head/...`` (query selection, decoder) and ``post/...`` (post-processing):
+    the TensorRT builder keeps ``head/`` and ``post/`` layers in fp32 in an fp16 engine (see
+    :mod:`dfine.export.tensorrt`). The exporter's per-node metadata (Python stack traces with local paths, FX
+    dumps) would otherwise make up a good part of the file.
+    """
+    for node in proto.graph.node:  # type: ignore[attr-defined]
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        part = "body" if "'model.body'" in scopes else "head" if "'model.head'" in scopes else "post"
+        node.name = f"{part}/{node.name}"
+        del node.metadata_props[:]
+
+
+def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save_model(proto, str(path))
+
+
+def _check_graph(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DFineError(f"{path}: the exported graph fails onnx.checker ({first})") from error
+
+
+def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,
+                       half: bool, backend: str) -> MatchReport:
+    """Run ``run`` (an exported graph) and ``model`` (PyTorch, float32) on the same pictures and compare.
+
+    Pictures of two non-square original sizes are used, so that a swapped (width, height) shows up. Raises a
+    one-line :class:`DFineError` when the detections disagree beyond the tolerance, or look empty.
+    """
+    from dfine.processor import DFineImageProcessor
+
+    originals = [(800, 600), (480, 640), (640, 640), (1024, 512)][:batch] or [(800, 600)]
+    while len(originals) < batch:
+        originals.append(originals[len(originals) % 4])
+    pictures = check_images(originals)
+    processor = DFineImageProcessor(size={"height": image_size[0], "width": image_size[1]})
+    pixel_values = processor(pictures)["pixel_values"]
+    sizes_wh = np.array(originals, dtype=np.int64)
+    labels, boxes, scores = (np.asarray(a) for a in run(pixel_values.numpy(), sizes_wh))
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise DFineError(f"{backend} check failed: the exported model gives non-finite scores or boxes")
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        outputs = model.float().eval()(pixel_values.to(device))
+    scale = np.concatenate([sizes_wh, sizes_wh], axis=1).astype(np.float64)  # (w, h, w, h)
+    reference = top_detections(outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
+                               k=None, scale=np.ones_like(scale))
+    candidate = [Detections(scores[i].astype(np.float64), labels[i], boxes[i].astype(np.float64) / scale[i])
+                 for i in range(len(originals))]
+    score_tol, box_tol, required = FP16_TOLERANCE if half else FP32_TOLERANCE
+    report = match_detections(reference, candidate, top=100, score_tol=score_tol, box_tol=box_tol)
+    ref_best = max(float(r.scores[0]) for r in reference)
+    got_best = float(scores.max())
+    if got_best < 0.5 * ref_best or (len(np.unique(labels[:, :100])) == 1 and len(np.unique(
+            np.concatenate([r.labels[:100] for r in reference]))) > 1):
+        raise DFineError(f"{backend} check failed: the exported model's detections look empty (best score "
+                         f"{got_best:.3g} vs {ref_best:.3g} in PyTorch, labels {np.unique(labels[:, :100])[:5]})")
+    if report.fraction < required:
+        raise DFineError(f"{backend} check failed: {report.summary()} within score {score_tol:g} / box {box_tol:g} "
+                         f"of PyTorch (need {required:.0%}); worst: {report.worst}")
+    return report
+
+
+def ort_runner(path: str | Path, providers: Sequence[str] | None = None) -> RunFn:
+    """A function running the exported graph in ONNX Runtime: (images, sizes_wh) -> (labels, boxes, scores)."""
+    from dfine.runtime import OnnxDetector
+
+    return OnnxDetector(path, providers=providers).run
+
+
+def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: int | Sequence[int] = 640,
+                dynamic_batch: bool = False, half: bool = False, batch_size: int = 1, check: bool = True,
+                top_k: int | None = None) -> ExportResult:
+    """Export ``model`` (deploy form + post-processing) to ONNX, check the graph and compare it with PyTorch.
+
+    Args:
+        model: the model to export (not changed).
+        output: the ``.onnx`` file to write.
+        image_size: input size, ``640`` or ``(H, W)`` (multiples of 32).
+        dynamic_batch: make the batch axis dynamic (otherwise it is fixed to ``batch_size``).
+        half: fp16 backbone and encoder (head and post-processing stay fp32; inputs/outputs unchanged).
+        batch_size: the batch of the example input (the fixed batch when ``dynamic_batch`` is False).
+        check: run ``onnx.checker`` and the ONNX Runtime comparison (top-100 scores and boxes within 1e-3 of
+            PyTorch in fp32; looser for fp16, plus a check that detections are not empty).
+        top_k: detections per image in the graph (default: the number of queries, 300).
+
+    Raises:
+        DFineError: export, checker or comparison failure, with a one-line message.
+    """
+    size = normalize_image_size(image_size)
+    path = Path(output)
+    if path.suffix.lower() != ".onnx":
+        raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = int(top_k or model.config.num_queries)
+    deployed = deploy(model.float(), size).cpu()
+    if half:
+        deployed.set_precision(torch.float16, head_dtype=torch.float32)
+    wrapper = DeployWithPostprocess(deployed, k).eval()
+    example_batch = max(2, batch_size) if dynamic_batch else batch_size
+    example = (torch.rand(example_batch, 3, *size), torch.tensor([[size[1], size[0]]] * example_batch))
+    logger.info("exporting %s (%s, opset %d, %dx%d, batch %s)", path, "fp16" if half else "fp32", OPSET, *size,
+                "dynamic" if dynamic_batch else batch_size)
+    _export_graph(wrapper, example, path, dynamic_batch)
+    _add_metadata(path, onnx_metadata(model, size, half, dynamic_batch, k))
+    report = None
+    if check:
+        _check_graph(path)
+        batch = 2 if dynamic_batch else batch_size
+        report = compare_with_torch(model, ort_runner(path), size, batch, half, "ONNX Runtime")
+    return ExportResult(path, report)

@@ -1,0 +1,57 @@
+"""Post-processing inside the exported graph: raw outputs -> ``labels``, ``boxes`` (pixels, xyxy), ``scores``.
+
+The same computation as :meth:`dfine.DFineImageProcessor.post_process_object_detection` before thresholding
+(SPEC Part A §5): sigmoid, top-k over queries × classes with k = the number of queries, label = index mod C,
+boxes gathered by query and scaled to the original image size. No NMS, no clamping.
+
+**Size order.** The exported graph takes ``orig_target_sizes`` as int64 ``(width, height)`` per image — the order
+of the original D-FINE deployment tools (``export_onnx.py``, its ONNX Runtime / TensorRT / OpenVINO / C++ examples),
+so that an exported dfine model is a drop-in replacement there. This is the *opposite* of the Python API
+(``post_process_object_detection(target_sizes=...)`` takes Hugging Face's ``(height, width)``). The order is also
+written into the ONNX metadata (``orig_target_sizes`` = ``"width,height"``), and :mod:`dfine.runtime` follows it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["TARGET_SIZE_ORDER", "DeployWithPostprocess", "postprocess"]
+
+TARGET_SIZE_ORDER = "width,height"
+
+
+def postprocess(logits: Tensor, boxes_cxcywh: Tensor, orig_target_sizes: Tensor, top_k: int) -> tuple[Tensor, ...]:
+    """``(labels (B, k) int64, boxes (B, k, 4) float, scores (B, k) float)`` from raw outputs.
+
+    Args:
+        logits: (B, Q, C) class logits.
+        boxes_cxcywh: (B, Q, 4) normalised centre-form boxes.
+        orig_target_sizes: (B, 2) ``(width, height)`` of the original images (any numeric dtype).
+        top_k: detections per image (at most Q · C).
+    """
+    logits = logits.float()
+    num_classes = logits.shape[-1]
+    cx, cy, w, h = boxes_cxcywh.float().unbind(-1)
+    corners = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+    scores, index = logits.sigmoid().flatten(1).topk(top_k, dim=1)
+    labels = index % num_classes
+    query = index // num_classes
+    sizes = orig_target_sizes.float().repeat(1, 2)  # (w, h, w, h)
+    boxes = corners.gather(1, query.unsqueeze(-1).expand(-1, -1, 4)) * sizes.unsqueeze(1)
+    return labels, boxes, scores
+
+
+class DeployWithPostprocess(nn.Module):
+    """A deployed model and its post-processing as one module: ``(images, orig_target_sizes) -> labels, boxes,
+    scores``, the graph that ONNX and TensorRT export."""
+
+    def __init__(self, model: nn.Module, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.top_k = top_k
+
+    def forward(self, images: Tensor, orig_target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logits, boxes = self.model(images)
+        labels, boxes, scores = postprocess(logits, boxes, orig_target_sizes, self.top_k)
+        return labels, boxes, scores

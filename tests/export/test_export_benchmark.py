@@ -1,0 +1,54 @@
+"""``dfine benchmark``, FLOP counting (the paper's convention) and timing helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+import dfine
+from dfine.cli.main import main
+from dfine.export.benchmark import Timing, count_flops, time_callable
+from dfine.export.deploy import deploy
+
+
+@pytest.mark.parametrize("preset, paper", [("dfine-n-coco", 7.0), ("dfine-s-coco", 25.0)])
+def test_gflops_match_the_paper(preset: str, paper: float) -> None:
+    """The paper's GFLOPs are FLOPs = 2 × MACs of the deploy model at 640×640 (N 7, S 25, M 57, L 91, X 202)."""
+    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset(preset)).eval()
+    assert count_flops(deploy(model, 640), (640, 640)) == pytest.approx(paper, rel=0.03)
+
+
+def test_timing_statistics() -> None:
+    timing = Timing([3.0, 1.0, 2.0, 10.0, 4.0], batch=2)
+    assert timing.median_ms == 3.0 and timing.p90_ms == 10.0 and timing.min_ms == 1.0
+    assert timing.images_per_s == pytest.approx(2000 / 3)
+    calls = []
+    measured = time_callable(lambda: calls.append(1), iters=4, warmup=2)
+    assert len(calls) == 6 and len(measured.times_ms) == 4
+
+
+def test_benchmark_cli_torch(n_model_dir, capsys) -> None:
+    code = main(["benchmark", "--model", str(n_model_dir), "--image-size", "320", "--iters", "2", "--warmup", "1",
+                 "--device", "cpu", "--threads", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "deploy+float32" in out and "parameters:  3.77 M" in out and "GFLOPs:      2.3 per image" in out
+    assert "median" in out and "p90" in out and "images/s" in out
+
+
+def test_benchmark_cli_onnxruntime_and_eager(n_onnx, n_model_dir, capsys) -> None:
+    assert main(["benchmark", "--model", str(n_onnx), "--backend", "onnxruntime", "--image-size", "320",
+                 "--iters", "2", "--warmup", "1", "--batch-size", "2"]) == 0
+    assert "ONNX Runtime CPUExecutionProvider" in capsys.readouterr().out
+    assert main(["benchmark", "--model", str(n_model_dir), "--eager", "--bf16", "--image-size", "320",
+                 "--iters", "1", "--warmup", "0", "--device", "cpu"]) == 0
+    assert "eager (training form), bfloat16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--half", "--device", "cpu"], "float16 inference needs a CUDA device"),
+    (["--backend", "onnxruntime", "--compile"], "torch backend only"),
+    (["--batch-size", "0"], "at least 1"),
+])
+def test_benchmark_cli_errors(argv, message, error_line) -> None:
+    assert main(["benchmark", "--model", "dfine-n-coco", "--image-size", "320", "--iters", "1", *argv]) == 2
+    assert message in error_line()

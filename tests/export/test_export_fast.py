@@ -1,0 +1,90 @@
+"""The fast path: optimize_for_inference on the CPU, its errors, torch.compile, and GPU-only checks (skipped)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hf_oracle import natural_images, to_pixel_values
+
+import dfine
+from dfine.errors import DFineError
+from dfine.export.fast import FastDetector, optimize_for_inference
+from dfine.export.verify import match_detections, top_detections
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _agreement(reference, output, box_tol: float, score_tol: float = 0.05) -> float:
+    ref = top_detections(reference.logits.float().cpu().numpy(), reference.pred_boxes.float().cpu().numpy(), k=None)
+    got = top_detections(output.logits.float().cpu().numpy(), output.pred_boxes.float().cpu().numpy(), k=None)
+    return match_detections(ref, got, top=100, score_tol=score_tol, box_tol=box_tol).fraction
+
+
+def test_fp32_fast_path_matches_the_model(model_n) -> None:
+    pixels = to_pixel_values(natural_images(2, 320, seed=8), 320)
+    fast = model_n.optimize_for_inference(image_size=320)
+    assert isinstance(fast, FastDetector) and fast.mode == "deploy+float32" and fast.deployed.channels_last
+    assert fast.config == model_n.config
+    with torch.inference_mode():
+        assert _agreement(model_n(pixels), fast(pixels), box_tol=1e-4, score_tol=1e-4) == 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": torch.float16}, "float16 inference needs a CUDA device"),
+    ({"cuda_graph": True}, "CUDA graphs need a CUDA device"),
+    ({"dtype": "float8"}, "unsupported dtype"),
+])
+def test_unsupported_combinations_are_one_line(kwargs, message, model_n) -> None:
+    with pytest.raises(DFineError, match=message) as error:
+        optimize_for_inference(model_n, image_size=320, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_predictor_compile_flag_uses_the_fast_path(n_model_dir) -> None:
+    predictor = dfine.Predictor.from_pretrained(n_model_dir, device="cpu", compile=False)
+    assert not isinstance(predictor.model, FastDetector)
+    with pytest.raises(DFineError, match="needs a CUDA device"):
+        dfine.Predictor.from_pretrained(n_model_dir, device="cpu", half=True)
+
+
+@pytest.mark.slow
+def test_torch_compile_runs_on_cpu() -> None:
+    """Inductor on the CPU (gcc): a small custom architecture keeps the compile short."""
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", decoder_layers=1, num_queries=20, encoder_hidden_dim=32,
+                                           d_model=32, decoder_ffn_dim=64, encoder_ffn_dim=64,
+                                           decoder_in_channels=[32, 32])
+    model = dfine.DFineForObjectDetection(config).eval()
+    fast = model.optimize_for_inference(image_size=320, compile=True)
+    assert fast.mode == "deploy+float32+compiled"
+    pixels = torch.rand(1, 3, 320, 320)
+    with torch.inference_mode():
+        assert _agreement(model(pixels), fast(pixels), box_tol=1e-4, score_tol=1e-4) == 1.0
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_half_precision_agrees(dtype, synthetic_model) -> None:
+    model = synthetic_model("dfine-l-coco")
+    pixels = to_pixel_values(natural_images(2, 320, seed=9), 320).cuda()
+    reference_model = model.cuda()
+    fast = model.optimize_for_inference(dtype=dtype, image_size=320)
+    with torch.inference_mode():
+        assert _agreement(reference_model(pixels), fast(pixels), box_tol=1 / 320) >= 0.9
+    model.cpu()
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuda_graph_replay_equals_eager(model_n) -> None:
+    model = model_n.cuda()
+    try:
+        eager = model.optimize_for_inference(dtype=torch.float16, image_size=320)
+        graphed = model.optimize_for_inference(dtype=torch.float16, image_size=320, cuda_graph=True, batch_size=2)
+        for seed in (1, 2):
+            pixels = to_pixel_values(natural_images(2, 320, seed=seed), 320).cuda()
+            with torch.inference_mode():
+                a, b = eager(pixels), graphed(pixels)
+            assert torch.equal(a.pred_boxes, b.pred_boxes) and torch.equal(a.logits, b.logits)
+    finally:
+        model.cpu()

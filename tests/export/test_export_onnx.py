@@ -1,0 +1,119 @@
+"""ONNX export: graph contract, parity with PyTorch in ONNX Runtime, fp16, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import dfine
+from dfine.cli.main import main
+from dfine.errors import DFineError
+from dfine.export.onnx import compare_with_torch, export_onnx
+from dfine.export.verify import Detections, check_images, match_detections, top_detections
+from dfine.runtime import OnnxDetector
+
+
+def test_graph_contract(n_onnx, model_n) -> None:
+    proto = onnx.load(str(n_onnx))
+    onnx.checker.check_model(proto)
+    inputs = {i.name: i.type.tensor_type for i in proto.graph.input}
+    outputs = {o.name: o.type.tensor_type for o in proto.graph.output}
+    assert list(inputs) == ["images", "orig_target_sizes"] and list(outputs) == ["labels", "boxes", "scores"]
+    assert inputs["images"].elem_type == onnx.TensorProto.FLOAT
+    assert inputs["orig_target_sizes"].elem_type == onnx.TensorProto.INT64
+    assert outputs["labels"].elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param or d.dim_value for d in inputs["images"].shape.dim] == ["batch", 3, 320, 320]
+    assert [d.dim_param or d.dim_value for d in outputs["boxes"].shape.dim] == ["batch", 300, 4]
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"LayerNormalization", "GridSample", "TopK"} <= ops and "BatchNormalization" not in ops
+    assert all(node.name.split("/")[0] in ("body", "head", "post") for node in proto.graph.node)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["class_names"]) == model_n.config.class_names
+    assert meta["orig_target_sizes"] == "width,height" and meta["image_size"] == "320,320"
+    assert meta["precision"] == "fp32" and meta["dynamic_batch"] == "true"
+
+
+def test_onnxruntime_matches_torch_on_a_batch_of_two(n_onnx, model_n) -> None:
+    """Original sizes (width, height) differ per image, so a swapped order would show; boxes in pixels."""
+    originals = [(800, 600), (400, 700)]
+    pictures = check_images(originals, seed=11)
+    processor = dfine.DFineImageProcessor(size=320)
+    pixels = processor(pictures)["pixel_values"]
+    labels, boxes, scores = OnnxDetector(n_onnx).run(pixels.numpy(), np.array(originals))
+    assert labels.shape == (2, 300) and boxes.shape == (2, 300, 4) and scores.shape == (2, 300)
+    with torch.inference_mode():
+        outputs = model_n(pixels)
+    scale = np.array([[w, h, w, h] for w, h in originals], dtype=np.float64)
+    reference = top_detections(outputs.logits.numpy(), outputs.pred_boxes.numpy(), k=None, scale=scale)
+    candidate = [Detections(scores[i], labels[i], boxes[i]) for i in range(2)]
+    report = match_detections(reference, candidate, top=100, score_tol=1e-3, box_tol=1e-3 * 800)
+    assert report.fraction == 1.0, report.summary() + " " + report.worst
+    # the same numbers as the Python post-processor, which takes (height, width)
+    post = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=[(h, w) for w, h in originals])
+    assert np.allclose(post[0]["scores"][:10].numpy(), scores[0, :10], atol=1e-3)
+
+
+def test_export_three_level_size_fixed_batch(tmp_path, synthetic_model) -> None:
+    model = synthetic_model("dfine-s-coco")
+    result = export_onnx(model, tmp_path / "s.onnx", 320)
+    assert result.report is not None and result.report.fraction == 1.0
+    assert result.report.max_score_diff < 1e-3 and result.report.max_box_diff < 1e-3
+    detector = OnnxDetector(result.path)
+    assert detector.batch == 1 and detector.image_size == (320, 320)
+    assert len(detector.predict(check_images([(300, 200), (200, 300)]), threshold=0.0)) == 2  # one by one
+
+
+def test_export_half(tmp_path, model_n) -> None:
+    result = export_onnx(model_n, tmp_path / "n16.onnx", 320, half=True)
+    proto = onnx.load(str(result.path))
+    types = {init.data_type for init in proto.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT in types  # fp16 body, fp32 head
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers do not change
+    assert result.report is not None and result.report.fraction >= 0.9  # and not empty (checked in the export)
+    assert {p.key: p.value for p in proto.metadata_props}["precision"] == "fp16"
+
+
+def test_mismatch_is_reported_in_one_line(model_n) -> None:
+    """compare_with_torch accepts a faithful runner and rejects one whose boxes are off, in one line."""
+
+    def faithful(images, sizes):
+        with torch.inference_mode():
+            out = model_n(torch.from_numpy(images))
+        dets = top_detections(out.logits.numpy(), out.pred_boxes.numpy(), k=300,
+                              scale=np.concatenate([sizes, sizes], 1))
+        return (np.stack([d.labels for d in dets]), np.stack([d.boxes for d in dets]).astype(np.float32),
+                np.stack([d.scores for d in dets]).astype(np.float32))
+
+    def shifted(images, sizes):
+        labels, boxes, scores = faithful(images, sizes)
+        return labels, boxes + 5.0, scores  # every box off by 5 pixels
+
+    assert compare_with_torch(model_n, faithful, (320, 320), 1, False, "fake").fraction == 1.0
+    with pytest.raises(DFineError, match="fake check failed") as error:
+        compare_with_torch(model_n, shifted, (320, 320), 1, False, "fake")
+    assert "\n" not in str(error.value)
+
+
+def test_cli_checker_failure_is_one_line(n_model_dir, tmp_path, monkeypatch, error_line) -> None:
+    def reject(*args, **kwargs):
+        raise onnx.checker.ValidationError("simulated: node 3 has an invalid attribute\nsecond line")
+
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    code = main(["export", "--model", str(n_model_dir), "--image-size", "320", "--output", str(tmp_path / "x.onnx")])
+    assert code == 2
+    assert "fails onnx.checker (simulated: node 3 has an invalid attribute)" in error_line()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["--model", "dfine-n-coco", "--image-size", "300"], "multiple of 32"),
+    (["--model", "dfine-n-coco", "--output", "model.txt"], "must end in .onnx"),
+])
+def test_cli_errors_are_one_line(argv, message, tmp_path, monkeypatch, error_line) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", *argv]) == 2
+    assert message in error_line()

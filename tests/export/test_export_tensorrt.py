@@ -1,0 +1,193 @@
+"""TensorRT: the not-installed message, and the engine build logic against a stand-in ``tensorrt`` module."""
+
+from __future__ import annotations
+
+import sys
+import types
+from enum import Enum
+
+import pytest
+
+from dfine.cli.main import main
+from dfine.errors import DFineError
+from dfine.export import tensorrt as trt_export
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--model", "dfine-n-coco", "--format", "engine"],
+    ["benchmark", "--model", "dfine-n-coco", "--backend", "tensorrt"],
+])
+def test_not_installed_is_one_line_exit_2(argv, monkeypatch, error_line) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    assert main(argv) == 2
+    line = error_line()
+    assert "TensorRT is not installed" in line
+
+
+# ---------------------------------------------------------------------------------------------- a fake TensorRT
+class DataType(Enum):
+    FLOAT = "float32"
+    HALF = "float16"
+    INT32 = "int32"
+    INT64 = "int64"
+
+
+class LayerType(Enum):
+    CONVOLUTION = 1
+    NORMALIZATION = 2
+    SOFTMAX = 3
+    MATRIX_MULTIPLY = 4
+    TOPK = 5
+    SHAPE = 6
+
+
+class FakeTensor:
+    def __init__(self, name: str, dtype: DataType, shape: tuple[int, ...] = ()) -> None:
+        self.name, self.dtype, self.shape = name, dtype, shape
+
+
+class FakeLayer:
+    def __init__(self, name: str, kind: LayerType, outputs: list[DataType]) -> None:
+        self.name, self.type = name, kind
+        self._outputs = [FakeTensor(f"{name}:{i}", t) for i, t in enumerate(outputs)]
+        self.precision = None
+        self.output_types: dict[int, DataType] = {}
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self._outputs)
+
+    def get_output(self, index: int) -> FakeTensor:
+        return self._outputs[index]
+
+    def set_output_type(self, index: int, dtype: DataType) -> None:
+        self.output_types[index] = dtype
+
+
+class FakeNetwork:
+    def __init__(self) -> None:
+        f, h, i = DataType.FLOAT, DataType.HALF, DataType.INT32
+        self.layers = [
+            FakeLayer("body/node_Conv_1", LayerType.CONVOLUTION, [f]),
+            FakeLayer("body/node_LayerNormalization_2", LayerType.NORMALIZATION, [f]),  # AIFI, inside the body
+            FakeLayer("body/node_Softmax_3", LayerType.SOFTMAX, [f]),
+            FakeLayer("head/node_MatMul_4", LayerType.MATRIX_MULTIPLY, [f]),
+            FakeLayer("head/node_TopK_5", LayerType.TOPK, [f, i]),
+            FakeLayer("head/node_Shape_6", LayerType.SHAPE, [i]),
+            FakeLayer("post/node_TopK_7", LayerType.TOPK, [h, i]),
+        ]
+        self.inputs = [FakeTensor("images", f, (-1, 3, 320, 320)), FakeTensor("orig_target_sizes", DataType.INT64,
+                                                                               (-1, 2))]
+
+    num_layers = property(lambda self: len(self.layers))
+    num_inputs = property(lambda self: len(self.inputs))
+
+    def get_layer(self, index: int) -> FakeLayer:
+        return self.layers[index]
+
+    def get_input(self, index: int) -> FakeTensor:
+        return self.inputs[index]
+
+
+class FakeConfig:
+    def __init__(self) -> None:
+        self.flags: set[str] = {"TF32"}
+        self.profiles: list = []
+        self.pool = None
+
+    def set_memory_pool_limit(self, pool, size) -> None:
+        self.pool = (pool, size)
+
+    def set_flag(self, flag) -> None:
+        self.flags.add(flag)
+
+    def clear_flag(self, flag) -> None:
+        self.flags.discard(flag)
+
+    def add_optimization_profile(self, profile) -> None:
+        self.profiles.append(profile)
+
+
+class FakeProfile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple] = {}
+
+    def set_shape(self, name, low, opt, high) -> None:
+        self.shapes[name] = (low, opt, high)
+
+
+def fake_tensorrt(parse_ok: bool = True) -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0"
+    trt.float32, trt.float16, trt.int32, trt.int64 = DataType.FLOAT, DataType.HALF, DataType.INT32, DataType.INT64
+    trt.LayerType = LayerType
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=None: None})
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", TF32="TF32")
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    state = types.SimpleNamespace(network=FakeNetwork(), config=FakeConfig(), profile=FakeProfile())
+    trt.state = state
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags):
+            return state.network
+
+        def create_builder_config(self):
+            return state.config
+
+        def create_optimization_profile(self):
+            return state.profile
+
+        def build_serialized_network(self, network, config):
+            return b"ENGINE"
+
+    class OnnxParser:
+        def __init__(self, network, logger) -> None:
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path):
+            return parse_ok
+
+        def get_error(self, index):
+            return "Unsupported operator FancyOp\nmore details"
+
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    return trt
+
+
+def test_fp16_engine_keeps_sensitive_layers_fp32(tmp_path, monkeypatch) -> None:
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"graph")
+    path = trt_export.build_engine(onnx_file, tmp_path / "m.engine", fp16=True, batch_sizes=(1, 4, 16))
+    assert path.read_bytes() == b"ENGINE"
+    config, network, profile = trt.state.config, trt.state.network, trt.state.profile
+    assert {"FP16", "OBEY"} <= config.flags and "TF32" not in config.flags
+    kept = {layer.name: layer for layer in network.layers if layer.precision is not None}
+    assert set(kept) == {"body/node_LayerNormalization_2", "body/node_Softmax_3", "head/node_MatMul_4",
+                         "head/node_TopK_5", "post/node_TopK_7"}
+    assert all(layer.precision is DataType.FLOAT for layer in kept.values())
+    assert kept["head/node_TopK_5"].output_types == {0: DataType.FLOAT}  # the int32 indices are left alone
+    assert network.layers[0].precision is None  # convolutions of the body may run in fp16
+    assert profile.shapes["images"] == ((1, 3, 320, 320), (4, 3, 320, 320), (16, 3, 320, 320))
+    assert profile.shapes["orig_target_sizes"][2] == (16, 2) and config.profiles == [profile]
+
+
+def test_fp32_engine_has_no_constraints(tmp_path, monkeypatch) -> None:
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    (tmp_path / "m.onnx").write_bytes(b"graph")
+    trt_export.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", fp16=False)
+    assert "FP16" not in trt.state.config.flags and "TF32" not in trt.state.config.flags
+    assert all(layer.precision is None for layer in trt.state.network.layers)
+
+
+def test_parser_error_is_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(parse_ok=False))
+    (tmp_path / "m.onnx").write_bytes(b"graph")
+    with pytest.raises(DFineError, match="cannot parse .*Unsupported operator FancyOp$"):
+        trt_export.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
