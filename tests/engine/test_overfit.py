@@ -18,8 +18,9 @@ import dfine
 @pytest.mark.slow
 def test_overfits_a_handful_of_images(tmp_path: Path) -> None:
     data = same_images_for_val(tiny_data(tmp_path / "data", num_train=6, num_val=1, seed=0), repeats=8)
-    # 20 epochs of 12 steps; AP50 is ~0.97 after 144 steps and 1.0 from ~220 on this data (seed 0)
-    result = dfine.train(data, epochs=20, batch_size=4, output=tmp_path / "run", eval_interval=4, lr=1e-3,
+    # 30 epochs of 12 steps. Measured on this data (seed 0, evaluated every 2 epochs): AP50 climbs noisily from 0.39
+    # (epoch 6) through 0.94 (epoch 18) and holds 1.0 from epoch 26 on; training is deterministic on the CPU.
+    result = dfine.train(data, epochs=30, batch_size=4, output=tmp_path / "run", eval_interval=5, lr=1e-3,
                          warmup_iters=20, stop_epoch=0, ema_decay=0.9, ema_restart_decay=0.9, ema_warmups=0,
                          **TINY)
     history = [h["eval"]["AP50"] for h in result.history if "eval" in h]
