@@ -78,7 +78,8 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
         The path written.
     """
     records = read_metrics(metrics_jsonl_path)
-    epochs = [int(r.get("epoch", i)) for i, r in enumerate(records)]
+    # 1-based, as the console counts them ("epoch 3/20"); metrics.jsonl stores 0-based indices
+    epochs = [int(r.get("epoch", i)) + 1 for i, r in enumerate(records)]
     trains = [r.get("train") or {} for r in records]
     evals = [r.get("eval") or {} for r in records]
     terms = _loss_terms(set().union(*(t.keys() for t in trains)) if trains else set())
