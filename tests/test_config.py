@@ -25,6 +25,30 @@ def test_every_preset_builds_a_valid_config() -> None:
     assert preset_config("dfine-x-coco").reg_scale == 8.0
 
 
+def test_objects365_presets_name_every_category() -> None:
+    # label = Objects365 category id; 0 is the unused slot of the 366-way head
+    id2label = preset_config("dfine-l-obj365").id2label
+    assert len(id2label) == 366 and id2label[0] == "unused"
+    assert (id2label[1], id2label[2], id2label[6], id2label[365]) == ("Person", "Sneakers", "Car", "Table Tennis")
+    names = list(id2label.values())[1:]
+    assert len(set(names)) == 365 and all(name == name.strip() and name for name in names)
+    # shared COCO classes sit at their Objects365 ids
+    assert id2label[47] == "Bicycle" and id2label[93] == "Dog" and id2label[140] == "Cat"
+
+
+def test_packaged_files_include_the_objects365_names(tmp_path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("dfine-*.whl")
+    assert "dfine/resources/objects365_names.txt" in zipfile.ZipFile(wheel).namelist()
+
+
 def test_unknown_preset_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError, match="unknown preset 'dfine-q-coco'") as info:
         dfine.DFineConfig.from_preset("dfine-q-coco")

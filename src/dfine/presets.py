@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from dfine.config import DFineConfig, HGNetV2Config
@@ -104,6 +106,19 @@ COCO_CATEGORY_IDS = [
 OBJECTS365_NUM_LABELS = 366  # label = Objects365 category id (1..365); index 0 is unused
 
 
+@cache
+def objects365_id2label() -> dict[int, str]:
+    """The 366-way head's labels: Objects365 category id -> name (1..365), and 0 -> "unused".
+
+    The original trains Objects365 with label = category id, so index 0 exists in the head but is never a target.
+    """
+    text = resources.files("dfine").joinpath("resources/objects365_names.txt").read_text(encoding="utf-8")
+    names = [line for line in text.splitlines() if line and not line.startswith("#")]
+    if len(names) != OBJECTS365_NUM_LABELS - 1:
+        raise RuntimeError(f"objects365_names.txt holds {len(names)} names, expected {OBJECTS365_NUM_LABELS - 1}")
+    return {0: "unused"} | dict(enumerate(names, start=1))
+
+
 def _parse_preset(name: str) -> tuple[str, str]:
     """``"dfine-s-coco"``, ``"dfine_small_coco"``, ``"ustc-community/dfine-small-coco"`` -> ("s", "coco")."""
     key = name.strip().lower().split("/")[-1].replace("_", "-")
@@ -134,7 +149,7 @@ def preset_config(name: str, **overrides: Any) -> DFineConfig:
     backbone = backbone_config(spec.backbone, list(spec.out_indices), spec.use_lab)
     levels = len(spec.out_indices)
     if dataset == "obj365":
-        id2label = {0: "unused"} | {i: f"objects365_{i}" for i in range(1, OBJECTS365_NUM_LABELS)}
+        id2label = dict(objects365_id2label())
     else:
         id2label = dict(enumerate(COCO_CLASSES))
     kwargs: dict[str, Any] = {

@@ -20,7 +20,7 @@ from torch import Tensor
 from dfine.config import CONFIG_NAME, DFineConfig
 from dfine.errors import CheckpointError, InputFileError
 from dfine.hub.convert import is_original_layout, to_internal_names
-from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, preset_config
+from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, objects365_id2label, preset_config
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _labels_for(num_labels: int) -> dict[int, str]:
     if num_labels == len(COCO_CLASSES):
         return dict(enumerate(COCO_CLASSES))
     if num_labels == OBJECTS365_NUM_LABELS:
-        return preset_config("dfine-s-obj365").id2label
+        return dict(objects365_id2label())
     return {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
