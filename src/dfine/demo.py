@@ -74,21 +74,6 @@ class DemoResult:
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_function() -> Any:
-    """``dfine.train``, or a DFineError when this build has no training engine."""
-    import dfine
-
-    try:
-        return dfine.train  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
-    try:
-        from dfine.engine.api import train  # type: ignore[import-not-found]
-    except ImportError:
-        raise DFineError("the demo needs dfine.train, which this build of dfine does not have") from None
-    return train
-
-
 def _prepare_output(output: Path) -> None:
     """Create ``output``; refuse a non-empty folder that an earlier demo did not write (it could be anything)."""
     if output.exists() and any(output.iterdir()) and not (output / _MARKER).exists():
@@ -262,7 +247,7 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
         A :class:`DemoResult` with the paths and the validation metrics.
 
     Raises:
-        DFineError: invalid arguments, an output folder that is not a demo folder, or no training engine.
+        DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
     from dfine.data import make_synthetic_dataset
 
@@ -275,7 +260,8 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
         raise DFineError(f"image size must be a multiple of 32 and at least 256, got {image_size}")
     if num_train < batch_size or num_val < 1:
         raise DFineError(f"need at least {batch_size} training images (one batch) and 1 validation image")
-    train = _train_function()
+    from dfine.engine.api import train
+
     output = Path(output).expanduser()
     _prepare_output(output)
 
