@@ -86,13 +86,8 @@ def check_image_size(config: DFineConfig, image_size: int | tuple[int, int]) -> 
 
 
 def _load_backbone_weights(model: DFineForObjectDetection, variant: str) -> str:
-    try:
-        from dfine.hub.backbone import load_pretrained_backbone
-    except ModuleNotFoundError as e:
-        if e.name != "dfine.hub.backbone":
-            raise
-        logger.warning("ImageNet backbone weights are not available in this build: the backbone starts random")
-        return "random (ImageNet weights unavailable)"
+    from dfine.hub.backbone import load_pretrained_backbone
+
     # Rank 0 downloads first while the others wait, so the file is fetched once into the shared cache.
     if not is_main_process():
         barrier()
