@@ -10,6 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors
+    that wrap a library's multi-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class DFineError(Exception):
     """An error caused by the user's input, with a one-line message that says what to fix."""
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dfine.errors import DFineError, InputFileError
+from dfine.errors import DFineError, InputFileError, first_line
 from dfine.io import load_image, to_rgb
 
 __all__ = ["OnnxDetector", "create_session", "preprocess"]
@@ -73,8 +73,7 @@ def create_session(path: str | Path, providers: Sequence[str] | None = None, thr
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as error:  # invalid protobuf, unsupported op, ...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputFileError(path, f"cannot be loaded by ONNX Runtime ({first})") from None
+        raise InputFileError(path, f"cannot be loaded by ONNX Runtime ({first_line(error)})") from None
 
 
 class OnnxDetector:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfine.errors import CheckpointError, InputFileError
+from dfine.errors import CheckpointError, InputFileError, first_line
 from dfine.hub.files import atomic_write
 
 FORMAT = "dfine-train-1"
@@ -97,8 +97,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle of disallowed objects, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputFileError(path, f"cannot be read as a training checkpoint ({first})") from None
+        raise InputFileError(path, f"cannot be read as a training checkpoint ({first_line(e)})") from None
     missing = [key for key in _REQUIRED if not isinstance(data, dict) or key not in data]
     if missing:
         raise CheckpointError(f"{path}: not a dfine training checkpoint (no {', '.join(missing)}); to start a new run "

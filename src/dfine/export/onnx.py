@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfine.errors import DFineError
+from dfine.errors import DFineError, first_line
 from dfine.export.deploy import deploy, normalize_image_size
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
@@ -106,8 +106,8 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
             program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
                                         output_names=OUTPUT_NAMES, dynamic_shapes=dynamic_shapes, verbose=False)
         except Exception as error:  # the exporter's own failures: report them in one line
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise DFineError(f"ONNX export failed in torch.onnx.export ({type(error).__name__}: {first})") from error
+            raise DFineError(f"ONNX export failed in torch.onnx.export ({type(error).__name__}: "
+                             f"{first_line(error)})") from error
     proto = program.model_proto
     _label_nodes(proto)
     # readable names for the batch axis, whatever the exporter called it
@@ -150,8 +150,7 @@ def _check_graph(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DFineError(f"{path}: the exported graph fails onnx.checker ({first})") from error
+        raise DFineError(f"{path}: the exported graph fails onnx.checker ({first_line(error)})") from error
 
 
 def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dfine.config import CONFIG_NAME, DFineConfig
-from dfine.errors import CheckpointError, InputFileError
+from dfine.errors import CheckpointError, InputFileError, first_line
 from dfine.hub.convert import is_original_layout, to_internal_names
 from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, objects365_id2label, preset_config
 
@@ -43,8 +43,7 @@ def _load_torch_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except Exception as e:  # pickle errors, truncated zip, disallowed globals ...
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputFileError(path, f"cannot be read as a PyTorch checkpoint ({first_line})") from None
+        raise InputFileError(path, f"cannot be read as a PyTorch checkpoint ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise InputFileError(path, f"holds a {type(data).__name__}, not a state dict")
     return data
