@@ -28,7 +28,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from dfine.errors import CheckpointError, ConfigError, DFineError
@@ -197,30 +196,19 @@ def download_backbone_weights(variant: str, cache_dir: str | Path | None = None)
 def _read_weights(path: Path) -> dict[str, Tensor]:
     """Tensors of a timm ``.safetensors`` / ``.pth`` file (or a folder holding ``model.safetensors``)."""
     from dfine.errors import InputFileError
+    from dfine.hub.resolve import load_safetensors_file, load_torch_file
 
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise InputFileError(path, "file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise InputFileError(path, f"not a valid safetensors file ({_first_line(e)})") from None
-    try:
-        # weights_only: a file from the internet must not be able to run code when loaded
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputFileError(path, f"cannot be read as a PyTorch checkpoint ({_first_line(e)})") from None
-    if isinstance(data, dict):
-        for key in ("state_dict", "model"):  # common wrappers
-            if isinstance(data.get(key), dict):
-                data = data[key]
-                break
-    if not isinstance(data, dict):
-        raise InputFileError(path, f"holds a {type(data).__name__}, not a state dict")
+        return load_safetensors_file(path)
+    data = load_torch_file(path)  # weights_only: a file from the internet must not be able to run code
+    for key in ("state_dict", "model"):  # common wrappers
+        if isinstance(data.get(key), dict):
+            data = data[key]
+            break
     return {k: v for k, v in data.items() if isinstance(v, Tensor)}
 
 

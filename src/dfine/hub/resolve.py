@@ -36,7 +36,8 @@ class ResolvedCheckpoint:
     source: str  # what to name in messages
 
 
-def _load_torch_file(path: Path) -> dict[str, Any]:
+def load_torch_file(path: Path) -> dict[str, Any]:
+    """The dict saved in a ``.pth``/``.pt``/``.bin`` file, read safely (``weights_only``); one-line errors."""
     try:
         # weights_only: a checkpoint from the internet must not be able to run code when loaded
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -49,7 +50,8 @@ def _load_torch_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _load_safetensors(path: Path) -> dict[str, Tensor]:
+def load_safetensors_file(path: Path) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file; one-line errors."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -141,9 +143,9 @@ def _from_directory(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint
     # The config first: a directory of some other model is reported as such, not as unreadable weights.
     config = DFineConfig.from_json_file(config_path, **overrides) if config_path.exists() else None
     if (path / SAFETENSORS_NAME).exists():
-        state_dict = _load_safetensors(path / SAFETENSORS_NAME)
+        state_dict = load_safetensors_file(path / SAFETENSORS_NAME)
     elif (path / PYTORCH_NAME).exists():
-        state_dict, _ = _unwrap_weights(_load_torch_file(path / PYTORCH_NAME), path / PYTORCH_NAME)
+        state_dict, _ = _unwrap_weights(load_torch_file(path / PYTORCH_NAME), path / PYTORCH_NAME)
     else:
         raise InputFileError(path, f"no {SAFETENSORS_NAME} or {PYTORCH_NAME} in this directory")
     state_dict = to_internal_names(state_dict)
@@ -162,9 +164,9 @@ def _from_file(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint:
         return ResolvedCheckpoint(DFineConfig.from_json_file(path, **overrides), None, str(path))
     carried_config = None
     if path.suffix == ".safetensors":
-        state_dict = _load_safetensors(path)
+        state_dict = load_safetensors_file(path)
     elif path.suffix in _TORCH_SUFFIXES:
-        state_dict, carried_config = _unwrap_weights(_load_torch_file(path), path)
+        state_dict, carried_config = _unwrap_weights(load_torch_file(path), path)
     else:
         raise InputFileError(path, "unknown checkpoint type (expected .safetensors, .pth, .pt, .bin or a directory)")
     original = is_original_layout(state_dict)
@@ -211,10 +213,10 @@ def _from_hub(repo_id: str, overrides: dict[str, Any], revision: str | None) -> 
     config_file = download_from_hub(repo_id, CONFIG_NAME, revision)
     try:
         weights = download_from_hub(repo_id, SAFETENSORS_NAME, revision)
-        state_dict = _load_safetensors(weights)
+        state_dict = load_safetensors_file(weights)
     except CheckpointError:
         weights = download_from_hub(repo_id, PYTORCH_NAME, revision)
-        state_dict, _ = _unwrap_weights(_load_torch_file(weights), weights)
+        state_dict, _ = _unwrap_weights(load_torch_file(weights), weights)
     state_dict = to_internal_names(state_dict)
     _check_is_dfine(state_dict, repo_id)
     return ResolvedCheckpoint(DFineConfig.from_json_file(config_file, **overrides), state_dict, repo_id)
