@@ -35,7 +35,7 @@ from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.io import load_image, to_rgb
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 
-__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "to_coco_results"]
+__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "to_coco_results", "top_k_detections"]
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -290,11 +290,7 @@ class DFineImageProcessor:
 
         k = num_queries if top_k is None else int(top_k)
         k = max(0, min(k, num_queries * num_classes))
-        # Top-k over the flattened (query, class) grid: index = query * C + class.
-        scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
-        labels = flat_index % num_classes
-        query_index = flat_index // num_classes
-        boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, 4))
+        scores, labels, boxes = top_k_detections(logits, boxes, k)
 
         keep = scores > threshold
         return [
@@ -424,6 +420,26 @@ def _download_config(
     except OSError as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DFineError(f"{where}: cannot download {PREPROCESSOR_CONFIG_NAME} ({detail})") from error
+
+
+def top_k_detections(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(scores, labels, boxes)`` of the ``k`` best (query, class) pairs of each image, best first.
+
+    The selection of the checkpoints' post-processor, shared by
+    :meth:`DFineImageProcessor.post_process_object_detection` and the exported graphs (:mod:`dfine.export.postprocess`):
+    sigmoid scores, top-k over the flattened (query, class) grid (index = query · C + class), so one query can appear
+    with several classes.
+
+    Args:
+        logits: (B, Q, C) class logits.
+        boxes: (B, Q, D) per-query boxes in any format; the selected queries' rows are returned.
+        k: pairs kept per image (at most Q · C).
+    """
+    num_classes = logits.shape[-1]
+    scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
+    query_index = flat_index // num_classes
+    boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
+    return scores, flat_index % num_classes, boxes
 
 
 def to_coco_results(

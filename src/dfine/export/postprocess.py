@@ -1,8 +1,9 @@
 """Post-processing inside the exported graph: raw outputs -> ``labels``, ``boxes`` (pixels, xyxy), ``scores``.
 
 The same computation as :meth:`dfine.DFineImageProcessor.post_process_object_detection` before thresholding
-(SPEC Part A §5): sigmoid, top-k over queries × classes with k = the number of queries, label = index mod C,
-boxes gathered by query and scaled to the original image size. No NMS, no clamping.
+(SPEC Part A §5), through the same :func:`dfine.processor.top_k_detections`: sigmoid, top-k over queries × classes
+with k = the number of queries, label = index mod C, boxes gathered by query and scaled to the original image
+size. No NMS, no clamping.
 
 **Size order.** The exported graph takes ``orig_target_sizes`` as int64 ``(width, height)`` per image — the order
 of the original D-FINE deployment tools (``export_onnx.py``, its ONNX Runtime / TensorRT / OpenVINO / C++ examples),
@@ -13,8 +14,10 @@ written into the ONNX metadata (``orig_target_sizes`` = ``"width,height"``), and
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
+
+from dfine.ops.boxes import box_cxcywh_to_xyxy
+from dfine.processor import top_k_detections
 
 __all__ = ["TARGET_SIZE_ORDER", "DeployWithPostprocess", "postprocess"]
 
@@ -30,15 +33,10 @@ def postprocess(logits: Tensor, boxes_cxcywh: Tensor, orig_target_sizes: Tensor,
         orig_target_sizes: (B, 2) ``(width, height)`` of the original images (any numeric dtype).
         top_k: detections per image (at most Q · C).
     """
-    logits = logits.float()
-    num_classes = logits.shape[-1]
-    cx, cy, w, h = boxes_cxcywh.float().unbind(-1)
-    corners = torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-    scores, index = logits.sigmoid().flatten(1).topk(top_k, dim=1)
-    labels = index % num_classes
-    query = index // num_classes
+    corners = box_cxcywh_to_xyxy(boxes_cxcywh.float())
+    scores, labels, boxes = top_k_detections(logits.float(), corners, top_k)
     sizes = orig_target_sizes.float().repeat(1, 2)  # (w, h, w, h)
-    boxes = corners.gather(1, query.unsqueeze(-1).expand(-1, -1, 4)) * sizes.unsqueeze(1)
+    boxes = boxes * sizes.unsqueeze(1)
     return labels, boxes, scores
 
 
