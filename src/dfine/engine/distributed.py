@@ -76,6 +76,16 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     return (buffer / world_size).to(tensor.device)
 
 
+def all_ranks_true(flag: Tensor) -> bool:
+    """Whether the boolean scalar ``flag`` is true on every rank (one MIN all-reduce; the local value alone when
+    not distributed). Every rank must call it."""
+    value = flag.detach().to(torch.float32).reshape(1)
+    if get_world_size() > 1:
+        value = value.to(_collective_device())
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() > 0)
+
+
 def reduce_dict(values: Mapping[str, Tensor], average: bool = True) -> dict[str, Tensor]:
     """All-reduce a dict of scalar tensors (e.g. the loss terms) in one collective.
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from dfine.engine.distributed import all_reduce_mean, get_world_size, is_distributed
+from dfine.engine.distributed import all_ranks_true, is_distributed, reduce_dict
 from dfine.engine.ema import ModelEMA
 from dfine.engine.optim import WarmupConstantLR, unwrap_model
 
@@ -48,15 +47,6 @@ def move_batch(batch: Mapping[str, Any], device: torch.device) -> tuple[Tensor, 
     labels = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in target.items()}
               for target in batch["labels"]]
     return pixel_values, labels
-
-
-def _all_ranks_finite(loss: Tensor) -> bool:
-    finite = torch.isfinite(loss.detach()).all().to(torch.float32)
-    if is_distributed() and get_world_size() > 1:
-        flag = finite.reshape(1).to("cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() > 0)
-    return bool(finite.item() > 0)
 
 
 def _unused_parameter_guard(model: nn.Module, labels: list[dict[str, Any]]) -> Tensor | None:
@@ -102,7 +92,7 @@ def train_step(
         if guard is not None:
             loss = loss + guard
     batch_size = int(pixel_values.shape[0])
-    if not _all_ranks_finite(loss):
+    if not all_ranks_true(torch.isfinite(loss.detach()).all()):
         optimizer.zero_grad(set_to_none=True)
         return StepResult(StepOutcome.NONFINITE, float(loss.detach().float().item()), {}, batch_size)
 
@@ -130,6 +120,6 @@ def train_step(
 
 def _averaged_terms(values: Mapping[str, Tensor]) -> dict[str, float]:
     """Rank-averaged scalars with one collective and one host sync (not one per term: there are ~40)."""
-    names = sorted(values)
-    stacked = torch.stack([values[name].detach().reshape(()).float() for name in names])
-    return dict(zip(names, all_reduce_mean(stacked).tolist()))
+    reduced = reduce_dict(values)
+    names = sorted(reduced)
+    return dict(zip(names, torch.stack([reduced[name].reshape(()).float() for name in names]).tolist()))
