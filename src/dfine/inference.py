@@ -31,7 +31,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DFineError("--device cuda was asked for, but no CUDA device is available")
+        raise DFineError(f"--device {device} was asked for, but no CUDA device is available")
     return device
 
 

@@ -47,20 +47,13 @@ class TrainResult:
 
 
 def training_device(device: str | torch.device, local_rank: int) -> torch.device:
-    """``auto`` -> this process' GPU when CUDA is available, else the CPU; ``cuda`` -> ``cuda:<local rank>``."""
-    from dfine.errors import DFineError
+    """``auto`` and ``cuda`` -> this process' GPU (``cuda:<local rank>``) when CUDA is available; otherwise as
+    :func:`dfine.inference.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
+    from dfine.inference import resolve_device
 
-    text = str(device)
-    if text in ("auto", "cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if text == "cuda":
-            raise DFineError("--device cuda was asked for, but no CUDA device is available")
-        return torch.device("cpu")
-    resolved = torch.device(text)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DFineError(f"--device {text} was asked for, but no CUDA device is available")
-    return resolved
+    if str(device) in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return resolve_device(device)
 
 
 def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
