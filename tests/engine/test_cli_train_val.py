@@ -65,3 +65,12 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     printed = capsys.readouterr().out
     assert "linear warm-up over 1 iterations" in printed and f"best model: {out / 'best'}" in printed
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+
+
+@pytest.mark.parametrize(("assignment", "option"), [("lr=0.1", "--lr"), ("batch_size=4", "--batch-size"),
+                                                    ("sync_bn=true", "--sync-bn")])
+def test_set_refuses_what_has_its_own_option(tmp_path: Path, assignment: str, option: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path / "unused"), "--set", assignment]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"dfine train: error: use the {option} option instead of --set"

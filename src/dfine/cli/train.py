@@ -7,6 +7,7 @@ for multi-GPU training; ``--batch-size`` is then the total over all GPUs.
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Any
 
 
@@ -66,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from dfine.errors import ConfigError
 
     overrides = dict(parse_assignment(text) for text in args.overrides)
-    clash = set(overrides) & {"data", "model", "epochs", "batch_size", "image_size", "output", "device", "resume",
-                              "amp", "workers", "seed", "pretrained_backbone", "lr", "eval_interval", "progress",
-                              "sync_bn"}
+    # train()'s named parameters have options of their own; --set is for the **overrides
+    named = {name for name, p in inspect.signature(train).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    clash = set(overrides) & named
     if clash:
         raise ConfigError(f"use the --{sorted(clash)[0].replace('_', '-')} option instead of --set")
     result = train(
