@@ -105,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
         model = DFineForObjectDetection.from_pretrained(args.model)
     size = (args.image_size, args.image_size)
-    params = count_parameters(model) if model is not None else None
-    gflops = None
+    params = gflops = None
     if model is not None:
         from dfine.export.deploy import deploy
 
+        params = count_parameters(model)
         gflops = count_flops(deploy(model, size), size)
 
     device = resolve_device(args.device if args.backend == "torch" else "cpu")
@@ -117,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "torch":
             if model is None:
                 raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file")
-            device = resolve_device(args.device)
             call, description = _torch_runner(args, model, device)
         else:
             path = given if exported_given else _exported_file(args, model, Path(tmp))
