@@ -376,9 +376,9 @@ class Trainer:
             # No evaluation happened (no validation split, eval_interval <= 0): the final EMA is the best we have.
             ckpt.save_best_model(self.ema.module, self.processor, best)
             self.say(f"No evaluation ran: {best} holds the final EMA weights")
-        shown = self._best_result or self._last_result
-        if shown is not None:
-            title = "best" if shown is self._best_result else "last"
-            self.say(f"\nValidation of the {title} EMA weights (epoch {self.state.best_epoch + 1}):\n{shown.table()}"
-                     if title == "best" else f"\nLast validation:\n{shown.table()}")
+        if self._best_result is not None:
+            self.say(f"\nValidation of the best EMA weights (epoch {self.state.best_epoch + 1}):\n"
+                     f"{self._best_result.table()}")
+        elif self._last_result is not None:
+            self.say(f"\nLast validation:\n{self._last_result.table()}")
         barrier()
