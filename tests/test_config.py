@@ -42,9 +42,16 @@ def test_packaged_files_include_the_objects365_names(tmp_path) -> None:
     import zipfile
     from pathlib import Path
 
+    import shutil
+
+    # build from a copy: setuptools leaves a build/ folder beside the pyproject.toml it builds
     root = Path(__file__).resolve().parents[1]
+    project = tmp_path / "project"
+    shutil.copytree(root / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, project / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(root)], check=True, capture_output=True)
+                    str(tmp_path), str(project)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("dfine-*.whl")
     assert "dfine/resources/objects365_names.txt" in zipfile.ZipFile(wheel).namelist()
 
