@@ -38,6 +38,22 @@ def test_deploy_is_exact_in_float64(size: str) -> None:
     assert (reference.pred_boxes - output.pred_boxes).abs().max().item() < 1e-8
 
 
+def test_deploy_is_exact_with_discrete_sampling() -> None:
+    """decoder_method="discrete" (nearest-cell sampling) folds as exactly as the default bilinear sampling."""
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", decoder_method="discrete")
+    model = dfine.DFineForObjectDetection(config).eval()
+    randomize_weights(model, seed=1)
+    pixels = to_pixel_values(natural_images(1, 320, seed=2), 320)
+    calibrate_batch_norms(model, pixels)
+    model = model.double()
+    deployed = deploy(model, 320)
+    with torch.inference_mode():
+        reference = model(pixels.double())
+        output = deployed(pixels.double())
+    assert (reference.logits - output.logits).abs().max().item() < 1e-7
+    assert (reference.pred_boxes - output.pred_boxes).abs().max().item() < 1e-8
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_deploy_matches_training_form_in_float32(size: str, synthetic_model) -> None:
     model = synthetic_model(f"dfine-{size}-coco")
