@@ -24,6 +24,7 @@ from dfine.model.anchors import generate_anchors
 from dfine.model.dfine import DFineModel
 from dfine.model.decoder import DecoderLayer
 from dfine.ops.boxes import inverse_sigmoid
+from dfine.ops.deform_attn import sample_levels
 from dfine.ops.fdr import distance2bbox, weighting_function
 
 __all__ = ["DeployHead", "DetectionOutput"]
@@ -93,16 +94,8 @@ class DeployDecoderLayer(nn.Module):
         locations = centre + offsets * self.point_scale * size  # (B, Q, M, P, 2) in [0, 1]
         # (B·M, Q, P, 2) per level; points are ordered level-major
         locations = locations.permute(0, 2, 1, 3, 4).flatten(0, 1).split(self.num_points_list, dim=2)
-        sampled = []
-        for value, scale, loc in zip(values, value_scales, locations):
-            if self.method == "default":
-                # align_corners=False puts cell centres at (i + 0.5) / size, the convention of the anchors
-                sampled.append(F.grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros",
-                                             align_corners=False))  # (B·M, D, Q, n_l)
-            else:
-                sampled.append(_nearest_sample(value, loc, scale))
         weights = weights.permute(0, 2, 1, 3).reshape(batch * heads, 1, num_queries, points)
-        out = (torch.cat(sampled, dim=-1) * weights).sum(-1)  # (B·M, D, Q)
+        out = sample_levels(values, locations, weights, self.method, value_scales)  # (B·M, D, Q)
         return out.view(batch, dim, num_queries).transpose(1, 2)
 
     def forward(self, x: Tensor, pos: Tensor, reference: Tensor, values: list[Tensor],
@@ -111,17 +104,6 @@ class DeployDecoderLayer(nn.Module):
         x = self.gateway(x, self._cross_attention(x + pos, reference, values, value_scales))
         # the clamp keeps an fp16 FFN overflow from turning into inf (as in the training form)
         return self.final_layer_norm((x + self.mlp(x)).clamp(-65504, 65504))
-
-
-def _nearest_sample(value: Tensor, locations: Tensor, scale: Tensor) -> Tensor:
-    """The "discrete" sampling: value (B·M, D, H, W) at the nearest cells of locations (B·M, Q, n, 2)."""
-    width, height = value.shape[-1], value.shape[-2]
-    cell = (locations * scale + 0.5).to(torch.int64)
-    x = cell[..., 0].clamp(0, width - 1)
-    y = cell[..., 1].clamp(0, height - 1)
-    index = (y * width + x).flatten(1)
-    gathered = value.flatten(2).gather(2, index[:, None, :].expand(-1, value.shape[1], -1))
-    return gathered.view(value.shape[0], value.shape[1], locations.shape[1], locations.shape[2])
 
 
 class DeployHead(nn.Module):

@@ -7,6 +7,8 @@ deployment targets prefer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,23 +44,50 @@ def deformable_attention_core(
     locations = sampling_locations.permute(0, 2, 1, 3, 4).flatten(0, 1)
     location_levels = locations.split(num_points_list, dim=-2)
 
-    sampled = []
-    for (height, width), value_l, loc_l in zip(spatial_shapes, value_levels, location_levels):
-        value_l = value_l.reshape(batch * heads, head_dim, height, width)
-        if method == "default":
-            # grid_sample wants [-1, 1] coordinates; align_corners=False matches the cell-centre convention
-            sampled.append(F.grid_sample(value_l, 2 * loc_l - 1, mode="bilinear", padding_mode="zeros",
-                                         align_corners=False))  # (B·M, D, Q, n_l)
-        else:
-            scale = torch.tensor([width, height], device=loc_l.device, dtype=loc_l.dtype)
-            cell = (loc_l * scale + 0.5).to(torch.int64)
-            x = cell[..., 0].clamp(0, width - 1)
-            y = cell[..., 1].clamp(0, height - 1)
-            index = (y * width + x).flatten(1)  # (B·M, Q·n_l)
-            gathered = value_l.flatten(2).gather(2, index[:, None, :].expand(-1, head_dim, -1))
-            sampled.append(gathered.reshape(batch * heads, head_dim, num_queries, -1))
-
+    value_levels = [v.reshape(batch * heads, head_dim, h, w) for v, (h, w) in zip(value_levels, spatial_shapes)]
+    scales = [torch.tensor([w, h], device=locations.device, dtype=locations.dtype) for h, w in spatial_shapes] \
+        if method != "default" else [None] * len(spatial_shapes)
     # (B, Q, M, P) -> (B·M, 1, Q, P)
     weights = attention_weights.permute(0, 2, 1, 3).reshape(batch * heads, 1, num_queries, -1)
-    out = (torch.cat(sampled, dim=-1) * weights).sum(-1)  # (B·M, D, Q)
+    out = sample_levels(value_levels, location_levels, weights, method, scales)  # (B·M, D, Q)
     return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
+
+
+def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tensor], weights: Tensor, method: str,
+                  scales: Sequence[Tensor | None]) -> Tensor:
+    """Sample every level's value map at its points and sum the samples with the attention weights.
+
+    Shared by :func:`deformable_attention_core` and the deploy head (:mod:`dfine.export.head`), which lays the value
+    maps out once per forward instead of once per decoder layer.
+
+    Args:
+        value_levels: per level, (B·M, D, H_l, W_l).
+        location_levels: per level, (B·M, Q, n_l, 2) normalised (x, y) in [0, 1].
+        weights: (B·M, 1, Q, P) attention weights, points level-major.
+        method: "default" (bilinear) or "discrete" (nearest cell).
+        scales: per level, a (2,) tensor (W_l, H_l); used by "discrete" only.
+
+    Returns:
+        (B·M, D, Q)
+    """
+    sampled = []
+    for value, loc, scale in zip(value_levels, location_levels, scales):
+        if method == "default":
+            # grid_sample wants [-1, 1] coordinates; align_corners=False matches the cell-centre convention
+            sampled.append(F.grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False))  # (B·M, D, Q, n_l)
+        else:
+            assert scale is not None
+            sampled.append(_nearest_sample(value, loc, scale))
+    return (torch.cat(sampled, dim=-1) * weights).sum(-1)
+
+
+def _nearest_sample(value: Tensor, locations: Tensor, scale: Tensor) -> Tensor:
+    """The "discrete" sampling: value (B·M, D, H, W) at the nearest cells of locations (B·M, Q, n, 2)."""
+    width, height = value.shape[-1], value.shape[-2]
+    cell = (locations * scale + 0.5).to(torch.int64)
+    x = cell[..., 0].clamp(0, width - 1)
+    y = cell[..., 1].clamp(0, height - 1)
+    index = (y * width + x).flatten(1)  # (B·M, Q·n)
+    gathered = value.flatten(2).gather(2, index[:, None, :].expand(-1, value.shape[1], -1))
+    return gathered.view(value.shape[0], value.shape[1], locations.shape[1], locations.shape[2])
