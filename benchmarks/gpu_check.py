@@ -20,6 +20,8 @@ Items, in order:
 5. batch-1 latency matrix: every size × fp16/fp32/bf16 × ours eager / optimised / CUDA graph, transformers;
 6. torch.compile of L;
 7. ONNX Runtime CUDA execution provider, if installed (N and L, fp32).
+
+``--focus goals`` runs only what the open speed goals need (see :func:`goals`).
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def correctness(check: Check, size: str, device: torch.device, cfg: argparse.Nam
         free(model)
 
 
-def batch32(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace) -> None:
+def batch32(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace,
+            modes: tuple[str, ...] | None = None) -> None:
     ours, theirs = pair
     row = check.results["batch32"].setdefault(size, {})
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -253,7 +256,9 @@ def batch32(check: Check, size: str, pair: tuple, device: torch.device, cfg: arg
             fn = lambda: model(pixel_values=x)  # noqa: E731
         else:
             model = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size,
-                                                batch_size=batch, cuda_graph=mode == "ours cuda-graph")
+                                                batch_size=batch, cuda_graph=mode != "ours optimised",
+                                                compile=mode == "ours compiled+graph",
+                                                head_dtype=None if mode == "ours graph, half head" else torch.float32)
             fn = lambda: model(pixels)  # noqa: E731
         result = timed(fn, device, max(3, cfg.iters // 2), 2)
         result["images_per_s"] = round(batch * 1000 / result["median"], 1)
@@ -262,28 +267,61 @@ def batch32(check: Check, size: str, pair: tuple, device: torch.device, cfg: arg
         row[mode] = result
         free(model)
 
-    modes = ("ours optimised", "transformers", "ours cuda-graph") if device.type == "cuda" else ("ours optimised",
-                                                                                              "transformers")
+    if modes is None:
+        modes = ("ours optimised", "transformers", "ours cuda-graph") if device.type == "cuda" else (
+            "ours optimised", "transformers")
     for mode in modes:
-        check.run(f"batch{batch} {size} {mode}", lambda mode=mode: run(mode), needs=10)
+        check.run(f"batch{batch} {size} {mode}", lambda mode=mode: run(mode),
+                  needs=10 if "compiled" not in mode else 120)
 
 
-def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace) -> None:
+def kernel_profile(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace) -> None:
+    """The 25 most expensive kernels (or CPU ops) of one large-batch fp16 forward: where the time goes."""
+    ours, _ = pair
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    pixels = torch.rand(cfg.big_batch, 3, cfg.image_size, cfg.image_size, device=device)
+
+    def run() -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        model = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch.inference_mode():
+            for _ in range(3):
+                model(pixels)
+            sync(device)
+            with profile(activities=activities) as prof:
+                model(pixels)
+                sync(device)
+        key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+        total = sum(getattr(e, key) for e in events) or 1.0
+        check.results.setdefault("profile", {})[f"{size} batch{cfg.big_batch}"] = [
+            {"name": e.key[:120], "calls": e.count, "ms": round(getattr(e, key) / 1000, 3),
+             "share": round(getattr(e, key) / total, 4)} for e in events[:25]]
+        free(model)
+
+    check.run(f"profile {size} batch{cfg.big_batch}", run, needs=20)
+
+
+def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace,
+             compile_mode: str | None = None) -> None:
     ours, _ = pair
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    row = check.results["checks"].setdefault(size, {})
+    row = check.results["checks"].setdefault(size + (f" {compile_mode}" if compile_mode else ""), {})
 
     def run() -> None:
         pixels = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
         eager = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size)
         started = time.perf_counter()
-        fast = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size, compile=True)
+        fast = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size, compile=True,
+                                           compile_mode=compile_mode)
         row["torch.compile seconds"] = round(time.perf_counter() - started, 1)
         with torch.inference_mode():
             a, b = eager(pixels), fast(pixels)
         row["compiled vs eager: top-100 within 1 px, same label"] = agreement(a, b, 1 / 640)
         row["compiled vs eager: max abs diff in boxes"] = float((a.pred_boxes - b.pred_boxes).abs().max())
-        name = str(dtype).replace("torch.", "")
+        name = str(dtype).replace("torch.", "") + (f" {compile_mode}" if compile_mode else "")
         table = check.results["latency_ms"].setdefault(size, {}).setdefault(name, {})
         table["ours compiled"] = timed(lambda: fast(pixels), device, cfg.iters, cfg.warmup)
         if device.type == "cuda":
@@ -293,7 +331,8 @@ def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: ar
             table["ours compiled+graph"] = timed(lambda: graph(pixels), device, cfg.iters, cfg.warmup)
         free(eager, fast)
 
-    check.run(f"compile {size}", run, needs=150 if not cfg.dry_run else 5)
+    check.run(f"compile {size}" + (f" {compile_mode}" if compile_mode else ""), run,
+              needs=150 if not cfg.dry_run else 5)
 
 
 def onnxruntime_cuda(check: Check, size: str, pair: tuple, workdir: Path, cfg: argparse.Namespace) -> None:
@@ -338,19 +377,26 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     b32 = results.get("batch32", {})
     if b32:
-        lines += ["## Large batch, fp16: images/s, peak MiB", "", "| size | ours optimised | ours cuda-graph | "
-                  "transformers | throughput ratio | memory ratio |", "|---|---|---|---|---|---|"]
+        ours_modes = ["ours optimised", "ours cuda-graph", "ours graph, half head", "ours compiled+graph"]
+        lines += ["## Large batch, fp16: images/s, peak MiB", "", "| size | " + " | ".join(ours_modes) +
+                  " | transformers | throughput ratio (best) | memory ratio (optimised) |",
+                  "|---|" + "---|" * (len(ours_modes) + 3)]
         for size, row in b32.items():
             def cell(m: str) -> str:
                 r = row.get(m)
                 return f"{r['images_per_s']:.0f} / {r.get('peak_mib', '-')}" if r else ""
-            best = max([row[m]["images_per_s"] for m in ("ours optimised", "ours cuda-graph") if m in row] or [0])
+            best = max([row[m]["images_per_s"] for m in ours_modes if m in row] or [0])
             hf = row.get("transformers", {})
             ratio = f"{best / hf['images_per_s']:.2f}×" if hf and best else ""
             mem = (f"{row['ours optimised']['peak_mib'] / hf['peak_mib']:.2f}" if hf.get("peak_mib")
                    and "ours optimised" in row and row["ours optimised"].get("peak_mib") else "")
-            lines.append(f"| {size.upper()} | {cell('ours optimised')} | {cell('ours cuda-graph')} | "
-                         f"{cell('transformers')} | {ratio} | {mem} |")
+            lines.append(f"| {size.upper()} | " + " | ".join(cell(m) for m in ours_modes) +
+                         f" | {cell('transformers')} | {ratio} | {mem} |")
+        lines.append("")
+    for name, rows in results.get("profile", {}).items():
+        lines += [f"## Profile: {name}, ours optimised fp16 (top kernels)", "", "| kernel | calls | ms | share |",
+                  "|---|---|---|---|"]
+        lines += [f"| `{r['name']}` | {r['calls']} | {r['ms']:.3f} | {100 * r['share']:.1f}% |" for r in rows]
         lines.append("")
     if results.get("checks"):
         lines += ["## Correctness", "", "```", json.dumps(results["checks"], indent=1), "```", ""]
@@ -362,11 +408,36 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def goals(check: Check, sizes: list[str], pair: Callable[[str], tuple], device: torch.device,
+          cfg: argparse.Namespace) -> None:
+    """The open speed goals, cheapest and most informative first: where the large-batch time goes (profile of L),
+    batch-32 throughput of every size with and without a half-precision head beside transformers, then
+    torch.compile at batch 32 (S, L, M, X) and L batch 1 with max-autotune."""
+    big = [s for s in ("l", "s", "m", "x", "n") if s in sizes]
+    if big and pair(big[0])[0] is not None:
+        kernel_profile(check, big[0], pair(big[0]), device, cfg)
+    quick = ("ours cuda-graph", "ours graph, half head", "transformers") if device.type == "cuda" else (
+        "ours optimised", "transformers")
+    for size in big:
+        if pair(size)[0] is not None:
+            batch32(check, size, pair(size), device, cfg, modes=quick)
+    if device.type == "cuda":
+        for size in big:
+            if pair(size)[0] is not None:
+                batch32(check, size, pair(size), device, cfg, modes=("ours compiled+graph",))
+    if "l" in sizes and pair("l")[0] is not None:
+        compiled(check, "l", pair("l"), device, cfg,
+                 compile_mode="max-autotune-no-cudagraphs" if device.type == "cuda" else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, small sizes, few iterations: test the script")
     parser.add_argument("--deadline", type=float, default=400.0, help="seconds after which items are skipped")
     parser.add_argument("--sizes", default="n,s,m,l,x")
+    parser.add_argument("--focus", choices=("all", "goals"), default="all",
+                        help="goals: only what the open speed goals need (large-batch variants with transformers "
+                             "side by side, a kernel profile, torch.compile at batch 32 and L batch 1)")
     cfg = parser.parse_args(argv)
     out = Path(os.environ.get("OUT") or "gpu_results")
     cuda = torch.cuda.is_available() and not cfg.dry_run
@@ -400,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
                 pairs[size] = built if built is not None else (None, None)
             return pairs[size]
 
+        if cfg.focus == "goals":
+            goals(check, sizes, pair, device, cfg)
+            sizes = []  # the full check below is skipped
         first = [s for s in ("l", "n") if s in sizes] if not cfg.dry_run else sizes[:1]
         main_dtype = [torch.float16] if cuda else [torch.float32]
         quick_modes = ["ours optimised", "ours cuda-graph", "transformers"] if cuda else ["ours optimised",
