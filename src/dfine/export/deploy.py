@@ -5,7 +5,7 @@
 float rounding, ~1e-5), faster, and with a forward that is safe to capture:
 
 * batch norms folded into their convolutions, RepVGG branches merged, LAB folded into a clamp
-  (:mod:`dfine.export.fuse`);
+  (:mod:`dfine.export.fuse`), and a stem that never builds its largest temporary (:class:`DeployStem`);
 * the AIFI position embedding, anchors, valid mask and FDR weighting W(n) precomputed for ``image_size``;
 * the inference-only head of :mod:`dfine.export.head` (no denoising, no unused class/LQE heads);
 * no host-device synchronisation and no tensor built from Python data inside ``forward`` (so CUDA-graph capture
@@ -22,10 +22,12 @@ import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfine.export.fuse import fuse_convolutions
+from dfine.export.fuse import FusedConv, fuse_convolutions
 from dfine.export.head import DeployHead, DetectionOutput
+from dfine.model.backbone import HGStem
 from dfine.model.dfine import DFineForObjectDetection, DFineModel
 from dfine.model.encoder import AIFILayer, sincos_position_embedding
 
@@ -86,6 +88,56 @@ class ShiftMaxPool(nn.Module):
         return torch.maximum(rows[..., :-1, :], rows[..., 1:, :])
 
 
+class DeployStem(nn.Module):
+    """The backbone stem (:class:`~dfine.model.backbone.HGStem`, already fused) without its largest temporaries.
+
+    The stem works at stride 2, on the largest maps of the network, so at large batch its temporaries set the
+    peak memory of the whole forward. The training form concatenates ``pool(x)`` and the conv branch and runs
+    ``stem3`` on the result; ``stem3`` is linear in its input up to the activation, so here its kernel is split
+    along the input channels and the two halves are convolved separately and summed (equal up to float
+    rounding). The concatenated map is never built, and each map is released as soon as it has been used.
+    """
+
+    def __init__(self, stem: HGStem) -> None:
+        super().__init__()
+        if not all(isinstance(getattr(stem, name), FusedConv) for name in ("stem1", "stem2a", "stem2b", "stem3",
+                                                                           "stem4")):
+            raise TypeError("DeployStem needs a stem whose conv units are fused (see fuse_convolutions)")
+        self.stem1, self.stem2a, self.stem2b, self.stem4 = stem.stem1, stem.stem2a, stem.stem2b, stem.stem4
+        self.pool = ShiftMaxPool() if _is_2x2_stride_1(stem.pool) else stem.pool
+        conv = stem.stem3.conv
+        pooled_channels = stem.stem1.conv.out_channels
+        self.stem3_pooled = _conv_like(conv, conv.weight[:, :pooled_channels], conv.bias)
+        self.stem3_branch = _conv_like(conv, conv.weight[:, pooled_channels:], None)
+        self.stem3_activation = stem.stem3.activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(self.stem1(x), (0, 1, 0, 1))
+        half = F.pad(self.stem2a(x), (0, 1, 0, 1))  # half the channels of x
+        y = self.stem3_pooled(self.pool(x))
+        del x  # the full-width stride-2 maps are gone before the branch makes its own
+        y = y + self.stem3_branch(self.stem2b(half))
+        del half
+        return self.stem4(self.stem3_activation(y))
+
+
+def _is_2x2_stride_1(pool: nn.Module) -> bool:
+    return isinstance(pool, nn.MaxPool2d) and pool.kernel_size in (2, (2, 2)) and pool.stride in (1, (1, 1)) \
+        and pool.padding in (0, (0, 0))
+
+
+def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+    """A convolution with ``conv``'s geometry and the given (sliced) weight and bias."""
+    new = nn.Conv2d(weight.shape[1] * conv.groups, weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=bias is not None, padding_mode=conv.padding_mode,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
 class DeployBody(nn.Module):
     """Backbone, input projections, hybrid encoder and decoder input projections: pixels -> per-level maps."""
 
@@ -93,10 +145,7 @@ class DeployBody(nn.Module):
         super().__init__()
         self.num_feature_levels = model.config.num_feature_levels
         self.backbone = fuse_convolutions(model.backbone)
-        stem = self.backbone.model.embedder
-        if isinstance(stem.pool, nn.MaxPool2d) and stem.pool.kernel_size in (2, (2, 2)) and \
-                stem.pool.stride in (1, (1, 1)) and stem.pool.padding in (0, (0, 0)):
-            stem.pool = ShiftMaxPool()
+        self.backbone.model.embedder = DeployStem(self.backbone.model.embedder)
         self.encoder_input_proj = fuse_convolutions(model.encoder_input_proj)
         self.encoder = fuse_convolutions(model.encoder)
         self.decoder_input_proj = fuse_convolutions(model.decoder_input_proj)
