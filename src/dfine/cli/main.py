@@ -27,15 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfine", description="D-FINE real-time object detection.")
     parser.add_argument("--version", action="version", version=f"dfine {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _subcommands():
         module.add_parser(subparsers)
+    for subparser in subparsers.choices.values():
+        # also accepted after the subcommand (`dfine predict ... -v`); SUPPRESS keeps a `-v` given before it
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="more logging")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # plain `dfine`: show what there is to run
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
