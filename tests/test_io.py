@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dfine.errors import DFineError, InputFileError
-from dfine.io import list_images, load_image
+from dfine.io import list_images, load_image, read_images
 
 
 def _image(height: int = 20, width: int = 30, seed: int = 0) -> Image.Image:
@@ -145,3 +145,29 @@ def test_list_errors_name_the_path(image_folder, tmp_path):
     with pytest.raises(InputFileError, match="no image files match") as info:
         list_images(text_only)
     _assert_user_error(info, text_only)
+
+
+def test_read_images_hands_back_errors_in_order(tmp_path):
+    _image().save(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    _image(seed=1).save(tmp_path / "c.png")
+    results = list(read_images([tmp_path / "a.png", str(tmp_path / "b.jpg"), tmp_path / "c.png"]))
+    assert [path.name for path, _ in results] == ["a.png", "b.jpg", "c.png"]
+    assert isinstance(results[0][1], Image.Image) and isinstance(results[2][1], Image.Image)
+    error = results[1][1]
+    assert isinstance(error, InputFileError) and error.path == str(tmp_path / "b.jpg") and "not an image" in str(error)
+
+
+def test_unconvertible_colour_mode_names_the_file(tmp_path, monkeypatch):
+    import dfine.io
+
+    def refuse(image):
+        raise DFineError("cannot convert an image in colour mode 'La' to RGB")
+
+    _image().save(tmp_path / "a.png")
+    monkeypatch.setattr(dfine.io, "to_rgb", refuse)
+    with pytest.raises(InputFileError, match="colour mode 'La'") as info:
+        load_image(tmp_path / "a.png")
+    _assert_user_error(info, tmp_path / "a.png")
+    # A folder run skips such a file like any other unreadable one, rather than stopping at it.
+    assert isinstance(next(read_images([tmp_path / "a.png"]))[1], InputFileError)

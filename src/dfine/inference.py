@@ -8,35 +8,82 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from dfine.errors import DFineError
-from dfine.io import list_images, load_image
+from dfine.errors import DFineError, InputFileError
+from dfine.io import list_images, load_image, read_images
+from dfine.presets import is_preset
 from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
 
 logger = logging.getLogger("dfine")
 
 
+# Device types a model can run real images on; torch.device also parses "meta", "ipu", ... which would only fail
+# later with a confusing message.
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+
+
+def _device_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    if device.type == "xpu":
+        return hasattr(torch, "xpu") and torch.xpu.is_available()
+    return True
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available; anything else is passed to ``torch.device`` (checked)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DFineError(f"--device {device} was asked for, but no CUDA device is available")
-    return device
+    """The device to run on: ``"auto"`` picks CUDA when available, else the CPU; otherwise ``cpu``, ``cuda``,
+    ``cuda:N`` (and ``mps``/``xpu`` where PyTorch has them), case-insensitive.
+
+    Raises:
+        DFineError: an unknown device string, or a device this machine does not have.
+    """
+    if isinstance(device, torch.device):
+        parsed = device
+    else:
+        text = str(device).strip().lower()
+        if text == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            parsed = torch.device(text)
+        except RuntimeError:  # torch's message lists twenty device types most of which cannot run this model
+            raise DFineError(f"unknown device {str(device)!r}: {_DEVICE_HINT}") from None
+    if parsed.type not in _DEVICE_TYPES:
+        raise DFineError(f"unknown device {str(device)!r}: {_DEVICE_HINT}")
+    if not _device_available(parsed):
+        kind = "CUDA" if parsed.type == "cuda" else parsed.type.upper()
+        raise DFineError(f"--device {parsed} was asked for, but no {kind} device is available")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise DFineError(f"--device {parsed} was asked for, but this machine has {count} CUDA device(s): "
+                         f"cuda:0 to cuda:{count - 1}")
+    return parsed
+
+
+def validate_image_size(image_size: int | None, name: str = "image_size") -> None:
+    """Raise a DFineError unless ``image_size`` is None or a positive multiple of 32 (the backbone's stride);
+    ``name`` is what the message calls the value (``--image-size`` on the command line)."""
+    if image_size is not None and (image_size <= 0 or image_size % 32):
+        raise DFineError(f"{name} must be a positive multiple of 32, got {image_size}")
 
 
 def load_processor(model_source: str | Path, image_size: int | None = None) -> DFineImageProcessor:
     """The processor stored beside a local model, else the checkpoints' defaults; ``image_size`` overrides."""
+    validate_image_size(image_size)
     path = Path(model_source)
     processor = DFineImageProcessor()
     if path.is_dir() and (path / PREPROCESSOR_CONFIG_NAME).exists():
@@ -44,6 +91,21 @@ def load_processor(model_source: str | Path, image_size: int | None = None) -> D
     if image_size is not None:
         processor.size = {"height": int(image_size), "width": int(image_size)}
     return processor
+
+
+def random_weights_reason(model: str | Path) -> str | None:
+    """Why ``from_pretrained(model)`` gives a model with random weights (a preset name, a config file without
+    weights), or None when it loads weights.
+
+    This follows :func:`dfine.hub.resolve.resolve_checkpoint`'s order (an existing file or folder wins over a
+    preset of the same name), which builds such a model without saying so.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return f"{model} is a config file without weights" if path.suffix == ".json" else None
+    if not path.exists() and "/" not in str(model) and is_preset(str(model)):
+        return f"{model} is a preset"
+    return None
 
 
 @dataclass
@@ -63,11 +125,22 @@ class Predictor:
         ``half`` (CUDA only) and ``compile`` switch to :func:`dfine.export.fast.optimize_for_inference`: the deploy
         form with fp16 backbone/encoder (the head stays fp32) and/or ``torch.compile``; otherwise the model runs
         as loaded (numerically identical to transformers).
+
+        A preset name (or a config file) gives random weights: that works, for trying things out, but it is
+        logged as a warning because its detections mean nothing.
         """
         from dfine.model import DFineForObjectDetection
 
+        if Path(model).suffix.lower() == ".onnx":
+            raise DFineError(f"{model}: an exported ONNX model runs with --backend onnxruntime "
+                             "(dfine.runtime.OnnxDetector in Python)")
         device = resolve_device(device)
+        validate_image_size(image_size)  # before loading, which can take a while
         network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
+        reason = random_weights_reason(model)
+        if reason is not None:
+            logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
+                           "weights, e.g. ustc-community/dfine-small-coco)", reason)
         processor = load_processor(model, image_size)
         if half and device.type != "cuda":
             raise DFineError("--half needs a CUDA device (half precision on the CPU is slower and less accurate)")
@@ -85,7 +158,10 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, images: list[Image.Image | str | Path], threshold: float = 0.5) -> list[dict[str, Tensor]]:
-        """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU."""
+        """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU.
+
+        As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
+        (:func:`predict_source` clips what it writes)."""
         pictures = [load_image(im) if isinstance(im, str | Path) else im for im in images]
         pixel_values = self.processor(pictures)["pixel_values"].to(self.device, self.dtype)
         outputs = self.model(pixel_values)
@@ -96,47 +172,147 @@ class Predictor:
         return [{k: v.cpu() for k, v in r.items()} for r in results]
 
 
-def predict_source(predictor: Predictor, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
-                   batch_size: int = 1, save_images: bool = True, progress: bool = True) -> Path:
+class Detector(Protocol):
+    """What :func:`predict_source` needs: :class:`Predictor` and :class:`dfine.runtime.OnnxDetector` both fit."""
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    def predict(self, images: list[Any], threshold: float = 0.5) -> list[dict[str, Any]]: ...
+
+
+#: Annotated pictures keep the input's extension when it is one of these; other formats are written as JPEG.
+PICTURE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+@dataclass
+class PredictionRun:
+    """What :func:`predict_source` did."""
+
+    predictions: Path  #: the predictions.json written
+    images: int  #: images predicted
+    detections: int  #: records in predictions.json
+    pictures: list[Path] = field(default_factory=list)  #: annotated images written, in input order
+    skipped: list[InputFileError] = field(default_factory=list)  #: unreadable files, each naming path and problem
+
+
+def prepare_output_dir(output_dir: str | Path) -> Path:
+    """Create ``output_dir`` (and its parents) if needed; a DFineError when it cannot be a folder."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(path, "exists and is not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        raise InputFileError(path, "cannot be created: part of the path is a file, not a folder") from None
+    except PermissionError:
+        raise InputFileError(path, "cannot be created: permission denied") from None
+    return path
+
+
+def picture_name(source: Path, used: set[str]) -> str:
+    """The file name of ``source``'s annotated picture, unique within one run.
+
+    The input's name when its extension is in :data:`PICTURE_SUFFIXES`, else the name plus ``.jpg`` (``x.tif`` ->
+    ``x.tif.jpg``, so it cannot meet ``x.jpg``); a name already in ``used`` (compared case-insensitively, as
+    macOS and Windows file systems do) gets ``_1``, ``_2``, ... before the extension. The name is added to
+    ``used``.
+    """
+    name = source.name if source.suffix.lower() in PICTURE_SUFFIXES else f"{source.name}.jpg"
+    stem, suffix = name[: -len(Path(name).suffix)], Path(name).suffix
+    candidate, number = name, 0
+    while candidate.casefold() in used:
+        number += 1
+        candidate = f"{stem}_{number}{suffix}"
+    used.add(candidate.casefold())
+    return candidate
+
+
+def _clip_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
+    """(K, 4) xyxy boxes clipped to the image, as float64 (the model's boxes can run past the borders)."""
+    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    array[:, 0::2] = array[:, 0::2].clip(0, width)
+    array[:, 1::2] = array[:, 1::2].clip(0, height)
+    return array
+
+
+def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
+                   batch_size: int = 1, save_images: bool = True, progress: bool = True) -> PredictionRun:
     """Run ``predictor`` on an image, a folder or a glob; write annotated images and ``predictions.json``.
 
-    ``predictions.json`` is a list in COCO results format (``image_id``, ``category_id``, ``bbox`` as
-    ``[x, y, w, h]`` in pixels, ``score``) with ``category_name`` and ``file_name`` added; ``category_id`` is the
-    model's label index. Returns the path of ``predictions.json``.
+    ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
+    ``image_id`` (the image's 0-based position among the images predicted in this run, in the sorted order of
+    the source), ``category_id`` (the model's 0-based label index, not a data set's category id),
+    ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original image, clipped to it) and
+    ``score``. The layout is that of a COCO results file, but the ids are this run's, so match records to a data
+    set by ``file_name``.
+
+    Annotated pictures are named by :func:`picture_name` and show the same clipped boxes.
+
+    When the source is several files (a folder or a glob), a file that cannot be read is skipped with a warning
+    naming it and listed in the result's ``skipped``; a single named file that cannot be read, or a source none
+    of whose files can, raises.
+
+    Raises:
+        InputFileError: the source names no images, a single image cannot be read, or ``output_dir`` cannot be
+            a folder.
+        DFineError: no image of the source could be read.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from dfine.hub.files import atomic_write_text
     from dfine.visualize import draw_detections
 
     files = list_images(source)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)
     names = predictor.class_names
     records: list[dict[str, Any]] = []
-    batches = [files[i:i + batch_size] for i in range(0, len(files), max(1, batch_size))]
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress or len(files) < 2)
+    run = PredictionRun(output_dir / "predictions.json", 0, 0)
     used_names: set[str] = set()
-    for batch in batches:
-        pictures = [load_image(f) for f in batch]
-        for path, picture, det in zip(batch, pictures, predictor.predict(pictures, threshold)):
-            image_id = len(used_names)
-            out_name = path.name if path.name not in used_names else f"{path.stem}_{image_id}{path.suffix}"
-            used_names.add(out_name)
-            for score, label, box in zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].tolist()):
-                x1, y1, x2, y2 = box
-                records.append({"image_id": image_id, "file_name": str(path), "category_id": int(label),
-                                "category_name": names[label] if label < len(names) else str(label),
+
+    def predict_batch(batch: Sequence[tuple[Path, Image.Image]]) -> None:
+        pictures = [picture for _, picture in batch]
+        for (path, picture), det in zip(batch, predictor.predict(pictures, threshold), strict=True):
+            boxes = _clip_boxes(det["boxes"], picture.width, picture.height)
+            labels = np.asarray(det["labels"]).reshape(-1).tolist()
+            scores = np.asarray(det["scores"]).reshape(-1).tolist()
+            for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
+                label = int(label)
+                records.append({"image_id": run.images, "file_name": str(path), "category_id": label,
+                                "category_name": names[label] if 0 <= label < len(names) else str(label),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(float(score), 5)})
             if save_images:
-                annotated = draw_detections(picture, det["boxes"], det["labels"], det["scores"], names)
-                target = output_dir / out_name
-                if target.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
-                    target = target.with_suffix(".jpg")
-                annotated.save(target)
-            bar.update(1)
-    bar.close()
-    path = output_dir / "predictions.json"
-    atomic_write_text(path, json.dumps(records, indent=1) + "\n")
-    return path
+                target = output_dir / picture_name(path, used_names)
+                draw_detections(picture, boxes, labels, scores, names).save(target)
+                run.pictures.append(target)
+            run.images += 1
+
+    show_bar = progress and len(files) > 1
+    # While the bar is shown, warnings go through tqdm so they do not break its line; otherwise logging is left
+    # alone (logging_redirect_tqdm would add a console handler even where the caller configured none).
+    redirect = logging_redirect_tqdm() if show_bar else contextlib.nullcontext()
+    with redirect, tqdm(total=len(files), desc="predict", unit="img", disable=not show_bar) as bar:
+        pending: list[tuple[Path, Image.Image]] = []
+        for path, image in read_images(files):
+            if isinstance(image, InputFileError):
+                if len(files) == 1:
+                    raise image
+                logger.warning("skipped %s", image)
+                run.skipped.append(image)
+                bar.update(1)
+                continue
+            pending.append((path, image))
+            if len(pending) >= batch_size:
+                predict_batch(pending)
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            predict_batch(pending)
+            bar.update(len(pending))
+    if run.images == 0:
+        raise DFineError(f"{source}: none of its {len(files)} images could be read (first: {run.skipped[0]})")
+    run.detections = len(records)
+    atomic_write_text(run.predictions, json.dumps(records, indent=1) + "\n")
+    return run

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dfine.errors import DFineError, InputFileError
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "read_images", "to_rgb"]
 
 #: File extensions (lower case, with the dot) treated as images when listing folders and glob matches.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -102,6 +103,11 @@ def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
                 return rgb.copy() if rgb is opened else rgb
     except PermissionError as error:
         raise InputFileError(path, "permission denied") from error
+    except InputFileError:
+        raise
+    except DFineError as error:
+        # to_rgb's message does not know the file; without the path a folder run could not say which one it was.
+        raise InputFileError(path, str(error)) from error
     except UnidentifiedImageError as error:
         raise InputFileError(path, "not an image file, or an image format PIL cannot read") from error
     except Image.DecompressionBombError as error:
@@ -110,6 +116,32 @@ def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
         # PIL reports truncated and corrupt data as OSError (and a few decoders as SyntaxError/ValueError).
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputFileError(path, f"corrupt or truncated image ({detail})") from error
+
+
+def read_images(
+    paths: Iterable[str | Path], exif_transpose: bool = True
+) -> Iterator[tuple[Path, Image.Image | InputFileError]]:
+    """Load images one at a time, handing back the error of a file that cannot be read instead of raising it.
+
+    For callers working through many files (a folder, a glob) that skip an unreadable file and report it rather
+    than stop at it; :func:`load_image` raises instead. Only one image is held in memory per step.
+
+    Args:
+        paths: the image files, e.g. from :func:`list_images`.
+        exif_transpose: as for :func:`load_image`.
+
+    Yields:
+        ``(path, image)`` for each path in order, where ``image`` is the RGB image or, for a file that is
+        missing, not an image, corrupt or truncated, the :class:`~dfine.errors.InputFileError` naming the path and
+        the problem.
+    """
+    for path in paths:
+        path = Path(path)
+        try:
+            image: Image.Image | InputFileError = load_image(path, exif_transpose)
+        except InputFileError as error:
+            image = error
+        yield path, image
 
 
 def _is_image_file(path: Path) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from hf_oracle import natural_images, randomize_weights
@@ -110,3 +111,184 @@ def test_info(model_dir, capsys) -> None:
     assert main(["info", str(model_dir)]) == 0
     out = capsys.readouterr().out
     assert "D-FINE-N" in out and "3,770,421" in out and "320x320" in out and "person" in out
+
+
+def _predict(source, model, out, *extra) -> int:
+    return main(["predict", str(source), "--model", str(model), "--output", str(out), "--no-progress", *extra])
+
+
+@pytest.fixture()
+def mixed_dir(tmp_path, image_dir):
+    """Two good images and one `.jpg` of random bytes."""
+    directory = tmp_path / "mixed"
+    directory.mkdir()
+    for name in ("img0.jpg", "img1.jpg"):
+        (directory / name).write_bytes((image_dir / name).read_bytes())
+    (directory / "bad.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    return directory
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_unreadable_image_in_a_folder_or_glob_is_skipped(as_glob, model_dir, mixed_dir, tmp_path, capsys,
+                                                         caplog) -> None:
+    source = str(mixed_dir / "*.jpg") if as_glob else str(mixed_dir)
+    out = tmp_path / "out"
+    assert _predict(source, model_dir, out, "--threshold", "0.0") == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert {r["file_name"].split("/")[-1] for r in records} == {"img0.jpg", "img1.jpg"}
+    assert sorted(p.name for p in out.iterdir()) == ["img0.jpg", "img1.jpg", "predictions.json"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "bad.jpg" in warnings[0] and "not an image" in warnings[0]
+    assert "skipped 1 unreadable image" in capsys.readouterr().out
+
+
+def test_all_images_unreadable_is_an_error(model_dir, tmp_path, capsys) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"not an image at all")
+    assert _predict(folder, model_dir, tmp_path / "o") == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after a warning per file, where logging prints
+    assert line.startswith("dfine predict: error:")
+    assert "none of its 2 images could be read" in line and "a.jpg" in line
+    assert not (tmp_path / "o" / "predictions.json").exists()
+
+
+def test_python_api_reports_skipped_files(model_dir, mixed_dir, tmp_path) -> None:
+    from dfine.inference import Predictor, predict_source
+
+    predictor = Predictor.from_pretrained(model_dir, device="cpu")
+    result = predict_source(predictor, mixed_dir, tmp_path / "out", threshold=0.0, batch_size=2, progress=False)
+    assert result.images == 2 and result.detections == len(json.loads(result.predictions.read_text()))
+    assert [error.path for error in result.skipped] == [str(mixed_dir / "bad.jpg")]
+    assert [p.name for p in result.pictures] == ["img0.jpg", "img1.jpg"]
+
+
+@pytest.mark.parametrize("size", ["0", "-32", "100"])
+def test_bad_image_size_is_one_line(size, model_dir, image_dir, tmp_path, capsys) -> None:
+    assert _predict(image_dir, model_dir, tmp_path / "o", "--image-size", size) == 2
+    assert f"--image-size must be a positive multiple of 32, got {size}" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("case", ["file", "below_a_file"])
+def test_output_that_cannot_be_a_folder(case, model_dir, image_dir, tmp_path, capsys) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me")
+    output = a_file if case == "file" else a_file / "sub"
+    assert _predict(image_dir / "img0.jpg", model_dir, output) == 2
+    line = _error_line(capsys)
+    assert line.startswith("dfine predict: error:") and str(output) in line
+    assert a_file.read_text() == "keep me"
+
+
+def test_same_stem_different_extensions_do_not_overwrite(model_dir, image_dir, tmp_path) -> None:
+    from PIL import Image
+
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    picture = Image.open(image_dir / "img0.jpg")
+    # Different sizes, so each annotated picture can be traced to its input.
+    picture.resize((96, 64)).save(source / "x.jpg")
+    picture.resize((80, 72)).save(source / "x.tif")
+    picture.resize((64, 48)).save(source / "sub" / "x.jpg")
+    out = tmp_path / "out"
+    assert _predict(str(source / "**" / "x.*"), model_dir, out) == 0
+    sizes = {p.name: Image.open(p).size for p in out.iterdir() if p.suffix == ".jpg"}
+    assert sizes == {"x.jpg": (64, 48), "x.tif.jpg": (80, 72), "x_1.jpg": (96, 64)}  # sorted: src/sub/x.jpg first
+
+
+def test_picture_names_are_unique_and_predictable() -> None:
+    from pathlib import Path
+
+    from dfine.inference import picture_name
+
+    used: set[str] = set()
+    names = [picture_name(Path(p), used) for p in ["a/x.jpg", "b/x.jpg", "x_1.jpg", "X.JPG", "y.tif", "y.tif.jpg",
+                                                   "noext", "z.png"]]
+    assert names == ["x.jpg", "x_1.jpg", "x_1_1.jpg", "X_2.JPG", "y.tif.jpg", "y.tif_1.jpg", "noext.jpg", "z.png"]
+
+
+def _tiny_onnx(path) -> None:
+    """An ONNX graph with dfine's export interface that returns two fixed detections per image, one box reaching
+    past the top-left corner and one past the bottom-right (the inputs feed the outputs times zero, so ONNX
+    Runtime keeps them)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = {"box_c": np.array([[[-10.0, -5.0, 50.0, 40.0], [150.0, 100.0, 900.0, 900.0]]], np.float32),
+                 "label_c": np.array([[0, 1]], np.int64), "score_c": np.array([[0.9, 0.8]], np.float32),
+                 "zero_f": np.array(0.0, np.float32), "zero_i": np.array(0, np.int64)}
+    nodes = [helper.make_node("ReduceSum", ["images"], ["sum_f"], keepdims=0),
+             helper.make_node("Mul", ["sum_f", "zero_f"], ["nil_f"]),
+             helper.make_node("ReduceSum", ["orig_target_sizes"], ["sum_i"], keepdims=0),
+             helper.make_node("Mul", ["sum_i", "zero_i"], ["nil_i"]),
+             helper.make_node("Add", ["box_c", "nil_f"], ["boxes"]),
+             helper.make_node("Add", ["score_c", "nil_f"], ["scores"]),
+             helper.make_node("Add", ["label_c", "nil_i"], ["labels"])]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32]),
+         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, [1, 2])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 2]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 2, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"class_names": json.dumps(["cat", "dog"])})
+    onnx.save(model, str(path))
+
+
+def test_onnx_file_picks_onnxruntime_and_boxes_are_clipped(image_dir, tmp_path) -> None:
+    from PIL import Image
+
+    model = tmp_path / "c1.onnx"
+    _tiny_onnx(model)
+    out = tmp_path / "out"
+    assert _predict(image_dir / "img0.jpg", model, out) == 0  # no --backend
+    records = json.loads((out / "predictions.json").read_text())
+    assert [(r["category_name"], r["bbox"]) for r in records] == [("cat", [0.0, 0.0, 50.0, 40.0]),
+                                                                  ("dog", [150.0, 100.0, 50.0, 100.0])]
+    assert Image.open(out / "img0.jpg").size == (200, 200)
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_onnx_file_errors_name_the_backend(backend, image_dir, tmp_path, capsys) -> None:
+    model = tmp_path / "c1.onnx"
+    model.write_bytes(b"not a protobuf")
+    extra = ["--backend", backend] if backend else []
+    assert _predict(image_dir, model, tmp_path / "o", *extra) == 2
+    line = _error_line(capsys)
+    assert "unknown checkpoint type" not in line
+    assert ("ONNX Runtime" if backend is None else "--backend onnxruntime") in line
+
+
+def test_preset_warns_about_random_weights(model_dir, image_dir, tmp_path, caplog) -> None:
+    assert _predict(image_dir / "img0.jpg", "dfine-n-coco", tmp_path / "a", "--image-size", "256") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "dfine-n-coco" in warnings[0] and "random weights" in warnings[0]
+    caplog.clear()
+    assert _predict(image_dir / "img0.jpg", model_dir, tmp_path / "b") == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_random_weights_reason(model_dir, tmp_path, monkeypatch) -> None:
+    from dfine.inference import random_weights_reason
+
+    assert "preset" in random_weights_reason("dfine-s-coco")
+    assert "config file" in random_weights_reason(model_dir / "config.json")
+    assert random_weights_reason(model_dir) is None
+    assert random_weights_reason("ustc-community/dfine-small-coco") is None
+    # A local folder wins over a preset of the same name, as in resolve_checkpoint.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dfine-s-coco").mkdir()
+    assert random_weights_reason("dfine-s-coco") is None
+
+
+def test_progress_bar_and_no_progress(model_dir, image_dir, tmp_path, capsys) -> None:
+    args = ["predict", str(image_dir), "--model", str(model_dir), "--output", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert "img/s" in capsys.readouterr().err  # tqdm's bar
+    assert main([*args, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

@@ -3,48 +3,75 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+_EPILOG = """\
+outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
+0-based position in this run), category_id (the model's 0-based label index, not a data set's category id),
+category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and score. Annotated images keep the
+input's file name when it ends in .jpg, .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg
+added (x.tif -> x.tif.jpg); a name already used in the run gets _1, _2, ... before the extension. In a folder or
+glob, files that cannot be read are skipped with a warning; a single unreadable file is an error."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="detect objects in images",
                               description="Detect objects in an image, a folder of images or a glob pattern; "
-                                          "write annotated images and predictions.json.")
+                                          "write annotated images and predictions.json.",
+                              epilog=_EPILOG)
     p.add_argument("source", help="image file, folder, or glob pattern (quote it)")
-    p.add_argument("--model", required=True, help="hub id, local model directory, .pth/.safetensors file")
+    p.add_argument("--model", required=True,
+                   help="hub id, local model directory, .pth/.safetensors file, or an exported .onnx file; a "
+                        "preset name (dfine-n-coco ...) has random weights")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep (default 0.5)")
     p.add_argument("--output", default="runs/predict", help="output folder (default runs/predict)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's, 640)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size, a multiple of 32 (default: the model's, 640)")
     p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; deploy form, head in fp32)")
     p.add_argument("--compile", action="store_true", help="deploy form + torch.compile (first batch compiles)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="torch (default) or onnxruntime (--model is then an exported .onnx file)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
+                        "when --model ends in .onnx, else torch")
     p.add_argument("--no-save-images", action="store_true", help="only write predictions.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dfine.errors import DFineError
-    from dfine.inference import Predictor, predict_source
+    from dfine.inference import Predictor, predict_source, prepare_output_dir, validate_image_size
 
     if args.batch_size < 1:
         raise DFineError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.threshold <= 1:
         raise DFineError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.image_size is not None and args.image_size % 32:
-        raise DFineError(f"--image-size must be a multiple of 32, got {args.image_size}")
-    if args.backend == "onnxruntime":
+    validate_image_size(args.image_size, "--image-size")
+    # An exported file can only run in ONNX Runtime, so there is nothing to choose (an explicit --backend torch
+    # still gets Predictor's error saying so).
+    backend = args.backend or ("onnxruntime" if Path(args.model).suffix.lower() == ".onnx" else "torch")
+    # Before loading the model, which can mean a download: a bad --output should not cost that.
+    prepare_output_dir(args.output)
+    if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector
 
         if args.half or args.compile or args.image_size is not None:
-            raise DFineError("--half, --compile and --image-size do not apply to --backend onnxruntime (precision "
+            raise DFineError("--half, --compile and --image-size do not apply to the onnxruntime backend (precision "
                              "and input size are fixed at export time)")
         predictor = OnnxDetector(args.model)
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile)
-    path = predict_source(predictor, args.source, args.output, threshold=args.threshold,
-                          batch_size=args.batch_size, save_images=not args.no_save_images)
-    print(f"wrote {path}" + ("" if args.no_save_images else f" and annotated images in {path.parent}"))
+    result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
+                            batch_size=args.batch_size, save_images=not args.no_save_images,
+                            progress=not args.no_progress)
+    summary = (f"wrote {result.predictions} ({result.detections} detections in {result.images} "
+               f"image{'s' if result.images != 1 else ''})")
+    if result.pictures:
+        summary += f" and annotated images in {result.predictions.parent}"
+    if result.skipped:
+        count = len(result.skipped)
+        summary += f"; skipped {count} unreadable image{'s' if count != 1 else ''} (see the warnings above)"
+    print(summary)
     return 0
