@@ -137,7 +137,7 @@ def test_list_errors_name_the_path(image_folder, tmp_path):
         list_images(image_folder / "..", recursive=False)  # images only below "images/"
 
     pattern = str(tmp_path / "*.bmp")
-    with pytest.raises(InputFileError, match="match this pattern") as info:
+    with pytest.raises(InputFileError, match="nothing matches this pattern") as info:
         list_images(pattern)
     _assert_user_error(info, pattern)
 

@@ -182,7 +182,7 @@ def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
         matches = [Path(m) for m in glob.glob(text, recursive=True)]
         found = sorted((p for p in matches if _is_image_file(p)), key=str)
         if not found:
-            what = "no image files" if matches else "nothing"
-            raise InputFileError(text, f"{what} match this pattern")
+            what = "no image files match" if matches else "nothing matches"
+            raise InputFileError(text, f"{what} this pattern")
         return found
     raise InputFileError(path, "no such file or folder")
