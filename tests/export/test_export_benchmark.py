@@ -52,3 +52,55 @@ def test_benchmark_cli_onnxruntime_and_eager(n_onnx, n_model_dir, capsys) -> Non
 def test_benchmark_cli_errors(argv, message, error_line) -> None:
     assert main(["benchmark", "--model", "dfine-n-coco", "--image-size", "320", "--iters", "1", *argv]) == 2
     assert message in error_line()
+
+
+def test_benchmark_onnx_takes_the_graphs_input_size(n_onnx, capsys, error_line) -> None:
+    """An .onnx exported at 320 is timed at 320 without --image-size (ONNX Runtime rejects any other size)."""
+    assert main(["benchmark", "--model", str(n_onnx), "--backend", "onnxruntime", "--iters", "1",
+                 "--warmup", "0"]) == 0
+    assert "input 1x3x320x320" in capsys.readouterr().out
+    assert main(["benchmark", "--model", str(n_onnx), "--backend", "onnxruntime", "--image-size", "640",
+                 "--iters", "1"]) == 2
+    assert "exported for 320x320 input, not --image-size 640" in error_line()
+
+
+def test_benchmark_exported_file_batch(tmp_path) -> None:
+    """A graph's fixed batch is used by default; another explicit batch is refused (a dynamic graph takes any)."""
+    from dfine.cli.benchmark import _graph_input
+    from dfine.cli.main import build_parser
+    from dfine.errors import DFineError
+
+    def args(*extra: str):
+        return build_parser().parse_args(["benchmark", "--model", "m.onnx", *extra])
+
+    path = tmp_path / "m.onnx"
+    assert _graph_input(args(), path, 4, (320, 320)) == (4, (320, 320))
+    assert _graph_input(args("--batch-size", "3"), path, None, (320, 320)) == (3, (320, 320))
+    assert _graph_input(args(), path, None, (256, 256)) == (1, (256, 256))
+    with pytest.raises(DFineError, match=r"m\.onnx: has a fixed batch of 4, not --batch-size 2"):
+        _graph_input(args("--batch-size", "2"), path, 4, (320, 320))
+
+
+def test_benchmark_defaults_to_the_models_input_size(n_model_dir, capsys) -> None:
+    """The model folder's preprocessor_config.json says 320: that is what is timed and counted, not 640."""
+    assert main(["benchmark", "--model", str(n_model_dir), "--iters", "1", "--warmup", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x3x320x320" in out and "GFLOPs:      2.3 per image" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "64"], "image size 64x64 gives 20 encoder positions, fewer than the model's 300 queries"),
+    (["--threads", "-3"], "--threads must be at least 1, got -3"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+])
+def test_benchmark_cli_checks_arguments_first(argv, message, error_line) -> None:
+    assert main(["benchmark", "--model", "dfine-n-coco", "--iters", "1", *argv]) == 2
+    assert message in error_line()
+
+
+def test_benchmark_help_describes_backend_and_batch_size(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--backend {torch,onnxruntime,tensorrt} what runs the model" in text
+    assert "--batch-size BATCH_SIZE images per timed call" in text

@@ -117,3 +117,46 @@ def test_cli_errors_are_one_line(argv, message, tmp_path, monkeypatch, error_lin
     monkeypatch.chdir(tmp_path)
     assert main(["export", *argv]) == 2
     assert message in error_line()
+
+
+def test_cli_too_small_image_size_is_one_line(tmp_path, error_line) -> None:
+    """At 224 D-FINE-N has 245 encoder positions for 300 queries: said before exporting, not as a trace failure."""
+    assert main(["export", "--model", "dfine-n-coco", "--image-size", "224", "--output", str(tmp_path / "n.onnx")]) == 2
+    assert "image size 224x224 gives 245 encoder positions, fewer than the model's 300 queries" in error_line()
+    assert not (tmp_path / "n.onnx").exists()
+
+
+def test_exporter_failure_is_one_line_without_colour_codes(model_n, tmp_path, monkeypatch) -> None:
+    """The exporter's message has terminal colour codes and a boilerplate first line: the cause is reported."""
+
+    def fail(*args, **kwargs):
+        try:
+            raise RuntimeError("k not in range for dimension\nmore")
+        except RuntimeError as cause:
+            raise ValueError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m of exporting. Next steps:\n- a") \
+                from cause
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    with pytest.raises(DFineError) as error:
+        export_onnx(model_n, tmp_path / "n.onnx", 320)
+    message = str(error.value)
+    assert message == ("ONNX export failed in torch.onnx.export (ValueError caused by RuntimeError: k not in range "
+                       "for dimension)")
+
+
+def test_cli_export_defaults_to_the_models_input_size(n_model_dir, model_n, tmp_path, monkeypatch) -> None:
+    """Without --image-size the export is at the size the model was trained for, as predict and val use it: the
+    folder's preprocessor_config.json (320 here), or the size a training checkpoint (last.pt) records."""
+    from dfine.engine.checkpoint import save_checkpoint
+    from dfine.export import onnx as onnx_export
+
+    sizes = []
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda model, output, size, **kwargs: sizes.append(size)
+                        or onnx_export.ExportResult(output, None))
+    state = model_n.state_dict()
+    last = save_checkpoint(tmp_path / "run" / "last.pt", {"model": state, "ema": {"module": state},
+                                                          "config": model_n.config.to_dict(), "image_size": [256, 256]})
+    for model in (n_model_dir, last):
+        assert main(["export", "--model", str(model), "--output", str(tmp_path / "x.onnx")]) == 0
+    assert main(["export", "--model", "dfine-n-coco", "--output", str(tmp_path / "x.onnx")]) == 0
+    assert sizes == [(320, 320), (256, 256), (640, 640)]

@@ -191,3 +191,50 @@ def test_parser_error_is_one_line(tmp_path, monkeypatch) -> None:
     (tmp_path / "m.onnx").write_bytes(b"graph")
     with pytest.raises(DFineError, match="cannot parse .*Unsupported operator FancyOp$"):
         trt_export.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
+
+
+class FakeEngine:
+    """A deserialised engine with the graph's tensors; ``images`` is (batch or -1, 3, H, W)."""
+
+    def __init__(self, images_shape: tuple[int, ...]) -> None:
+        self.shapes = {"images": images_shape, "orig_target_sizes": (images_shape[0], 2),
+                       "labels": (images_shape[0], 300), "boxes": (images_shape[0], 300, 4),
+                       "scores": (images_shape[0], 300)}
+        self.num_io_tensors = len(self.shapes)
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(self.shapes)[index]
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    def create_execution_context(self) -> object:
+        return object()
+
+
+def with_engine(monkeypatch, images_shape: tuple[int, ...]) -> None:
+    """A fake TensorRT whose runtime deserialises any file into a FakeEngine, on a pretend CUDA machine."""
+    import torch
+
+    trt = fake_tensorrt()
+    trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
+                                       "deserialize_cuda_engine": lambda self, data: FakeEngine(images_shape)})
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+def test_runner_reads_the_engines_input(tmp_path, monkeypatch) -> None:
+    (tmp_path / "m.engine").write_bytes(b"ENGINE")
+    with_engine(monkeypatch, (-1, 3, 256, 320))
+    runner = trt_export.TensorRTRunner(tmp_path / "m.engine")
+    assert runner.batch is None and runner.image_size == (256, 320)
+    with_engine(monkeypatch, (2, 3, 320, 320))
+    assert trt_export.TensorRTRunner(tmp_path / "m.engine").batch == 2
+
+
+def test_benchmark_engine_of_another_size_is_one_line(tmp_path, monkeypatch, error_line) -> None:
+    (tmp_path / "m.engine").write_bytes(b"ENGINE")
+    with_engine(monkeypatch, (1, 3, 320, 320))
+    assert main(["benchmark", "--model", str(tmp_path / "m.engine"), "--backend", "tensorrt",
+                 "--image-size", "640"]) == 2
+    assert "m.engine: was exported for 320x320 input, not --image-size 640" in error_line()

@@ -16,9 +16,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "parameters and GFLOPs (2 FLOPs per multiply-accumulate, the paper's convention).")
     p.add_argument("--model", required=True,
                    help="hub id, model directory, checkpoint or preset; or an exported .onnx / .engine file")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--image-size", type=int, default=640, help="square input size (default 640)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch",
+                   help="what runs the model: torch (default), onnxruntime (an .onnx file, or the model exported "
+                        "to one first) or tensorrt (an .engine file, or the model built into one first)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per timed call (default: an exported file's fixed batch, else 1)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size, multiple of 32 (default: the model's own: an exported file's, a "
+                        "training checkpoint's or the preprocessor_config.json's beside the weights, else 640)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend; default auto)")
     p.add_argument("--half", action="store_true", help="fp16 (CUDA; torch backend keeps the head in fp32)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 backbone and encoder (torch backend)")
@@ -26,19 +31,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph (torch backend, CUDA only)")
     p.add_argument("--eager", action="store_true",
                    help="time the training-form model as loaded instead of the deploy form (torch backend)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads, at least 1 (default: the library's choice)")
     p.add_argument("--iters", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.set_defaults(func=run)
 
 
-def _torch_runner(args: argparse.Namespace, model: Any, device: Any) -> tuple[Callable[[], Any], str]:
+def _torch_runner(args: argparse.Namespace, model: Any, device: Any, size: tuple[int, int],
+                  batch: int) -> tuple[Callable[[], Any], str]:
     import torch
 
     from dfine.errors import DFineError
     from dfine.export.fast import optimize_for_inference
 
-    pixels = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    pixels = torch.rand(batch, 3, *size, device=device)
     dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else torch.float32
     if args.eager:
         if args.compile or args.cuda_graph:
@@ -50,8 +57,7 @@ def _torch_runner(args: argparse.Namespace, model: Any, device: Any) -> tuple[Ca
         description = f"eager (training form), {str(dtype).replace('torch.', '')}"
     else:
         network = optimize_for_inference(model, dtype=dtype, device=device, compile=args.compile,
-                                         cuda_graph=args.cuda_graph, image_size=args.image_size,
-                                         batch_size=args.batch_size)
+                                         cuda_graph=args.cuda_graph, image_size=size, batch_size=batch)
         description = network.mode + (", head float32" if dtype != torch.float32 else "")
 
     def call() -> Any:
@@ -61,17 +67,30 @@ def _torch_runner(args: argparse.Namespace, model: Any, device: Any) -> tuple[Ca
     return call, description
 
 
-def _exported_file(args: argparse.Namespace, model: Any, workdir: Path) -> Path:
-    """The .onnx / .engine to time: the one given, or a fresh (unchecked) export of the model."""
+def _exported_file(args: argparse.Namespace, model: Any, workdir: Path, size: tuple[int, int], batch: int) -> Path:
+    """The .onnx / .engine to time: a fresh (unchecked) export of the model."""
     if args.backend == "onnxruntime":
         from dfine.export.onnx import export_onnx
 
-        return export_onnx(model, workdir / "model.onnx", args.image_size, half=args.half,
-                           batch_size=args.batch_size, check=False).path
+        return export_onnx(model, workdir / "model.onnx", size, half=args.half, batch_size=batch, check=False).path
     from dfine.export.tensorrt import export_engine
 
-    return export_engine(model, workdir / "model.engine", args.image_size, half=args.half,
-                         batch_size=args.batch_size, check=False)
+    return export_engine(model, workdir / "model.engine", size, half=args.half, batch_size=batch, check=False)
+
+
+def _graph_input(args: argparse.Namespace, path: Path, batch: int | None,
+                 size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """The batch and input size to feed an exported file: what its graph was exported for (an input of another
+    size is rejected by the runtime); a different explicit --image-size or --batch-size is an error."""
+    from dfine.errors import InputFileError
+
+    if args.image_size is not None and (args.image_size, args.image_size) != size:
+        raise InputFileError(path, f"was exported for {size[0]}x{size[1]} input, not --image-size "
+                                   f"{args.image_size}: leave --image-size out or export at that size")
+    if batch is not None and args.batch_size is not None and args.batch_size != batch:
+        raise InputFileError(path, f"has a fixed batch of {batch}, not --batch-size {args.batch_size}: leave "
+                                   "--batch-size out or export with --dynamic-batch")
+    return args.batch_size or batch or 1, size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,14 +101,21 @@ def run(args: argparse.Namespace) -> int:
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
     from dfine.inference import resolve_device
 
-    if args.batch_size < 1 or args.iters < 1 or args.warmup < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.iters < 1 or args.warmup < 0:
         raise DFineError("--batch-size and --iters must be at least 1, --warmup at least 0")
-    if args.image_size <= 0 or args.image_size % 32:
+    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
         raise DFineError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.threads is not None and args.threads < 1:
+        raise DFineError(f"--threads must be at least 1, got {args.threads}")
     if args.half and args.bf16:
         raise DFineError("choose one of --half and --bf16")
     if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16):
         raise DFineError("--compile, --cuda-graph, --eager and --bf16 apply to the torch backend only")
+    given = Path(args.model)
+    exported_given = given.suffix.lower() in (".onnx", ".engine")
+    if args.backend == "torch" and exported_given:
+        raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "
+                         f"{'onnxruntime' if given.suffix.lower() == '.onnx' else 'tensorrt'})")
     if args.backend == "tensorrt":
         from dfine.export.tensorrt import require_tensorrt
 
@@ -97,56 +123,62 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    given = Path(args.model)
-    exported_given = given.suffix.lower() in (".onnx", ".engine")
     model = None
+    params = gflops = None
+    # for an exported file both are replaced by what its graph was exported for (see _graph_input)
+    size = (args.image_size, args.image_size) if args.image_size is not None else (640, 640)
+    batch = args.batch_size or 1
     if not exported_given:
+        from dfine.engine.build import check_image_size
+        from dfine.export.deploy import deploy
+        from dfine.hub.resolve import model_input_size
         from dfine.model import DFineForObjectDetection
 
         model = DFineForObjectDetection.from_pretrained(args.model)
-    size = (args.image_size, args.image_size)
-    params = gflops = None
-    if model is not None:
-        from dfine.export.deploy import deploy
-
+        if args.image_size is None:
+            size = model_input_size(args.model)
+        check_image_size(model.config, size)  # before count_flops, whose top-k fails on too few positions
         params = count_parameters(model)
         gflops = count_flops(deploy(model, size), size)
 
     device = resolve_device(args.device if args.backend == "torch" else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend == "torch":
-            if model is None:
-                raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file")
-            call, description = _torch_runner(args, model, device)
+            call, description = _torch_runner(args, model, device, size, batch)
         else:
-            path = given if exported_given else _exported_file(args, model, Path(tmp))
-            images = np.random.rand(args.batch_size, 3, *size).astype(np.float32)
-            sizes = np.array([[args.image_size, args.image_size]] * args.batch_size, dtype=np.int64)
+            path = given if exported_given else _exported_file(args, model, Path(tmp), size, batch)
             if args.backend == "onnxruntime":
                 from dfine.runtime import OnnxDetector
 
                 detector = OnnxDetector(path, threads=args.threads)
                 description = f"ONNX Runtime {detector.session.get_providers()[0]}, {detector.precision}"
                 runner: Any = detector.run
+                graph = detector.batch, detector.image_size
             else:
                 from dfine.export.tensorrt import TensorRTRunner
 
-                runner = TensorRTRunner(path)
+                engine = TensorRTRunner(path)
+                runner = engine.run
+                graph = engine.batch, engine.image_size
                 description = "TensorRT" + (" fp16" if args.half else " fp32")
                 device = torch.device("cuda")
+            if exported_given:
+                batch, size = _graph_input(args, path, *graph)
+            images = np.random.rand(batch, 3, *size).astype(np.float32)
+            sizes = np.array([[size[1], size[0]]] * batch, dtype=np.int64)  # (width, height) per image
 
             def call() -> Any:
                 return runner(images, sizes)
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        timing = time_callable(call, iters=args.iters, warmup=args.warmup, device=device, batch=args.batch_size)
+        timing = time_callable(call, iters=args.iters, warmup=args.warmup, device=device, batch=batch)
         memory = peak_memory_mib(device)
 
     where = f"{device}" + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
     print(f"model:       {args.model}")
     print(f"backend:     {args.backend}: {description}")
-    print(f"device:      {where}, input {args.batch_size}x3x{args.image_size}x{args.image_size}")
+    print(f"device:      {where}, input {batch}x3x{size[0]}x{size[1]}")
     if params is not None:
         print(f"parameters:  {params / 1e6:.2f} M")
     if gflops is not None:

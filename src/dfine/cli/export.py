@@ -17,7 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["onnx", "engine"], default="onnx",
                    help="onnx (ONNX Runtime, OpenVINO, TensorRT ...) or engine (TensorRT, needs TensorRT and CUDA)")
     p.add_argument("--output", default=None, help="output file (default: <model name>.onnx / .engine)")
-    p.add_argument("--image-size", type=int, default=640, help="square input size, multiple of 32 (default 640)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size, multiple of 32 (default: the model's own, from a training checkpoint or "
+                        "the preprocessor_config.json beside the weights, else 640)")
     p.add_argument("--batch-size", type=int, default=1, help="fixed batch size of the graph (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch dimension dynamic")
     p.add_argument("--half", action="store_true",
@@ -38,7 +40,7 @@ def _default_output(model: str, fmt: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from dfine.errors import DFineError
 
-    if args.image_size <= 0 or args.image_size % 32:
+    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
         raise DFineError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
     if args.batch_size < 1 or args.max_batch < 1:
         raise DFineError("--batch-size and --max-batch must be at least 1")
@@ -48,19 +50,22 @@ def run(args: argparse.Namespace) -> int:
 
         require_tensorrt()  # before loading anything: say it at once when TensorRT is missing
 
+    from dfine.hub.resolve import model_input_size
     from dfine.model import DFineForObjectDetection
 
     model = DFineForObjectDetection.from_pretrained(args.model)
+    # the size the model was trained for (its training checkpoint or processor config), unless asked otherwise
+    size = (args.image_size,) * 2 if args.image_size is not None else model_input_size(args.model)
     if args.format == "onnx":
         from dfine.export.onnx import export_onnx
 
-        result = export_onnx(model, output, args.image_size, dynamic_batch=args.dynamic_batch, half=args.half,
+        result = export_onnx(model, output, size, dynamic_batch=args.dynamic_batch, half=args.half,
                              batch_size=args.batch_size, check=not args.no_check)
         print(f"wrote {result.summary()}")
     else:
         from dfine.export.tensorrt import export_engine
 
-        path = export_engine(model, output, args.image_size, half=args.half, dynamic_batch=args.dynamic_batch,
+        path = export_engine(model, output, size, half=args.half, dynamic_batch=args.dynamic_batch,
                              max_batch=args.max_batch, batch_size=args.batch_size, check=not args.no_check)
         print(f"wrote {path} (and {path.with_suffix('.onnx')})")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -81,9 +82,15 @@ def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], h
 def _quiet_exporter() -> Iterator[None]:
     """Silence the exporter's and graph optimiser's INFO chatter (they log through the root logger)."""
     names = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
-    levels = {name: logging.getLogger(name).level for name in names}
+    # a failed trace also logs each failing op's traceback at ERROR level (dozens of lines of torch internals)
+    # before the exporter raises; that error is reported in one line instead, so these stay quiet unless -v
+    tracers = ("torch._subclasses", "torch.export._trace")
+    verbose = logger.isEnabledFor(logging.DEBUG)
+    levels = {name: logging.getLogger(name).level for name in names + tracers}
     for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in tracers if not verbose else ():
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -91,6 +98,25 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+# terminal colour codes (ESC [ ... m and the like), which the exporter puts into its messages
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _exporter_message(error: BaseException) -> str:
+    """``Type: first line`` of an exporter failure, without colour codes, naming the underlying error.
+
+    The exporter wraps the real failure (e.g. ``RuntimeError: k not in range for dimension``) in an error whose
+    first line is boilerplate ending in "Next steps:", so the innermost cause is the part worth one line.
+    """
+    root = error
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    described = f"{type(root).__name__}: {first_line(root)}"
+    if root is not error:
+        described = f"{type(error).__name__} caused by {described}"
+    return _ANSI_ESCAPE.sub("", described)
 
 
 def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
@@ -106,8 +132,7 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
             program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
                                         output_names=OUTPUT_NAMES, dynamic_shapes=dynamic_shapes, verbose=False)
         except Exception as error:  # the exporter's own failures: report them in one line
-            raise DFineError(f"ONNX export failed in torch.onnx.export ({type(error).__name__}: "
-                             f"{first_line(error)})") from error
+            raise DFineError(f"ONNX export failed in torch.onnx.export ({_exporter_message(error)})") from error
     proto = program.model_proto
     _label_nodes(proto)
     # readable names for the batch axis, whatever the exporter called it
@@ -219,9 +244,15 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         top_k: detections per image in the graph (default: the number of queries, 300).
 
     Raises:
-        DFineError: export, checker or comparison failure, with a one-line message.
+        DFineError: an image size too small for the model's queries, or an export, checker or comparison failure,
+            with a one-line message.
     """
+    from dfine.engine.build import check_image_size
+
     size = normalize_image_size(image_size)
+    # query selection needs at least num_queries encoder positions; checked here because the exporter's own
+    # failure (a top-k out of range while tracing) says nothing about the image size
+    check_image_size(model.config, size)
     path = Path(output)
     if path.suffix.lower() != ".onnx":
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")

@@ -141,6 +141,13 @@ class TensorRTRunner:
             raise InputFileError(path, "not a TensorRT engine for this TensorRT version and GPU")
         self.context = self.engine.create_execution_context()
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if "images" not in self.names:
+            raise InputFileError(path, f"not a dfine engine: its tensors are {self.names}, expected images, "
+                                       "orig_target_sizes, labels, boxes and scores")
+        # the input the engine was built for, as OnnxDetector reads it from a graph: (batch or -1, 3, H, W)
+        shape = [int(d) for d in self.engine.get_tensor_shape("images")]
+        self.batch: int | None = shape[0] if shape[0] > 0 else None
+        self.image_size: tuple[int, int] = (shape[2], shape[3])
 
     def _torch_dtype(self, name: str) -> Any:
         trt, torch = self.trt, self.torch

@@ -36,6 +36,27 @@ class ResolvedCheckpoint:
     source: str  # what to name in messages
 
 
+# How torch names the class that ``weights_only`` refused, e.g. "Unsupported global: GLOBAL argparse.Namespace"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def torch_load_error(path: Path, error: BaseException) -> InputFileError:
+    """A one-line error for a file ``torch.load(weights_only=True)`` could not read.
+
+    torch's own message advises re-running with ``weights_only=False``: unsafe advice for a file from the internet,
+    and wrong for a corrupt one (its first line is the same for both), so it is never passed on. Only a genuine
+    refusal (a well-formed pickle holding classes other than tensors and containers) is told apart.
+    """
+    refused = _REFUSED_GLOBAL.search(f"{error} {error.__context__ or ''}")
+    if refused:
+        return InputFileError(path, f"contains objects that cannot be loaded safely ({refused[1]}): only tensors, "
+                                    "numbers, strings, lists and dicts are read; if you trust its source, re-save "
+                                    "just its weights")
+    if isinstance(error, EOFError) and path.is_file() and path.stat().st_size == 0:
+        return InputFileError(path, "empty file, not a PyTorch checkpoint")
+    return InputFileError(path, "not a PyTorch checkpoint (corrupt or not a checkpoint file)")
+
+
 def load_torch_file(path: Path) -> dict[str, Any]:
     """The dict saved in a ``.pth``/``.pt``/``.bin`` file, read safely (``weights_only``); one-line errors."""
     try:
@@ -43,8 +64,10 @@ def load_torch_file(path: Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
-    except Exception as e:  # pickle errors, truncated zip, disallowed globals ...
-        raise InputFileError(path, f"cannot be read as a PyTorch checkpoint ({first_line(e)})") from None
+    except OSError as e:  # permissions, I/O errors: the file may well be fine
+        raise InputFileError(path, f"cannot be read ({e.strerror or first_line(e)})") from None
+    except Exception as e:  # pickle errors, truncated zip, disallowed globals, text files ...
+        raise torch_load_error(path, e) from None
     if not isinstance(data, dict):
         raise InputFileError(path, f"holds a {type(data).__name__}, not a state dict")
     return data
@@ -248,3 +271,29 @@ def resolve_config(name_or_path: str | Path, **overrides: Any) -> DFineConfig:
     if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)) and not is_preset(str(name_or_path)):
         return DFineConfig.from_json_file(download_from_hub(str(name_or_path), CONFIG_NAME), **overrides)
     return resolve_checkpoint(name_or_path, **overrides).config
+
+
+def _training_image_size(path: Path) -> tuple[int, int] | None:
+    """The ``image_size`` a ``dfine train`` checkpoint (``last.pt``) records, None for any other file."""
+    try:
+        # mmap: only the pickled structure is read, not the weights (a last.pt also holds the optimizer state)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, or unreadable: loading the model itself says why
+        return None
+    size = data.get("image_size") if isinstance(data, dict) else None
+    if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
+    """The (height, width) a model was made for: the training size a ``dfine train`` checkpoint records, else the
+    ``preprocessor_config.json`` in the model's folder or next to its file (what ``dfine val`` reads), else 640."""
+    from dfine.engine.api import _model_image_size
+
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix in _TORCH_SUFFIXES:
+        size = _training_image_size(path)
+        if size is not None:
+            return size
+    return _model_image_size(path)
