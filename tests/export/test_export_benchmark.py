@@ -55,10 +55,13 @@ def test_benchmark_cli_errors(argv, message, error_line) -> None:
 
 
 def test_benchmark_onnx_takes_the_graphs_input_size(n_onnx, capsys, error_line) -> None:
-    """An .onnx exported at 320 is timed at 320 without --image-size (ONNX Runtime rejects any other size)."""
-    assert main(["benchmark", "--model", str(n_onnx), "--backend", "onnxruntime", "--iters", "1",
-                 "--warmup", "0"]) == 0
-    assert "input 1x3x320x320" in capsys.readouterr().out
+    """An .onnx exported at 320 is timed at 320 without --image-size (ONNX Runtime rejects any other size);
+    its suffix picks the onnxruntime backend, and asking for torch explicitly names the right one."""
+    assert main(["benchmark", "--model", str(n_onnx), "--iters", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1x3x320x320" in out and "ONNX Runtime" in out
+    assert main(["benchmark", "--model", str(n_onnx), "--backend", "torch", "--iters", "1"]) == 2
+    assert "use --backend onnxruntime" in error_line()
     assert main(["benchmark", "--model", str(n_onnx), "--backend", "onnxruntime", "--image-size", "640",
                  "--iters", "1"]) == 2
     assert "exported for 320x320 input, not --image-size 640" in error_line()

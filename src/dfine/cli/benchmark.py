@@ -16,9 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "parameters and GFLOPs (2 FLOPs per multiply-accumulate, the paper's convention).")
     p.add_argument("--model", required=True,
                    help="hub id, model directory, checkpoint or preset; or an exported .onnx / .engine file")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default="torch",
-                   help="what runs the model: torch (default), onnxruntime (an .onnx file, or the model exported "
-                        "to one first) or tensorrt (an .engine file, or the model built into one first)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
+                   help="what runs the model: torch, onnxruntime (an .onnx file, or the model exported to one "
+                        "first) or tensorrt (an .engine file, or the model built into one first); default: "
+                        "onnxruntime for an .onnx file, tensorrt for an .engine file, else torch")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per timed call (default: an exported file's fixed batch, else 1)")
     p.add_argument("--image-size", type=int, default=None,
@@ -99,12 +100,15 @@ def run(args: argparse.Namespace) -> int:
 
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
-    from dfine.inference import resolve_device
+    from dfine.inference import resolve_device, validate_image_size
 
+    # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
+    suffix = Path(args.model).suffix.lower()
+    if args.backend is None:
+        args.backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(suffix, "torch")
     if (args.batch_size is not None and args.batch_size < 1) or args.iters < 1 or args.warmup < 0:
         raise DFineError("--batch-size and --iters must be at least 1, --warmup at least 0")
-    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
-        raise DFineError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    validate_image_size(args.image_size, "--image-size")
     if args.threads is not None and args.threads < 1:
         raise DFineError(f"--threads must be at least 1, got {args.threads}")
     if args.half and args.bf16:
