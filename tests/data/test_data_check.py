@@ -71,6 +71,59 @@ def test_image_size_differs_from_annotations(tmp_path):
     )
 
 
+def test_image_size_mismatch_is_reported_instead_of_the_boxes_it_puts_outside(tmp_path):
+    # annotated as 64x64 but the file is 128x128: its boxes in 128-pixel coordinates fall outside 64x64, which is a
+    # consequence of the size, not a second problem to chase
+    image = {"id": 1, "file_name": "a.png", "width": 64, "height": 64}
+    annotations = [box_annotation(1, 1, [80, 80, 20, 20]), box_annotation(2, 1, [70, 90, 10, 10]),
+                   box_annotation(3, 1, [10, 10, 20, 20])]
+    data = _coco_data(tmp_path, images=[image], annotations=annotations, make_images=False)
+    write_image(tmp_path / "imgs" / "a.png", 128, 128)
+    assert _only_problem(data) == (
+        f"{tmp_path / 'imgs' / 'a.png'}: image is 128x128 but the annotations were made for 64x64 (2 of its boxes "
+        "lie outside 64x64, not listed separately); were the images resized after annotating?"
+    )
+
+
+def test_boxes_outside_a_correctly_sized_image_are_still_listed(tmp_path):
+    images = [_IMAGE, {"id": 2, "file_name": "b.png", "width": 640, "height": 480}]
+    annotations = [box_annotation(1, 1, [70, 10, 5, 5]), box_annotation(2, 2, [1, 1, 5, 5])]
+    data = _coco_data(tmp_path, images=images, annotations=annotations, make_images=False)
+    write_image(tmp_path / "imgs" / "a.png", 64, 48)
+    write_image(tmp_path / "imgs" / "b.png", 64, 48)
+    problems = set(_problems(data))
+    assert len(problems) == 2
+    assert any(p.endswith("annotation 1: box xyxy (70, 10, 75, 15) lies completely outside the 64x48 image")
+               for p in problems)
+    assert any("b.png: image is 64x48 but the annotations were made for 640x480; were" in p for p in problems)
+
+
+def test_missing_image_folder_is_one_problem(tmp_path):
+    images = [{**_IMAGE, "id": i, "file_name": f"{i}.png"} for i in range(1, 6)]
+    images.append({"id": 9, "file_name": "9.png"})  # no size: read from the file, which is missing too
+    annotations = [box_annotation(i, i, [2, 2, 10, 10]) for i in range(1, 6)]
+    ann = write_coco(tmp_path / "annotations", images, annotations, name="train.json", make_images=False)
+    entry = {"images": "no_such_folder", "annotations": f"annotations/{ann.name}"}
+    (tmp_path / "data.yaml").write_text(json.dumps({"train": entry}))
+    assert _only_problem(tmp_path / "data.yaml") == (
+        f"{tmp_path / 'no_such_folder'}: image folder does not exist (it should hold images listed in {ann})"
+    )
+
+
+def test_val_split_reports_an_unreadable_training_file(tmp_path):
+    # COCO splits take their classes from the training file: checking only val must still say why there are none
+    data = _coco_data(tmp_path)
+    val = tmp_path / "imgs" / "val.json"
+    val.write_text((tmp_path / "imgs" / "train.json").read_text())
+    config = json.loads(data.read_text())
+    config["val"]["annotations"] = "imgs/val.json"
+    data.write_text(json.dumps(config))
+    (tmp_path / "imgs" / "train.json").write_text('{"images": [')
+    with pytest.raises(DatasetError) as info:
+        check_dataset(data, ["val"], progress=False)
+    assert info.value.problems[0].startswith(f"{tmp_path / 'imgs' / 'train.json'}: invalid JSON (line 1")
+
+
 def test_unknown_category(tmp_path):
     data = _coco_data(tmp_path, annotations=[box_annotation(17, 1, [1, 1, 5, 5], category_id=9)])
     assert _only_problem(data) == (
@@ -115,6 +168,34 @@ def test_yolo_wrong_number_of_values(tmp_path):
     data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n"}, ["x"])
     label = tmp_path / "labels" / "train" / "a.txt"
     assert _only_problem(data) == f"{label}:2: expected 5 values 'class cx cy w h', got 4"
+
+
+def test_negative_box_size_is_a_problem(tmp_path):
+    # a negative width is a malformed box (like a NaN), not an empty one: dropping it would lose an object quietly
+    data = _coco_data(tmp_path, annotations=[box_annotation(8, 1, [10, 10, -20, 30])])
+    assert _only_problem(data) == (
+        f"{tmp_path / 'imgs' / 'train.json'} annotation 8: box xyxy (10, 10, -10, 40) has a negative width (-20)"
+    )
+    data = write_yolo(tmp_path / "yolo", {"a": "0 0.5 0.5 -0.25 -0.5\n"}, ["x"])
+    label = tmp_path / "yolo" / "labels" / "train" / "a.txt"
+    assert _only_problem(data) == (
+        f"{label}:1: box xyxy (40, 36, 24, 12) has a negative width (-16) and height (-24)"
+    )
+
+
+def test_yolo_label_file_with_byte_order_mark(tmp_path):
+    data = write_yolo(tmp_path, {"a": "\ufeff0 0.5 0.5 0.25 0.5\n"}, ["x"])
+    assert (tmp_path / "labels" / "train" / "a.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+    spec = resolve_dataset(data)
+    assert check_dataset(spec, progress=False).ok
+    assert spec.build("train")[0][1]["boxes"].tolist() == [[24, 12, 40, 36]]
+
+
+def test_coco_file_with_byte_order_mark(tmp_path):
+    data = _coco_data(tmp_path)
+    ann = tmp_path / "imgs" / "train.json"
+    ann.write_bytes(b"\xef\xbb\xbf" + ann.read_bytes())
+    assert check_dataset(data, progress=False).splits["train"].boxes == 1
 
 
 def test_yolo_non_numeric_value(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 import dfine.hub.backbone
@@ -45,6 +44,8 @@ def test_large_sizes_freeze_backbone_norm_and_stem() -> None:
 def test_image_size_must_give_enough_queries() -> None:
     config = preset_config("dfine-n-coco")  # strides 16 and 32
     check_image_size(config, 256)  # 16*16 + 8*8 = 320 >= 300
-    with pytest.raises(ConfigError, match="224x224 gives 245 encoder positions"):
+    with pytest.raises(ConfigError, match="224x224 gives 245 encoder positions") as info:
         check_image_size(config, 224)
+    # the way out, for the command line and for Python
+    assert "(--set num_queries=N on the command line, num_queries=N in Python)" in str(info.value)
     check_image_size(preset_config("dfine-s-coco"), 160)  # strides 8/16/32: 400 + 100 + 25

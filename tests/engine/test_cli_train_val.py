@@ -43,6 +43,23 @@ def test_val_class_count_mismatch(tmp_path: Path, tiny_yaml: Path, capsys: pytes
     assert "the model has 80 classes but the data set" in err and "has 3 (circle, square, triangle)" in err
 
 
+@pytest.mark.parametrize("content", ['{"images": [', '{"images": [], "annotations": [], "categories": []}'])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_val_reports_data_problems_before_the_class_count(tmp_path: Path, content: str, split: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # a broken training annotation file leaves the data set without classes; that is the problem to report, not
+    # "the model has 3 classes but the data set has 0" (val takes its classes from the training file too)
+    data = tiny_data(tmp_path / "data", num_train=2, num_val=2)
+    train_json = tmp_path / "data" / "annotations" / "instances_train.json"
+    train_json.write_text(content)
+    model = DFineForObjectDetection(preset_config("dfine-n-coco", num_labels=3)).save_pretrained(tmp_path / "m")
+    assert main(["val", "--model", str(model), "--data", str(data), "--split", split, "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "classes but the data set" not in err
+    expected = "invalid JSON (line 1, column 13" if content.endswith("[") else "'categories' is empty"
+    assert f"{train_json}: {expected}" in err
+
+
 def test_train_bad_data_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--data", str(tmp_path / "nope.yaml"), "--no-pretrained-backbone"]) == 2
     err = capsys.readouterr().err.strip()
@@ -63,7 +80,7 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                  "--output", str(out), "--workers", "0", "--no-pretrained-backbone", "--no-progress",
                  "--set", "num_queries=100", "--set", "warmup_iters=1"]) == 0
     printed = capsys.readouterr().out
-    assert "linear warm-up over 1 iterations" in printed and f"best model: {out / 'best'}" in printed
+    assert "linear warm-up over 1 iteration, then constant" in printed and f"best model: {out / 'best'}" in printed
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
 
 

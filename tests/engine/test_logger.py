@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import dfine.engine.logger as logger_module
+import dfine.engine.plots as plots_module
 from dfine.engine.evaluator import ClassAP, EvalResult
 from dfine.engine.logger import MetricMeter, MetricsLogger, SmoothedValue, read_metrics
 from dfine.engine.plots import plot_per_class_ap, plot_results
@@ -146,6 +147,29 @@ def test_plot_results_without_suffixed_terms_or_total(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"epoch": 0, "train": {"loss_vfl": 1.0, "loss_giou": 0.5}}) + "\n")
     assert_png(plot_results(tmp_path, tmp_path / "results.png"))
+
+
+@pytest.mark.parametrize("rates", [[7.2e-4, 7.6e-4, 8e-4, 8e-4], [7.9e-4, 8e-4, 8e-4], [1e-5, 4e-4, 8e-4]])
+def test_learning_rate_ticks_have_distinct_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   rates: list[float]) -> None:
+    # a rate that hardly changes gives matplotlib ticks closer than one significant digit tells apart
+    labels: list[str] = []
+    save = plots_module._save
+
+    def capture(figure, out_png):
+        figure.canvas.draw()
+        (ax,) = [a for a in figure.axes if a.get_title() == "learning rate"]
+        low, high = ax.get_ylim()
+        labels.extend(t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high)
+        return save(figure, out_png)
+
+    monkeypatch.setattr(plots_module, "_save", capture)
+    with MetricsLogger(tmp_path, use_tensorboard=False) as metrics:
+        for epoch, rate in enumerate(rates):
+            metrics.log_epoch(epoch, {"loss": 1.0}, lr=[rate])
+    plot_results(tmp_path, tmp_path / "results.png")
+    assert len(labels) >= 2 and all(labels), labels
+    assert len(set(labels)) == len(labels), labels
 
 
 def test_plot_per_class_ap(tmp_path: Path) -> None:

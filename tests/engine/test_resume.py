@@ -6,6 +6,8 @@ the straight run does; strong augmentation (random) runs in epoch 1, so the rand
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,20 @@ def test_resume_true_uses_the_output_folder(tmp_path: Path, tiny_yaml: Path) -> 
     assert torch.load(more.last_checkpoint, weights_only=True)["epoch"] == 1
     with pytest.raises(dfine.DFineError, match="options cannot change when resuming: num_denoising differ"):
         dfine.train(tiny_yaml, epochs=3, output=tmp_path / "run", resume=True, **{**TINY, "num_denoising": 0})
+
+
+def test_resume_path_announces_the_options_it_ignores(trained_run, tmp_path: Path, tiny_yaml: Path,
+                                                      caplog: pytest.LogCaptureFixture,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "k"
+    run.mkdir()
+    shutil.copy(trained_run.last_checkpoint, run / "last.pt")
+    # the finished 2-epoch run, "continued" to 2 epochs: nothing left to train, only the wiring runs
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        result = dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "k2", resume=run / "last.pt",
+                             **{**TINY, "seed": 5})
+    assert result.output_dir == run and not (tmp_path / "k2").exists()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"resuming: output={tmp_path / 'k2'} ignored, the checkpoint's folder {run} is kept" in warnings
+    assert "resuming: seed=5 ignored, the checkpoint's 0 is kept" in warnings
+    assert f"Model: D-FINE-N, resuming {run / 'last.pt'} (a from-scratch run)" in capsys.readouterr().out

@@ -12,6 +12,8 @@ from trainhelpers import TINY, drop_annotations, tiny_data
 
 import dfine
 import dfine.loss
+from dfine.engine import trainer as trainer_module
+from dfine.engine.evaluator import EvalResult
 from dfine.engine.logger import read_metrics
 from dfine.errors import DFineError
 
@@ -113,6 +115,29 @@ def test_stop_epoch_without_best_is_announced(tmp_path: Path, tiny_yaml: Path,
     out = capsys.readouterr().out
     assert "Stop epoch 2" in out and "no best stage-1 state exists" in out
     assert "Training hyper-parameters" in out and "Data set OK" in out
+
+
+def test_tied_ap_keeps_the_latest_epoch(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # AP flat at 0, as early in most small runs: the stop epoch must restart from the latest stage-1 epoch, not
+    # from epoch 1 with every epoch since thrown away
+    monkeypatch.setattr(trainer_module.Trainer, "validate", lambda self: EvalResult(*([0.0] * 14)))
+    result = dfine.train(tiny_yaml, epochs=3, batch_size=8, output=tmp_path / "run", stop_epoch=2, **TINY)
+    out = capsys.readouterr().out
+    assert "Stop epoch 3: strong augmentation and multi-scale off; restarting from the best stage-1 state (epoch 2, " \
+           "AP 0.0000)" in out
+    assert "epoch 3/3: loss" in out and "(best 0.0000 @ epoch 3)" in out
+    assert torch.load(result.output_dir / "best_stage1.pt", weights_only=True)["epoch"] == 1
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert last["best_epoch"] == 2
+    # best/ and the checkpoint agree: best/ holds the final epoch's EMA weights
+    from safetensors.torch import load_file
+
+    best = load_file(result.best_model / "model.safetensors")
+    ema = last["ema"]["module"]
+    shared = [k for k in best if k in ema and best[k].dtype.is_floating_point]
+    assert len(shared) > 100
+    assert all(torch.equal(best[k], ema[k]) for k in shared)
 
 
 def test_stop_epoch_zero_says_the_run_has_no_strong_augmentation(tmp_path: Path, tiny_yaml: Path,

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from typing import Any
+
+# YAML 1.1 (PyYAML) reads a number with an exponent but no dot, such as 1e-4, as text
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with the value read as YAML (``3``, ``0.5``, ``true``, ``[1, 2]``, text)."""
+    """``KEY=VALUE`` with the value read as YAML (``3``, ``0.5``, ``1e-4``, ``true``, ``[1, 2]``, text)."""
     import yaml
 
     from dfine.errors import ConfigError
@@ -20,6 +24,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    if _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return key.strip(), float(value)
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
@@ -30,23 +36,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train or fine-tune on a data set",
         description="Train D-FINE on a COCO or YOLO data set with the original recipe (scaled to your batch size "
-                    "and data set; the resolved values are printed). A preset name trains that size from an "
-                    "ImageNet backbone; a hub id, folder or file fine-tunes those weights.")
+                    "and data set; the resolved values are printed). A preset name trains that size from scratch, "
+                    "its backbone initialised from ImageNet weights (downloaded once) unless "
+                    "--no-pretrained-backbone; a hub id, folder or file fine-tunes those weights.")
     p.add_argument("--data", required=True, help="data YAML or data set folder (COCO, Roboflow or YOLO layout)")
     p.add_argument("--model", default="dfine-n-coco",
-                   help="preset (dfine-n-coco ... dfine-x-coco: from scratch) or weights to fine-tune "
-                        "(e.g. ustc-community/dfine-small-coco); default dfine-n-coco")
+                   help="preset (dfine-n-coco ... dfine-x-coco: from scratch, ImageNet backbone) or weights to "
+                        "fine-tune (e.g. ustc-community/dfine-small-coco); default dfine-n-coco")
     p.add_argument("--epochs", type=int, default=None, help="default: from the recipe and the data set size")
     p.add_argument("--batch-size", type=int, default=None,
                    help="total images per step over all processes (default: the recipe's per-GPU batch)")
     p.add_argument("--image-size", type=int, default=640, help="square input size, multiple of 32 (default 640)")
-    p.add_argument("--output", default="runs/train", help="run folder (default runs/train)")
+    p.add_argument("--output", default=None,
+                   help="run folder (default runs/train; when resuming, the checkpoint's folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                    help="continue <output>/last.pt, or the given checkpoint")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA, off on CPU)")
-    p.add_argument("--workers", type=int, default=4, help="data-loading processes per GPU (default 4)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes per GPU (default 4, or the number of CPU cores if fewer)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate, used as given (default: the recipe's, "
                                                           "scaled to the batch size)")

@@ -16,7 +16,14 @@ Typical training set-up::
 
 from dfine.data.check import CheckReport, SplitSummary, check_dataset
 from dfine.data.coco import CocoDetection, load_coco_index
-from dfine.data.collate import BatchCollator, EpochDataLoader, EvalShardSampler, build_dataloader, multiscale_sizes
+from dfine.data.collate import (
+    BatchCollator,
+    EpochDataLoader,
+    EvalShardSampler,
+    build_dataloader,
+    default_workers,
+    multiscale_sizes,
+)
 from dfine.data.dataset import DetectionDataset
 from dfine.data.epoch import SharedEpoch
 from dfine.data.images import load_image, probe_image
@@ -47,6 +54,7 @@ __all__ = [
     "YoloDetection",
     "build_dataloader",
     "check_dataset",
+    "default_workers",
     "load_coco_index",
     "load_image",
     "load_yolo_index",

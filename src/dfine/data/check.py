@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dfine.data.images import load_image, probe_images, size_mismatch_message, use_exif_orientation
+from dfine.data.images import (
+    load_image,
+    missing_folder_message,
+    probe_images,
+    size_mismatch_message,
+    use_exif_orientation,
+)
 from dfine.data.index import DetectionIndex, RepairLog
 from dfine.data.resolve import DatasetSpec, resolve_dataset
 from dfine.errors import DatasetError, InputFileError
@@ -102,11 +108,23 @@ def _check_images(index: DetectionIndex, split: str, decode: bool, progress: boo
     repairs = RepairLog()
     for record, info in zip(records, infos, strict=True):
         if isinstance(info, InputFileError):
+            if not record.path.exists() and not record.path.parent.is_dir():
+                # one line for the folder (usually a wrong images: path), not one per image it should hold
+                line = missing_folder_message(record.path.parent, index.source)
+                if line not in report.problems:
+                    report.problems.append(line)
+                continue
             report.problems.append(str(info))
             continue
         orientation = use_exif_orientation(info, record.width, record.height)
         if orientation is None:
-            report.problems.append(f"{record.path}: {size_mismatch_message(info, record.width, record.height)}")
+            # Boxes "outside the image" are what a wrong size looks like from the annotations: the size is the
+            # cause to report, not each of its consequences.
+            derived = index.size_problems.get(record.image_id, [])
+            for line in derived:
+                report.problems.remove(line)
+            message = size_mismatch_message(info, record.width, record.height, len(derived))
+            report.problems.append(f"{record.path}: {message}")
             continue
         if not orientation:
             repairs.add("EXIF rotation not applied: the boxes were drawn on the stored pixels", str(record.path))
@@ -164,6 +182,10 @@ def check_dataset(
         report.repairs += [f"{split}: {line}" for line in index.repairs.lines()]
         _check_images(index, split, decode, progress, report)
         report.splits[split] = _summarise(index)
+    if not categories.ids and spec.reference_split not in splits:
+        # COCO splits take their labels from the training file: when it cannot be read (invalid JSON, no
+        # categories), the checked splits have no classes either, and its problems are the ones to fix first.
+        report.problems[:0] = spec.index(spec.reference_split).problems
     _cross_split_checks(report)
     if report.problems and raise_on_problems:
         raise DatasetError(

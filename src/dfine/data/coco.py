@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dfine.data.dataset import DetectionDataset, Transforms
-from dfine.data.images import probe_image
+from dfine.data.images import missing_folder_message, probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder, RepairLog
 from dfine.errors import InputFileError
 
@@ -57,7 +57,7 @@ def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputFileError(path, "annotation file is missing")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is harmless, json.load refuses it
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise InputFileError(path, f"invalid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
@@ -153,7 +153,12 @@ def load_coco_index(
             try:
                 info = probe_image(path)
             except InputFileError as e:
-                builder.problem(str(e.path), f"{e.problem} (image {image_id} of {source})")
+                if not path.exists() and not path.parent.is_dir():
+                    line = missing_folder_message(path.parent, source)  # once, as the data set check does
+                    if line not in problems:
+                        problems.append(line)
+                else:
+                    builder.problem(str(e.path), f"{e.problem} (image {image_id} of {source})")
                 continue
             width, height = info.width, info.height
             repairs.add("missing image size read from the image file", f"{source} image {image_id}")

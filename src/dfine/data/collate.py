@@ -8,6 +8,7 @@ rounded to multiples of 32 (so a 320 model trains at 256..416), and the whole ba
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dfine.data.epoch import SharedEpoch
 from dfine.data.transforms import image_size_hw
+from dfine.errors import ConfigError
 
 _SMALLER = (480, 512, 544, 576, 608)
 _LARGER = (672, 704, 736, 768, 800)
@@ -116,6 +118,19 @@ class EpochDataLoader(DataLoader):
                 set_epoch(epoch)
 
 
+def default_workers(preferred: int = 4) -> int:
+    """``preferred`` data-loading processes, but no more than the CPU cores this process may run on.
+
+    More workers than cores only adds context switches (and torch warns about it once per loader it creates, i.e.
+    every epoch). ``sched_getaffinity`` sees the cores a container or ``taskset`` allows, ``cpu_count`` all of them.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(preferred, cores))
+
+
 def _seed_worker(worker_id: int) -> None:
     # The DataLoader seeds torch and `random` per worker from its base seed; numpy gets a seed derived from it too.
     np.random.seed(torch.initial_seed() % 2**32)
@@ -126,7 +141,7 @@ def build_dataloader(
     batch_size: int,
     *,
     shuffle: bool,
-    workers: int = 4,
+    workers: int | None = None,
     distributed: bool | None = None,
     drop_last: bool = False,
     collate_fn: BatchCollator | None = None,
@@ -140,7 +155,7 @@ def build_dataloader(
         dataset: a :class:`DetectionDataset` (or any map-style data set of ``(image, target)``).
         batch_size: images per batch on this process.
         shuffle: reshuffle every epoch (per ``set_epoch`` under DDP).
-        workers: DataLoader worker processes (0 loads in the main process).
+        workers: DataLoader worker processes (0 loads in the main process); None: :func:`default_workers`.
         distributed: shard across ``torch.distributed`` ranks; None does so when a process group is initialised.
         drop_last: drop the last incomplete batch (training).
         collate_fn: the batch collator; None stacks the images as they come (no multi-scale).
@@ -148,6 +163,10 @@ def build_dataloader(
         pin_memory: pin batches for faster host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (the epoch still reaches them).
     """
+    if workers is None:
+        workers = default_workers()
+    if workers < 0:
+        raise ConfigError(f"the number of data-loading workers must be >= 0, got {workers}")
     is_distributed = dist.is_available() and dist.is_initialized()
     if distributed and not is_distributed:
         raise RuntimeError("build_dataloader(distributed=True) needs an initialised torch.distributed process group")

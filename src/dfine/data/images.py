@@ -146,12 +146,22 @@ def use_exif_orientation(info: ImageInfo, width: int, height: int) -> bool | Non
     return None
 
 
-def size_mismatch_message(info: ImageInfo, width: int, height: int) -> str:
-    """The problem line for :func:`use_exif_orientation` returning None."""
+def size_mismatch_message(info: ImageInfo, width: int, height: int, boxes_outside: int = 0) -> str:
+    """The problem line for :func:`use_exif_orientation` returning None (``boxes_outside``: how many of the
+    image's boxes lie outside the annotated size, which the mismatch explains)."""
+    outside = ""
+    if boxes_outside:
+        outside = f" ({boxes_outside} of its boxes lie outside {width}x{height}, not listed separately)"
     return (
-        f"image is {info.width}x{info.height} but the annotations were made for {width}x{height}; "
+        f"image is {info.width}x{info.height} but the annotations were made for {width}x{height}{outside}; "
         "were the images resized after annotating?"
     )
+
+
+def missing_folder_message(folder: Path, source: Path) -> str:
+    """The one problem line for all the images listed in ``source`` that would be in a folder that does not exist
+    (a wrong ``images:`` path names every image as missing otherwise)."""
+    return f"{folder}: image folder does not exist (it should hold images listed in {source})"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

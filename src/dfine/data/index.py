@@ -10,7 +10,9 @@ Rules (in order), for each box:
 
 - category not in the table -> problem (cannot guess the class);
 - a coordinate that is NaN or infinite -> problem;
-- zero or negative width or height -> dropped (repair): it carries no object;
+- negative width or height -> problem: like a NaN it is a malformed annotation (an exporter that swapped corners,
+  a wrong format), and the object it stands for would otherwise be lost without a word;
+- zero width or height -> dropped (repair): it carries no object;
 - no overlap with the image at all -> problem: usually a wrong coordinate convention (pixels vs normalised,
   ``xywh`` vs ``xyxy``) that clipping would silently turn into garbage;
 - partly outside the image -> clipped to the image (repair).
@@ -108,6 +110,8 @@ class DetectionIndex:
         records: one per usable image, in a fixed order (the data set's index order).
         repairs: what was changed to make the annotations usable (nothing is written to disk).
         problems: one line per problem that could not be repaired, each naming its file.
+        size_problems: the lines of ``problems`` that follow from an image's annotated size (boxes completely
+            outside it), by image id: when the image file has another size, that is the one problem to report.
     """
 
     source: Path
@@ -115,6 +119,7 @@ class DetectionIndex:
     records: list[ImageRecord]
     repairs: RepairLog = field(default_factory=RepairLog)
     problems: list[str] = field(default_factory=list)
+    size_problems: dict[int, list[str]] = field(default_factory=dict)
 
     def raise_if_problems(self) -> DetectionIndex:
         """Raise :class:`DatasetError` listing every problem; return ``self`` when there is none."""
@@ -140,6 +145,7 @@ class IndexBuilder:
         self.categories = categories
         self.repairs = RepairLog()
         self.problems: list[str] = []
+        self.size_problems: dict[int, list[str]] = {}
         self._label_of = categories.label_of
         self._images: dict[int, tuple[Path, str, int, int]] = {}  # id -> (path, file_name, width, height)
         # per image id: one (x1, y1, x2, y2, label, crowd, area) row per box
@@ -190,7 +196,11 @@ class IndexBuilder:
         if not all(math.isfinite(v) for v in box_xyxy):
             self.problem(where, f"box {list(box_xyxy)} has a NaN or infinite coordinate")
             return
-        if x2 <= x1 or y2 <= y1:
+        if x2 < x1 or y2 < y1:
+            sizes = [f"{name} ({size:g})" for name, size in (("width", x2 - x1), ("height", y2 - y1)) if size < 0]
+            self.problem(where, f"box xyxy ({x1:g}, {y1:g}, {x2:g}, {y2:g}) has a negative {' and '.join(sizes)}")
+            return
+        if x2 == x1 or y2 == y1:
             self.repairs.add("zero-area box dropped", where)
             return
         w, h = image[2], image[3]
@@ -199,6 +209,7 @@ class IndexBuilder:
                 where,
                 f"box xyxy ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies completely outside the {w}x{h} image",
             )
+            self.size_problems.setdefault(image_id, []).append(self.problems[-1])
             return
         clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
         if clipped != (x1, y1, x2, y2):
@@ -213,4 +224,4 @@ class IndexBuilder:
             rows = np.asarray(self._rows[image_id], dtype=np.float64).reshape(-1, 7)
             boxes, labels, crowd, areas = rows[:, :4].copy(), rows[:, 4].astype(np.int64), rows[:, 5] > 0, rows[:, 6]
             records.append(ImageRecord(image_id, path, file_name, width, height, boxes, labels, crowd, areas.copy()))
-        return DetectionIndex(self.source, self.categories, records, self.repairs, self.problems)
+        return DetectionIndex(self.source, self.categories, records, self.repairs, self.problems, self.size_problems)

@@ -79,8 +79,8 @@ class DatasetSpec:
         return self.splits[split]
 
     @property
-    def _reference_split(self) -> str:
-        # The split whose COCO categories every split uses.
+    def reference_split(self) -> str:
+        """The split whose COCO categories every split uses (``train`` when there is one)."""
         return "train" if "train" in self.splits else next(iter(self.splits))
 
     @property
@@ -88,7 +88,7 @@ class DatasetSpec:
         """The label table: YOLO's ``names``; COCO's training-split categories (every split uses them)."""
         if self.yolo_categories is not None:
             return self.yolo_categories
-        return self.index(self._reference_split).categories
+        return self.index(self.reference_split).categories
 
     @property
     def names(self) -> list[str]:
@@ -107,7 +107,7 @@ class DatasetSpec:
             if self.format == "coco":
                 assert files.annotations is not None
                 # Every split uses the training categories, unless those could not be read at all.
-                own = split == self._reference_split or not self.categories.ids
+                own = split == self.reference_split or not self.categories.ids
                 categories = None if own else self.categories
                 index = load_coco_index(files.annotations, files.images[0], categories=categories)
             else:

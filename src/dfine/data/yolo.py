@@ -129,7 +129,7 @@ def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], lis
             images.append(source)
         elif source.is_file():
             # An image list: "./x" is relative to the list's folder (Ultralytics), other relative paths too.
-            for line in source.read_text(encoding="utf-8").splitlines():
+            for line in source.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line:
                     images.append(Path(line) if Path(line).is_absolute() else source.parent / line)
@@ -150,7 +150,8 @@ def label_path(image: Path) -> Path:
 
 def _parse_label_file(builder: IndexBuilder, image_id: int, label_file: Path, width: int, height: int) -> None:
     try:
-        text = label_file.read_text(encoding="utf-8")
+        # utf-8-sig: Windows tools (Notepad, some exporters) start files with a byte-order mark
+        text = label_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         builder.problem(str(label_file), f"cannot read the label file ({e})")
         return

@@ -26,6 +26,11 @@ from dfine.engine.evaluator import EvalResult
 
 logger = logging.getLogger("dfine")
 
+DEFAULT_OUTPUT = Path("runs/train")
+"""The run folder of :func:`train` when ``output`` is not given."""
+MAX_SEED = 2**63 - 1
+"""Largest seed: the per-rank seeds (seed + rank) must still fit torch's 64-bit generators."""
+
 
 @dataclass
 class TrainResult:
@@ -86,11 +91,11 @@ def train(
     epochs: int | None = None,
     batch_size: int | None = None,
     image_size: int = 640,
-    output: str | Path = "runs/train",
+    output: str | Path | None = None,
     device: str = "auto",
     resume: bool | str | Path = False,
     amp: bool | None = None,
-    workers: int = 4,
+    workers: int | None = None,
     seed: int = 0,
     pretrained_backbone: bool = True,
     lr: float | None = None,
@@ -105,20 +110,23 @@ def train(
         data: the data set (a data YAML, a COCO or Roboflow folder, a YOLO ``data.yaml``; see
             :func:`dfine.data.resolve_dataset`). It is checked first and the check's summary printed.
         model: a preset name (``"dfine-s-coco"``: that architecture trained from scratch, the backbone from
-            ImageNet) or anything ``from_pretrained`` accepts (a hub id such as
+            ImageNet unless ``pretrained_backbone=False``) or anything ``from_pretrained`` accepts (a hub id such as
             ``"ustc-community/dfine-small-coco"``, a folder, a file): those weights are fine-tuned, with new class
             heads when the data set's classes differ.
         epochs: None picks a default from the recipe and the data set size.
         batch_size: total images per step over all processes; None uses the recipe's per-GPU batch per process.
         image_size: square training and validation size (multiple of 32).
-        output: run folder. A folder already holding a run (``last.pt``) is refused unless resuming.
+        output: run folder (None: ``runs/train``). A folder already holding a run (``last.pt``) is refused unless
+            resuming.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         resume: True continues ``<output>/last.pt``; a path continues that checkpoint (its folder becomes the
-            output). The checkpoint's model, hyper-parameters, image size and seed are used, and the run continues
-            exactly where it stopped (same data order and augmentations).
+            output; a different ``output`` given with it is ignored, with a warning). The checkpoint's model,
+            hyper-parameters, image size and seed are used, and the run continues exactly where it stopped (same
+            data order and augmentations).
         amp: mixed precision; None = on for CUDA (bf16 where supported, else fp16 with loss scaling), off on CPU.
-        workers: data-loading processes per training process.
-        seed: seed of the initial weights, data order and augmentations.
+        workers: data-loading processes per training process; None: 4, or fewer when this process may use fewer
+            CPU cores.
+        seed: seed of the initial weights, data order and augmentations (0 .. 2**63 - 1).
         pretrained_backbone: presets only: start the backbone from ImageNet weights (needs the network once).
         lr: base learning rate, taken as given (the backbone LR keeps the recipe's ratio); None scales the recipe's.
         eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA).
@@ -149,39 +157,68 @@ def train(
             cleanup_distributed()
 
 
+def _check_counts(workers: int | None, seed: int) -> None:
+    """Options that only fail deep inside a run (a worker count, the seed) are checked before anything starts."""
+    from dfine.errors import ConfigError
+
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+        raise ConfigError(f"the number of data-loading workers must be an integer >= 0, got {workers!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
+
 def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_size: int | None,
-           image_size: int, output: str | Path, device: str, resume: bool | str | Path, amp: bool | None,
-           workers: int, seed: int, pretrained_backbone: bool, lr: float | None, eval_interval: int, progress: bool,
-           sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
+           image_size: int, output: str | Path | None, device: str, resume: bool | str | Path, amp: bool | None,
+           workers: int | None, seed: int, pretrained_backbone: bool, lr: float | None, eval_interval: int,
+           progress: bool, sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
     from dfine.config import DFineConfig
-    from dfine.data import EvalTransforms, TrainTransforms, check_dataset, resolve_dataset
+    from dfine.data import EvalTransforms, TrainTransforms, check_dataset, default_workers, resolve_dataset
     from dfine.data.transforms import image_size_hw
     from dfine.engine import checkpoint as ckpt
-    from dfine.engine.build import ModelReport, build_loaders, build_training_model, check_image_size
+    from dfine.engine.build import (
+        ModelReport,
+        build_loaders,
+        build_training_model,
+        check_config_overrides,
+        check_image_size,
+    )
     from dfine.engine.distributed import is_main_process, seed_everything
     from dfine.engine.ema import ModelEMA
-    from dfine.engine.hparams import Hyperparameters, resolve_hyperparameters
+    from dfine.engine.hparams import Hyperparameters, check_overrides, resolve_hyperparameters
     from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem
     from dfine.engine.trainer import Trainer
-    from dfine.errors import ConfigError, DFineError
+    from dfine.errors import DFineError
     from dfine.hub.files import atomic_write_text
     from dfine.model import DFineForObjectDetection
     from dfine.processor import DFineImageProcessor
 
     main = is_main_process()
     say = print if main else (lambda *a, **k: None)
-    output_dir = Path(output).expanduser()
+    # options first: a typo must not wait for the data check of a large data set
+    _check_counts(workers, seed)
+    hp_overrides, config_overrides = _split_overrides(overrides)
+    hp_overrides, config_overrides = check_overrides(hp_overrides), check_config_overrides(config_overrides)
+    overrides = {**hp_overrides, **config_overrides}
+    if workers is None:
+        workers = default_workers()
+    output_dir = Path(output if output is not None else DEFAULT_OUTPUT).expanduser()
     resume_from = ckpt.resume_path(resume, output_dir)
     state = None
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from)
+        # The run's files (metrics.jsonl, best/, best_stage1.pt) live next to its checkpoint: continuing them in
+        # another folder would split one run over two, so the checkpoint's folder wins and the user is told.
+        if main and output is not None and output_dir.resolve() != resume_from.parent.resolve():
+            logger.warning("resuming: output=%s ignored, the checkpoint's folder %s is kept", output,
+                           resume_from.parent)
         output_dir = resume_from.parent
-        seed = int(state.get("extra", {}).get("seed", seed))
+        saved_seed = int(state.get("extra", {}).get("seed", seed))
+        if main and seed not in (0, saved_seed):  # 0 is the default, not a choice
+            logger.warning("resuming: seed=%s ignored, the checkpoint's %s is kept", seed, saved_seed)
+        seed = saved_seed
     elif (output_dir / ckpt.LAST_NAME).exists():
         raise DFineError(f"{output_dir} already holds a training run (last.pt): pass resume=True (--resume) to "
                          "continue it, or choose another output folder")
-    if workers < 0:
-        raise ConfigError(f"workers must be >= 0, got {workers}")
     seed_everything(seed)
 
     # -- data: checked first, so that problems surface before anything slow happens
@@ -196,7 +233,6 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
         logger.warning("%s has no validation split: training without evaluation; best/ will hold the final EMA "
                        "weights", spec.source)
     num_train = len(spec.index("train").records)
-    hp_overrides, config_overrides = _split_overrides(overrides)
 
     # -- model and hyper-parameters
     if state is not None:
@@ -212,7 +248,7 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
         if hp.freeze_backbone_norm:
             freeze_stem(net)
         image_hw = tuple(int(v) for v in state["image_size"])
-        model_report = ModelReport(str(resume_from), hp.size, hp.fine_tune, "from the checkpoint",
+        model_report = ModelReport(str(resume_from), hp.size, hp.fine_tune, "from the checkpoint", resumed=True,
                                    notes=[f"resuming after epoch {int(state['epoch']) + 1}"])
     else:
         net, model_report = build_training_model(str(model), class_names, pretrained_backbone=pretrained_backbone,
@@ -267,7 +303,7 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
     say(model_report.summary())
     say(hp.summary())
     say(f"Device: {dev} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
-        f"{len(train_loader)} steps per epoch; output: {output_dir}")
+        f"{len(train_loader)} step{'' if len(train_loader) == 1 else 's'} per epoch; output: {output_dir}")
 
     history = trainer.fit()
     s = trainer.state
@@ -313,7 +349,7 @@ def val(
     batch_size: int = 8,
     device: str = "auto",
     image_size: int | None = None,
-    workers: int = 2,
+    workers: int | None = 2,
     progress: bool = False,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
@@ -325,14 +361,15 @@ def val(
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         image_size: square input size; None uses the model's ``preprocessor_config.json``, else 640.
-        workers: data-loading processes.
+        workers: data-loading processes (None: :func:`~dfine.data.default_workers`).
         progress: show a progress bar (on stderr).
 
     Returns:
         The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``).
 
     Raises:
-        DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's.
+        DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's
+            (data problems are reported first: a data set whose classes cannot be read has none to compare).
     """
     from dfine.data import BatchCollator, EvalTransforms, build_dataloader, check_dataset, resolve_dataset
     from dfine.data.transforms import image_size_hw
@@ -344,9 +381,12 @@ def val(
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"the number of data-loading workers must be >= 0, got {workers}")
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
+    check_dataset(spec, [split], progress=progress)
     net = model if isinstance(model, nn.Module) else DFineForObjectDetection.from_pretrained(model)
     names = list(spec.names)
     num_labels = net.config.num_labels
@@ -359,7 +399,6 @@ def val(
     size = image_size_hw(image_size) if image_size is not None else (
         _model_image_size(model) if not isinstance(model, nn.Module) else (640, 640))
     check_image_size(net.config, size)
-    check_dataset(spec, [split], progress=progress)
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
     dev = resolve_device(device)

@@ -45,6 +45,7 @@ class ModelReport:
         reinitialised: state-dict keys not taken from the checkpoint (new class heads), sorted.
         frozen: parameters frozen for the recipe (L/X stem).
         notes: anything else worth saying.
+        resumed: ``source`` is a checkpoint whose run continues.
     """
 
     source: str
@@ -54,9 +55,13 @@ class ModelReport:
     reinitialised: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    resumed: bool = False
 
     def summary(self) -> str:
-        how = f"fine-tuning {self.source}" if self.fine_tune else f"training {self.source} from scratch"
+        if self.resumed:
+            how = f"resuming {self.source} (a {'fine-tuning' if self.fine_tune else 'from-scratch'} run)"
+        else:
+            how = f"fine-tuning {self.source}" if self.fine_tune else f"training {self.source} from scratch"
         lines = [f"Model: D-FINE-{self.size.upper()}, {how}; backbone: {self.backbone}"]
         if self.reinitialised:
             lines.append(f"  re-initialised for the data set's classes ({len(self.reinitialised)} tensors): "
@@ -72,6 +77,52 @@ def config_field_names() -> set[str]:
     return set(DFineConfig().to_dict()) | {"num_labels"}
 
 
+# The model builds with zero queries or decoder layers and then fails at the first evaluation deep inside the
+# attention code, so the counts a user is likely to change for training are checked up front: name -> (lowest,
+# highest) allowed value, None for no bound.
+_CONFIG_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "num_queries": (1, None), "num_denoising": (0, None), "decoder_layers": (1, None), "encoder_layers": (0, None),
+    "decoder_n_points": (1, None), "max_num_bins": (1, None), "label_noise_ratio": (0, 1),
+    "box_noise_scale": (0, None),
+}
+
+
+def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Model config overrides converted to their fields' types and range-checked.
+
+    Only fields with a number, flag or text default are checked (``decoder_n_points`` may also be a list, one per
+    feature level); the config itself checks how fields fit together.
+
+    Raises:
+        ConfigError: an unknown field, a value of the wrong type, or a count out of range (one line).
+    """
+    from dfine.engine.hparams import coerce
+
+    unknown = set(overrides) - config_field_names()
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}: neither a training hyper-parameter nor "
+                          "a model config field")
+    defaults = DFineConfig().to_dict()
+    checked = dict(overrides)
+    for name, value in overrides.items():
+        default = defaults.get(name)
+        values = value if name == "decoder_n_points" and isinstance(value, list) else [value]
+        if isinstance(default, (bool, int, float, str)):
+            kind = type(default)
+            try:
+                values = [coerce(kind, v) for v in values]
+            except ValueError:
+                what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+                raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+            checked[name] = values if isinstance(value, list) else values[0]
+        low, high = _CONFIG_RANGES.get(name, (None, None))
+        for v in values:
+            if (low is not None and v < low) or (high is not None and v > high):
+                bounds = f">= {low}" if high is None else f"from {low} to {high}"
+                raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+    return checked
+
+
 def check_image_size(config: DFineConfig, image_size: int | tuple[int, int]) -> None:
     """Raise a ConfigError when ``image_size`` gives fewer encoder tokens than the decoder has queries.
 
@@ -82,7 +133,8 @@ def check_image_size(config: DFineConfig, image_size: int | tuple[int, int]) -> 
     tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in config.feat_strides)
     if tokens < config.num_queries:
         raise ConfigError(f"image size {h}x{w} gives {tokens} encoder positions, fewer than the model's "
-                          f"{config.num_queries} queries: use a larger image size, or fewer queries (num_queries=...)")
+                          f"{config.num_queries} queries: use a larger image size, or fewer queries "
+                          "(--set num_queries=N on the command line, num_queries=N in Python)")
 
 
 def _load_backbone_weights(model: DFineForObjectDetection, variant: str) -> str:
@@ -123,18 +175,14 @@ def build_training_model(
         The model in train mode, and a report of what was loaded, re-initialised and frozen.
 
     Raises:
-        ConfigError: unknown config overrides.
+        ConfigError: unknown config overrides, or values of the wrong type or out of range.
         DFineError: the checkpoint cannot be used, or the backbone weights cannot be downloaded.
     """
     from dfine.hub.resolve import resolve_checkpoint
     from dfine.model.pretrained import load_state_dict_checked
     from dfine.presets import RECIPES
 
-    overrides = dict(config_overrides or {})
-    unknown = set(overrides) - config_field_names()
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}: neither a training hyper-parameter nor "
-                          "a model config field")
+    overrides = check_config_overrides(dict(config_overrides or {}))
     id2label = dict(enumerate(class_names))
     source = str(source)
     if is_preset(source):

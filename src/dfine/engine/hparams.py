@@ -23,6 +23,7 @@ batch size. :func:`resolve_hyperparameters` adapts it, in this order, and record
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -51,8 +52,9 @@ class Hyperparameters:
         size: recipe letter (``n``, ``s``, ``m``, ``l``, ``x``).
         batch_size: total images per optimizer step, summed over all processes.
         epochs: epochs to train.
-        stop_epoch: first epoch of stage 2 (no photometric distortion, zoom-out, IoU crop or multi-scale; training
-            restarts from the best stage-1 weights). ``>= epochs`` means there is no stage 2.
+        stop_epoch: first epoch of stage 2, counted from 0, i.e. the number of stage-1 epochs (stage 2 has no
+            photometric distortion, zoom-out, IoU crop or multi-scale; training restarts from the best stage-1
+            weights). ``>= epochs`` means there is no stage 2.
         lr: AdamW learning rate of the encoder/decoder parameters.
         backbone_lr: AdamW learning rate of the backbone parameters.
         weight_decay: AdamW weight decay (decoupled) of the groups that have it.
@@ -111,16 +113,19 @@ class Hyperparameters:
 
     def summary(self) -> str:
         """A multi-line table of the resolved values and the notes explaining them."""
-        stage2 = (f"epochs {self.stop_epoch}..{self.epochs - 1} (no strong augmentation, EMA decay "
-                  f"{self.ema_restart_decay:.6g})" if self.stop_epoch < self.epochs else "none")
+        # Console epochs are 1-based ("epoch 3/20"): stage 2 runs from epoch stop_epoch + 1 to the last.
+        first = self.stop_epoch + 1
+        which = f"epoch {first}" if first == self.epochs else f"epochs {first}..{self.epochs}"
+        stage2 = (f"{which} (no strong augmentation, EMA decay {self.ema_restart_decay:.6g})"
+                  if self.stop_epoch < self.epochs else "none")
         rows = [
             ("recipe", f"D-FINE-{self.size.upper()}" + (" (fine-tuning)" if self.fine_tune else "")),
             ("batch size", f"{self.batch_size} (total over all processes)"),
             ("epochs", f"{self.epochs}; stage 2: {stage2}"),
             ("learning rate", f"{self.lr:.4g} (backbone {self.backbone_lr:.4g}), AdamW betas "
                               f"{self.betas[0]}/{self.betas[1]}, weight decay {self.weight_decay:.4g}"),
-            ("LR schedule", f"linear warm-up over {self.warmup_iters} iterations, then constant"),
-            ("EMA", f"decay {self.ema_decay:.6g}, warm-up {self.ema_warmups} iterations"),
+            ("LR schedule", f"linear warm-up over {_count(self.warmup_iters, 'iteration')}, then constant"),
+            ("EMA", f"decay {self.ema_decay:.6g}, warm-up {_count(self.ema_warmups, 'iteration')}"),
             ("gradient clip", f"{self.clip_max_norm:g} (global L2 norm)"),
             ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
             ("backbone norm", "frozen BN + frozen stem" if self.freeze_backbone_norm else "trainable BN"),
@@ -129,6 +134,75 @@ class Hyperparameters:
         lines = ["Training hyper-parameters:"] + [f"  {name:<{width}}  {value}" for name, value in rows]
         lines += [f"  - {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 iteration"``, ``"2 iterations"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(args)} numbers"
+    if type(None) in args:
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
+    return str(hint)
+
+
+def coerce(hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` asks for, or raise ValueError. Integers pass for floats and integral floats
+    for integers; booleans never pass for numbers (``True`` is an int to Python, not to a user)."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(coerce(a, v) for a, v in zip(args, value, strict=True))
+    elif type(None) in typing.get_args(hint):
+        if value is None:
+            return None
+        return coerce(next(a for a in typing.get_args(hint) if a is not type(None)), value)
+    raise ValueError(value)
+
+
+def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides converted to their fields' types (``1`` -> ``1.0`` for a float field).
+
+    Raises:
+        ConfigError: an unknown field, or a value of the wrong type (one line naming both).
+    """
+    unknown = set(overrides) - Hyperparameters.field_names()
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(Hyperparameters)
+    checked = {}
+    for name, value in overrides.items():
+        try:
+            checked[name] = coerce(hints[name], value)
+        except ValueError:
+            raise ConfigError(f"{name} must be {_type_name(hints[name])}, got {value!r}") from None
+    return checked
 
 
 def _scaled_decay(decay: float, k: float) -> float:
@@ -181,10 +255,7 @@ def resolve_hyperparameters(
     if size not in RECIPES:
         raise ConfigError(f"no training recipe for size {size!r}")
     recipe = RECIPES[size]
-    overrides = dict(overrides or {})
-    unknown = set(overrides) - Hyperparameters.field_names()
-    if unknown:
-        raise ConfigError(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}")
+    overrides = check_overrides(dict(overrides or {}))
     if num_train_images < 1:
         raise ConfigError("the training split has no images")
     notes: list[str] = []
@@ -262,6 +333,8 @@ def resolve_hyperparameters(
 
 
 def _validate(hp: Hyperparameters) -> None:
+    if hp.size not in RECIPES:
+        raise ConfigError(f"size must be one of {', '.join(RECIPES)}, got {hp.size!r}")
     if hp.epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {hp.epochs}")
     if hp.stop_epoch < 0:
@@ -273,3 +346,9 @@ def _validate(hp: Hyperparameters) -> None:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(hp, name)}")
     if hp.lr <= 0 or hp.backbone_lr < 0 or hp.weight_decay < 0:
         raise ConfigError("learning rates must be positive and weight decay non-negative")
+    if hp.clip_max_norm < 0:
+        raise ConfigError(f"clip_max_norm must be >= 0 (0 disables clipping), got {hp.clip_max_norm}")
+    if hp.base_size_repeat is not None and hp.base_size_repeat < 0:
+        raise ConfigError(f"base_size_repeat must be >= 0 or null (no multi-scale), got {hp.base_size_repeat}")
+    if not all(0.0 <= b < 1.0 for b in hp.betas):
+        raise ConfigError(f"betas must both be in [0, 1), got {list(hp.betas)}")

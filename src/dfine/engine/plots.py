@@ -54,6 +54,30 @@ def _style_axis(ax: Any, title: str, epochs: list[int]) -> None:
     ax.tick_params(labelsize=8)
 
 
+def _distinct_sci_formatter() -> Any:
+    """A tick formatter writing ``8e-04``-style labels with the fewest significant digits that keep the visible
+    ticks apart. A constant learning rate gives a narrow log axis on which matplotlib places several ticks within
+    one 1-2-5 step; a fixed ``%.0e`` labels them ``8e-04 8e-04 7e-04``."""
+    from matplotlib.ticker import Formatter
+
+    class DistinctSciFormatter(Formatter):
+        digits = 1
+
+        def set_locs(self, locs: Any) -> None:
+            super().set_locs(locs)
+            shown = list(locs)
+            if self.axis is not None:
+                low, high = sorted(self.axis.get_view_interval())
+                shown = [v for v in locs if low <= v <= high]
+            self.digits = next((d for d in range(1, 7) if len({f"{v:.{d - 1}e}" for v in shown}) == len(set(shown))),
+                               7)
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.{self.digits - 1}e}"
+
+    return DistinctSciFormatter()
+
+
 def _new_figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -124,12 +148,12 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
             lr_values.extend(v for v in values if not math.isnan(v))
         # Warm-up and cosine decay span orders of magnitude, and per-group rates differ by 10x: log scale shows both.
         if lr_values and min(lr_values) > 0:
-            from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+            from matplotlib.ticker import LogLocator, NullFormatter
 
             ax.set_yscale("log")
             # ticks at 1, 2 and 5 per decade: a run whose rate spans less than a decade still gets labelled ticks
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%.0e"))
+            ax.yaxis.set_major_formatter(_distinct_sci_formatter())
             ax.yaxis.set_minor_formatter(NullFormatter())
         if groups > 1:
             ax.legend(fontsize=7)

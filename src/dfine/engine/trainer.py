@@ -3,7 +3,8 @@
 Per epoch: ``loader.set_epoch(epoch)`` (switches augmentation and multi-scale off from the stop epoch), the data
 order reseeded from ``(seed, rank, epoch)``, :func:`dfine.engine.step.train_step` per batch, evaluation of the EMA
 weights (every ``eval_interval`` epochs, the last stage-1 epoch and the last epoch), then — on rank 0 only —
-``last.pt`` (atomic), ``best/`` when COCO AP improved, ``metrics.jsonl``, TensorBoard and ``results.png``.
+``last.pt`` (atomic), ``best/`` when COCO AP improved or tied (the latest of equal epochs is kept),
+``metrics.jsonl``, TensorBoard and ``results.png``.
 
 **Stop epoch** (SPEC Part B §3.5). At ``stop_epoch`` the whole training state of the best stage-1 epoch
 (``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
@@ -64,6 +65,10 @@ class TrainState:
     best_eval: dict[str, Any] | None = None
     rollbacks: int = 0
     lr_scale: float = 1.0  # product of the divergence back-offs applied so far
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
 
 
 class _Diverged(Exception):
@@ -301,7 +306,10 @@ class Trainer:
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
         s = self.state
-        improved = result is not None and not math.isnan(result.AP) and result.AP > s.best_metric
+        # Ties count as a new best: with AP flat (often 0 early on small data sets) the latest weights have trained
+        # longest, and keeping the first would make the stop epoch throw away every epoch since. best/ and
+        # best_stage1.pt are written on the same condition, so they always hold the same epoch.
+        improved = result is not None and not math.isnan(result.AP) and result.AP >= s.best_metric
         if improved:
             assert result is not None
             s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
@@ -328,7 +336,7 @@ class Trainer:
         ap = "" if result is None else f", AP {result.AP:.4f} AP50 {result.AP50:.4f} (best {s.best_metric:.4f} " \
                                        f"@ epoch {s.best_epoch + 1})"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
-                 f"{seconds:.1f} s" + (f", {int(train_stats['skipped_steps'])} steps skipped"
+                 f"{seconds:.1f} s" + (f", {_steps(int(train_stats['skipped_steps']))} skipped"
                                        if train_stats.get("skipped_steps") else ""))
 
     def fit(self, on_epoch_end: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
