@@ -56,7 +56,7 @@ def test_load_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="not found"):
         ckpt.load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a zip")
-    with pytest.raises(InputFileError, match="cannot be read"):
+    with pytest.raises(InputFileError, match=r"junk\.pt: not a PyTorch checkpoint"):
         ckpt.load_checkpoint(tmp_path / "junk.pt")
     torch.save({"model": {}}, tmp_path / "weights.pt")
     with pytest.raises(CheckpointError, match="not a dfine training checkpoint"):
@@ -94,3 +94,20 @@ def test_last_pt_and_best_load_with_from_pretrained(trained_run) -> None:
     with torch.no_grad():
         out = best(torch.rand(1, 3, 160, 160))
     assert out.logits.shape == (1, 100, 3) and torch.isfinite(out.pred_boxes).all()
+
+
+def test_unreadable_training_checkpoint_is_one_safe_line(tmp_path) -> None:
+    """A corrupt last.pt or one holding arbitrary objects gets one line, never torch's 'weights_only=False'."""
+    import argparse
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(InputFileError, match=r"corrupt\.pt: not a PyTorch checkpoint") as info:
+        ckpt.load_checkpoint(corrupt)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+    pickled = tmp_path / "objects.pt"
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1.0)}, pickled)
+    with pytest.raises(InputFileError, match=r"cannot be loaded safely \(argparse\.Namespace\)") as info:
+        ckpt.load_checkpoint(pickled)
+    assert "weights_only" not in str(info.value)

@@ -17,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size (default: the model's preprocessor_config.json, else 640)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="data-loading processes, 0 to load in the main process (default 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes, 0 to load in the main process (default: up to 4, one per core)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
@@ -28,10 +28,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from dfine.engine.api import val
-    from dfine.errors import DFineError
-
-    if args.workers < 0:
-        raise DFineError(f"--workers must be 0 or more, got {args.workers}")
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty())
     if args.json:

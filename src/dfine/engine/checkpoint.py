@@ -35,6 +35,7 @@ from torch import nn
 
 from dfine.errors import CheckpointError, InputFileError, first_line
 from dfine.hub.files import atomic_write
+from dfine.hub.resolve import torch_load_error
 
 FORMAT = "dfine-train-1"
 LAST_NAME = "last.pt"
@@ -96,8 +97,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle of disallowed objects, ...
-        raise InputFileError(path, f"cannot be read as a training checkpoint ({first_line(e)})") from None
+    except OSError as e:  # permissions, I/O errors: the file may well be fine
+        raise InputFileError(path, f"cannot be read ({e.strerror or first_line(e)})") from None
+    except Exception as e:  # truncated zip, pickle of disallowed objects, ... (torch's advice is never passed on)
+        raise torch_load_error(path, e) from None
     missing = [key for key in _REQUIRED if not isinstance(data, dict) or key not in data]
     if missing:
         raise CheckpointError(f"{path}: not a dfine training checkpoint (no {', '.join(missing)}); to start a new run "
