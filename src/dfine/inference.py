@@ -24,7 +24,7 @@ from torch import Tensor
 from dfine.errors import DFineError, InputFileError
 from dfine.io import list_images, load_image, read_images
 from dfine.presets import is_preset
-from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
+from dfine.processor import DFineImageProcessor
 
 logger = logging.getLogger("dfine")
 
@@ -82,14 +82,16 @@ def validate_image_size(image_size: int | None, name: str = "image_size") -> Non
 
 
 def load_processor(model_source: str | Path, image_size: int | None = None) -> DFineImageProcessor:
-    """The processor stored beside a local model, else the checkpoints' defaults; ``image_size`` overrides."""
+    """The processor stored with a local model (in its folder, or beside its file), else the checkpoints'
+    defaults, at the model's own input size (:func:`dfine.hub.resolve.model_input_size`); ``image_size``
+    overrides."""
+    from dfine.hub.resolve import model_input_size, processor_folder
+
     validate_image_size(image_size)
-    path = Path(model_source)
-    processor = DFineImageProcessor()
-    if path.is_dir() and (path / PREPROCESSOR_CONFIG_NAME).exists():
-        processor = DFineImageProcessor.from_pretrained(path)
-    if image_size is not None:
-        processor.size = {"height": int(image_size), "width": int(image_size)}
+    folder = processor_folder(model_source)
+    processor = DFineImageProcessor.from_pretrained(folder) if folder is not None else DFineImageProcessor()
+    height, width = (image_size, image_size) if image_size is not None else model_input_size(model_source)
+    processor.size = {"height": int(height), "width": int(width)}
     return processor
 
 

@@ -328,20 +328,6 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------------- val
-def _model_image_size(source: str | Path) -> tuple[int, int]:
-    """The size a model was made for: its folder's (or its file's folder's) ``preprocessor_config.json``, else
-    640 (the released checkpoints')."""
-    from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
-
-    path = Path(source).expanduser()
-    for folder in (path, path.parent) if path.exists() else ():
-        config = folder / PREPROCESSOR_CONFIG_NAME
-        if folder.is_dir() and config.is_file():
-            size = DFineImageProcessor.from_pretrained(folder).size
-            return size["height"], size["width"]
-    return 640, 640
-
-
 def val(
     model: str | Path | nn.Module,
     data: str | Path,
@@ -376,6 +362,7 @@ def val(
     from dfine.engine.build import check_image_size
     from dfine.engine.validate import evaluate
     from dfine.errors import ConfigError, DFineError
+    from dfine.hub.resolve import model_input_size
     from dfine.inference import resolve_device
     from dfine.model import DFineForObjectDetection
 
@@ -397,7 +384,7 @@ def val(
     if net.config.class_names != names:
         logger.info("class names differ between the model and the data set; the data set's names are shown")
     size = image_size_hw(image_size) if image_size is not None else (
-        _model_image_size(model) if not isinstance(model, nn.Module) else (640, 640))
+        model_input_size(model) if not isinstance(model, nn.Module) else (640, 640))
     check_image_size(net.config, size)
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))

@@ -286,14 +286,31 @@ def _training_image_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def processor_folder(name_or_path: str | Path) -> Path | None:
+    """The local folder whose ``preprocessor_config.json`` goes with a model: the model's folder, or the folder of
+    a model file; None when there is none (presets, hub ids, bare files)."""
+    from dfine.processor import PREPROCESSOR_CONFIG_NAME
+
+    path = Path(name_or_path).expanduser()
+    for folder in (path, path.parent) if path.exists() else ():
+        if folder.is_dir() and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
+            return folder
+    return None
+
+
 def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
-    """The (height, width) a model was made for: the training size a ``dfine train`` checkpoint records, else the
-    ``preprocessor_config.json`` in the model's folder or next to its file (what ``dfine val`` reads), else 640."""
-    from dfine.engine.api import _model_image_size
+    """The (height, width) a model was made for, which every command uses by default: the training size a
+    ``dfine train`` checkpoint (``last.pt``) records, else its :func:`processor_folder`'s
+    ``preprocessor_config.json``, else 640 (the released checkpoints')."""
+    from dfine.processor import DFineImageProcessor
 
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix in _TORCH_SUFFIXES:
         size = _training_image_size(path)
         if size is not None:
             return size
-    return _model_image_size(path)
+    folder = processor_folder(path)
+    if folder is not None:
+        size = DFineImageProcessor.from_pretrained(folder).size
+        return size["height"], size["width"]
+    return 640, 640

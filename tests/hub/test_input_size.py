@@ -1,0 +1,42 @@
+"""Every command sees one input size per model: a training checkpoint's, its folder's processor config, or 640."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dfine.hub.resolve import model_input_size, processor_folder
+from dfine.inference import load_processor
+from dfine.processor import DFineImageProcessor
+
+
+def _processor_at(folder: Path, size: int) -> None:
+    processor = DFineImageProcessor()
+    processor.size = {"height": size, "width": size}
+    processor.save_pretrained(folder)
+
+
+def test_training_checkpoint_size_wins_and_every_reader_agrees(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}, "image_size": [256, 256]}, run / "last.pt")
+    _processor_at(run / "best", 320)
+    assert model_input_size(run / "last.pt") == (256, 256)
+    assert load_processor(run / "last.pt").size == {"height": 256, "width": 256}
+    assert model_input_size(run / "best") == (320, 320)
+    assert load_processor(run / "best").size == {"height": 320, "width": 320}
+    assert load_processor(run / "best", image_size=416).size == {"height": 416, "width": 416}
+
+
+def test_weights_file_beside_a_processor_config(tmp_path: Path) -> None:
+    _processor_at(tmp_path, 480)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert processor_folder(tmp_path / "model.safetensors") == tmp_path
+    assert load_processor(tmp_path / "model.safetensors").size == {"height": 480, "width": 480}
+
+
+def test_presets_and_unknown_names_use_640() -> None:
+    assert processor_folder("dfine-n-coco") is None
+    assert model_input_size("dfine-n-coco") == (640, 640)
+    assert load_processor("dfine-n-coco").size == {"height": 640, "width": 640}
