@@ -115,3 +115,15 @@ def test_inconsistent_values_are_rejected() -> None:
         dfine.DFineConfig.from_preset("dfine-s-coco", decoder_n_points=[3, 3])
     with pytest.raises(ConfigError, match="not divisible"):
         dfine.DFineConfig.from_preset("dfine-s-coco", d_model=250)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"num_queries": 0}, "num_queries must be >= 1, got 0"),
+    ({"label_noise_ratio": 1.5}, "label_noise_ratio must be from 0 to 1"),
+    ({"decoder_n_points": [3, 0, 3]}, "decoder_n_points must be >= 1"),
+])
+def test_out_of_range_counts_are_refused_by_the_config(override: dict, message: str) -> None:
+    """Any config (from_pretrained overrides too), not only training's --set, refuses a count that would fail
+    deep inside a forward pass."""
+    with pytest.raises(ConfigError, match=message):
+        dfine.DFineConfig.from_preset("dfine-n-coco", **override)

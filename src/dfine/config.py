@@ -103,6 +103,23 @@ class HGNetV2Config(_JsonConfig):
         return out
 
 
+# Counts and ratios that have a valid range (a zero query count, say, only fails deep inside a forward pass).
+FIELD_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "num_queries": (1, None), "num_denoising": (0, None), "decoder_layers": (1, None), "encoder_layers": (0, None),
+    "decoder_n_points": (1, None), "max_num_bins": (1, None), "label_noise_ratio": (0, 1),
+    "box_noise_scale": (0, None),
+}
+
+
+def check_field_range(name: str, value: Any) -> None:
+    """Raise a ConfigError when a field of :data:`FIELD_RANGES` is out of its range (a list: any entry)."""
+    low, high = FIELD_RANGES.get(name, (None, None))
+    for v in value if isinstance(value, list | tuple) else [value]:
+        if isinstance(v, int | float) and ((low is not None and v < low) or (high is not None and v > high)):
+            bounds = f">= {low}" if high is None else f"from {low} to {high}"
+            raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+
+
 class DFineConfig(_JsonConfig):
     """D-FINE configuration (SPEC Part A §1.1): field names and defaults of Hugging Face's ``DFineConfig``.
 
@@ -227,6 +244,8 @@ class DFineConfig(_JsonConfig):
         return [int(self.decoder_n_points)] * self.num_feature_levels
 
     def validate(self) -> None:
+        for name in FIELD_RANGES:
+            check_field_range(name, getattr(self, name))
         if isinstance(self.decoder_n_points, list | tuple) and len(self.decoder_n_points) != self.num_feature_levels:
             raise ConfigError(
                 f"decoder_n_points has {len(self.decoder_n_points)} entries but num_feature_levels is "

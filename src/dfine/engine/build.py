@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from dfine.config import DFineConfig
+from dfine.config import DFineConfig, check_field_range
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
 from dfine.data.transforms import image_size_hw
 from dfine.engine.distributed import barrier, is_main_process
@@ -80,13 +80,6 @@ def config_field_names() -> set[str]:
 # The model builds with zero queries or decoder layers and then fails at the first evaluation deep inside the
 # attention code, so the counts a user is likely to change for training are checked up front: name -> (lowest,
 # highest) allowed value, None for no bound.
-_CONFIG_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "num_queries": (1, None), "num_denoising": (0, None), "decoder_layers": (1, None), "encoder_layers": (0, None),
-    "decoder_n_points": (1, None), "max_num_bins": (1, None), "label_noise_ratio": (0, 1),
-    "box_noise_scale": (0, None),
-}
-
-
 def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Model config overrides converted to their fields' types and range-checked.
 
@@ -115,11 +108,7 @@ def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
                 what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
                 raise ConfigError(f"{name} must be {what}, got {value!r}") from None
             checked[name] = values if isinstance(value, list) else values[0]
-        low, high = _CONFIG_RANGES.get(name, (None, None))
-        for v in values:
-            if (low is not None and v < low) or (high is not None and v > high):
-                bounds = f">= {low}" if high is None else f"from {low} to {high}"
-                raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+        check_field_range(name, value)
     return checked
 
 
