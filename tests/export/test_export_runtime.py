@@ -96,4 +96,4 @@ def test_runtime_errors_are_one_line(tmp_path) -> None:
 def test_predict_cli_rejects_torch_only_flags_for_onnxruntime(n_onnx, tmp_path, error_line) -> None:
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
     code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_onnx), "--backend", "onnxruntime", "--half"])
-    assert code == 2 and "do not apply to --backend onnxruntime" in error_line()
+    assert code == 2 and "do not apply to the onnxruntime backend" in error_line()
