@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import dfine
 from dfine.cli.main import main
-from dfine.export.benchmark import Timing, count_flops, time_callable
+from dfine.export.benchmark import Timing, count_flops, peak_activation_bytes, time_callable
 from dfine.export.deploy import deploy
 
 
@@ -107,3 +108,18 @@ def test_benchmark_help_describes_backend_and_batch_size(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--backend {torch,onnxruntime,tensorrt} what runs the model" in text
     assert "--batch-size BATCH_SIZE images per timed call" in text
+
+
+def test_peak_activation_bytes_counts_what_is_alive_together() -> None:
+    weights = torch.ones(1000)  # exists before the call: not counted
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            (weights * 2).sum()  # each product is freed before the next
+
+    def kept_together() -> list[torch.Tensor]:
+        kept = [weights * 2 for _ in range(3)]
+        return [t.view(10, 100) for t in kept]  # views share their storage: no extra bytes
+
+    assert 4000 <= peak_activation_bytes(one_at_a_time) < 8000
+    assert 12000 <= peak_activation_bytes(kept_together) < 16000

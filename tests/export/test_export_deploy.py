@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import copy
-import weakref
 
 import pytest
 import torch
 from hf_oracle import calibrate_batch_norms, natural_images, randomize_weights, to_pixel_values
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 import dfine
 from dfine.errors import DFineError
+from dfine.export.benchmark import peak_activation_bytes
 from dfine.export.deploy import DeployedDFine, DeployStem, deploy
 from dfine.export.fuse import FusedConv, fuse_convolutions
 from dfine.export.verify import match_detections, top_detections
@@ -92,49 +90,15 @@ def test_deploy_structure_and_source_untouched(model_n) -> None:
     assert isinstance(deployed.body.backbone.model.embedder, DeployStem)
 
 
-class PeakLiveBytes(TorchDispatchMode):
-    """Largest total size of the storages that ops create and that are still referenced (views share storages)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.references: dict[int, list[int]] = {}  # storage address -> [live tensors, bytes]
-        self.live = self.peak = 0
-
-    def _release(self, address: int) -> None:
-        entry = self.references[address]
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.live -= entry[1]
-            del self.references[address]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor):
-                address = tensor.untyped_storage().data_ptr()
-                if address not in self.references:
-                    self.references[address] = [0, tensor.untyped_storage().nbytes()]
-                    self.live += self.references[address][1]
-                    self.peak = max(self.peak, self.live)
-                self.references[address][0] += 1
-                weakref.finalize(tensor, self._release, address)
-        return out
-
-
 def test_deploy_stem_equals_the_stem_with_a_lower_peak(model_n) -> None:
     """The deploy stem splits stem3 instead of concatenating: same output, and the stride-2 temporaries that set
     the peak memory of a large-batch forward are freed early."""
     stem = fuse_convolutions(copy.deepcopy(model_n.model.backbone.model.embedder)).double()
     fast = DeployStem(copy.deepcopy(stem))
     pixels = torch.rand(2, 3, 128, 128, dtype=torch.float64)
-    peaks = []
     with torch.inference_mode():
-        for module in (stem, fast):
-            with PeakLiveBytes() as tracker:
-                output = module(pixels)
-            peaks.append(tracker.peak)
-            if module is stem:
-                reference = output
+        reference, output = stem(pixels), fast(pixels)
+        peaks = [peak_activation_bytes(lambda module=module: module(pixels)) for module in (stem, fast)]
     assert (reference - output).abs().max().item() < 1e-12
     # training form at its peak holds padded x, pool(x), branch and their concatenation (2x) = 5 stride-2 maps;
     # the deploy form at most padded x, its half-width branch, the pooling temporary and pool(x) = 3.5

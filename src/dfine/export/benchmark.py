@@ -14,12 +14,15 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 __all__ = ["Timing", "count_flops", "count_parameters", "peak_memory_mib", "time_callable"]
 
@@ -115,3 +118,46 @@ def peak_memory_mib(device: str | torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Tracks the total size of the storages that ops create while they are referenced (views share storages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: dict[int, list[int]] = {}  # storage address -> [live tensors viewing it, bytes]
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, address: int) -> None:
+        entry = self.references[address]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self.references[address]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # torch calls it for every op
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                address = storage.data_ptr()
+                if address not in self.references:
+                    self.references[address] = [0, storage.nbytes()]
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                self.references[address][0] += 1
+                weakref.finalize(tensor, self._release, address)
+        return out
+
+
+def peak_activation_bytes(fn: Callable[[], Any]) -> int:
+    """The largest total size of the tensors ``fn`` creates that are alive at the same time, in bytes.
+
+    Weights and inputs, which exist before the call, are not counted, nor are a library's private buffers
+    (cuDNN workspaces, oneDNN reorders). It is exact on any device, so it measures on the CPU what sets a GPU's
+    peak memory at large batch: the activations. (Every op passes through a Python hook: slow, for measuring only.)
+    """
+    with _LiveTensorBytes() as tracker:
+        fn()
+    return tracker.peak
