@@ -105,6 +105,17 @@ def test_deploy_stem_equals_the_stem_with_a_lower_peak(model_n) -> None:
     assert peaks[1] < 0.75 * peaks[0], peaks
 
 
+def test_max_pool_op_for_exporters_gives_identical_outputs(model_n) -> None:
+    deployed = deploy(model_n, 320)
+    pixels = to_pixel_values(natural_images(1, 320, seed=5), 320)
+    with torch.inference_mode():
+        shifted = deployed(pixels)
+        assert deployed.use_max_pool_op() is deployed
+        assert isinstance(deployed.body.backbone.model.embedder.pool, torch.nn.MaxPool2d)
+        pooled = deployed(pixels)
+    assert torch.equal(shifted.logits, pooled.logits) and torch.equal(shifted.pred_boxes, pooled.pred_boxes)
+
+
 def test_deploy_runs_other_sizes_in_eager(model_n) -> None:
     deployed = deploy(model_n, 320)
     pixels = to_pixel_values(natural_images(1, 384, seed=4), 384)

@@ -258,7 +258,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     k = int(top_k or model.config.num_queries)
-    deployed = deploy(model.float(), size).cpu()
+    deployed = deploy(model.float(), size).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
     wrapper = DeployWithPostprocess(deployed, k).eval()
