@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfine.model.anchors import generate_anchors
-from dfine.model.dfine import DFineModel
 from dfine.model.decoder import DecoderLayer
+from dfine.model.dfine import DFineModel
 from dfine.ops.boxes import inverse_sigmoid
 from dfine.ops.deform_attn import sample_levels
 from dfine.ops.fdr import distance2bbox, weighting_function
@@ -164,12 +164,17 @@ class DeployHead(nn.Module):
             value_scales = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=memory.device)
         anchors, valid, value_scales = anchors.to(dtype), valid.to(dtype), value_scales.to(dtype)
 
-        # two-stage query selection (SPEC Part A §3.9): score every token, keep the best Q
+        # two-stage query selection (SPEC Part A §3.9): score every token, keep the best Q. Token-sized tensors
+        # (B·S·d, float32) are the largest of the head and set the peak memory at large batch, so few are kept
+        # alive: enc_output's Linear(memory · valid) is computed as (memory Wᵀ) · valid + b without a masked copy,
+        # and the scored tokens are dropped before the value maps are laid out.
         batch = memory.shape[0]
-        output_memory = self.enc_output(memory * valid)
+        linear, norm = self.enc_output[0], self.enc_output[1]
+        output_memory = norm(F.linear(memory, linear.weight).mul_(valid).add_(linear.bias))
         enc_class = self.enc_score_head(output_memory)
         topk_index = enc_class.max(dim=-1).values.topk(self.num_queries, dim=1).indices  # (B, Q)
         selected = output_memory.gather(1, topk_index[..., None].expand(-1, -1, output_memory.shape[-1]))
+        del output_memory, enc_class
         selected_anchors = anchors.expand(batch, -1, -1).gather(1, topk_index[..., None].expand(-1, -1, 4))
         reference = (self.enc_bbox_head(selected) + selected_anchors).sigmoid()
 
@@ -177,6 +182,7 @@ class DeployHead(nn.Module):
         heads = self.layers[0].cross_heads
         dim = memory.shape[-1]
         value = memory.view(batch, -1, heads, dim // heads).permute(0, 2, 3, 1).reshape(batch * heads, dim // heads, -1)
+        del memory  # the layout above is a copy
         values = [v.view(batch * heads, dim // heads, h, w)
                   for v, (h, w) in zip(value.split([h * w for h, w in shapes], dim=-1), shapes)]
         scales = list(value_scales.unbind(0))
