@@ -89,7 +89,7 @@ def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: an unknown field, a value of the wrong type, or a count out of range (one line).
     """
-    from dfine.engine.hparams import coerce
+    from dfine.engine.hparams import coerce, type_description
 
     unknown = set(overrides) - config_field_names()
     if unknown:
@@ -105,8 +105,7 @@ def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
             try:
                 values = [coerce(kind, v) for v in values]
             except ValueError:
-                what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
-                raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+                raise ConfigError(f"{name} must be {type_description(kind)}, got {value!r}") from None
             checked[name] = values if isinstance(value, list) else values[0]
         check_field_range(name, value)
     return checked

@@ -141,7 +141,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _type_name(hint: Any) -> str:
+def type_description(hint: Any) -> str:
+    """How an error message names a type hint: ``int`` -> "an integer", ``float | None`` -> "a number or null"."""
     if hint is bool:
         return "true or false"
     if hint is int:
@@ -154,7 +155,7 @@ def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return f"a list of {len(args)} numbers"
     if type(None) in args:
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
+        return " or ".join(type_description(a) for a in args if a is not type(None)) + " or null"
     return str(hint)
 
 
@@ -201,7 +202,7 @@ def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         try:
             checked[name] = coerce(hints[name], value)
         except ValueError:
-            raise ConfigError(f"{name} must be {_type_name(hints[name])}, got {value!r}") from None
+            raise ConfigError(f"{name} must be {type_description(hints[name])}, got {value!r}") from None
     return checked
 
 
