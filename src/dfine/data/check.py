@@ -18,7 +18,7 @@ import numpy as np
 
 from dfine.data.images import (
     load_image,
-    missing_folder_message,
+    note_missing_folder,
     probe_images,
     size_mismatch_message,
     use_exif_orientation,
@@ -108,13 +108,8 @@ def _check_images(index: DetectionIndex, split: str, decode: bool, progress: boo
     repairs = RepairLog()
     for record, info in zip(records, infos, strict=True):
         if isinstance(info, InputFileError):
-            if not record.path.exists() and not record.path.parent.is_dir():
-                # one line for the folder (usually a wrong images: path), not one per image it should hold
-                line = missing_folder_message(record.path.parent, index.source)
-                if line not in report.problems:
-                    report.problems.append(line)
-                continue
-            report.problems.append(str(info))
+            if not note_missing_folder(report.problems, record.path, index.source):
+                report.problems.append(str(info))
             continue
         orientation = use_exif_orientation(info, record.width, record.height)
         if orientation is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dfine.data.dataset import DetectionDataset, Transforms
-from dfine.data.images import missing_folder_message, probe_image
+from dfine.data.images import note_missing_folder, probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder, RepairLog
 from dfine.errors import InputFileError
 
@@ -153,11 +153,7 @@ def load_coco_index(
             try:
                 info = probe_image(path)
             except InputFileError as e:
-                if not path.exists() and not path.parent.is_dir():
-                    line = missing_folder_message(path.parent, source)  # once, as the data set check does
-                    if line not in problems:
-                        problems.append(line)
-                else:
+                if not note_missing_folder(problems, path, source):
                     builder.problem(str(e.path), f"{e.problem} (image {image_id} of {source})")
                 continue
             width, height = info.width, info.height

@@ -158,10 +158,18 @@ def size_mismatch_message(info: ImageInfo, width: int, height: int, boxes_outsid
     )
 
 
-def missing_folder_message(folder: Path, source: Path) -> str:
-    """The one problem line for all the images listed in ``source`` that would be in a folder that does not exist
-    (a wrong ``images:`` path names every image as missing otherwise)."""
-    return f"{folder}: image folder does not exist (it should hold images listed in {source})"
+def note_missing_folder(problems: list[str], image: Path, source: Path) -> bool:
+    """When ``image`` is missing because its whole folder is, add one line naming the folder to ``problems`` (once,
+    however many of its images ``source`` lists) and return True; otherwise return False and add nothing.
+
+    A wrong ``images:`` path would otherwise name every image of the split as missing.
+    """
+    if image.exists() or image.parent.is_dir():
+        return False
+    line = f"{image.parent}: image folder does not exist (it should hold images listed in {source})"
+    if line not in problems:
+        problems.append(line)
+    return True
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
