@@ -205,8 +205,8 @@ def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) 
     lines = [
         "",
         f"D-FINE demo finished in {_format_seconds(result.seconds)}.",
-        f"  Trained D-FINE-N from random weights for {result.epochs} epoch{'s' if result.epochs != 1 else ''} on {num_train} synthetic "
-        f"{image_size}x{image_size} images ({', '.join(CLASS_NAMES)}).",
+        f"  Trained D-FINE-N from random weights for {result.epochs} epoch{'s' if result.epochs != 1 else ''} on "
+        f"{num_train} synthetic {image_size}x{image_size} images ({', '.join(CLASS_NAMES)}).",
         f"  Validation ({num_val} images): AP {pct('AP')}, AP50 {pct('AP50')}, AP75 {pct('AP75')}",
         "",
         "  Look at:",

@@ -184,7 +184,7 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
     )
     from dfine.engine.distributed import is_main_process, seed_everything
     from dfine.engine.ema import ModelEMA
-    from dfine.engine.hparams import Hyperparameters, check_overrides, resolve_hyperparameters
+    from dfine.engine.hparams import Hyperparameters, check_overrides, count_noun, resolve_hyperparameters
     from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem
     from dfine.engine.trainer import Trainer
     from dfine.errors import DFineError
@@ -303,7 +303,7 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
     say(model_report.summary())
     say(hp.summary())
     say(f"Device: {dev} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
-        f"{len(train_loader)} step{'' if len(train_loader) == 1 else 's'} per epoch; output: {output_dir}")
+        f"{count_noun(len(train_loader), 'step')} per epoch; output: {output_dir}")
 
     history = trainer.fit()
     s = trainer.state

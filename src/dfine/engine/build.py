@@ -77,9 +77,6 @@ def config_field_names() -> set[str]:
     return set(DFineConfig().to_dict()) | {"num_labels"}
 
 
-# The model builds with zero queries or decoder layers and then fails at the first evaluation deep inside the
-# attention code, so the counts a user is likely to change for training are checked up front: name -> (lowest,
-# highest) allowed value, None for no bound.
 def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Model config overrides converted to their fields' types and range-checked.
 

@@ -124,8 +124,8 @@ class Hyperparameters:
             ("epochs", f"{self.epochs}; stage 2: {stage2}"),
             ("learning rate", f"{self.lr:.4g} (backbone {self.backbone_lr:.4g}), AdamW betas "
                               f"{self.betas[0]}/{self.betas[1]}, weight decay {self.weight_decay:.4g}"),
-            ("LR schedule", f"linear warm-up over {_count(self.warmup_iters, 'iteration')}, then constant"),
-            ("EMA", f"decay {self.ema_decay:.6g}, warm-up {_count(self.ema_warmups, 'iteration')}"),
+            ("LR schedule", f"linear warm-up over {count_noun(self.warmup_iters, 'iteration')}, then constant"),
+            ("EMA", f"decay {self.ema_decay:.6g}, warm-up {count_noun(self.ema_warmups, 'iteration')}"),
             ("gradient clip", f"{self.clip_max_norm:g} (global L2 norm)"),
             ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
             ("backbone norm", "frozen BN + frozen stem" if self.freeze_backbone_norm else "trainable BN"),
@@ -136,8 +136,8 @@ class Hyperparameters:
         return "\n".join(lines)
 
 
-def _count(n: int, noun: str) -> str:
-    """``"1 iteration"``, ``"2 iterations"``."""
+def count_noun(n: int, noun: str) -> str:
+    """``"1 iteration"``, ``"2 iterations"``: a count for the console."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 

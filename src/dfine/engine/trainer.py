@@ -44,7 +44,7 @@ from dfine.engine import checkpoint as ckpt
 from dfine.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from dfine.engine.ema import ModelEMA
 from dfine.engine.evaluator import EvalResult
-from dfine.engine.hparams import Hyperparameters
+from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import WarmupConstantLR, current_lrs
 from dfine.engine.step import StepOutcome, train_step
@@ -65,10 +65,6 @@ class TrainState:
     best_eval: dict[str, Any] | None = None
     rollbacks: int = 0
     lr_scale: float = 1.0  # product of the divergence back-offs applied so far
-
-
-def _steps(n: int) -> str:
-    return f"{n} step" + ("" if n == 1 else "s")
 
 
 class _Diverged(Exception):
@@ -336,7 +332,7 @@ class Trainer:
         ap = "" if result is None else f", AP {result.AP:.4f} AP50 {result.AP50:.4f} (best {s.best_metric:.4f} " \
                                        f"@ epoch {s.best_epoch + 1})"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
-                 f"{seconds:.1f} s" + (f", {_steps(int(train_stats['skipped_steps']))} skipped"
+                 f"{seconds:.1f} s" + (f", {count_noun(int(train_stats['skipped_steps']), 'step')} skipped"
                                        if train_stats.get("skipped_steps") else ""))
 
     def fit(self, on_epoch_end: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
