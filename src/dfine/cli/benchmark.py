@@ -103,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from dfine.inference import resolve_device, validate_image_size
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
-    suffix = Path(args.model).suffix.lower()
+    given = Path(args.model)
+    exported_backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(given.suffix.lower())
     if args.backend is None:
-        args.backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(suffix, "torch")
+        args.backend = exported_backend or "torch"
     if (args.batch_size is not None and args.batch_size < 1) or args.iters < 1 or args.warmup < 0:
         raise DFineError("--batch-size and --iters must be at least 1, --warmup at least 0")
     validate_image_size(args.image_size, "--image-size")
@@ -115,11 +116,10 @@ def run(args: argparse.Namespace) -> int:
         raise DFineError("choose one of --half and --bf16")
     if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16):
         raise DFineError("--compile, --cuda-graph, --eager and --bf16 apply to the torch backend only")
-    given = Path(args.model)
-    exported_given = given.suffix.lower() in (".onnx", ".engine")
+    exported_given = exported_backend is not None
     if args.backend == "torch" and exported_given:
         raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "
-                         f"{'onnxruntime' if given.suffix.lower() == '.onnx' else 'tensorrt'})")
+                         f"{exported_backend})")
     if args.backend == "tensorrt":
         from dfine.export.tensorrt import require_tensorrt
 

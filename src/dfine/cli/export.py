@@ -39,9 +39,9 @@ def _default_output(model: str, fmt: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from dfine.errors import DFineError
+    from dfine.inference import validate_image_size
 
-    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
-        raise DFineError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    validate_image_size(args.image_size, "--image-size")
     if args.batch_size < 1 or args.max_batch < 1:
         raise DFineError("--batch-size and --max-batch must be at least 1")
     output = Path(args.output) if args.output else _default_output(args.model, args.format)

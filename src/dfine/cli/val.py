@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from dfine.engine.api import val
+
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty())
     if args.json:
