@@ -21,29 +21,10 @@ SIZES = ["n", "s", "m", pytest.param("l", marks=pytest.mark.slow), pytest.param(
 SIZES64 = ["n", "m", pytest.param("l", marks=pytest.mark.slow), pytest.param("x", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("size", SIZES64)
-def test_deploy_is_exact_in_float64(size: str) -> None:
-    """The folding and merging are exact maths: in float64 deploy and training form agree to ~1e-9.
-
-    Uses the usual oracle weights (every parameter perturbed, batch norm calibrated on real activations), whose
-    chaotic amplification of rounding only float64 keeps below any tolerance.
-    """
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset(f"dfine-{size}-coco")).eval()
-    randomize_weights(model, seed=1)
-    pixels = to_pixel_values(natural_images(1, 320, seed=2), 320)
-    calibrate_batch_norms(model, pixels)
-    model = model.double()
-    deployed = deploy(model, 320)
-    with torch.inference_mode():
-        reference = model(pixels.double())
-        output = deployed(pixels.double())
-    assert (reference.logits - output.logits).abs().max().item() < 1e-7
-    assert (reference.pred_boxes - output.pred_boxes).abs().max().item() < 1e-8
-
-
-def test_deploy_is_exact_with_discrete_sampling() -> None:
-    """decoder_method="discrete" (nearest-cell sampling) folds as exactly as the default bilinear sampling."""
-    config = dfine.DFineConfig.from_preset("dfine-n-coco", decoder_method="discrete")
+def _float64_outputs(config: dfine.DFineConfig) -> tuple:
+    """Training-form and deploy-form outputs in float64, with the usual oracle weights (every parameter perturbed,
+    batch norm calibrated on real activations), whose chaotic amplification of rounding only float64 keeps below
+    any tolerance."""
     model = dfine.DFineForObjectDetection(config).eval()
     randomize_weights(model, seed=1)
     pixels = to_pixel_values(natural_images(1, 320, seed=2), 320)
@@ -51,8 +32,20 @@ def test_deploy_is_exact_with_discrete_sampling() -> None:
     model = model.double()
     deployed = deploy(model, 320)
     with torch.inference_mode():
-        reference = model(pixels.double())
-        output = deployed(pixels.double())
+        return model(pixels.double()), deployed(pixels.double())
+
+
+@pytest.mark.parametrize("size", SIZES64)
+def test_deploy_is_exact_in_float64(size: str) -> None:
+    """The folding and merging are exact maths: in float64 deploy and training form agree to ~1e-9."""
+    reference, output = _float64_outputs(dfine.DFineConfig.from_preset(f"dfine-{size}-coco"))
+    assert (reference.logits - output.logits).abs().max().item() < 1e-7
+    assert (reference.pred_boxes - output.pred_boxes).abs().max().item() < 1e-8
+
+
+def test_deploy_is_exact_with_discrete_sampling() -> None:
+    """decoder_method="discrete" (nearest-cell sampling) folds as exactly as the default bilinear sampling."""
+    reference, output = _float64_outputs(dfine.DFineConfig.from_preset("dfine-n-coco", decoder_method="discrete"))
     assert (reference.logits - output.logits).abs().max().item() < 1e-7
     assert (reference.pred_boxes - output.pred_boxes).abs().max().item() < 1e-8
 
