@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfine.ops.deform_attn import deformable_attention_core
+from dfine.ops.deform_attn import deformable_attention_core, sample_levels
 
 SHAPES = [(6, 8), (3, 4)]
 POINTS = [2, 3]
@@ -57,3 +57,21 @@ def test_core_equals_point_by_point_reference(method: str) -> None:
     expected = _reference(value, locations, weights, method)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["default", "discrete"])
+def test_per_level_sum_equals_concatenated_sum(method: str) -> None:
+    """The deploy head's order of additions (per level, then across levels) gives the same attention output."""
+    value, locations, weights = _inputs(seed=1)
+    batch, queries, heads, points, _ = locations.shape
+    value = value.permute(0, 2, 3, 1).flatten(0, 1)
+    value_levels = [v.reshape(batch * heads, -1, h, w)
+                    for v, (h, w) in zip(value.split([h * w for h, w in SHAPES], dim=-1), SHAPES)]
+    location_levels = locations.permute(0, 2, 1, 3, 4).flatten(0, 1).split(POINTS, dim=-2)
+    flat_weights = weights.permute(0, 2, 1, 3).reshape(batch * heads, 1, queries, points)
+    scales = [torch.tensor([w, h], dtype=value.dtype) for h, w in SHAPES]
+    concatenated = sample_levels(value_levels, location_levels, flat_weights, method, scales)
+    per_level = sample_levels(value_levels, location_levels, flat_weights, method, scales, per_level_sum=True)
+    assert per_level.shape == concatenated.shape == (batch * heads, value.shape[1], queries)
+    assert concatenated.abs().max() > 0.1  # the samples are not all padding
+    torch.testing.assert_close(per_level, concatenated, rtol=0, atol=1e-12)

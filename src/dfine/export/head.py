@@ -95,7 +95,7 @@ class DeployDecoderLayer(nn.Module):
         # (B·M, Q, P, 2) per level; points are ordered level-major
         locations = locations.permute(0, 2, 1, 3, 4).flatten(0, 1).split(self.num_points_list, dim=2)
         weights = weights.permute(0, 2, 1, 3).reshape(batch * heads, 1, num_queries, points)
-        out = sample_levels(values, locations, weights, self.method, value_scales)  # (B·M, D, Q)
+        out = sample_levels(values, locations, weights, self.method, value_scales, per_level_sum=True)  # (B·M, D, Q)
         return out.view(batch, dim, num_queries).transpose(1, 2)
 
     def forward(self, x: Tensor, pos: Tensor, reference: Tensor, values: list[Tensor],

@@ -54,7 +54,7 @@ def deformable_attention_core(
 
 
 def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tensor], weights: Tensor, method: str,
-                  scales: Sequence[Tensor | None]) -> Tensor:
+                  scales: Sequence[Tensor | None], per_level_sum: bool = False) -> Tensor:
     """Sample every level's value map at its points and sum the samples with the attention weights.
 
     Shared by :func:`deformable_attention_core` and the deploy head (:mod:`dfine.export.head`), which lays the value
@@ -66,6 +66,9 @@ def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tens
         weights: (B·M, 1, Q, P) attention weights, points level-major.
         method: "default" (bilinear) or "discrete" (nearest cell).
         scales: per level, a (2,) tensor (W_l, H_l); used by "discrete" only.
+        per_level_sum: weight and reduce each level's samples, then add the levels, instead of concatenating all
+            samples and reducing once (the original's order of additions, kept by the training form). Equal to float
+            rounding; PyTorch's CPU forward of this step is about twice as fast without the (B·M, D, Q, P) copy.
 
     Returns:
         (B·M, D, Q)
@@ -79,7 +82,13 @@ def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tens
         else:
             assert scale is not None
             sampled.append(_nearest_sample(value, loc, scale))
-    return (torch.cat(sampled, dim=-1) * weights).sum(-1)
+    if not per_level_sum:
+        return (torch.cat(sampled, dim=-1) * weights).sum(-1)
+    level_weights = weights.split([s.shape[-1] for s in sampled], dim=-1)
+    out = (sampled[0] * level_weights[0]).sum(-1)
+    for samples, level_weight in zip(sampled[1:], level_weights[1:]):
+        out = out + (samples * level_weight).sum(-1)
+    return out
 
 
 def _nearest_sample(value: Tensor, locations: Tensor, scale: Tensor) -> Tensor:
