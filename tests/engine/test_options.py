@@ -4,6 +4,7 @@ bad value a one-line error; defaults that fit the machine; messages that say wha
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ def test_bad_train_options_fail_before_the_data_is_read(tmp_path: Path, options:
     assert capsys.readouterr().err.strip() == f"dfine train: error: {message}"
 
 
-def test_val_workers_must_not_be_negative(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [-1, 1.5, "2", True])
+def test_val_workers_must_be_a_count(tmp_path: Path, workers: object) -> None:
     # checked before the model or the data is read (both paths here do not exist)
-    with pytest.raises(ConfigError, match="^the number of data-loading workers must be >= 0, got -1$"):
-        dfine.val(tmp_path / "m", tmp_path / "d", workers=-1)
+    with pytest.raises(ConfigError, match=f"^the number of data-loading workers must be an integer >= 0, got "
+                                          f"{re.escape(repr(workers))}$"):
+        dfine.val(tmp_path / "m", tmp_path / "d", workers=workers)
 
 
 def test_override_types_in_python() -> None:

@@ -157,12 +157,19 @@ def train(
             cleanup_distributed()
 
 
-def _check_counts(workers: int | None, seed: int) -> None:
-    """Options that only fail deep inside a run (a worker count, the seed) are checked before anything starts."""
+def _check_workers(workers: int | None) -> None:
+    """A bad worker count only fails when the data loader starts, after the data check: refuse it first."""
     from dfine.errors import ConfigError
 
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
         raise ConfigError(f"the number of data-loading workers must be an integer >= 0, got {workers!r}")
+
+
+def _check_counts(workers: int | None, seed: int) -> None:
+    """Options that only fail deep inside a run (a worker count, the seed) are checked before anything starts."""
+    from dfine.errors import ConfigError
+
+    _check_workers(workers)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
@@ -335,7 +342,7 @@ def val(
     batch_size: int = 8,
     device: str = "auto",
     image_size: int | None = None,
-    workers: int | None = 2,
+    workers: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
@@ -368,8 +375,7 @@ def val(
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if workers is not None and workers < 0:
-        raise ConfigError(f"the number of data-loading workers must be >= 0, got {workers}")
+    _check_workers(workers)
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
