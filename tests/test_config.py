@@ -37,12 +37,11 @@ def test_objects365_presets_name_every_category() -> None:
 
 
 def test_packaged_files_include_the_objects365_names(tmp_path) -> None:
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
-
-    import shutil
 
     # build from a copy: setuptools leaves a build/ folder beside the pyproject.toml it builds
     root = Path(__file__).resolve().parents[1]

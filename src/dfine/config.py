@@ -2,12 +2,14 @@
 
 The field names and defaults are those of transformers' ``DFineConfig`` / ``HGNetV2Config`` (SPEC Part A §1), so a
 hub ``config.json`` loads here without transformers installed, and ``save_pretrained`` writes one that transformers
-loads. Keys we do not use are kept and written back unchanged, so a round trip loses nothing.
+loads. Keys of a ``config.json`` that we do not use are kept and written back unchanged, so a round trip loses
+nothing; a keyword argument typed by the user that is not a field is an error (a typo must not pass silently).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,19 +32,66 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# Keys transformers writes into every config.json (provenance and dtype), accepted as keywords too and kept as they are.
+METADATA_KEYS = frozenset({"architectures", "transformers_version", "dtype", "torch_dtype", "_name_or_path"})
+
+
+def unknown_keyword_error(name: str, known: set[str] | frozenset[str], where: str) -> ConfigError:
+    """A one-line ConfigError for a keyword argument ``name`` that is not in ``known``, with a close match."""
+    close = difflib.get_close_matches(name, sorted(k for k in known if not k.startswith("_")), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where} got an unknown keyword argument {name!r}{hint}")
+
+
+def dtype_name(value: Any) -> Any:
+    """``torch.float16`` -> ``"float16"`` (how transformers writes dtypes into config.json); others unchanged."""
+    import torch
+
+    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else value
+
+
+def json_safe(value: Any, where: str) -> Any:
+    """``value`` with dtypes as names and tuples as lists; a ConfigError naming ``where`` for anything else that JSON
+    cannot hold, so that save_pretrained never writes a half file or fails with a TypeError."""
+    value = dtype_name(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise ConfigError(f"config entry {where} holds a {type(value).__name__} ({value!r}), which config.json cannot "
+                      "store")
+
+
 class _JsonConfig:
-    """Shared machinery: known fields with defaults, unknown keys kept in ``extra``."""
+    """Shared machinery: known fields with defaults, unknown keys of a file kept in ``extra``."""
 
     model_type: str = ""
     _defaults: dict[str, Any] = {}
+    _other_keywords: frozenset[str] = frozenset()  # accepted besides the fields (derived or structured values)
 
     def __init__(self, **kwargs: Any) -> None:
+        for name in kwargs:
+            if name not in self.keyword_names():
+                raise unknown_keyword_error(name, self.keyword_names(), type(self).__name__)
         for name, default in self._defaults.items():
             value = kwargs.pop(name, copy.deepcopy(default))
             setattr(self, name, list(value) if isinstance(value, tuple) else value)
         kwargs.pop("model_type", None)
-        # Unknown keys (from newer or older transformers versions) are kept so that a round trip loses nothing.
-        self.extra: dict[str, Any] = kwargs
+        # Only metadata keys are left; from_dict adds a file's unknown keys so that a round trip loses nothing.
+        self.extra: dict[str, Any] = {k: dtype_name(v) for k, v in kwargs.items()}
+
+    @classmethod
+    def keyword_names(cls) -> set[str]:
+        """Every keyword argument the constructor accepts."""
+        return set(cls._defaults) | set(cls._other_keywords) | METADATA_KEYS | {"model_type"}
+
+    @classmethod
+    def _split_file_keys(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(keys the constructor accepts, the others): a file's unknown keys are kept, not refused."""
+        names = cls.keyword_names()
+        return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
 
     def to_dict(self) -> dict[str, Any]:
         out = copy.deepcopy(self.extra)
@@ -55,7 +104,9 @@ class _JsonConfig:
         return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({json.dumps(self.to_dict(), indent=2, sort_keys=True)})"
+        # default=repr: a repr must never fail, even for a value that save_pretrained would refuse
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=lambda v: repr(dtype_name(v)))
+        return f"{type(self).__name__}({text})"
 
 
 class HGNetV2Config(_JsonConfig):
@@ -91,6 +142,14 @@ class HGNetV2Config(_JsonConfig):
             self.out_indices = [int(name.replace("stage", "")) for name in self.out_features]
         self.out_features = [f"stage{i}" if i else "stem" for i in self.out_indices]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HGNetV2Config:
+        """From a ``backbone_config`` dict of a file: keys we do not know are kept, not refused."""
+        known, unknown = cls._split_file_keys(data)
+        config = cls(**known)
+        config.extra = {**unknown, **config.extra}
+        return config
+
     @property
     def out_channels(self) -> list[int]:
         """Channels of the returned feature maps (stem = 0, stage s = s)."""
@@ -118,6 +177,22 @@ def check_field_range(name: str, value: Any) -> None:
         if isinstance(v, int | float) and ((low is not None and v < low) or (high is not None and v > high)):
             bounds = f">= {low}" if high is None else f"from {low} to {high}"
             raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+
+
+def _backbone_from(backbone: HGNetV2Config | dict[str, Any] | None) -> HGNetV2Config:
+    """The backbone config from ``backbone_config`` (a dict's unknown keys are kept, as a file's are)."""
+    if backbone is None:
+        return HGNetV2Config()
+    if isinstance(backbone, dict):
+        if backbone.get("model_type", "hgnet_v2") != "hgnet_v2":
+            raise ConfigError(f"backbone_config has model_type {backbone['model_type']!r}; D-FINE uses hgnet_v2")
+        return HGNetV2Config.from_dict(backbone)
+    if not isinstance(backbone, HGNetV2Config):
+        raise ConfigError(f"backbone_config must be an HGNetV2Config or a dict, got {type(backbone).__name__}")
+    return backbone
+
+
+_LABEL_KEYS = {"num_labels", "id2label", "label2id"}
 
 
 class DFineConfig(_JsonConfig):
@@ -195,27 +270,40 @@ class DFineConfig(_JsonConfig):
         "is_encoder_decoder": True,
     }
 
+    # Structured or derived values, accepted besides the fields of _defaults.
+    _other_keywords = frozenset({"backbone_config", "num_labels", "id2label", "label2id", "head_dim"})
+
     def __init__(self, **kwargs: Any) -> None:
         backbone = kwargs.pop("backbone_config", None)
         num_labels = kwargs.pop("num_labels", None)
         id2label = kwargs.pop("id2label", None)
-        kwargs.pop("label2id", None)  # always derived from id2label
+        label2id = kwargs.pop("label2id", None)  # derived from id2label; used only when id2label is not given
+        head_dim = kwargs.pop("head_dim", None)
         super().__init__(**kwargs)
-        if backbone is None:
-            backbone = HGNetV2Config()
-        elif isinstance(backbone, dict):
-            if backbone.get("model_type", "hgnet_v2") != "hgnet_v2":
-                raise ConfigError(f"backbone_config has model_type {backbone['model_type']!r}; D-FINE uses hgnet_v2")
-            backbone = HGNetV2Config(**backbone)
-        self.backbone_config: HGNetV2Config = backbone
+        self.backbone_config: HGNetV2Config = _backbone_from(backbone)
+        if id2label is None and label2id is not None:
+            id2label = {int(i): name for name, i in label2id.items()}
         if id2label is not None:
             self.id2label = {int(k): str(v) for k, v in id2label.items()}
             if num_labels is not None and num_labels != len(self.id2label):
-                raise ConfigError(f"num_labels={num_labels} disagrees with id2label ({len(self.id2label)} entries)")
+                raise ConfigError(f"num_labels={num_labels} and id2label ({len(self.id2label)} entries) disagree: "
+                                  "give one of them, or make them match")
         else:
             self.num_labels = 2 if num_labels is None else num_labels
         self.head_dim = self.d_model // self.decoder_attention_heads
+        if head_dim is not None and head_dim != self.head_dim:
+            raise ConfigError(f"head_dim={head_dim} disagrees with d_model // decoder_attention_heads = "
+                              f"{self.head_dim} (head_dim is derived: set d_model or decoder_attention_heads)")
         self.validate()
+
+    # Our models always return output objects (which also index like tuples); transformers code reads these.
+    @property
+    def return_dict(self) -> bool:
+        return True
+
+    @property
+    def use_return_dict(self) -> bool:
+        return True
 
     # -- labels -------------------------------------------------------------------------------------------------
     @property
@@ -273,7 +361,7 @@ class DFineConfig(_JsonConfig):
         return out
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(json_safe(self.to_dict(), ""), indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, save_directory: str | Path) -> Path:
         """Write ``config.json`` into ``save_directory`` (created if needed); returns its path."""
@@ -285,16 +373,33 @@ class DFineConfig(_JsonConfig):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> DFineConfig:
+        """From a ``config.json`` dict, whose unknown keys are kept; ``overrides`` (typed by the user) must be
+        fields. A ``num_labels`` / ``id2label`` / ``label2id`` override replaces all three of ``data``'s."""
         data = dict(data)
         model_type = data.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(f"model_type is {model_type!r}, not {cls.model_type!r}: this is not a D-FINE config")
+        cls.check_keywords(overrides, "DFineConfig")
         data.pop("head_dim", None)  # derived
-        data.update(overrides)
-        return cls(**data)
+        if _LABEL_KEYS & overrides.keys():
+            # the file's class list describes the old head: keeping it would contradict a new num_labels
+            data = {k: v for k, v in data.items() if k not in _LABEL_KEYS}
+        known, unknown = cls._split_file_keys(data)
+        config = cls(**{**known, **overrides})
+        config.extra = {**unknown, **config.extra}
+        return config
+
+    @classmethod
+    def check_keywords(cls, kwargs: dict[str, Any] | set[str], where: str, also: set[str] | None = None) -> None:
+        """Raise a one-line ConfigError for the first keyword that is neither a config field nor in ``also``."""
+        known = cls.keyword_names() | (also or set())
+        for name in kwargs:
+            if name not in known:
+                raise unknown_keyword_error(name, known, where)
 
     @classmethod
     def from_json_file(cls, path: str | Path, **overrides: Any) -> DFineConfig:
+        """Read ``path``; a problem of the file names the file, a problem of ``overrides`` is a ConfigError."""
         data = _read_json(Path(path))
         model_type = data.get("model_type")
         if model_type != cls.model_type:
@@ -302,6 +407,8 @@ class DFineConfig(_JsonConfig):
         try:
             return cls.from_dict(data, **overrides)
         except ConfigError as e:
+            if overrides and _is_valid(cls, data):
+                raise  # the file alone is fine: the overrides are to blame
             raise InputFileError(path, str(e)) from None
 
     @classmethod
@@ -317,3 +424,12 @@ class DFineConfig(_JsonConfig):
         from dfine.presets import preset_config
 
         return preset_config(name, **overrides)
+
+
+def _is_valid(cls: type[DFineConfig], data: dict[str, Any]) -> bool:
+    """Whether ``data`` alone makes a valid config (to tell a bad file from a bad override)."""
+    try:
+        cls.from_dict(data)
+    except ConfigError:
+        return False
+    return True

@@ -57,4 +57,5 @@ def test_cli_error_for_a_text_file_saved_as_pth(tmp_path: Path, capsys) -> None:
 
 def test_val_rejects_negative_workers(tmp_path: Path, capsys) -> None:
     assert main(["val", "--model", "dfine-n-coco", "--data", str(tmp_path), "--workers", "-1"]) == 2
-    assert capsys.readouterr().err.strip() == "dfine val: error: the number of data-loading workers must be an integer >= 0, got -1"
+    assert capsys.readouterr().err.strip() == ("dfine val: error: the number of data-loading workers must be an "
+                                               "integer >= 0, got -1")

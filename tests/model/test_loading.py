@@ -114,7 +114,8 @@ def test_new_class_list_reinitialises_only_class_sized_tensors(saved_nano, caplo
     assert loaded.model.denoising_class_embed.weight.shape == (4, 128)
     assert "re-initialised" in caplog.text
     assert torch.equal(loaded.model.enc_output[0].weight, model.model.enc_output[0].weight)
-    assert torch.equal(loaded.model.decoder.bbox_embed[2].layers[0].weight, model.model.decoder.bbox_embed[2].layers[0].weight)
+    assert torch.equal(loaded.model.decoder.bbox_embed[2].layers[0].weight,
+                       model.model.decoder.bbox_embed[2].layers[0].weight)
 
 
 def test_num_denoising_zero_drops_the_embedding(saved_nano) -> None:
@@ -138,3 +139,107 @@ def test_reg_scale_is_read_from_the_weights(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(data))
     loaded = dfine.DFineForObjectDetection.from_pretrained(tmp_path)
     assert loaded.config.reg_scale == 8.0
+
+
+# -- DFineModel folders (no "model." prefix; transformers' have no detection heads) ----------------------------------
+@pytest.fixture(scope="module")
+def saved_base(saved_nano, tmp_path_factory):
+    """Our DFineModel folder, written from the detection model's weights."""
+    directory, model = saved_nano
+    base_dir = tmp_path_factory.mktemp("base")
+    dfine.DFineModel.from_pretrained(directory).save_pretrained(base_dir)
+    return base_dir, model
+
+
+def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module, skip: str | None = None) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    for name in sa:
+        if skip is None or skip not in name:
+            assert torch.equal(sa[name], sb[name]), name
+
+
+@torch.no_grad()
+def _detect(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(1)))
+    return out.logits, out.pred_boxes
+
+
+def test_base_model_folder_round_trips_in_both_classes(saved_base) -> None:
+    base_dir, model = saved_base
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("model.") for k in load_file(str(base_dir / "model.safetensors")))
+    assert '"DFineModel"' in (base_dir / "config.json").read_text()
+    base = dfine.DFineModel.from_pretrained(base_dir)
+    _assert_same_state(base, model.model)
+    detector = dfine.DFineForObjectDetection.from_pretrained(base_dir)
+    _assert_same_state(detector, model)
+    for a, b in zip(_detect(detector), _detect(model.eval())):
+        assert torch.equal(a, b)
+
+
+def test_detection_folder_loads_in_the_base_model_exactly(saved_nano) -> None:
+    directory, model = saved_nano
+    base = dfine.DFineModel.from_pretrained(directory)
+    _assert_same_state(base, model.model)
+    with torch.no_grad():
+        pixels = torch.rand(1, 3, 320, 320)
+        assert torch.equal(base(pixels).last_hidden_state, model.model.eval()(pixels).last_hidden_state)
+
+
+def test_base_model_file_without_config_is_recognised(saved_base, tmp_path) -> None:
+    base_dir, model = saved_base
+    (tmp_path / "weights.safetensors").write_bytes((base_dir / "model.safetensors").read_bytes())
+    detector = dfine.DFineForObjectDetection.from_pretrained(tmp_path / "weights.safetensors")
+    assert detector.config.num_labels == 80
+    _assert_same_state(detector, model)
+
+
+def _rewrite(directory, target, edit) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "model.safetensors"))
+    edit(tensors)
+    target.mkdir()
+    save_file(tensors, str(target / "model.safetensors"), {"format": "pt"})
+    (target / "config.json").write_text((directory / "config.json").read_text())
+
+
+def test_base_model_folder_keeps_strict_key_checking(saved_base, tmp_path) -> None:
+    base_dir, _ = saved_base
+    _rewrite(base_dir, tmp_path / "extra", lambda t: t.__setitem__("encoder.stray.weight", torch.zeros(2)))
+    with pytest.raises(CheckpointError, match=r"1 unexpected keys: model\.encoder\.stray\.weight"):
+        dfine.DFineForObjectDetection.from_pretrained(tmp_path / "extra")
+    with pytest.raises(CheckpointError, match=r"1 unexpected keys: encoder\.stray\.weight"):
+        dfine.DFineModel.from_pretrained(tmp_path / "extra")
+    _rewrite(base_dir, tmp_path / "missing", lambda t: t.pop("enc_output.0.bias"))
+    with pytest.raises(CheckpointError, match=r"1 missing keys: model\.enc_output\.0\.bias"):
+        dfine.DFineForObjectDetection.from_pretrained(tmp_path / "missing")
+    # only a file without any detection head is transformers' DFineModel; a partial set is a damaged file
+    _rewrite(base_dir, tmp_path / "partial",
+             lambda t: [t.pop(k) for k in list(t) if k.startswith("decoder.bbox_embed.")])
+    with pytest.raises(CheckpointError, match=r"18 missing keys: decoder\.bbox_embed"):
+        dfine.DFineModel.from_pretrained(tmp_path / "partial")
+
+
+def test_transformers_base_model_folder_loads_in_both_classes(saved_base, tmp_path, caplog) -> None:
+    transformers = pytest.importorskip("transformers")
+    base_dir, model = saved_base
+    theirs = transformers.DFineModel.from_pretrained(base_dir)
+    theirs.save_pretrained(tmp_path / "theirs")
+    reference = {k: v for k, v in theirs.state_dict().items()}
+    assert not any("class_embed" in k and k.startswith("decoder.") for k in reference)  # their DFineModel has none
+    for cls, prefix in ((dfine.DFineModel, ""), (dfine.DFineForObjectDetection, "model.")):
+        caplog.clear()
+        ours = cls.from_pretrained(tmp_path / "theirs")
+        state = ours.state_dict()
+        for name, value in reference.items():
+            if name.endswith("num_batches_tracked") and f"{prefix}{name}" not in state:
+                continue
+            assert torch.equal(state[f"{prefix}{name}"], value), name
+        # every tensor but the heads the file lacks is the file's; those are initialised fresh, and reported
+        heads = {f"{prefix}{k}" for k in model.model.state_dict()
+                 if k.startswith(("decoder.class_embed.", "decoder.bbox_embed."))}
+        assert set(state) - {f"{prefix}{k}" for k in reference} == heads
+        assert "initialised 24 detection-head tensors the checkpoint does not have" in caplog.text

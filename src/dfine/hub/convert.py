@@ -3,7 +3,9 @@
 - **internal**: our module names, equal to Hugging Face's in-memory names without the tied top-level
   ``class_embed`` / ``bbox_embed`` aliases (``model.encoder.aifi.0.layers.0.self_attn.o_proj.weight`` …);
 - **hub**: what ``model.safetensors`` files on the hub hold (legacy names: ``encoder.encoder.N``, ``out_proj``,
-  ``fc1`` / ``fc2``); :func:`to_hub_names` writes them, :func:`to_internal_names` reads either;
+  ``fc1`` / ``fc2``); :func:`to_hub_names` writes them, :func:`to_internal_names` reads either. A ``DFineModel``
+  folder (ours or transformers') holds the same names without the ``model.`` prefix, and a transformers one has no
+  detection heads (``decoder.class_embed`` / ``decoder.bbox_embed`` belong to ``DFineForObjectDetection`` there);
 - **original**: the Peterande/D-FINE ``.pth`` state dicts (``backbone.stem.stem1.conv.weight`` …), translated by
   one declarative table, :data:`ORIGINAL_RENAMES`, plus the q/k/v split of packed attention weights.
 """
@@ -24,8 +26,10 @@ ORIGINAL_RENAMES: list[tuple[str, str]] = [
     # encoder
     (r"^encoder\.input_proj\.(\d+)\.conv\.", r"model.encoder_input_proj.\1.0."),
     (r"^encoder\.input_proj\.(\d+)\.norm\.", r"model.encoder_input_proj.\1.1."),
-    (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.", r"model.encoder.aifi.\1.layers.\2.self_attn.o_proj."),
-    (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.self_attn\.in_proj_", r"model.encoder.aifi.\1.layers.\2.self_attn.in_proj_"),
+    (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.",
+     r"model.encoder.aifi.\1.layers.\2.self_attn.o_proj."),
+    (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.self_attn\.in_proj_",
+     r"model.encoder.aifi.\1.layers.\2.self_attn.in_proj_"),
     (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.linear1\.", r"model.encoder.aifi.\1.layers.\2.mlp.layers.0."),
     (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.linear2\.", r"model.encoder.aifi.\1.layers.\2.mlp.layers.1."),
     (r"^encoder\.encoder\.(\d+)\.layers\.(\d+)\.norm1\.", r"model.encoder.aifi.\1.layers.\2.self_attn_layer_norm."),
@@ -77,12 +81,27 @@ _INTERNAL_TO_HUB = [
     (r"(layers\.\d+)\.mlp\.layers\.0\.", r"\1.fc1."),
     (r"(layers\.\d+)\.mlp\.layers\.1\.", r"\1.fc2."),
 ]
+# The per-layer detection heads: absent as a whole from a transformers DFineModel file (see lacks_detection_heads).
+# The prefix is optional so that the pattern also fits DFineModel's own names.
+DETECTION_HEADS = re.compile(r"^(model\.)?decoder\.(class_embed|bbox_embed)\.")
 _LAYER_MLP = re.compile(r"^model\.(encoder\.(aifi|encoder)\.\d+\.layers|decoder\.layers)\.\d+\.")
 
 
 def is_original_layout(state_dict: dict[str, Tensor]) -> bool:
     """True for Peterande/D-FINE key names (top-level ``backbone.`` / ``encoder.`` / ``decoder.``)."""
     return any(k.startswith("decoder.dec_score_head.") or k.startswith("backbone.stem.") for k in state_dict)
+
+
+def is_base_model_layout(state_dict: dict[str, Tensor]) -> bool:
+    """True for a ``DFineModel`` state dict (ours or transformers'): hub names without the ``model.`` prefix."""
+    return (not any(k.startswith("model.") for k in state_dict)
+            and any(k.startswith("backbone.model.") for k in state_dict) and not is_original_layout(state_dict))
+
+
+def lacks_detection_heads(state_dict: dict[str, Tensor]) -> bool:
+    """True when no key of the decoder's class/box heads is present (internal names): a transformers DFineModel
+    file. A partial set is not this case, and stays a missing-key error."""
+    return not any(DETECTION_HEADS.match(k) for k in state_dict)
 
 
 def _rename(key: str, rules: list[tuple[str, str]]) -> str:
@@ -108,13 +127,17 @@ def from_original(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def to_internal_names(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Hub (legacy or current transformers names) or original layout -> internal names.
+    """Hub (legacy or current transformers names, with or without the ``model.`` prefix of
+    DFineForObjectDetection) or original layout -> internal names.
 
     The tied top-level ``class_embed.*`` / ``bbox_embed.*`` aliases of transformers' in-memory state dict are
     dropped: they are the same tensors as ``model.decoder.class_embed.*`` / ``bbox_embed.*``.
     """
     if is_original_layout(state_dict):
         return from_original(state_dict)
+    if is_base_model_layout(state_dict):
+        # internal names always carry the prefix: one set of rename rules, and a DFineModel file loads in both classes
+        state_dict = {f"model.{k}": v for k, v in state_dict.items()}
     out = {}
     for key, value in state_dict.items():
         if key.startswith(("class_embed.", "bbox_embed.")):

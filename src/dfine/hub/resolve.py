@@ -19,7 +19,7 @@ from torch import Tensor
 
 from dfine.config import CONFIG_NAME, DFineConfig
 from dfine.errors import CheckpointError, InputFileError, first_line
-from dfine.hub.convert import is_original_layout, to_internal_names
+from dfine.hub.convert import DETECTION_HEADS, is_original_layout, lacks_detection_heads, to_internal_names
 from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, objects365_id2label, preset_config
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 _TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
+# Keyword arguments of from_pretrained that go to huggingface_hub.hf_hub_download (as in transformers).
+HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
 @dataclass
@@ -105,7 +107,9 @@ def _unwrap_weights(data: dict[str, Any], path: Path) -> tuple[dict[str, Tensor]
 
 
 def _check_is_dfine(state_dict: dict[str, Tensor], source: str) -> None:
-    if not any("decoder.class_embed" in k or "dec_score_head" in k for k in state_dict) or not any(
+    # enc_score_head: a transformers DFineModel file has no decoder class heads, but every D-FINE has this one
+    heads = ("enc_score_head", "decoder.class_embed", "dec_score_head")
+    if not any(head in k for k in state_dict for head in heads) or not any(
             "backbone" in k for k in state_dict):
         example = next(iter(state_dict), "<empty>")
         raise CheckpointError(f"{source}: not a D-FINE checkpoint (no D-FINE decoder/backbone keys; first key is "
@@ -128,7 +132,7 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
     from dfine.model.dfine import DFineForObjectDetection
 
     _check_is_dfine(state_dict, source)
-    num_labels = int(state_dict["model.decoder.class_embed.0.weight"].shape[0])
+    num_labels = int(state_dict["model.enc_score_head.weight"].shape[0])
     given = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     # Widths that vary between builds of the same size are read off the tensors rather than assumed: records of
     # original checkpoints disagree on the decoder FFN width (512 vs 1024) and on LAB in the L/X backbones.
@@ -141,13 +145,14 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
         if key in state_dict:
             measured[field] = int(state_dict[key].shape[0])
     use_lab = any(k.startswith("model.backbone.") and ".lab." in k for k in state_dict)
+    no_heads = lacks_detection_heads(state_dict)  # a transformers DFineModel file: compare the rest
     best: tuple[int, str, list[str]] | None = None
     for size in SIZES:
         config = preset_config(f"dfine-{size}-coco", **measured)
         config.backbone_config.use_learnable_affine_block = use_lab
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in DFineForObjectDetection(config).state_dict().items()
-                        if not k.endswith("num_batches_tracked")}
+                        if not k.endswith("num_batches_tracked") and not (no_heads and DETECTION_HEADS.match(k))}
         differences = sorted(set(expected) ^ set(given)) + [k for k in expected.keys() & given.keys()
                                                              if expected[k] != given[k]]
         if not differences:
@@ -218,35 +223,43 @@ def _hub_candidates(repo_id: str) -> list[str]:
     return candidates
 
 
-def download_from_hub(repo_id: str, filename: str, revision: str | None = None) -> Path:
-    """Fetch one file of a hub repository (cached by huggingface_hub); a CheckpointError when that fails."""
+def download_from_hub(repo_id: str, filename: str, revision: str | None = None, **hub_options: Any) -> Path:
+    """Fetch one file of a hub repository (cached by huggingface_hub); a CheckpointError when that fails.
+
+    ``hub_options``: cache_dir, token, local_files_only, force_download, passed to ``hf_hub_download``.
+    """
     from huggingface_hub import hf_hub_download
 
     errors = []
     for candidate in _hub_candidates(repo_id):
         try:
-            return Path(hf_hub_download(candidate, filename, revision=revision))
+            return Path(hf_hub_download(candidate, filename, revision=revision, **hub_options))
         except Exception as e:  # offline, missing repo or file, auth: all reported the same way
             errors.append(f"{candidate}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}")
     raise CheckpointError(f"could not fetch {filename} of {repo_id!r} from the Hugging Face hub "
                           f"(offline, or no such repository?) — {errors[-1]}")
 
 
-def _from_hub(repo_id: str, overrides: dict[str, Any], revision: str | None) -> ResolvedCheckpoint:
-    config_file = download_from_hub(repo_id, CONFIG_NAME, revision)
+def _from_hub(repo_id: str, overrides: dict[str, Any], revision: str | None,
+              hub_options: dict[str, Any]) -> ResolvedCheckpoint:
+    config_file = download_from_hub(repo_id, CONFIG_NAME, revision, **hub_options)
     try:
-        weights = download_from_hub(repo_id, SAFETENSORS_NAME, revision)
+        weights = download_from_hub(repo_id, SAFETENSORS_NAME, revision, **hub_options)
         state_dict = load_safetensors_file(weights)
     except CheckpointError:
-        weights = download_from_hub(repo_id, PYTORCH_NAME, revision)
+        weights = download_from_hub(repo_id, PYTORCH_NAME, revision, **hub_options)
         state_dict, _ = _unwrap_weights(load_torch_file(weights), weights)
     state_dict = to_internal_names(state_dict)
     _check_is_dfine(state_dict, repo_id)
     return ResolvedCheckpoint(DFineConfig.from_json_file(config_file, **overrides), state_dict, repo_id)
 
 
-def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None, **overrides: Any) -> ResolvedCheckpoint:
-    """Config and weights for anything ``from_pretrained`` accepts (see the module docstring)."""
+def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None,
+                       hub_options: dict[str, Any] | None = None, **overrides: Any) -> ResolvedCheckpoint:
+    """Config and weights for anything ``from_pretrained`` accepts (see the module docstring).
+
+    ``hub_options`` (cache_dir, token, local_files_only, force_download) apply to hub ids only.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _from_directory(path, overrides)
@@ -258,19 +271,25 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None, **
     if path.suffix in _TORCH_SUFFIXES | {".safetensors", ".json"} or text.startswith((".", "/", "~")):
         raise InputFileError(path, "file not found")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
-        return _from_hub(text, overrides, revision)
+        return _from_hub(text, overrides, revision, hub_options or {})
     raise CheckpointError(f"{text!r} is not a file, a directory, a preset name or a hub id (owner/name)")
 
 
-def resolve_config(name_or_path: str | Path, **overrides: Any) -> DFineConfig:
+def resolve_config(name_or_path: str | Path, **kwargs: Any) -> DFineConfig:
+    """The config of anything ``from_pretrained`` accepts; ``kwargs`` are :data:`HUB_OPTIONS` and config fields."""
+    hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+    revision = hub.pop("revision", None)
+    overrides = kwargs
+    DFineConfig.check_keywords(overrides, "DFineConfig.from_pretrained", set(HUB_OPTIONS))
     path = Path(name_or_path).expanduser()
     if path.is_dir() and (path / CONFIG_NAME).exists():
         return DFineConfig.from_json_file(path / CONFIG_NAME, **overrides)
     if path.is_file() and path.suffix == ".json":
         return DFineConfig.from_json_file(path, **overrides)
     if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)) and not is_preset(str(name_or_path)):
-        return DFineConfig.from_json_file(download_from_hub(str(name_or_path), CONFIG_NAME), **overrides)
-    return resolve_checkpoint(name_or_path, **overrides).config
+        return DFineConfig.from_json_file(download_from_hub(str(name_or_path), CONFIG_NAME, revision, **hub),
+                                          **overrides)
+    return resolve_checkpoint(name_or_path, revision, hub, **overrides).config
 
 
 def _training_image_size(path: Path) -> tuple[int, int] | None:

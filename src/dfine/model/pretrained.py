@@ -1,21 +1,27 @@
 """``from_pretrained`` / ``save_pretrained`` with strict loading (shared by the two model classes).
 
 Loading is strict: a missing, unexpected or wrongly shaped key is an error that names the keys. The only
-tolerated differences are derived buffers (batch-norm ``num_batches_tracked`` counters), and — when the caller
-asks for another class count or no denoising — the class-sized heads, which are then re-initialised and reported.
+tolerated differences are derived buffers (batch-norm ``num_batches_tracked`` counters); the class-sized heads
+when the caller asks for another class count or no denoising (re-initialised, or dropped, and reported); and the
+decoder's detection heads when a file has none of them at all (transformers' ``DFineModel`` does not own them;
+they are freshly initialised and reported).
+
+``from_pretrained`` also takes the loading options of transformers that make sense here (``dtype`` /
+``torch_dtype``, a single-device ``device_map``, the hub options); any other keyword must be a config field.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from dfine.errors import CheckpointError
+from dfine.errors import CheckpointError, ConfigError, first_line
 
 logger = logging.getLogger("dfine")
 
@@ -32,19 +38,20 @@ def _short_list(keys: list[str], limit: int = 4) -> str:
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor], source: str,
-                            allow_new_heads: bool = False) -> list[str]:
+                            allow_new_heads: bool = False, fresh: re.Pattern[str] | None = None) -> list[str]:
     """Copy ``state_dict`` into ``model``; raise a CheckpointError naming every problem.
 
     Args:
         allow_new_heads: when True, class-sized tensors whose shape differs (another class count) or that the
             model does not have (denoising disabled) are skipped; the model keeps fresh values for them.
+        fresh: model keys matching this pattern that ``state_dict`` lacks keep their fresh values.
 
     Returns:
-        The keys that were skipped (re-initialised heads), for reporting.
+        The keys that were skipped (re-initialised heads, or checkpoint keys the model does not have), for reporting.
     """
     expected = model.state_dict()
     state_dict = dict(state_dict)
-    skipped = []
+    skipped = [k for k in expected if fresh is not None and fresh.search(k) and k not in state_dict]
     if allow_new_heads:
         for key in list(state_dict):
             if CLASS_SIZED.search(key) and (key not in expected or expected[key].shape != state_dict[key].shape):
@@ -83,26 +90,46 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls: type[T], name_or_path: str | Path, *, revision: str | None = None,
-                        map_location: str | torch.device | None = None, **overrides: Any) -> T:
+                        map_location: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+                        torch_dtype: torch.dtype | str | None = None, device_map: Any = None,
+                        cache_dir: str | Path | None = None, token: str | bool | None = None,
+                        local_files_only: bool | None = None, force_download: bool | None = None,
+                        **overrides: Any) -> T:
         """Load a model from a directory, a file, a hub id or a preset name (see :mod:`dfine.hub.resolve`).
 
         ``overrides`` replace config fields, e.g. ``num_labels=5`` or ``id2label={...}`` to fine-tune on other
-        classes (the class heads are then re-initialised and reported), or ``num_denoising=0``.
+        classes (the class heads are then re-initialised and reported), or ``num_denoising=0``; any other keyword
+        is an error. As in transformers, ``dtype`` (or its older name ``torch_dtype``: a torch dtype, its name, or
+        ``"auto"`` for the stored weights' dtype) casts the model, ``device_map`` (one device: ``"cpu"``,
+        ``"cuda:0"``, a ``torch.device``) or ``map_location`` moves it, and ``revision`` / ``cache_dir`` /
+        ``token`` / ``local_files_only`` / ``force_download`` go to the hub download.
         """
+        from dfine.config import DFineConfig
+        from dfine.hub.convert import DETECTION_HEADS, lacks_detection_heads
         from dfine.hub.resolve import resolve_checkpoint
 
-        resolved = resolve_checkpoint(name_or_path, revision=revision, **overrides)
+        DFineConfig.check_keywords(overrides, f"{cls.__name__}.from_pretrained", _LOADING_OPTIONS)
+        wanted_dtype = requested_dtype(dtype, torch_dtype)
+        device = requested_device(device_map, map_location)
+        hub = {k: v for k, v in (("cache_dir", cache_dir), ("token", token), ("local_files_only", local_files_only),
+                                 ("force_download", force_download)) if v is not None}
+        resolved = resolve_checkpoint(name_or_path, revision=revision, hub_options=hub, **overrides)
         model = cls(resolved.config)  # type: ignore[call-arg]
         if resolved.state_dict is not None:
             own = cls._to_own_keys(resolved.state_dict)
-            new_heads = any(k in overrides for k in ("num_labels", "id2label", "num_denoising"))
-            skipped = load_state_dict_checked(model, own, resolved.source, allow_new_heads=new_heads)  # type: ignore[arg-type]
-            if skipped:
-                logger.warning("re-initialised %d class-sized tensors for %d classes: %s", len(skipped),
-                               resolved.config.num_labels, _short_list(skipped))
+            new_heads = any(k in overrides for k in ("num_labels", "id2label", "label2id", "num_denoising"))
+            # transformers' DFineModel files have no detection heads: ours get fresh ones, as in transformers
+            fresh = DETECTION_HEADS if lacks_detection_heads(resolved.state_dict) else None
+            skipped = load_state_dict_checked(model, own, resolved.source, allow_new_heads=new_heads,  # type: ignore[arg-type]
+                                              fresh=fresh)
+            _report_skipped(skipped, model.state_dict(), resolved.config.num_labels, fresh)  # type: ignore[attr-defined]
             model.sync_config_with_weights()
-        if map_location is not None:
-            model.to(map_location)  # type: ignore[attr-defined]
+        if wanted_dtype is not None:
+            target = _auto_dtype(resolved) if wanted_dtype == "auto" else wanted_dtype
+            model.to(target)  # type: ignore[attr-defined]
+            model.config.extra["dtype"] = str(target).removeprefix("torch.")  # the config describes the model
+        if device is not None:
+            _move(model, device)  # type: ignore[arg-type]
         return model.eval()  # type: ignore[attr-defined]
 
     def sync_config_with_weights(self) -> None:
@@ -118,9 +145,11 @@ class PretrainedMixin:
         from dfine.hub.convert import to_hub_names
         from dfine.hub.files import atomic_write
 
+        self.sync_config_with_weights()
+        self._record_provenance()
+        self.config.to_json_string()  # a value config.json cannot hold is reported before any file is written
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.sync_config_with_weights()
         state_dict = self.state_dict()  # type: ignore[attr-defined]
         if not self.base_model_prefix:
             state_dict = {f"model.{k}": v for k, v in state_dict.items()}
@@ -134,3 +163,93 @@ class PretrainedMixin:
         atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), {"format": "pt"}))
         self.config.save_pretrained(directory)
         return directory
+
+    def _record_provenance(self) -> None:
+        """Write what transformers writes on save: the class (so a DFineModel folder says so) and the dtype."""
+        extra = self.config.extra
+        extra["architectures"] = [type(self).__name__]
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)  # type: ignore[attr-defined]
+        if dtype is not None:
+            extra["dtype"] = str(dtype).removeprefix("torch.")
+            if "torch_dtype" in extra:  # older files' name for it: kept, and kept true
+                extra["torch_dtype"] = extra["dtype"]
+
+
+# Keyword arguments of from_pretrained besides the config fields (for "did you mean" suggestions).
+_LOADING_OPTIONS = {"revision", "map_location", "dtype", "torch_dtype", "device_map", "cache_dir", "token",
+                    "local_files_only", "force_download"}
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def requested_dtype(dtype: Any, torch_dtype: Any) -> torch.dtype | str | None:
+    """The dtype asked for with ``dtype`` or its older name ``torch_dtype``: a floating torch dtype, "auto", or None."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ConfigError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: give one of them")
+    value = dtype if dtype is not None else torch_dtype
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str) and value.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[value.removeprefix("torch.")]
+    if isinstance(value, torch.dtype) and value.is_floating_point:
+        return value
+    raise ConfigError(f"dtype={value!r} is not supported: use torch.float32, torch.float16, torch.bfloat16 (or "
+                      "their names) or 'auto'")
+
+
+def requested_device(device_map: Any, map_location: Any) -> torch.device | None:
+    """The one device ``device_map`` or ``map_location`` names (None: stay on the CPU). A D-FINE model fits on one
+    device, so a per-module map or a placement strategy ("auto", "balanced") is refused."""
+    if device_map is not None and map_location is not None:
+        raise ConfigError("give device_map or map_location, not both")
+    name, value = ("device_map", device_map) if device_map is not None else ("map_location", map_location)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"cuda:{value}"  # transformers reads an integer device_map as a GPU index
+    device = None
+    if isinstance(value, str | torch.device):
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            pass
+    if device is None:
+        raise ConfigError(f"{name}={value!r} is not supported: give one device ('cpu', 'cuda', 'cuda:0' or a "
+                          "torch.device); a D-FINE model is not split across devices")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name}={value!r}, but CUDA is not available on this machine")
+    return device
+
+
+def _move(model: nn.Module, device: torch.device) -> None:
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as e:  # an index past the last GPU, a backend torch was built without
+        raise ConfigError(f"cannot move the model to {device}: {first_line(e)}") from None
+
+
+def _auto_dtype(resolved: Any) -> torch.dtype:
+    """dtype="auto": the stored weights' dtype; for weightless sources the config's "dtype", else float32."""
+    if resolved.state_dict is not None:
+        for tensor in resolved.state_dict.values():
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return _DTYPES.get(str(resolved.config.extra.get("dtype", "float32")), torch.float32)
+
+
+def _report_skipped(skipped: list[str], expected: Mapping[str, Tensor], num_labels: int,
+                    fresh: re.Pattern[str] | None) -> None:
+    """Log what was not loaded, each kind as what it is: class-sized tensors re-initialised for another class count,
+    detection heads the checkpoint lacks, and checkpoint tensors the model has no place for (num_denoising=0)."""
+    heads = [k for k in skipped if k in expected and fresh is not None and fresh.search(k)]
+    resized = [k for k in skipped if k in expected and k not in heads]
+    dropped = [k for k in skipped if k not in expected]
+    if resized:
+        logger.warning("re-initialised %d class-sized tensors for %d classes: %s", len(resized), num_labels,
+                       _short_list(resized))
+    if heads:
+        logger.warning("initialised %d detection-head tensors the checkpoint does not have (a DFineModel without "
+                       "decoder.class_embed / bbox_embed): %s", len(heads), _short_list(heads))
+    if dropped:
+        logger.warning("dropped %d checkpoint tensors this model has no place for (num_denoising=0): %s",
+                       len(dropped), _short_list(dropped))
