@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 
 import numpy as np
@@ -164,8 +165,8 @@ def test_batches_options_and_return_types(processor):
         assert (small - _hf(hf, images[0])).abs().max().item() <= (0.0 if backend == "pil" else ONE_LEVEL)
     with pytest.raises(DFineError, match="different sizes"):
         processor(images, do_resize=False)
-    with pytest.raises(TypeError):
-        processor(images[0], do_pad=True)
+    with pytest.raises(TypeError, match="do_magic"):
+        processor(images[0], do_magic=True)
 
 
 def test_normalize_matches_transformers():
@@ -277,4 +278,95 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(DFineError, match="not in the hub cache"):
         DFineImageProcessor.from_pretrained(
             "ustc-community/dfine-small-coco", cache_dir=tmp_path / "cache", local_files_only=True
+        )
+
+
+# ------------------------------------------------------------------------------------- channel-axis inference
+def test_hwc_tensors_are_read_like_transformers(processor):
+    array = _random_image(50, 60, seed=10)
+    chw = processor(torch.from_numpy(array).permute(2, 0, 1).contiguous()).pixel_values
+    hwc_tensor = torch.from_numpy(array)  # (50, 60, 3): the QA report's input
+    assert torch.equal(processor(hwc_tensor).pixel_values, chw)
+    assert torch.equal(processor(torch.stack([hwc_tensor, hwc_tensor])).pixel_values[1], chw[0])  # (B, H, W, C)
+    assert torch.equal(processor(hwc_tensor.float() / 255).pixel_values, processor(array.astype(np.float32) / 255)
+                       .pixel_values)
+    theirs = _hf(RTDetrImageProcessor(do_normalize=False), hwc_tensor)  # torchvision backend infers HWC too
+    assert (chw - theirs).abs().max().item() <= ONE_LEVEL
+    assert torch.equal(processor(torch.from_numpy(array[:, :, 0])).pixel_values, processor(array[:, :, 0]).pixel_values)
+
+
+def test_input_data_format_resolves_ambiguous_shapes(processor):
+    array = _random_image(3, 40, seed=11)  # (3, 40, 3): channels first by inference, as transformers assumes
+    tensor = torch.from_numpy(array)
+    as_hwc = processor(array).pixel_values
+    assert processor(tensor).pixel_values.shape == (1, 3, 640, 640)
+    assert not torch.equal(processor(tensor).pixel_values, as_hwc)
+    assert torch.equal(processor(tensor, input_data_format="channels_last").pixel_values, as_hwc)
+    from transformers.image_utils import ChannelDimension
+
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
+    assert torch.equal(processor(chw, input_data_format=ChannelDimension.FIRST).pixel_values, as_hwc)
+    with pytest.raises(ValueError, match="input_data_format"):
+        processor(array, input_data_format="hwc")
+
+
+def test_unreadable_shapes_report_the_shape_given(processor):
+    for image, shape in [(torch.zeros(50, 60, 5, dtype=torch.uint8), "(50, 60, 5)"),
+                         (np.zeros((50, 60, 5), np.uint8), "(50, 60, 5)"),
+                         (torch.zeros(2, 50, 60, 3, 1, dtype=torch.uint8), "(2, 50, 60, 3, 1)")]:
+        with pytest.raises(DFineError, match=re.escape(shape)) as caught:
+            processor(image)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(DFineError, match=re.escape("(50, 60, 3) with input_data_format='channels_first'")):
+        processor(torch.zeros(50, 60, 3, dtype=torch.uint8), input_data_format="channels_first")
+
+
+# ----------------------------------------------------------------------------- post-processing without focal loss
+def _softmax_by_class(monkeypatch):
+    """transformers' RT-DETR calls softmax without dim=, which for 3-D logits is the batch axis (a bug): give it
+    the class axis its docstring means, to compare the rest of its code path."""
+    original = torch.nn.functional.softmax
+
+    def softmax(input, dim=None, *args, **kwargs):
+        return original(input, -1 if dim is None else dim, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "softmax", softmax)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3])
+def test_post_process_softmax_matches_transformers(processor, monkeypatch, threshold):
+    outputs = _random_outputs(batch=2, queries=50, classes=6, seed=3)
+    outputs.logits = outputs.logits * 0.7 + 1  # spread the softmax scores over [0, 1]
+    sizes = [(480, 640), (333, 517)]
+    ours = processor.post_process_object_detection(outputs, threshold, sizes, use_focal_loss=False)
+    detr = transformers.DetrImageProcessor().post_process_object_detection(outputs, threshold, sizes)
+    _softmax_by_class(monkeypatch)
+    rt_detr = RTDetrImageProcessor().post_process_object_detection(outputs, threshold, sizes, use_focal_loss=False)
+    for reference in (detr, rt_detr):
+        for mine, theirs in zip(ours, reference):
+            assert torch.equal(mine["labels"], theirs["labels"]) and mine["labels"].dtype == torch.int64
+            assert torch.allclose(mine["scores"], theirs["scores"], atol=1e-6, rtol=0)
+            assert torch.allclose(mine["boxes"], theirs["boxes"], atol=1e-4, rtol=1e-6)
+    assert (ours[0]["labels"] < 5).all()  # the last ("no object") column is never a label
+    if threshold == 0.0:
+        assert all(len(result["scores"]) == 50 for result in ours)  # one per query, in query order
+    everything = processor.post_process_object_detection(outputs, 0.0, use_focal_loss=False)[0]
+    best = processor.post_process_object_detection(outputs, 0.0, use_focal_loss=False, top_k=5)[0]
+    assert torch.equal(best["scores"], everything["scores"].sort(descending=True).values[:5])  # best queries first
+
+
+def test_post_process_focal_flag_and_top_k_validation(processor):
+    outputs = _random_outputs(batch=1, queries=10, classes=3, seed=8)
+    default = processor.post_process_object_detection(outputs, threshold=0.0)[0]
+    explicit = processor.post_process_object_detection(outputs, 0.0, None, True)[0]  # transformers' positions
+    theirs = RTDetrImageProcessor().post_process_object_detection(outputs, 0.0, None, True)[0]
+    assert torch.equal(default["scores"], explicit["scores"]) and torch.equal(default["labels"], theirs["labels"])
+    for bad in (-5, 0, 2.5, True):
+        with pytest.raises(ValueError, match="top_k") as caught:
+            processor.post_process_object_detection(outputs, top_k=bad)
+        assert "\n" not in str(caught.value)
+    assert len(processor.post_process_object_detection(outputs, 0.0, top_k=np.int64(4))[0]["scores"]) == 4
+    with pytest.raises(ValueError, match="no object"):
+        processor.post_process_object_detection(
+            types.SimpleNamespace(logits=torch.zeros(1, 4, 1), pred_boxes=torch.rand(1, 4, 4)), use_focal_loss=False
         )

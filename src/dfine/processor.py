@@ -10,7 +10,9 @@ Input rules (one image, or a list/tuple of them, or a 4-D batch tensor/array):
 * ``PIL.Image`` of any mode: converted to RGB by :func:`dfine.io.to_rgb` (alpha dropped, not composited).
 * ``str`` / ``Path``: read with :func:`dfine.io.load_image`.
 * ``numpy`` arrays: ``(H, W)``, ``(H, W, C)`` (preferred) or ``(C, H, W)`` with C in {1, 3, 4}, RGB(A) order.
-* ``torch`` tensors: ``(H, W)`` or ``(C, H, W)`` with C in {1, 3, 4}; ``(B, C, H, W)`` is split into B images.
+* ``torch`` tensors: ``(H, W)``, ``(C, H, W)`` (preferred) or ``(H, W, C)``; ``(B, ...)`` is split into B images.
+  The channel axis is inferred as transformers does (first if it has 1 or 3 entries, else last; then 4 = RGBA);
+  ``input_data_format="channels_first"`` / ``"channels_last"`` overrides the inference for arrays and tensors.
 * **dtype rule** (arrays and tensors): integer types hold 0–255 values and go through PIL exactly like a PIL image
   (so they give the same numbers); floating types hold values already in [0, 1]: they are not rescaled, and are
   resized by the same PIL filter run in 32-bit float mode (``"F"``), i.e. identical maths without the 8-bit
@@ -20,8 +22,8 @@ Input rules (one image, or a list/tuple of them, or a 4-D batch tensor/array):
 from __future__ import annotations
 
 import json
+import numbers
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from dfine.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
 from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.io import load_image, to_rgb
 from dfine.ops.boxes import box_cxcywh_to_xyxy
@@ -44,7 +47,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _OPTION_NAMES = (
     "do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
+    "do_pad", "pad_size", "do_convert_annotations", "format",
 )  # fmt: skip
+_FORMATS = ("coco_detection", "coco_panoptic")  # transformers' RT-DETR formats; panoptic is refused when used
+_CHANNEL_FORMATS = ("channels_first", "channels_last")
 
 
 class BatchFeature(dict):
@@ -58,6 +64,9 @@ class BatchFeature(dict):
 
     def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
         """Move every tensor like ``Tensor.to``; a dtype only applies to floating tensors.
+
+        Nested values (the ``labels`` list of per-image dicts) are moved to the device but keep their dtype, so
+        ``batch.to(device, torch.float16)`` leaves the boxes that the loss reads in float32.
 
         Returns:
             A new BatchFeature (tensors moved, other values shared).
@@ -73,8 +82,19 @@ class BatchFeature(dict):
         for key, value in self.items():
             if isinstance(value, Tensor):
                 value = value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
+            elif isinstance(value, (list, tuple)):
+                value = type(value)(_to_device(item, device, kwargs) for item in value)
             moved[key] = value
         return moved
+
+
+def _to_device(value: Any, device: Any, kwargs: dict[str, Any]) -> Any:
+    """Tensors inside (lists of) dicts moved to ``device``; everything else returned as is."""
+    if isinstance(value, Tensor):
+        return value.to(device=device, **kwargs)
+    if isinstance(value, Mapping):
+        return type(value)({key: _to_device(item, device, kwargs) for key, item in value.items()})
+    return value
 
 
 def _parse_size(size: Any) -> dict[str, int]:
@@ -94,36 +114,65 @@ def _parse_size(size: Any) -> dict[str, int]:
     return {"height": int(height), "width": int(width)}
 
 
-def _array_to_hwc(array: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4} -> (H, W, 3), same dtype."""
+def _check_channel_format(input_data_format: Any) -> str | None:
+    """``None``, ``"channels_first"`` or ``"channels_last"`` (transformers' ``ChannelDimension`` values too)."""
+    value = getattr(input_data_format, "value", input_data_format)
+    if value is not None and value not in _CHANNEL_FORMATS:
+        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}")
+    return value
+
+
+def _channel_axis(shape: tuple[int, ...], from_tensor: bool, input_data_format: str | None) -> int | None:
+    """Axis (0 or 2) of a 3-D image that holds its channels, or ``None`` when no axis can."""
+    if input_data_format is not None:
+        axis = 0 if input_data_format == "channels_first" else 2
+        return axis if shape[axis] in (1, 3, 4) else None
+    if from_tensor:
+        # transformers' infer_channel_dimension_format: first axis if it has 1 or 3 entries, else the last.
+        # RGBA (4) is our extension, tried after those so that it never overrides transformers' choice.
+        candidates = ((0, (1, 3)), (2, (1, 3)), (0, (4,)), (2, (4,)))
+    else:
+        candidates = ((2, (1, 3, 4)), (0, (1, 3, 4)))  # numpy images are HWC by convention (PIL, OpenCV)
+    return next((axis for axis, counts in candidates if shape[axis] in counts), None)
+
+
+def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_format: str | None = None) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4} -> (H, W, 3), same dtype.
+
+    Errors show the shape the user gave (``array`` is never permuted before this point).
+    """
+    axis = _channel_axis(array.shape, from_tensor, input_data_format) if array.ndim == 3 else None
     if array.ndim == 2:
         array = array[:, :, None]
-    elif array.ndim == 3:
-        if array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
-            array = np.moveaxis(array, 0, -1)
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise DFineError(f"cannot read an image array of shape {tuple(array.shape)}: expected (H, W) or (H, W, C)")
+    elif axis is not None:
+        array = np.moveaxis(array, axis, -1)
+    else:
+        kind = "tensor" if from_tensor else "array"
+        layout = f" with input_data_format={input_data_format!r}" if input_data_format and array.ndim == 3 else ""
+        raise DFineError(
+            f"cannot read an image {kind} of shape {tuple(array.shape)}{layout}: expected (H, W), (H, W, C) or "
+            "(C, H, W) with C in 1, 3, 4"
+        )
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return array[:, :, :3]  # alpha dropped, as for PIL input
 
 
-def _standardize(image: Any) -> Image.Image | np.ndarray:
+def _standardize(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
     """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
     if isinstance(image, (str, Path)):
         return load_image(image)
     if isinstance(image, Image.Image):
         return to_rgb(image)
-    if isinstance(image, Tensor):
+    from_tensor = isinstance(image, Tensor)
+    if from_tensor:
         tensor = image.detach().cpu()
-        if tensor.ndim == 3:
-            tensor = tensor.permute(1, 2, 0)  # tensors are CHW; we work in HWC below
         if tensor.is_floating_point():
             tensor = tensor.float()
         image = tensor.numpy()
     if not isinstance(image, np.ndarray):
         raise DFineError(f"cannot read an image of type {type(image).__name__}: use PIL, numpy, torch or a path")
-    array = _array_to_hwc(image)
+    array = _array_to_hwc(image, from_tensor, input_data_format)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
         if array.size and (np.nanmin(array) < -1e-3 or np.nanmax(array) > 1 + 1e-3):
@@ -139,6 +188,13 @@ def _standardize(image: Any) -> Image.Image | np.ndarray:
             raise DFineError(f"integer images must hold values in 0..255, got {array.min()}..{array.max()}")
         array = array.astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))  # (H, W, 3) uint8 -> RGB
+
+
+def _target_to_feature(target: Mapping[str, np.ndarray], return_tensors: str | None) -> BatchFeature:
+    """numpy target -> BatchFeature of numpy arrays (``"np"``) or tensors (``"pt"``/``None``), dtypes kept."""
+    if return_tensors == "np":
+        return BatchFeature(target)
+    return BatchFeature({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in target.items()})
 
 
 def _as_image_list(images: Any) -> list[Any]:
@@ -165,6 +221,11 @@ class DFineImageProcessor:
         do_normalize: subtract ``image_mean`` and divide by ``image_std`` after rescaling (off for D-FINE).
         image_mean: per-channel mean (ImageNet by default, unused unless ``do_normalize``).
         image_std: per-channel std (ImageNet by default, unused unless ``do_normalize``).
+        do_pad: pad every image at the bottom and right with zeros to ``pad_size`` (default: the largest image of
+            the batch) and return ``pixel_mask`` (1 = image, 0 = padding), as transformers does.
+        pad_size: fixed padded ``{"height": H, "width": W}``; needs ``do_pad``.
+        do_convert_annotations: turn annotation boxes into (cx, cy, w, h) fractions of the (padded) image.
+        format: annotation format; only ``"coco_detection"`` annotations can be processed.
     """
 
     def __init__(
@@ -177,6 +238,10 @@ class DFineImageProcessor:
         do_normalize: bool = False,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        do_pad: bool = False,
+        pad_size: Mapping[str, int] | Sequence[int] | int | None = None,
+        do_convert_annotations: bool = True,
+        format: str = "coco_detection",
     ) -> None:
         self.do_resize = bool(do_resize)
         self.size = _parse_size(size if size is not None else {"height": 640, "width": 640})
@@ -190,40 +255,128 @@ class DFineImageProcessor:
         self.image_std = [float(v) for v in (image_std if image_std is not None else IMAGENET_STD)]
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ConfigError("image_mean and image_std need three values each, with std > 0")
+        self.do_pad = bool(do_pad)
+        self.pad_size = _parse_size(pad_size) if pad_size is not None else None
+        self.do_convert_annotations = bool(do_convert_annotations)
+        self.format = str(getattr(format, "value", format))  # transformers' AnnotationFormat enum, or a string
+        if self.format not in _FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {format!r}")
 
     # ----------------------------------------------------------------------------------------- preprocessing
-    def __call__(self, images: Any, return_tensors: str | None = "pt", **options: Any) -> BatchFeature:
-        """Turn one image or a batch into model inputs (see the module docstring for accepted inputs).
+    def __call__(
+        self,
+        images: Any,
+        annotations: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        return_tensors: str | None = "pt",
+        input_data_format: str | None = None,
+        **options: Any,
+    ) -> BatchFeature:
+        """Turn one image or a batch (and optionally its COCO annotations) into model inputs.
+
+        See the module docstring for accepted images. Annotations follow transformers' RT-DETR processors
+        (:mod:`dfine.annotations` describes each step), so the ``labels`` fine-tuning recipes read are the same.
 
         Args:
             images: an image, a list/tuple of images, or a 4-D batch tensor (B, C, H, W) / array (B, H, W, C).
+            annotations: COCO detection annotations, one dict per image: ``{"image_id": int, "annotations":
+                [{"bbox": [x, y, w, h], "category_id": int, "area": float, "iscrowd": 0}, ...]}``.
             return_tensors: ``"pt"`` (default; ``None`` means the same) or ``"np"``.
+            input_data_format: ``"channels_first"`` or ``"channels_last"`` for array/tensor images whose channel
+                axis cannot be inferred (e.g. shape (3, 100, 3)); inferred when ``None``.
             **options: per-call overrides of the constructor options (e.g. ``size={"height": 512, "width": 512}``).
 
         Returns:
-            ``BatchFeature`` with ``pixel_values``: float32 (B, 3, H, W).
+            ``BatchFeature`` with ``pixel_values``: float32 (B, 3, H, W); with ``do_pad``, ``pixel_mask``: int64
+            (B, H, W); with annotations, ``labels``: one dict per image (``class_labels``, ``boxes``, ``area``,
+            ``iscrowd``, ``orig_size``, ``image_id``, and ``size`` once resized or padded).
 
         Raises:
-            DFineError: an image cannot be read, or images of different sizes are given with ``do_resize=False``.
+            DFineError: an image or annotation cannot be read, images of different sizes are given with
+                ``do_resize=False`` and no ``do_pad``, or an image is larger than ``pad_size``.
         """
         if options:
             unknown = set(options) - set(_OPTION_NAMES)
             if unknown:
                 raise TypeError(f"unknown processor option(s): {', '.join(sorted(unknown))}")
-            return self.__class__(**{**self.to_dict(keep_only_options=True), **options})(images, return_tensors)
+            merged = self.__class__(**{**self.to_dict(keep_only_options=True), **options})
+            return merged(images, annotations, return_tensors, input_data_format)
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
-        pixels = [self._process_one(image) for image in _as_image_list(images)]
-        if len({tuple(p.shape) for p in pixels}) > 1:
-            raise DFineError("images of different sizes cannot be batched with do_resize=False")
-        batch = torch.stack(pixels)
-        return BatchFeature(pixel_values=batch.numpy() if return_tensors == "np" else batch)
+        channel_format = _check_channel_format(input_data_format)
+        items = _as_image_list(images)
+        targets = self._check_annotations(annotations, len(items))
+        pixels, labels = [], []
+        for index, image in enumerate(items):
+            standard = _standardize(image, channel_format)
+            array_size = standard.shape[:2] if isinstance(standard, np.ndarray) else standard.size[::-1]
+            pixels.append(self._to_pixels(standard))
+            if targets is not None:
+                labels.append(self._prepare_target(targets[index], tuple(array_size), tuple(pixels[-1].shape[1:])))
+        features = self._pad(pixels, labels) if self.do_pad else self._stack(pixels)
+        if targets is not None:
+            features["labels"] = [_target_to_feature(target, return_tensors) for target in labels]
+        if return_tensors == "np":
+            for key in ("pixel_values", "pixel_mask"):
+                if key in features:
+                    features[key] = features[key].numpy()
+        return features
 
     preprocess = __call__
 
-    def _process_one(self, image: Any) -> Tensor:
-        """One image -> float32 (3, H, W)."""
-        standard = _standardize(image)
+    def _check_annotations(self, annotations: Any, num_images: int) -> list[Mapping[str, Any]] | None:
+        if annotations is None:
+            return None
+        if self.format != "coco_detection":
+            raise DFineError(
+                f"format={self.format!r} annotations are not supported: D-FINE detects boxes, pass "
+                "'coco_detection' annotations"
+            )
+        return check_annotations(annotations, num_images)
+
+    def _prepare_target(
+        self, annotation: Mapping[str, Any], orig_size: tuple[int, int], size: tuple[int, int]
+    ) -> dict[str, np.ndarray]:
+        """COCO annotation -> target for the processed (not yet padded) image of ``size``."""
+        target = coco_to_target(annotation, orig_size)
+        if self.do_resize:
+            # transformers rescales even when the size does not change (ratios of 1), which only sets "size".
+            target = resize_target(target, orig_size, size)
+        if self.do_convert_annotations:
+            target = normalize_target(target, size)
+        return target
+
+    @staticmethod
+    def _stack(pixels: list[Tensor]) -> BatchFeature:
+        if len({tuple(p.shape) for p in pixels}) > 1:
+            raise DFineError(
+                "images of different sizes cannot be batched with do_resize=False: pass do_pad=True to pad them "
+                "to the largest"
+            )
+        return BatchFeature(pixel_values=torch.stack(pixels))
+
+    def _pad(self, pixels: list[Tensor], targets: list[dict[str, np.ndarray]]) -> BatchFeature:
+        """Zero-pad every image at the bottom/right to a common size; ``targets`` (if any) updated in place."""
+        if self.pad_size is not None:
+            padded = (self.pad_size["height"], self.pad_size["width"])
+        else:
+            padded = (max(p.shape[1] for p in pixels), max(p.shape[2] for p in pixels))
+        batch = torch.zeros((len(pixels), 3, *padded), dtype=torch.float32)
+        mask = torch.zeros((len(pixels), *padded), dtype=torch.int64)
+        for index, image in enumerate(pixels):
+            height, width = image.shape[1:]
+            if height > padded[0] or width > padded[1]:
+                raise DFineError(
+                    f"image {index} is {height}x{width} (after any resize), larger than pad_size "
+                    f"{padded[0]}x{padded[1]}: raise pad_size or resize to a smaller size"
+                )
+            batch[index, :, :height, :width] = image
+            mask[index, :height, :width] = 1
+            if targets and (height, width) != padded:  # transformers leaves unpadded images' targets alone
+                targets[index] = pad_target(targets[index], (height, width), padded, self.do_convert_annotations)
+        return BatchFeature(pixel_values=batch, pixel_mask=mask)
+
+    def _to_pixels(self, standard: Image.Image | np.ndarray) -> Tensor:
+        """One standardised image -> float32 (3, H, W)."""
         height, width = self.size["height"], self.size["width"]
         if isinstance(standard, Image.Image):
             if self.do_resize:
@@ -256,12 +409,16 @@ class DFineImageProcessor:
         outputs: Any,
         threshold: float = 0.5,
         target_sizes: Tensor | Sequence[Sequence[int]] | np.ndarray | None = None,
+        use_focal_loss: bool = True,
         top_k: int | None = None,
     ) -> list[dict[str, Tensor]]:
         """Raw outputs -> per-image detections, as Hugging Face's RT-DETR/D-FINE post-processing (no NMS).
 
-        Scores are ``sigmoid(logits)``; the best ``top_k`` (query, class) pairs of each image are kept, so one query
-        can appear with several classes. Boxes are not clipped to the image.
+        With ``use_focal_loss`` (D-FINE's training loss, the default), scores are ``sigmoid(logits)`` and the best
+        ``top_k`` (query, class) pairs of each image are kept, so one query can appear with several classes, best
+        first. Without it, the last logit is "no object": scores are ``softmax(logits)`` over the classes, that
+        column dropped, and each query keeps its best class, in query order (best ``top_k`` queries, best first,
+        when ``top_k`` is given). Boxes are not clipped to the image.
 
         Args:
             outputs: object with ``.logits`` (B, Q, C) and ``.pred_boxes`` (B, Q, 4) normalised (cx, cy, w, h), or a
@@ -269,12 +426,19 @@ class DFineImageProcessor:
             threshold: keep detections whose score is strictly greater.
             target_sizes: (height, width) per image, as a list of pairs or a (B, 2) tensor/array; boxes are then in
                 pixels of those sizes. ``None`` leaves them normalised to [0, 1].
+            use_focal_loss: sigmoid scores over (query, class) pairs; ``False``: softmax with a "no object" class.
             top_k: candidates per image before thresholding (default Q, like the checkpoints' post-processor).
 
         Returns:
             One dict per image: ``scores`` (N,), ``labels`` (N,) int64, ``boxes`` (N, 4) absolute (x1, y1, x2, y2),
-            sorted by descending score.
+            sorted by descending score (in query order with ``use_focal_loss=False`` and no ``top_k``).
+
+        Raises:
+            ValueError: ``top_k`` is not a positive integer, ``target_sizes`` does not match the batch, or softmax
+                scores are asked for logits without a "no object" column.
         """
+        if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k <= 0):
+            raise ValueError(f"top_k must be a positive integer (candidates per image) or None, got {top_k!r}")
         if isinstance(outputs, Mapping):
             logits, pred_boxes = outputs["logits"], outputs["pred_boxes"]
         else:
@@ -288,9 +452,11 @@ class DFineImageProcessor:
             heights, widths = sizes.to(device=boxes.device, dtype=boxes.dtype).unbind(1)
             boxes = boxes * torch.stack([widths, heights, widths, heights], dim=1)[:, None, :]
 
-        k = num_queries if top_k is None else int(top_k)
-        k = max(0, min(k, num_queries * num_classes))
-        scores, labels, boxes = top_k_detections(logits, boxes, k)
+        if use_focal_loss:
+            k = min(num_queries if top_k is None else int(top_k), num_queries * num_classes)
+            scores, labels, boxes = top_k_detections(logits, boxes, k)
+        else:
+            scores, labels, boxes = _softmax_detections(logits, boxes, top_k)
 
         keep = scores > threshold
         return [
@@ -303,17 +469,11 @@ class DFineImageProcessor:
         """The options as a ``preprocessor_config.json`` dict (transformers' RTDetrImageProcessor layout)."""
         options = {name: getattr(self, name) for name in _OPTION_NAMES}
         options["size"] = dict(self.size)
+        options["pad_size"] = dict(self.pad_size) if self.pad_size is not None else None
         if keep_only_options:
             return options
-        # The extra keys are those transformers expects for an RT-DETR processor; annotation handling lives in
-        # dfine.data, but transformers users loading our files get the same behaviour as from the hub's.
-        return {
-            **options,
-            "do_pad": False,
-            "do_convert_annotations": True,
-            "format": "coco_detection",
-            "image_processor_type": "RTDetrImageProcessor",
-        }
+        # transformers users loading our files get an RT-DETR processor with the same behaviour.
+        return {**options, "image_processor_type": "RTDetrImageProcessor"}
 
     def save_pretrained(self, save_directory: str | Path) -> Path:
         """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed).
@@ -330,8 +490,6 @@ class DFineImageProcessor:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> DFineImageProcessor:
         """Build from a ``preprocessor_config.json`` dict; keys we do not use are ignored."""
-        if config.get("do_pad"):
-            warnings.warn("preprocessor config asks for padding, which D-FINE does not use: ignored", stacklevel=2)
         options = {name: config[name] for name in _OPTION_NAMES if name in config}
         return cls(**{**options, **overrides})
 
@@ -385,8 +543,8 @@ def _download_config(
     repo_id: str, revision: str | None, cache_dir: str | Path | None, local_files_only: bool, token: str | bool | None
 ) -> Path:
     """Fetch ``preprocessor_config.json`` from the hub, turning hub failures into one-line DFineErrors."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub import hf_hub_download
 
     where = f"{repo_id}{'@' + revision if revision else ''}"
     try:
@@ -440,6 +598,23 @@ def top_k_detections(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Ten
     query_index = flat_index // num_classes
     boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
     return scores, flat_index % num_classes, boxes
+
+
+def _softmax_detections(logits: Tensor, boxes: Tensor, top_k: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``use_focal_loss=False``: each query's best class under a softmax whose last column is "no object".
+
+    Queries stay in their order (as transformers); a ``top_k`` below Q keeps the best ``top_k`` queries, best first.
+    """
+    if logits.shape[-1] < 2:
+        raise ValueError("use_focal_loss=False needs at least 2 logits per query (classes + 'no object')")
+    # Softmax over the class axis. transformers calls softmax without dim=, which for 3-D logits normalises over
+    # the batch axis instead (every score is 1.0 for a batch of one): we do what its docstring describes.
+    scores, labels = logits.softmax(dim=-1)[..., :-1].max(dim=-1)
+    if top_k is not None and top_k < scores.shape[1]:
+        scores, index = torch.topk(scores, int(top_k), dim=-1)
+        labels = labels.gather(1, index)
+        boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
+    return scores, labels, boxes
 
 
 def to_coco_results(
