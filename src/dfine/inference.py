@@ -4,6 +4,7 @@
 
     predictor = Predictor.from_pretrained("ustc-community/dfine-small-coco")
     detections = predictor.predict(["street.jpg"])  # list of {"scores", "labels", "boxes"} in pixels
+    [street] = predictor.predict("street.jpg")      # one image in: still a list, of one result
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import math
+import numbers
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +25,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dfine.errors import DFineError, InputFileError
-from dfine.io import list_images, load_image, read_images
+from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.io import list_images, read_images
 from dfine.presets import is_preset
-from dfine.processor import DFineImageProcessor
+from dfine.processor import DFineImageProcessor, standardize_image
 
 logger = logging.getLogger("dfine")
 
@@ -33,6 +37,72 @@ logger = logging.getLogger("dfine")
 # later with a confusing message.
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 _DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+
+
+# ---------------------------------------------------------------------------------------------- argument checks
+# The Python API checks its arguments up front, so that a wrong type is one line naming the argument rather than a
+# TypeError from deep inside (often after a data check or a download).
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr when short, else its type (a module's repr is its whole tree)."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else f"a {type(value).__name__}"
+
+
+def _is_integer(value: Any) -> bool:
+    # True is an int to Python, not to a user asking for a batch size
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_integer(value: Any, name: str, minimum: int, optional: bool = False) -> int | None:
+    """``value`` as an int when it is an integer >= ``minimum`` (or None when ``optional``), else a ConfigError."""
+    if value is None and optional:
+        return None
+    if not _is_integer(value) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ConfigError(f"{name} must be {allowed}, got {shown(value)}")
+    return int(value)
+
+
+def check_number(value: Any, name: str, *, low: float, high: float | None = None, low_open: bool = False,
+                 optional: bool = False) -> float | None:
+    """``value`` as a float when it is a finite number in range (``low < value`` when ``low_open``, else
+    ``low <= value``; ``value <= high``), or None when ``optional``; else a ConfigError."""
+    if value is None and optional:
+        return None
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if low_open else value >= low) and (high is None or value <= high))
+    if not ok:
+        if high is not None:
+            allowed = f"a number from {low:g} to {high:g}"
+        else:
+            allowed = "a positive number" if low_open and low == 0 else f"a number >= {low:g}"
+        raise ConfigError(f"{name} must be {allowed}" + (" or None" if optional else "") + f", got {shown(value)}")
+    return float(value)
+
+
+def check_flag(value: Any, name: str, optional: bool = False) -> bool | None:
+    """``value`` when it is True or False (or None when ``optional``), else a ConfigError: 0/1 or "no" are
+    not taken for flags, since "no" would read as true."""
+    if isinstance(value, bool) or (value is None and optional):
+        return value
+    allowed = "True, False or None" if optional else "True or False"
+    raise ConfigError(f"{name} must be {allowed}, got {shown(value)}")
+
+
+def check_path(value: Any, name: str, what: str) -> str | os.PathLike[str]:
+    """``value`` when it is a str or path, else a ConfigError saying what ``name`` should be (``what``)."""
+    if isinstance(value, str | os.PathLike):
+        return value
+    raise ConfigError(f"{name} must be {what} (a str or Path), got {shown(value)}")
+
+
+def check_device(device: Any, name: str = "device") -> None:
+    """A ConfigError unless ``device`` is a string or a ``torch.device`` (its value is checked by
+    :func:`resolve_device`)."""
+    if not isinstance(device, str | torch.device):
+        raise ConfigError(f"{name} must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got {shown(device)}")
 
 
 def _device_available(device: torch.device) -> bool:
@@ -75,10 +145,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def validate_image_size(image_size: int | None, name: str = "image_size") -> None:
-    """Raise a DFineError unless ``image_size`` is None or a positive multiple of 32 (the backbone's stride);
-    ``name`` is what the message calls the value (``--image-size`` on the command line)."""
-    if image_size is not None and (image_size <= 0 or image_size % 32):
-        raise DFineError(f"{name} must be a positive multiple of 32, got {image_size}")
+    """Raise a ConfigError unless ``image_size`` is None or an integer that is a positive multiple of 32 (the
+    backbone's stride); ``name`` is what the message calls the value (``--image-size`` on the command line)."""
+    if image_size is not None and (not _is_integer(image_size) or image_size <= 0 or image_size % 32):
+        raise ConfigError(f"{name} must be a positive multiple of 32, got {shown(image_size)}")
 
 
 def load_processor(model_source: str | Path, image_size: int | None = None) -> DFineImageProcessor:
@@ -110,6 +180,56 @@ def random_weights_reason(model: str | Path) -> str | None:
     return None
 
 
+ImageInput = Image.Image | str | Path | np.ndarray | Tensor
+"""One image as :meth:`Predictor.predict` takes it."""
+
+_IMAGE_KINDS = "a path, PIL image, numpy array or torch tensor"
+
+
+def _image_list(images: Any) -> list[Any]:
+    """``images`` as a list of single images: one image (a path is one image, not a sequence of characters; a 2-D
+    or 3-D array is one image) or a sequence of them; a 4-D array or tensor is a batch, as for the processor."""
+    if isinstance(images, str | os.PathLike | Image.Image):
+        items = [images]
+    elif isinstance(images, np.ndarray | Tensor):
+        items = list(images) if images.ndim == 4 else [images]
+    elif isinstance(images, Iterable) and not isinstance(images, bytes | Mapping):
+        items = list(images)
+    else:
+        raise DFineError(f"cannot read images from {shown(images)}: pass an image ({_IMAGE_KINDS}) or a list of them")
+    if not items:
+        raise DFineError("no images given")
+    return items
+
+
+def _standard_image(image: Any) -> Image.Image | np.ndarray:
+    """One image as the processor reads it: an RGB PIL image, or a float (H, W, 3) array.
+
+    The processor's own reading is used so that the size the boxes are scaled to is the one it resized from
+    (a tensor is CHW, an array HWC or CHW by its channel count); passing the result to the processor again
+    leaves it as it is.
+    """
+    return standardize_image(Path(image) if isinstance(image, os.PathLike) else image)
+
+
+def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
+    if isinstance(picture, Image.Image):
+        return picture.height, picture.width
+    return int(picture.shape[0]), int(picture.shape[1])
+
+
+def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: Any, compile: Any) -> None:
+    """Wrong types as one line naming the argument, before the model is loaded (which can be a download)."""
+    if isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model must be a preset name, hub id, folder or file (a str or Path), got {shown(model)}: "
+                          "wrap a model already in memory with Predictor(model.eval()) instead")
+    check_path(model, "model", "a preset name, hub id, folder or file")
+    check_device(device)
+    check_flag(half, "half")
+    check_flag(compile, "compile")
+    validate_image_size(image_size)
+
+
 @dataclass
 class Predictor:
     """A model ready for inference: eval mode, on ``device``, with its processor and class names."""
@@ -133,6 +253,7 @@ class Predictor:
         """
         from dfine.model import DFineForObjectDetection
 
+        _check_predictor_arguments(model, device, half, image_size, compile)
         if Path(model).suffix.lower() == ".onnx":
             raise DFineError(f"{model}: an exported ONNX model runs with --backend onnxruntime "
                              "(dfine.runtime.OnnxDetector in Python)")
@@ -159,15 +280,27 @@ class Predictor:
         return self.model.config.class_names
 
     @torch.inference_mode()
-    def predict(self, images: list[Image.Image | str | Path], threshold: float = 0.5) -> list[dict[str, Tensor]]:
+    def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Tensor]]:
         """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU.
 
+        ``images`` is one image or a sequence of them; an image is a path, a PIL image, a numpy array ((H, W) or
+        (H, W, C), as :class:`~dfine.processor.DFineImageProcessor` reads it) or a torch tensor ((H, W) or
+        (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image, so one
+        image gives a list of one (as :meth:`dfine.runtime.OnnxDetector.predict`). Boxes are in the pixels of
+        each image as given (a tensor's H and W), whatever size the model runs at.
+
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
-        (:func:`predict_source` clips what it writes)."""
-        pictures = [load_image(im) if isinstance(im, str | Path) else im for im in images]
+        (:func:`predict_source` clips what it writes).
+
+        Raises:
+            DFineError: no images, an image that cannot be read (naming its type, shape or file), or a threshold
+                outside [0, 1].
+        """
+        threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+        pictures = [_standard_image(im) for im in _image_list(images)]
         pixel_values = self.processor(pictures)["pixel_values"].to(self.device, self.dtype)
         outputs = self.model(pixel_values)
-        sizes = torch.tensor([[p.height, p.width] for p in pictures], device=self.device)
+        sizes = torch.tensor([_height_width(p) for p in pictures], device=self.device)
         results = self.processor.post_process_object_detection(
             {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()},
             threshold=threshold, target_sizes=sizes)

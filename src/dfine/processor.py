@@ -38,7 +38,8 @@ from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.io import load_image, to_rgb
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 
-__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "to_coco_results", "top_k_detections"]
+__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "standardize_image", "to_coco_results",
+           "top_k_detections"]
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -158,7 +159,7 @@ def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_forma
     return array[:, :, :3]  # alpha dropped, as for PIL input
 
 
-def _standardize(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
+def standardize_image(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
     """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
     if isinstance(image, (str, Path)):
         return load_image(image)
@@ -307,7 +308,7 @@ class DFineImageProcessor:
         targets = self._check_annotations(annotations, len(items))
         pixels, labels = [], []
         for index, image in enumerate(items):
-            standard = _standardize(image, channel_format)
+            standard = standardize_image(image, channel_format)
             array_size = standard.shape[:2] if isinstance(standard, np.ndarray) else standard.size[::-1]
             pixels.append(self._to_pixels(standard))
             if targets is not None:

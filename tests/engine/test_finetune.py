@@ -71,3 +71,17 @@ def test_fine_tune_run(tmp_path: Path, coco_model: Path, tiny_yaml: Path, capsys
                                                                                   "2": "triangle"}
     best = DFineForObjectDetection.from_pretrained(result.best_model)  # loads in eval with trainable-BN weights
     assert best.config.class_names == SHAPES and not best.training
+
+
+def test_fine_tune_from_a_transformers_base_model_folder(tmp_path: Path, coco_model: Path) -> None:
+    """transformers' DFineModel files lack the decoder class/box heads: those start fresh, the rest is the file's."""
+    transformers = pytest.importorskip("transformers")
+    transformers.DFineModel.from_pretrained(coco_model).save_pretrained(tmp_path / "theirs")
+    source = DFineForObjectDetection.from_pretrained(coco_model).state_dict()
+    model, report = build_training_model(str(tmp_path / "theirs"), SHAPES)
+    heads = re.compile(r"^model\.decoder\.(class_embed|bbox_embed)\.")
+    assert report.fine_tune
+    assert {k for k in report.reinitialised if heads.match(k)} == {k for k in source if heads.match(k)}
+    for name, value in model.state_dict().items():
+        if not heads.match(name) and not CLASS_SIZED.match(name) and not name.endswith("num_batches_tracked"):
+            assert torch.equal(value, source[name]), name

@@ -87,7 +87,7 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[st
 
 def train(
     data: str | Path,
-    model: str | Path = "dfine-n-coco",
+    model: str | Path | nn.Module = "dfine-n-coco",
     epochs: int | None = None,
     batch_size: int | None = None,
     image_size: int = 640,
@@ -111,8 +111,9 @@ def train(
             :func:`dfine.data.resolve_dataset`). It is checked first and the check's summary printed.
         model: a preset name (``"dfine-s-coco"``: that architecture trained from scratch, the backbone from
             ImageNet unless ``pretrained_backbone=False``) or anything ``from_pretrained`` accepts (a hub id such as
-            ``"ustc-community/dfine-small-coco"``, a folder, a file): those weights are fine-tuned, with new class
-            heads when the data set's classes differ.
+            ``"ustc-community/dfine-small-coco"``, a folder, a file), or a ``DFineForObjectDetection`` already in
+            memory: those weights are fine-tuned, with new class heads when the data set's classes differ (a model
+            object is copied, not changed; ``last.pt`` holds everything a resumed run needs).
         epochs: None picks a default from the recipe and the data set size.
         batch_size: total images per step over all processes; None uses the recipe's per-GPU batch per process.
         image_size: square training and validation size (multiple of 32).
@@ -140,6 +141,7 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
+        ConfigError: an argument of the wrong type or out of range (checked before the data is read).
         DFineError: bad data, model, options or checkpoint (one-line message); or a training run that diverges.
     """
     from dfine.engine.distributed import cleanup_distributed, init_distributed, is_distributed
@@ -174,7 +176,63 @@ def _check_counts(workers: int | None, seed: int) -> None:
         raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
 
-def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_size: int | None,
+def _check_model(model: Any, trainable: bool) -> None:
+    """A ConfigError unless ``model`` is a path-like name or a model object (for training: a
+    ``DFineForObjectDetection``, whose weights and config can be copied)."""
+    from dfine.errors import ConfigError
+    from dfine.inference import check_path, shown
+    from dfine.model import DFineForObjectDetection
+
+    if isinstance(model, DFineForObjectDetection) or (isinstance(model, nn.Module) and not trainable):
+        return
+    what = "a preset name, hub id, folder or file"
+    if isinstance(model, nn.Module):  # a deploy-form or compiled copy: other parameters, or a wrapper
+        raise ConfigError(f"model must be {what} or a DFineForObjectDetection, got {shown(model)}: pass the "
+                          "DFineForObjectDetection it was made from, or its folder (model.save_pretrained(folder))")
+    check_path(model, "model", what + (" or a DFineForObjectDetection" if trainable else " or a model"))
+
+
+def _check_size(image_size: Any, name: str = "image_size", optional: bool = False) -> None:
+    """``image_size`` as :func:`~dfine.data.transforms.image_size_hw` takes it: a multiple of 32 or an (H, W) pair of
+    them (or None when ``optional``); a wrong type is a ConfigError naming the argument, not a TypeError."""
+    from dfine.data.transforms import image_size_hw
+    from dfine.errors import ConfigError
+    from dfine.inference import check_integer, validate_image_size
+
+    if image_size is None:
+        if not optional:
+            raise ConfigError(f"{name} must be a positive multiple of 32, got None")
+    elif isinstance(image_size, tuple | list) and len(image_size) == 2:
+        for side in image_size:
+            check_integer(side, f"each side of {name}", 1)
+        image_size_hw(image_size)
+    else:
+        validate_image_size(image_size, name)
+
+
+def _check_train_arguments(args: dict[str, Any]) -> None:
+    """Every named argument of :func:`train`, before anything slow starts (the data check, a download)."""
+    from dfine.inference import check_device, check_flag, check_integer, check_number, check_path
+
+    check_path(args["data"], "data", "a data YAML or data set folder")
+    _check_model(args["model"], trainable=True)
+    check_integer(args["epochs"], "epochs", 1, optional=True)
+    check_integer(args["batch_size"], "batch_size", 1, optional=True)
+    _check_size(args["image_size"])
+    if args["output"] is not None:
+        check_path(args["output"], "output", "a folder")
+    check_device(args["device"])
+    if not isinstance(args["resume"], bool):
+        check_path(args["resume"], "resume", "True, False or a checkpoint path")
+    check_flag(args["amp"], "amp", optional=True)
+    for flag in ("pretrained_backbone", "progress", "sync_bn"):
+        check_flag(args[flag], flag)
+    check_number(args["lr"], "lr", low=0.0, low_open=True, optional=True)
+    check_integer(args["eval_interval"], "eval_interval", 0)
+    _check_counts(args["workers"], args["seed"])
+
+
+def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | None, batch_size: int | None,
            image_size: int, output: str | Path | None, device: str, resume: bool | str | Path, amp: bool | None,
            workers: int | None, seed: int, pretrained_backbone: bool, lr: float | None, eval_interval: int,
            progress: bool, sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
@@ -201,8 +259,9 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
 
     main = is_main_process()
     say = print if main else (lambda *a, **k: None)
-    # options first: a typo must not wait for the data check of a large data set
-    _check_counts(workers, seed)
+    # options first: a typo must not wait for the data check of a large data set (locals() holds the arguments here)
+    _check_train_arguments(locals())
+    dev = training_device(device, local_rank)  # cheap, and a missing GPU should not wait for the data check either
     hp_overrides, config_overrides = _split_overrides(overrides)
     hp_overrides, config_overrides = check_overrides(hp_overrides), check_config_overrides(config_overrides)
     overrides = {**hp_overrides, **config_overrides}
@@ -258,7 +317,8 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
         model_report = ModelReport(str(resume_from), hp.size, hp.fine_tune, "from the checkpoint", resumed=True,
                                    notes=[f"resuming after epoch {int(state['epoch']) + 1}"])
     else:
-        net, model_report = build_training_model(str(model), class_names, pretrained_backbone=pretrained_backbone,
+        source = model if isinstance(model, nn.Module) else str(model)
+        net, model_report = build_training_model(source, class_names, pretrained_backbone=pretrained_backbone,
                                                  config_overrides=config_overrides)
         hp = resolve_hyperparameters(model_report.size, num_train_images=num_train, batch_size=batch_size,
                                      epochs=epochs, lr=lr, fine_tune=model_report.fine_tune, world_size=world_size,
@@ -269,7 +329,6 @@ def _train(*, data: str | Path, model: str | Path, epochs: int | None, batch_siz
     # -- data sets and loaders
     train_set = spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch))
     val_set = spec.build("val", EvalTransforms(image_hw)) if "val" in spec.splits else None
-    dev = training_device(device, local_rank)
     train_loader, val_loader = build_loaders(
         train_set, val_set, batch_size=hp.batch_size, image_size=image_hw, base_size_repeat=hp.base_size_repeat,
         stop_epoch=hp.stop_epoch, workers=workers, seed=seed, world_size=world_size, pin_memory=dev.type == "cuda")
@@ -335,6 +394,23 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------------- val
+def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
+                         workers: Any, progress: Any) -> None:
+    """Every argument of :func:`val`, before the data check and the model load (which can be a download)."""
+    from dfine.errors import ConfigError
+    from dfine.inference import check_device, check_flag, check_integer, check_path, shown
+
+    _check_model(model, trainable=False)
+    check_path(data, "data", "a data YAML or data set folder")
+    if not isinstance(split, str):
+        raise ConfigError(f"split must be a split name such as 'val', got {shown(split)}")
+    check_integer(batch_size, "batch_size", 1)
+    check_device(device)
+    _check_size(image_size, optional=True)
+    _check_workers(workers)
+    check_flag(progress, "progress")
+
+
 def val(
     model: str | Path | nn.Module,
     data: str | Path,
@@ -358,9 +434,11 @@ def val(
         progress: show a progress bar (on stderr).
 
     Returns:
-        The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``).
+        The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``; ``result["AP"]``
+        reads it by the names of ``as_dict()``, as :attr:`TrainResult.metrics`).
 
     Raises:
+        ConfigError: an argument of the wrong type or out of range (checked before the data or model is read).
         DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's
             (data problems are reported first: a data set whose classes cannot be read has none to compare).
     """
@@ -368,14 +446,13 @@ def val(
     from dfine.data.transforms import image_size_hw
     from dfine.engine.build import check_image_size
     from dfine.engine.validate import evaluate
-    from dfine.errors import ConfigError, DFineError
+    from dfine.errors import DFineError
     from dfine.hub.resolve import model_input_size
     from dfine.inference import resolve_device
     from dfine.model import DFineForObjectDetection
 
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    _check_workers(workers)
+    _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress)
+    dev = resolve_device(device)  # cheap, and a missing GPU should not wait for the data check
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
@@ -394,6 +471,5 @@ def val(
     check_image_size(net.config, size)
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
-    dev = resolve_device(device)
     net.to(dev)
     return evaluate(net, loader, dataset.coco_ground_truth(), names, dev, None, progress=progress)

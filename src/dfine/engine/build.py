@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dfine.config import DFineConfig, check_field_range
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
@@ -29,6 +29,9 @@ from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
 from dfine.model import DFineForObjectDetection
 from dfine.presets import SIZES, is_preset, preset_config, size_of
+
+if TYPE_CHECKING:
+    from dfine.hub.resolve import ResolvedCheckpoint
 
 logger = logging.getLogger("dfine")
 
@@ -122,6 +125,23 @@ def check_image_size(config: DFineConfig, image_size: int | tuple[int, int]) -> 
                           "(--set num_queries=N on the command line, num_queries=N in Python)")
 
 
+_PYTHON_OPTION = "pretrained_backbone=False"
+_BOTH_OPTIONS = f"{_PYTHON_OPTION} (--no-pretrained-backbone)"
+
+
+def _with_backbone_way_out(error: DFineError) -> DFineError:
+    """``error`` with a message naming the option that skips the ImageNet backbone, in both spellings.
+
+    ``dfine train`` and :func:`dfine.train` share the backbone loader; its own messages already name the option,
+    any other failure gets the way out appended.
+    """
+    message = str(error)
+    if _PYTHON_OPTION in message:
+        return error
+    kind = type(error) if type(error) in (DFineError, ConfigError, CheckpointError) else DFineError
+    return kind(f"{message}; pass {_BOTH_OPTIONS} to train from a random backbone")
+
+
 def _load_backbone_weights(model: DFineForObjectDetection, variant: str) -> str:
     from dfine.hub.backbone import load_pretrained_backbone
 
@@ -131,18 +151,37 @@ def _load_backbone_weights(model: DFineForObjectDetection, variant: str) -> str:
     try:
         load_pretrained_backbone(model, variant)
     except DFineError as e:
-        if "no-pretrained-backbone" in str(e) or "pretrained_backbone=False" in str(e):
+        clearer = _with_backbone_way_out(e)
+        if clearer is e:
             raise
-        raise DFineError(f"{e}; pass pretrained_backbone=False (--no-pretrained-backbone) to train from a random "
-                         "backbone") from e
+        raise clearer from None  # the message carries the loader's reason
     finally:
         if is_main_process():
             barrier()
     return f"ImageNet-pretrained HGNetv2-{variant}"
 
 
+def describe_model_object(model: DFineForObjectDetection) -> str:
+    """How messages name a model passed as an object rather than a path (its repr is the whole module tree)."""
+    return f"the {type(model).__name__} passed as model"
+
+
+def _checkpoint_to_fine_tune(source: str | DFineForObjectDetection) -> ResolvedCheckpoint:
+    """Config and weights to start from: read from ``source``, or taken from a model already in memory.
+
+    A model object is not changed: its config is copied and its weights are copied into the new model by
+    :func:`load_state_dict_checked`, exactly as a checkpoint file's are, so both paths fine-tune the same way.
+    """
+    from dfine.hub.resolve import ResolvedCheckpoint, resolve_checkpoint
+
+    if isinstance(source, DFineForObjectDetection):
+        config = DFineConfig.from_dict(source.config.to_dict())
+        return ResolvedCheckpoint(config, source.state_dict(), describe_model_object(source))
+    return resolve_checkpoint(source)
+
+
 def build_training_model(
-    source: str,
+    source: str | DFineForObjectDetection,
     class_names: list[str],
     *,
     pretrained_backbone: bool = True,
@@ -151,7 +190,8 @@ def build_training_model(
     """The model to train on a data set with ``class_names`` (see the module docstring).
 
     Args:
-        source: a preset name or anything ``from_pretrained`` accepts.
+        source: a preset name, anything ``from_pretrained`` accepts, or a ``DFineForObjectDetection`` in memory
+            (fine-tuned like a checkpoint of it; the object itself is not changed).
         class_names: the data set's classes in label order.
         pretrained_backbone: presets only: start the backbone from ImageNet weights.
         config_overrides: DFineConfig fields to set (e.g. ``num_queries``, ``num_denoising``).
@@ -163,14 +203,15 @@ def build_training_model(
         ConfigError: unknown config overrides, or values of the wrong type or out of range.
         DFineError: the checkpoint cannot be used, or the backbone weights cannot be downloaded.
     """
-    from dfine.hub.resolve import resolve_checkpoint
+    from dfine.hub.convert import DETECTION_HEADS, lacks_detection_heads
     from dfine.model.pretrained import load_state_dict_checked
     from dfine.presets import RECIPES
 
     overrides = check_config_overrides(dict(config_overrides or {}))
     id2label = dict(enumerate(class_names))
-    source = str(source)
-    if is_preset(source):
+    if not isinstance(source, DFineForObjectDetection):
+        source = str(source)
+    if isinstance(source, str) and is_preset(source):
         size = size_of(preset_config(source))
         assert size is not None
         recipe = RECIPES[size]
@@ -181,9 +222,10 @@ def build_training_model(
                     else "random (pretrained_backbone=False)")
         report = ModelReport(source, size, False, backbone)
     else:
-        resolved = resolve_checkpoint(source)
+        resolved = _checkpoint_to_fine_tune(source)
+        name = source if isinstance(source, str) else resolved.source
         if resolved.state_dict is None:
-            raise CheckpointError(f"{source}: holds no weights to fine-tune (pass a preset name to train from "
+            raise CheckpointError(f"{name}: holds no weights to fine-tune (pass a preset name to train from "
                                   "scratch)")
         notes = []
         size = size_of(resolved.config)
@@ -198,10 +240,12 @@ def build_training_model(
         overrides = {"freeze_backbone_batch_norms": recipe.freeze_backbone_norm, "id2label": id2label, **overrides}
         config = DFineConfig.from_dict(resolved.config.to_dict(), **overrides)
         model = DFineForObjectDetection(config)
+        # a transformers DFineModel file has no decoder class/box heads: fine-tuning starts them fresh
+        fresh = DETECTION_HEADS if lacks_detection_heads(resolved.state_dict) else None
         skipped = load_state_dict_checked(model, resolved.state_dict, resolved.source,
-                                          allow_new_heads=not same_classes or "num_denoising" in overrides)
+                                          allow_new_heads=not same_classes or "num_denoising" in overrides, fresh=fresh)
         model.sync_config_with_weights()
-        report = ModelReport(source, size, True, "from the checkpoint", sorted(skipped), notes=notes)
+        report = ModelReport(name, size, True, "from the checkpoint", sorted(skipped), notes=notes)
         if pretrained_backbone is False:
             report.notes.append("pretrained_backbone=False has no effect when fine-tuning a checkpoint")
     if recipe.freeze_backbone_norm:

@@ -120,6 +120,25 @@ class EvalResult:
             out["per_class_AP"] = {c.name: _nan_to_none(c.ap) for c in self.per_class}
         return out
 
+    # Indexing by name, as for ``TrainResult.metrics`` (``result["AP"]``): the names and values of :meth:`as_dict`,
+    # so the two kinds of result read the same; attributes (``result.AP``) keep NaN for empty buckets.
+    def keys(self) -> list[str]:
+        """The names ``result[name]`` accepts: those of :meth:`as_dict` (with ``per_class_AP``)."""
+        return list(self.as_dict())
+
+    def __getitem__(self, name: str) -> Any:
+        values = self.as_dict()
+        if name not in values:
+            raise KeyError(f"no metric {name!r}; the names are: {', '.join(values)}")
+        return values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.as_dict()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``result[name]``, or ``default`` for a name it does not have (as ``dict.get``)."""
+        return self.as_dict().get(name, default)
+
     def per_class_dicts(self) -> list[dict[str, Any]]:
         """Per-class rows as plain dicts (NaN kept)."""
         return [asdict(c) for c in self.per_class]

@@ -172,9 +172,10 @@ def download_backbone_weights(variant: str, cache_dir: str | Path | None = None)
                else "check the network connection (and HF_ENDPOINT / proxy settings)")
         return DFineError(
             f"could not download the ImageNet-pretrained HGNetv2-{variant} backbone ({repo}): {reason}. "
-            f"Pass --no-pretrained-backbone to start from random weights, or {fix} (the file is cached after the "
-            f"first download), or download {WEIGHTS_NAME} from https://huggingface.co/{repo} and load it with "
-            "dfine.hub.backbone.load_pretrained_backbone(model, path=...)")
+            f"Pass pretrained_backbone=False (--no-pretrained-backbone) to start from random weights, or {fix} "
+            f"(the file is cached after the first download), or download {WEIGHTS_NAME} from "
+            f"https://huggingface.co/{repo} and load it with dfine.hub.backbone.load_pretrained_backbone(model, "
+            "path=...)")
 
     try:  # the cache first: no network at all when the weights were fetched before
         return Path(hf_hub_download(repo, WEIGHTS_NAME, cache_dir=cache_dir, local_files_only=True))
