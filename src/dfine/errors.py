@@ -38,6 +38,18 @@ class ConfigError(DFineError):
     """An invalid configuration value or an unknown preset name."""
 
 
+class ModelInputError(DFineError, ValueError):
+    """A ``forward`` argument with a wrong value or shape."""
+
+
+class ModelInputTypeError(DFineError, TypeError):
+    """A ``forward`` argument of a wrong type."""
+
+
+class UnsupportedFeatureError(DFineError, ValueError):
+    """A transformers feature this implementation does not provide."""
+
+
 class DatasetError(DFineError):
     """A data set with problems that cannot be repaired automatically.
 

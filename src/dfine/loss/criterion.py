@@ -15,6 +15,10 @@ suffix            output                              terms
 
 That is ``4 + 5(L−1) + 3 + 3 + 5L + 3`` terms: 38 for L = 3, 68 for L = 6 (20 and 35 without denoising).
 
+Eval-mode outputs (the evaluated layer only: ``intermediate_logits`` (B, 1, Q, C), one layer of corners, no
+denoising) get the final-layer and ``_enc_0`` terms, 7 in all, with the GO union of those two matchings: the
+validation loss on what the eval forward computes, as transformers gives one whenever labels are passed.
+
 Matching (SPEC Part B §4.6): the final layer, every auxiliary layer, the pre head and the encoder proposals are
 matched separately; VFL of each uses its own matching and ``num_boxes``. Their union (``indices_go``, each query
 keeping its most frequent target) with ``num_boxes_go`` = its size drives bbox/giou/fgl/ddf of final, aux and pre,
@@ -194,8 +198,15 @@ class DFineCriterion(nn.Module):
         batch_size, num_outputs, _, num_classes = logits.shape
         num_layers = corners.shape[1]
         device = logits.device
-        if num_outputs != num_layers + 1:
-            raise ValueError(f"intermediate_logits has {num_outputs} outputs; expected L + 1 = {num_layers + 1}")
+        # Training outputs stack (pre head, layer 0 … L−1); eval outputs hold the evaluated layer only, which gets
+        # the final-layer terms (with the encoder's), as transformers computes an eval loss on what eval returns.
+        eval_layout = num_outputs == num_layers == 1
+        if num_outputs != num_layers + 1 and not eval_layout:
+            raise ValueError(f"intermediate_logits has {num_outputs} outputs; expected L + 1 = {num_layers + 1} "
+                             "(training outputs) or 1 with 1 layer of corners (eval outputs)")
+        if eval_layout and meta is not None:
+            raise ValueError("denoising_meta_values with eval outputs (one decoder layer); denoising needs the "
+                             "training outputs of every layer")
         if num_classes != self.num_classes:
             raise ValueError(f"the model gives {num_classes} class logits; the criterion expects {self.num_classes}")
         if len(targets) != batch_size:
@@ -209,31 +220,34 @@ class DFineCriterion(nn.Module):
         corners_n, refs_n = corners[:, :, num_dn:], refs[:, :, num_dn:]
 
         # --- Matching: each output on its own, then the GO-LSD union. ---
-        last = num_layers  # index of layer L-1 in the (pre, layer 0, ...) stacks
+        last = num_outputs - 1  # index of the final layer in the (pre, layer 0, ...) stacks
+        num_aux = 0 if eval_layout else num_layers - 1
         match_final = self.matcher(logits_n[:, last], boxes_n[:, last], targets)
-        match_aux = [self.matcher(logits_n[:, i + 1], boxes_n[:, i + 1], targets) for i in range(num_layers - 1)]
-        match_pre = self.matcher(logits_n[:, 0], boxes_n[:, 0], targets)
+        match_aux = [self.matcher(logits_n[:, i + 1], boxes_n[:, i + 1], targets) for i in range(num_aux)]
+        match_pre = [] if eval_layout else [self.matcher(logits_n[:, 0], boxes_n[:, 0], targets)]
         match_enc = self.matcher(enc_logits, enc_boxes, targets)
-        match_go = union_matching([match_final, *match_aux, match_pre, match_enc])
+        match_go = union_matching([match_final, *match_aux, *match_pre, match_enc])
         num_gt = sum(len(t["boxes"]) for t in targets)
         num_go = sum(len(q) for q, _ in match_go)
         num_boxes, num_boxes_go = _global_mean_counts([num_gt, num_go], device)
 
         go = _assign(match_go, targets, num_boxes_go)
+        corner = num_layers - 1  # the final layer in the corner / reference stacks
         local = _Local(
-            fgl=fgl_targets(refs_n[:, last - 1][go.batch_idx, go.query_idx], go.boxes, project, reg_scale),
+            fgl=fgl_targets(refs_n[:, corner][go.batch_idx, go.query_idx], go.boxes, project, reg_scale),
             balance=ddf_balance(len(go.batch_idx), batch_size * logits_n.shape[2], batch_size, self.ddf_batch_factor),
         )
 
         losses: dict[str, Tensor] = {}
-        teacher = (corners_n[:, last - 1], logits_n[:, last])
-        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, last - 1],
+        teacher = (corners_n[:, corner], logits_n[:, last])
+        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, corner],
                     _assign(match_final, targets, num_boxes), go, local, teacher=None)
-        for i in range(num_layers - 1):
+        for i in range(num_aux):
             self._layer(losses, f"_aux_{i}", logits_n[:, i + 1], boxes_n[:, i + 1], corners_n[:, i],
                         _assign(match_aux[i], targets, num_boxes), go, local, teacher=teacher)
-        self._layer(losses, "_pre", logits_n[:, 0], boxes_n[:, 0], None,
-                    _assign(match_pre, targets, num_boxes), go, local, teacher=None)
+        for match in match_pre:
+            self._layer(losses, "_pre", logits_n[:, 0], boxes_n[:, 0], None,
+                        _assign(match, targets, num_boxes), go, local, teacher=None)
         self._layer(losses, "_enc_0", enc_logits, enc_boxes, None,
                     _assign(match_enc, targets, num_boxes), go, local, teacher=None)
 

@@ -1,12 +1,16 @@
 """``DFineModel`` (backbone -> encoder -> query selection -> decoder) and ``DFineForObjectDetection``.
 
 SPEC Part A §3. Module names follow Hugging Face's in-memory layout, so a hub ``model.safetensors`` loads with at
-most the legacy renames of ``dfine.hub.convert``.
+most the legacy renames of ``dfine.hub.convert``. ``forward`` takes the keyword arguments of transformers'
+``forward`` (``return_dict``, ``output_hidden_states`` …) and checks its inputs, so a mistake is a one-line error
+instead of a failure deep inside a convolution.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -14,18 +18,43 @@ import torch
 from torch import Tensor, nn
 
 from dfine.config import DFineConfig
-from dfine.errors import DFineError
+from dfine.errors import DFineError, ModelInputError
 from dfine.model.anchors import generate_anchors
 from dfine.model.backbone import DFineBackbone
 from dfine.model.decoder import DFineDecoder
 from dfine.model.denoising import build_denoising_queries
 from dfine.model.encoder import HybridEncoder
+from dfine.model.inputs import check_feature_maps, check_flags, check_labels, check_pixel_values, encoder_output_parts
 from dfine.model.layers import MLP
 from dfine.model.outputs import DFineModelOutput, DFineObjectDetectionOutput
-from dfine.model.pretrained import PretrainedMixin
+from dfine.model.pretrained import PretrainedMixin, TransformersModelMixin
 
 
-class DFineModel(PretrainedMixin, nn.Module):
+@contextmanager
+def _recording_aifi(encoder: HybridEncoder, enabled: bool) -> Iterator[list[Tensor]]:
+    """Collect transformers' ``encoder_hidden_states``: the first AIFI block's input, then every AIFI output.
+
+    Hooks rather than a second code path, so the default forward is untouched; they exist only while asked for.
+    """
+    record: list[Tensor] = []
+    if not enabled:
+        yield record
+        return
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+        if not record:
+            record.append(args[0])
+        record.append(output)
+
+    handles = [block.register_forward_hook(hook) for block in encoder.aifi]
+    try:
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class DFineModel(PretrainedMixin, TransformersModelMixin):
     """The D-FINE network without the loss. ``forward(pixel_values)`` -> :class:`DFineModelOutput`."""
 
     def __init__(self, config: DFineConfig) -> None:
@@ -108,21 +137,78 @@ class DFineModel(PretrainedMixin, nn.Module):
         shapes = [(int(s.shape[2]), int(s.shape[3])) for s in sources]
         return torch.cat([s.flatten(2).transpose(1, 2) for s in sources], dim=1), shapes
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                labels: list[dict[str, Tensor]] | None = None, **kwargs: Any) -> DFineModelOutput:
-        """Args:
-            pixel_values: (B, 3, H, W) RGB in [0, 1]; H and W multiples of 32.
+    def _check_inputs(self, pixel_values: Any, inputs_embeds: Any, encoder_outputs: Any) -> int:
+        """Check what the forward starts from; returns the batch size."""
+        levels, channels = len(self.encoder_input_proj), self.config.encoder_hidden_dim
+        if encoder_outputs is not None:
+            maps = encoder_output_parts(encoder_outputs)[0]
+            return check_feature_maps(maps, "encoder_outputs[0]", levels, channels)[0].shape[0]
+        if inputs_embeds is not None:
+            return check_feature_maps(inputs_embeds, "inputs_embeds", levels, channels)[0].shape[0]
+        if pixel_values is None:
+            raise ModelInputError("pass pixel_values (B, 3, H, W), or inputs_embeds / encoder_outputs")
+        check_pixel_values(pixel_values, max(self.config.feat_strides), self.device)
+        return pixel_values.shape[0]
+
+    def forward(
+        self,
+        pixel_values: Tensor | None,
+        pixel_mask: Tensor | None = None,
+        encoder_outputs: Any = None,
+        inputs_embeds: list[Tensor] | None = None,
+        labels: list[dict[str, Tensor]] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DFineModelOutput | tuple[Any, ...]:
+        """The arguments of transformers' ``DFineModel.forward``.
+
+        Args:
+            pixel_values: (B, 3, H, W) RGB in [0, 1]; H and W multiples of 32. May be None with one of the next two.
             pixel_mask: accepted for API compatibility and ignored (D-FINE has no padding masks).
-            labels: training targets, used for denoising queries in training mode.
+            encoder_outputs: the encoder's output maps, as transformers' ``BaseModelOutput`` or tuple (element 0: a
+                list of (B, encoder_hidden_dim, H_l, W_l) maps); the backbone and encoder are skipped.
+            inputs_embeds: the encoder's input maps (backbone + ``encoder_input_proj``), a list like the above;
+                the backbone is skipped.
+            labels: training targets (see :data:`LABELS_FORMAT`), used for denoising queries in training mode.
+            output_attentions: True is an error (attention weights are not available).
+            output_hidden_states: fill ``encoder_hidden_states`` and ``decoder_hidden_states``.
+            return_dict: False returns ``to_tuple()``.
         """
+        batch_size = self._check_inputs(pixel_values, inputs_embeds, encoder_outputs)
+        check_flags(output_attentions, output_hidden_states, return_dict)
+        if labels is not None:
+            check_labels(labels, batch_size)
+        outputs = self._forward(pixel_values, encoder_outputs, inputs_embeds, labels, bool(output_hidden_states))
+        return outputs.to_tuple() if return_dict is False else outputs
+
+    def _encode(self, pixel_values: Tensor | None, encoder_outputs: Any, inputs_embeds: list[Tensor] | None,
+                output_hidden_states: bool) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
+        """The encoder's output maps and, when asked, transformers' ``encoder_hidden_states``."""
+        if encoder_outputs is not None:
+            maps, hidden = encoder_output_parts(encoder_outputs)
+            return list(maps), (tuple(hidden) if output_hidden_states and hidden is not None else None)
+        if inputs_embeds is None:
+            assert pixel_values is not None  # checked by _check_inputs
+            features = self.backbone(pixel_values)
+            inputs_embeds = [proj(f) for proj, f in zip(self.encoder_input_proj, features)]
+        with _recording_aifi(self.encoder, output_hidden_states) as record:
+            maps = self.encoder(list(inputs_embeds))
+        return maps, (tuple(record) if output_hidden_states else None)
+
+    def _forward(self, pixel_values: Tensor | None, encoder_outputs: Any, inputs_embeds: list[Tensor] | None,
+                 labels: list[dict[str, Tensor]] | None, output_hidden_states: bool) -> DFineModelOutput:
         config = self.config
-        features = self.backbone(pixel_values)
-        projected = [proj(f) for proj, f in zip(self.encoder_input_proj, features)]
-        encoder_maps = self.encoder(projected)
+        encoder_maps, encoder_hidden_states = self._encode(pixel_values, encoder_outputs, inputs_embeds,
+                                                           output_hidden_states)
         memory, spatial_shapes = self._flatten_levels(encoder_maps)
         if memory.shape[1] < config.num_queries:
-            height, width = pixel_values.shape[-2:]
-            raise DFineError(f"a {height}x{width} input gives {memory.shape[1]} encoder tokens, fewer than the "
+            if pixel_values is not None:
+                height, width = pixel_values.shape[-2:]
+                source = f"a {height}x{width} input"
+            else:
+                source = "the given feature maps"
+            raise DFineError(f"{source} gives {memory.shape[1]} encoder tokens, fewer than the "
                              f"{config.num_queries} queries; use a larger image size")
 
         denoising = None
@@ -159,6 +245,9 @@ class DFineModel(PretrainedMixin, nn.Module):
         init_reference_points = reference_logits.detach()
 
         decoded = self.decoder(queries, init_reference_points, memory, spatial_shapes, attn_mask)
+        # transformers' decoder_hidden_states: the decoder's input, then every layer's output (already stacked).
+        decoder_hidden_states = ((queries, *decoded.intermediate_hidden_states.unbind(0)) if output_hidden_states
+                                 else None)
         return DFineModelOutput(
             last_hidden_state=decoded.last_hidden_state,
             intermediate_hidden_states=decoded.intermediate_hidden_states,
@@ -166,7 +255,9 @@ class DFineModel(PretrainedMixin, nn.Module):
             intermediate_reference_points=decoded.intermediate_reference_points,
             intermediate_predicted_corners=decoded.intermediate_predicted_corners,
             initial_reference_points=decoded.initial_reference_points,
+            decoder_hidden_states=decoder_hidden_states,
             encoder_last_hidden_state=encoder_maps,
+            encoder_hidden_states=encoder_hidden_states,
             init_reference_points=init_reference_points,
             enc_topk_logits=enc_topk_logits,
             enc_topk_bboxes=enc_topk_bboxes,
@@ -175,8 +266,20 @@ class DFineModel(PretrainedMixin, nn.Module):
         )
 
 
-class DFineForObjectDetection(PretrainedMixin, nn.Module):
-    """D-FINE with the detection outputs and, in training mode with ``labels``, the loss.
+def _auxiliary_outputs(outputs: DFineModelOutput) -> list[dict[str, Tensor]]:
+    """``{"logits", "pred_boxes"}`` of the matching queries of decoder layers 0 … L−2 (training outputs only),
+    then of the encoder proposals: the outputs the criterion supervises besides the final layer and the pre head."""
+    meta = outputs.denoising_meta_values
+    num_dn = meta["dn_num_split"][0] if meta is not None else 0
+    logits = outputs.intermediate_logits[:, :, num_dn:]
+    boxes = outputs.intermediate_reference_points[:, :, num_dn:]
+    # training stacks are (pre, layer 0 … L−1); eval stacks hold the evaluated layer only (range is then empty)
+    layers = [{"logits": logits[:, i], "pred_boxes": boxes[:, i]} for i in range(1, logits.shape[1] - 1)]
+    return layers + [{"logits": outputs.enc_topk_logits, "pred_boxes": outputs.enc_topk_bboxes}]
+
+
+class DFineForObjectDetection(PretrainedMixin, TransformersModelMixin):
+    """D-FINE with the detection outputs and, whenever ``labels`` are given (training or eval mode), the loss.
 
     ``forward(pixel_values)`` -> :class:`DFineObjectDetectionOutput` with ``logits`` (B, Q, C) and ``pred_boxes``
     (B, Q, 4) normalised cxcywh. Post-process with :meth:`dfine.DFineImageProcessor.post_process_object_detection`.
@@ -218,18 +321,38 @@ class DFineForObjectDetection(PretrainedMixin, nn.Module):
         return optimize_for_inference(self, dtype=dtype, compile=compile, cuda_graph=cuda_graph,
                                       image_size=image_size, batch_size=batch_size, **kwargs)
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                labels: list[dict[str, Tensor]] | None = None, **kwargs: Any) -> DFineObjectDetectionOutput:
-        outputs = self.model(pixel_values, pixel_mask=pixel_mask, labels=labels)
-        loss = loss_dict = None
-        if labels is not None and self.training:
+    def forward(
+        self,
+        pixel_values: Tensor | None,
+        pixel_mask: Tensor | None = None,
+        encoder_outputs: Any = None,
+        inputs_embeds: list[Tensor] | None = None,
+        labels: list[dict[str, Tensor]] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DFineObjectDetectionOutput | tuple[Any, ...]:
+        """The arguments of transformers' ``DFineForObjectDetection.forward`` (see :meth:`DFineModel.forward`).
+
+        With ``labels`` the loss is computed in training mode (with denoising queries) and in eval mode (without:
+        the final-layer and encoder terms on what the eval forward computes), as transformers does.
+        ``return_dict=False`` returns ``to_tuple()``, the loss first when present.
+        """
+        outputs = self.model(pixel_values, pixel_mask=pixel_mask, encoder_outputs=encoder_outputs,
+                             inputs_embeds=inputs_embeds, labels=labels, output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states, return_dict=True)
+        loss = loss_dict = auxiliary_outputs = None
+        if labels is not None:
             loss_dict = self.criterion(outputs, labels, up=self.model.decoder.up,
                                        reg_scale=self.model.decoder.reg_scale)
             loss = sum(loss_dict.values())
-        return DFineObjectDetectionOutput(
+            auxiliary_outputs = _auxiliary_outputs(outputs)
+        result = DFineObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,
             logits=outputs.intermediate_logits[:, -1],
             pred_boxes=outputs.intermediate_reference_points[:, -1],
+            auxiliary_outputs=auxiliary_outputs,
             **{name: getattr(outputs, name) for name in outputs.keys()},
         )
+        return result.to_tuple() if return_dict is False else result

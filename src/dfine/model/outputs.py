@@ -1,24 +1,46 @@
 """Output containers with the field names and order of Hugging Face's D-FINE outputs (SPEC Part A §6).
 
-They behave like Hugging Face ``ModelOutput``: attribute access, ``output["logits"]``, and ``to_tuple()`` that
-skips fields that are None.
+They behave like Hugging Face ``ModelOutput`` (an ordered dict of the fields that are not None): attribute access,
+``output["logits"]`` (a KeyError for a field that is None), ``"logits" in output``, ``keys()`` / ``values()`` /
+``items()`` / ``get()``, iteration over the keys, ``len()``, ``dict(output)``, integer indexing and ``to_tuple()``
+over the values, in field order.
+
+One difference from transformers: ``enc_outputs_coord_logits`` stays None. transformers runs the encoder box head on
+every encoder token (B, S, 4) and then keeps the top ``num_queries``; we run it on the selected tokens only, which
+gives the same boxes for a fraction of the cost. So the eval ``to_tuple()`` has one entry fewer than transformers'
+(the last one), and the entries before it line up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from torch import Tensor
 
 
-class _Output:
-    def __getitem__(self, key: str | int) -> Any:
+class _Output(Mapping):
+    """Mapping behaviour of ``ModelOutput``: the keys are the fields that are not None, in field order."""
+
+    def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, str):
+            # A field that is None is absent, as in ModelOutput (so ``.get`` and ``in`` agree with indexing).
+            if key not in self.keys():
+                raise KeyError(key)
             return getattr(self, key)
         return self.to_tuple()[key]
 
-    def keys(self) -> list[str]:
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def keys(self) -> list[str]:  # type: ignore[override]
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]  # type: ignore[arg-type]
 
     def to_tuple(self) -> tuple[Any, ...]:
@@ -51,8 +73,16 @@ class DFineModelOutput(_Output):
 class DFineObjectDetectionOutput(_Output):
     """``logits`` (B, Q, C) and ``pred_boxes`` (B, Q, 4, normalised cxcywh) of the evaluated decoder layer.
 
-    In training mode with ``labels``, ``loss`` is the sum of the weighted terms in ``loss_dict``, and ``logits`` /
-    ``pred_boxes`` include the denoising queries first (as in Hugging Face).
+    With ``labels`` (in training and in eval mode, as in Hugging Face), ``loss`` is the sum of the weighted terms in
+    ``loss_dict`` and ``auxiliary_outputs`` lists ``{"logits", "pred_boxes"}`` of the other supervised outputs of the
+    matching queries: decoder layers 0 … L−2 (training mode only; eval mode runs no loss on them), then the encoder
+    proposals. transformers lists the same number of entries but pairs layer i−1's predictions with layer i (see
+    :mod:`dfine.loss.criterion`). In training mode with ``labels``, ``logits`` / ``pred_boxes`` include the
+    denoising queries first (as in Hugging Face).
+
+    ``encoder_hidden_states`` (the input of the first AIFI block, then each AIFI block's output, (B, C, H, W)) and
+    ``decoder_hidden_states`` (the decoder's input queries, then each layer's output, (B, Q, d)) are filled when
+    ``forward`` is called with ``output_hidden_states=True``, with transformers' shapes and meaning.
     """
 
     loss: Tensor | None = None
