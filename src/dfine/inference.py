@@ -136,10 +136,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise DFineError(f"unknown device {str(device)!r}: {_DEVICE_HINT}")
     if not _device_available(parsed):
         kind = "CUDA" if parsed.type == "cuda" else parsed.type.upper()
-        raise DFineError(f"--device {parsed} was asked for, but no {kind} device is available")
+        raise DFineError(f"device {str(parsed)!r} was asked for, but no {kind} device is available")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise DFineError(f"--device {parsed} was asked for, but this machine has {count} CUDA device(s): "
+        raise DFineError(f"device {str(parsed)!r} was asked for, but this machine has {count} CUDA device(s): "
                          f"cuda:0 to cuda:{count - 1}")
     return parsed
 

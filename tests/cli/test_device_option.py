@@ -27,7 +27,8 @@ def test_known_devices() -> None:
 
 def test_missing_cuda_device_is_a_user_error() -> None:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with pytest.raises(DFineError, match="was asked for"):
+    # worded for Python and the command line alike (the message once said "--device" to Python callers too)
+    with pytest.raises(DFineError, match=f"^device 'cuda:{count}' was asked for, but "):
         resolve_device(f"cuda:{count}")
 
 

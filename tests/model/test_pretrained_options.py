@@ -221,3 +221,38 @@ def test_save_pretrained_never_writes_a_non_json_value(saved_nano, tmp_path) -> 
     with pytest.raises(ConfigError, match=r"^config entry callback holds a builtin_function_or_method"):
         model.save_pretrained(tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # refused before any file is written
+
+
+# -- config= (transformers' way of giving the configuration) ---------------------------------------------------------
+def test_config_argument_replaces_the_checkpoint_config(saved_nano) -> None:
+    directory, model = saved_nano
+    config = dfine.DFineConfig.from_pretrained(directory)
+    config.num_queries = 100  # not stored in any tensor: the given config must win over the file's
+    loaded = dfine.DFineForObjectDetection.from_pretrained(directory, config=config)
+    assert loaded.config.num_queries == 100
+    state = loaded.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_config_argument_with_other_classes_reinitialises_the_heads(saved_nano, caplog) -> None:
+    directory, model = saved_nano
+    config = dfine.DFineConfig.from_pretrained(directory, id2label={0: "cat", 1: "dog"})
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        loaded = dfine.DFineForObjectDetection.from_pretrained(directory, config=config)
+    assert loaded.config.id2label == {0: "cat", 1: "dog"}
+    assert loaded.model.enc_score_head.weight.shape[0] == 2
+    assert "re-initialised 9 class-sized tensors for 2 classes" in caplog.text
+    assert torch.equal(loaded.model.enc_output[0].weight, model.model.enc_output[0].weight)
+
+
+def test_config_argument_of_another_size_is_a_key_error(saved_nano) -> None:
+    directory, _ = saved_nano
+    with pytest.raises(dfine.errors.CheckpointError, match="shape"):
+        dfine.DFineForObjectDetection.from_pretrained(directory, config=dfine.DFineConfig.from_preset("dfine-s-coco"))
+
+
+def test_config_argument_must_be_a_dfine_config(saved_nano) -> None:
+    directory, _ = saved_nano
+    with pytest.raises(ConfigError, match=r"^DFineForObjectDetection.from_pretrained: config must be a DFineConfig, "
+                                          r"got dict$"):
+        dfine.DFineForObjectDetection.from_pretrained(directory, config={"num_queries": 100})

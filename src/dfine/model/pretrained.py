@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from dfine.config import METADATA_KEYS
 from dfine.errors import CheckpointError, ConfigError, UnsupportedFeatureError, first_line
 
 logger = logging.getLogger("dfine")
@@ -96,7 +97,7 @@ class PretrainedMixin:
                         torch_dtype: torch.dtype | str | None = None, device_map: Any = None,
                         cache_dir: str | Path | None = None, token: str | bool | None = None,
                         local_files_only: bool | None = None, force_download: bool | None = None,
-                        **overrides: Any) -> T:
+                        config: Any = None, **overrides: Any) -> T:
         """Load a model from a directory, a file, a hub id or a preset name (see :mod:`dfine.hub.resolve`).
 
         ``overrides`` replace config fields, e.g. ``num_labels=5`` or ``id2label={...}`` to fine-tune on other
@@ -104,13 +105,17 @@ class PretrainedMixin:
         is an error. As in transformers, ``dtype`` (or its older name ``torch_dtype``: a torch dtype, its name, or
         ``"auto"`` for the stored weights' dtype) casts the model, ``device_map`` (one device: ``"cpu"``,
         ``"cuda:0"``, a ``torch.device``) or ``map_location`` moves it, and ``revision`` / ``cache_dir`` /
-        ``token`` / ``local_files_only`` / ``force_download`` go to the hub download.
+        ``token`` / ``local_files_only`` / ``force_download`` go to the hub download. ``config`` (a
+        :class:`~dfine.config.DFineConfig`) replaces the checkpoint's configuration: the weights must fit it, except
+        for the class heads, which are re-initialised when its class list differs (``overrides`` apply on top).
         """
         from dfine.config import DFineConfig
         from dfine.hub.convert import DETECTION_HEADS, lacks_detection_heads
         from dfine.hub.resolve import resolve_checkpoint
 
         DFineConfig.check_keywords(overrides, f"{cls.__name__}.from_pretrained", _LOADING_OPTIONS)
+        if config is not None:
+            overrides = {**_config_fields(config, f"{cls.__name__}.from_pretrained"), **overrides}
         wanted_dtype = requested_dtype(dtype, torch_dtype)
         device = requested_device(device_map, map_location)
         hub = {k: v for k, v in (("cache_dir", cache_dir), ("token", token), ("local_files_only", local_files_only),
@@ -178,6 +183,17 @@ class PretrainedMixin:
 
 
 # Keyword arguments of from_pretrained besides the config fields (for "did you mean" suggestions).
+def _config_fields(config: Any, where: str) -> dict[str, Any]:
+    """A given config as overrides of every field: the checkpoint's own values are all replaced, and its weights
+    are then checked against the result like any override's (a different class list re-initialises the heads)."""
+    from dfine.config import DFineConfig
+
+    if not isinstance(config, DFineConfig):
+        raise ConfigError(f"{where}: config must be a DFineConfig, got {type(config).__name__}")
+    names = DFineConfig.keyword_names() - METADATA_KEYS - {"model_type"}
+    return {k: v for k, v in config.to_dict().items() if k in names}
+
+
 _LOADING_OPTIONS = {"revision", "map_location", "dtype", "torch_dtype", "device_map", "cache_dir", "token",
                     "local_files_only", "force_download"}
 
