@@ -254,6 +254,9 @@ def test_per_class_ap() -> None:
     assert result.as_dict()["per_class_AP"] == {"Cat": 1.0, "Dog": 0.0, "Bird": None}
     table = result.table()
     assert "Cat" in table and "Bird" in table and "AP50" in table
+    # the first column is the model's label index, which is not a COCO category id: it must not be called "id"
+    header = next(line for line in table.splitlines() if "class" in line and "#gt" in line)
+    assert header.split()[:2] == ["label", "class"]
 
 
 def empty_detection() -> dict[str, torch.Tensor]:

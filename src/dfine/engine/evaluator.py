@@ -156,10 +156,11 @@ class EvalResult:
             lines.append("  ".join(fmt(getattr(self, name)) for name in group))
         if per_class and self.per_class:
             width = max(10, *(len(c.name) for c in self.per_class))
-            header = f"{'id':>4}  {'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'#gt':>6}"
+            # "label": the model's class index; a COCO data set's own category ids may differ (3, 17, ...)
+            header = f"{'label':>5}  {'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'#gt':>6}"
             lines += ["", header, "-" * len(header)]
             for c in self.per_class:
-                lines.append(f"{c.label:>4}  {c.name:<{width}}  {fmt(c.ap)}  {fmt(c.ap50)}  {c.num_gt:>6}")
+                lines.append(f"{c.label:>5}  {c.name:<{width}}  {fmt(c.ap)}  {fmt(c.ap50)}  {c.num_gt:>6}")
         return "\n".join(lines)
 
 
