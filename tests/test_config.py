@@ -126,3 +126,17 @@ def test_out_of_range_counts_are_refused_by_the_config(override: dict, message: 
     deep inside a forward pass."""
     with pytest.raises(ConfigError, match=message):
         dfine.DFineConfig.from_preset("dfine-n-coco", **override)
+
+
+def test_dataset_category_ids_round_trip_and_follow_the_classes(tmp_path) -> None:
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", id2label={0: "cat", 1: "dog"})
+    config.dataset_category_ids = [0, 1]  # the labels themselves: nothing worth recording
+    assert config.dataset_category_ids is None and "dataset_category_ids" not in config.to_dict()
+    config.dataset_category_ids = [3, 17]
+    config.save_pretrained(tmp_path)
+    loaded = dfine.DFineConfig.from_pretrained(tmp_path)
+    assert loaded.dataset_category_ids == [3, 17]
+    # a new class list makes the old ids meaningless: they are dropped with it
+    assert dfine.DFineConfig.from_pretrained(tmp_path, id2label={0: "a", 1: "b"}).dataset_category_ids is None
+    with pytest.raises(ConfigError, match="dataset_category_ids has 3 entries for 2 classes"):
+        config.dataset_category_ids = [1, 2, 3]

@@ -193,6 +193,8 @@ def _backbone_from(backbone: HGNetV2Config | dict[str, Any] | None) -> HGNetV2Co
 
 
 _LABEL_KEYS = {"num_labels", "id2label", "label2id"}
+# config.json key of DFineConfig.dataset_category_ids (not a transformers field; kept like any unknown key)
+DATASET_CATEGORY_IDS = "dataset_category_ids"
 
 
 class DFineConfig(_JsonConfig):
@@ -325,6 +327,29 @@ class DFineConfig(_JsonConfig):
         return [self.id2label[i] for i in range(self.num_labels)]
 
     @property
+    def dataset_category_ids(self) -> list[int] | None:
+        """The category id each label had in the data set the model was trained on, when those ids were not
+        simply 0..C-1 (COCO files usually number from 1, often with gaps); None otherwise.
+
+        Written by training and kept in config.json (transformers ignores the key), so that predictions can be
+        matched to the data set's own ids.
+        """
+        ids = self.extra.get(DATASET_CATEGORY_IDS)
+        if isinstance(ids, list) and len(ids) == self.num_labels and all(isinstance(i, int) for i in ids):
+            return list(ids)
+        return None
+
+    @dataset_category_ids.setter
+    def dataset_category_ids(self, ids: list[int] | None) -> None:
+        ids = None if ids is None else [int(i) for i in ids]
+        if ids is not None and len(ids) != self.num_labels:
+            raise ConfigError(f"dataset_category_ids has {len(ids)} entries for {self.num_labels} classes")
+        if ids is None or ids == list(range(len(ids))):
+            self.extra.pop(DATASET_CATEGORY_IDS, None)  # labels are the ids: nothing to record
+        else:
+            self.extra[DATASET_CATEGORY_IDS] = ids
+
+    @property
     def num_points_list(self) -> list[int]:
         """Sampling points per feature level of the deformable cross-attention."""
         if isinstance(self.decoder_n_points, list | tuple):
@@ -383,7 +408,7 @@ class DFineConfig(_JsonConfig):
         data.pop("head_dim", None)  # derived
         if _LABEL_KEYS & overrides.keys():
             # the file's class list describes the old head: keeping it would contradict a new num_labels
-            data = {k: v for k, v in data.items() if k not in _LABEL_KEYS}
+            data = {k: v for k, v in data.items() if k not in _LABEL_KEYS | {DATASET_CATEGORY_IDS}}
         known, unknown = cls._split_file_keys(data)
         config = cls(**{**known, **overrides})
         config.extra = {**unknown, **config.extra}

@@ -279,6 +279,11 @@ class Predictor:
     def class_names(self) -> list[str]:
         return self.model.config.class_names
 
+    @property
+    def dataset_category_ids(self) -> list[int] | None:
+        """The training data set's category id of each label, when they were not 0..C-1 (else None)."""
+        return self.model.config.dataset_category_ids
+
     @torch.inference_mode()
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Tensor]]:
         """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU.
@@ -377,10 +382,11 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
 
     ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
     ``image_id`` (the image's 0-based position among the images predicted in this run, in the sorted order of
-    the source), ``category_id`` (the model's 0-based label index, not a data set's category id),
-    ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original image, clipped to it) and
-    ``score``. The layout is that of a COCO results file, but the ids are this run's, so match records to a data
-    set by ``file_name``.
+    the source), ``category_id`` (the model's 0-based label index), ``dataset_category_id`` (only for a model
+    trained by dfine on a data set whose category ids were not 0..C-1: the id the class had there, e.g. in the
+    COCO file), ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original image, clipped
+    to it) and ``score``. The layout is that of a COCO results file, but the image ids are this run's, so match
+    records to a data set by ``file_name``.
 
     Annotated pictures are named by :func:`picture_name` and show the same clipped boxes.
 
@@ -402,6 +408,7 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     files = list_images(source)
     output_dir = prepare_output_dir(output_dir)
     names = predictor.class_names
+    dataset_ids = getattr(predictor, "dataset_category_ids", None)
     records: list[dict[str, Any]] = []
     run = PredictionRun(output_dir / "predictions.json", 0, 0)
     used_names: set[str] = set()
@@ -414,8 +421,10 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
             scores = np.asarray(det["scores"]).reshape(-1).tolist()
             for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
                 label = int(label)
-                records.append({"image_id": run.images, "file_name": str(path), "category_id": label,
-                                "category_name": names[label] if 0 <= label < len(names) else str(label),
+                record = {"image_id": run.images, "file_name": str(path), "category_id": label}
+                if dataset_ids is not None and 0 <= label < len(dataset_ids):
+                    record["dataset_category_id"] = dataset_ids[label]
+                records.append({**record, "category_name": names[label] if 0 <= label < len(names) else str(label),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(float(score), 5)})
             if save_images:

@@ -100,6 +100,8 @@ class OnnxDetector:
             raise InputFileError(self.path, f"unsupported orig_target_sizes order {meta['orig_target_sizes']!r}")
         names = meta.get("class_names")
         self.class_names: list[str] = json.loads(names) if names else []
+        ids = meta.get("dataset_category_ids")
+        self.dataset_category_ids: list[int] | None = json.loads(ids) if ids else None
         self.precision = meta.get("precision", "fp32")
 
     def run(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -91,3 +91,19 @@ def test_set_refuses_what_has_its_own_option(tmp_path: Path, assignment: str, op
     assert main(["train", "--data", str(tmp_path / "unused"), "--set", assignment]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"dfine train: error: use the {option} option instead of --set"
+
+
+def test_predictions_name_the_data_sets_category_ids(trained_run, tiny_yaml: Path, tmp_path: Path) -> None:
+    """The synthetic COCO file numbers its classes 1, 2, 3: a trained model records them, and predict writes the
+    data set's id beside the label index (a user scoring predictions against the COCO file needs it)."""
+    coco = json.loads((tiny_yaml.parent / "annotations" / "instances_val.json").read_text())
+    file_ids = [c["id"] for c in coco["categories"]]
+    assert file_ids == [1, 2, 3]
+    saved = json.loads((trained_run.best_model / "config.json").read_text())
+    assert saved["dataset_category_ids"] == file_ids
+    assert DFineForObjectDetection.from_pretrained(trained_run.best_model).config.dataset_category_ids == file_ids
+    out = tmp_path / "pred"
+    assert main(["predict", str(tiny_yaml.parent / "images" / "val"), "--model", str(trained_run.best_model),
+                 "--output", str(out), "--threshold", "0", "--no-progress"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert records and all(r["dataset_category_id"] == file_ids[r["category_id"]] for r in records)

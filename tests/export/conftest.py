@@ -8,6 +8,7 @@ not the amplification of rounding errors that a randomly initialised deep networ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ def model_n():
 def n_model_dir(tmp_path_factory, model_n) -> Path:
     directory = tmp_path_factory.mktemp("model_n")
     model_n.save_pretrained(directory)
+    # as if trained by dfine on a COCO file numbering its classes from 1: exports and predictions carry the ids
+    config = json.loads((directory / "config.json").read_text())
+    config["dataset_category_ids"] = list(range(1, 81))
+    (directory / "config.json").write_text(json.dumps(config))
     dfine.DFineImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(directory)
     return directory
 

@@ -68,6 +68,11 @@ def test_predict_cli_onnxruntime_backend_matches_torch(n_onnx, n_model_dir, tmp_
         assert code == 0
         outputs[backend] = json.loads((out / "predictions.json").read_text())
     assert len(outputs["onnxruntime"]) == len(outputs["torch"]) == 600
+    # the data set's ids (written into the model folder's config) travel through the export's metadata too
+    dataset_ids = json.loads((n_model_dir / "config.json").read_text())["dataset_category_ids"]
+    assert dataset_ids[0] == 1
+    for records in outputs.values():
+        assert all(r["dataset_category_id"] == dataset_ids[r["category_id"]] for r in records)
 
     def as_detections(records):
         per_image = {}

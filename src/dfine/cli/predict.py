@@ -7,7 +7,8 @@ from pathlib import Path
 
 _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
-0-based position in this run), category_id (the model's 0-based label index, not a data set's category id),
+0-based position in this run), category_id (the model's 0-based label index), dataset_category_id (for a model
+trained by dfine on data whose category ids were not 0..C-1: the class's id there, e.g. in the COCO file),
 category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and score. Annotated images keep the
 input's file name when it ends in .jpg, .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg
 added (x.tif -> x.tif.jpg); a name already used in the run gets _1, _2, ... before the extension. In a folder or

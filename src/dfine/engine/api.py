@@ -320,6 +320,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
         source = model if isinstance(model, nn.Module) else str(model)
         net, model_report = build_training_model(source, class_names, pretrained_backbone=pretrained_backbone,
                                                  config_overrides=config_overrides)
+        net.config.dataset_category_ids = spec.category_ids  # predictions can then name the data set's own ids
         hp = resolve_hyperparameters(model_report.size, num_train_images=num_train, batch_size=batch_size,
                                      epochs=epochs, lr=lr, fine_tune=model_report.fine_tune, world_size=world_size,
                                      overrides=hp_overrides)

@@ -67,8 +67,10 @@ def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], h
     """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime`)."""
     from dfine import __version__
 
+    ids = model.config.dataset_category_ids
     return {
         "class_names": json.dumps(model.config.class_names),
+        **({"dataset_category_ids": json.dumps(ids)} if ids is not None else {}),
         "image_size": f"{image_size[0]},{image_size[1]}",
         "orig_target_sizes": TARGET_SIZE_ORDER,
         "precision": "fp16" if half else "fp32",
