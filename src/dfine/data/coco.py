@@ -16,6 +16,7 @@ from typing import Any
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import note_missing_folder, probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder, RepairLog
+from dfine.data.masks import BoxXYXY, SegmentationError, rle_size, segmentation_box
 from dfine.errors import InputFileError
 
 
@@ -41,6 +42,51 @@ def _as_bbox(value: Any) -> tuple[float, float, float, float] | None:
         return None
     x, y, w, h = (float(v) for v in numbers if v is not None)
     return x, y, w, h
+
+
+def _annotation_box(ann: dict[str, Any], image_size: tuple[int, int] | None) -> tuple[BoxXYXY, bool] | str:
+    """``(xyxy box, computed from the segmentation?)``, or the problem that leaves the annotation without a box.
+
+    A valid ``bbox`` is always used as is. Polygon-only annotations, RLE-only crowd regions and ``"bbox": []`` next
+    to a polygon (segmentation data sets, some exporters) get the box of their ``segmentation``, as YOLO polygons do.
+
+    Args:
+        ann: the annotation object.
+        image_size: ``(height, width)`` of its image when known, to catch an RLE mask made for another image size.
+    """
+    bbox = ann.get("bbox")
+    xywh = _as_bbox(bbox)
+    if xywh is not None:
+        x, y, w, h = xywh
+        return (x, y, x + w, y + h), False
+    segmentation = ann.get("segmentation")
+    if bbox not in (None, []) or segmentation is None:
+        # a bbox that is there but malformed is not overridden: it is more likely a broken file than a choice
+        return f"'bbox' must be 4 numbers [x, y, width, height], got {bbox!r}"
+    try:
+        box = segmentation_box(segmentation)
+        mask_size = rle_size(segmentation)
+    except SegmentationError as e:
+        return f"no 'bbox', and none can be computed from its 'segmentation': {e}"
+    if mask_size is not None and image_size is not None and mask_size != image_size:
+        return (
+            f"no 'bbox', and its RLE 'segmentation' has size {list(mask_size)} but the image is "
+            f"{list(image_size)} ([height, width])"
+        )
+    return box, True
+
+
+def _image_file(image_dir: Path, file_name: str) -> tuple[Path, str]:
+    """The image path and the ``file_name`` to keep, reading Windows separators (``sub\\im.jpg``) as ``/``.
+
+    Exports made on Windows write backslashes, which are ordinary file name characters elsewhere: every image would
+    be reported missing. A file whose name really contains a backslash is still found as written.
+    """
+    path = image_dir / file_name
+    if "\\" not in file_name or path.exists():
+        return path, file_name
+    file_name = file_name.replace("\\", "/")
+    return image_dir / file_name, file_name
 
 
 def _failed_index(source: Path, problem: str) -> DetectionIndex:
@@ -131,12 +177,17 @@ def load_coco_index(
     builder.repairs, builder.problems = repairs, problems
 
     file_of: dict[int, str] = {}
+    size_of: dict[int, tuple[int, int]] = {}  # image id -> (height, width), for RLE segmentations
     for i, image in enumerate(data["images"]):
         image_id = _as_int(image.get("id")) if isinstance(image, dict) else None
         file_name = image.get("file_name") if isinstance(image, dict) else None
         if image_id is None or not isinstance(file_name, str) or not file_name:
             builder.problem(f"{source} images[{i}]", f"needs an integer 'id' and a 'file_name', got {image!r}")
             continue
+        path, normalised = _image_file(image_dir, file_name)
+        if normalised != file_name:
+            repairs.add("Windows '\\' separators in file_name read as '/'", f"{source} image {image_id}")
+            file_name = normalised
         if image_id in file_of:
             if file_of[image_id] == file_name:
                 repairs.add("repeated image entry ignored", f"{source} image {image_id}")
@@ -146,7 +197,6 @@ def load_coco_index(
                 )
             continue
         file_of[image_id] = file_name
-        path = image_dir / file_name
         width, height = _as_int(image.get("width")), _as_int(image.get("height"))
         if width is None or height is None or width <= 0 or height <= 0:
             # Some exporters omit the size; the boxes still need it for clipping and evaluation.
@@ -159,6 +209,7 @@ def load_coco_index(
             width, height = info.width, info.height
             repairs.add("missing image size read from the image file", f"{source} image {image_id}")
         builder.add_image(image_id, path, file_name, width, height)
+        size_of[image_id] = (height, width)
 
     for i, ann in enumerate(data["annotations"]):
         ann_id = ann.get("id", f"#{i}") if isinstance(ann, dict) else f"#{i}"
@@ -167,21 +218,23 @@ def load_coco_index(
             builder.problem(where, f"an annotation must be an object, got {ann!r}")
             continue
         ann_image_id, ann_category_id = _as_int(ann.get("image_id")), _as_int(ann.get("category_id"))
-        xywh = _as_bbox(ann.get("bbox"))
         if ann_image_id is None or ann_category_id is None:
             builder.problem(where, "needs integer 'image_id' and 'category_id'")
             continue
-        if xywh is None:
-            builder.problem(where, f"'bbox' must be 4 numbers [x, y, width, height], got {ann.get('bbox')!r}")
+        box = _annotation_box(ann, size_of.get(ann_image_id))
+        if isinstance(box, str):
+            builder.problem(where, box)
             continue
         if ann_image_id in file_of and not builder.has_image(ann_image_id):
             continue  # its image already has a problem of its own
-        x, y, w, h = xywh
+        xyxy, from_segmentation = box
+        if from_segmentation and builder.has_image(ann_image_id):  # else add_box reports the unknown image
+            repairs.add("box computed from its segmentation", where)
         area = _as_number(ann.get("area"))
         builder.add_box(
             ann_image_id,
             ann_category_id,
-            (x, y, x + w, y + h),
+            xyxy,
             where,
             iscrowd=bool(ann.get("iscrowd", 0)),
             area=area if area is not None and math.isfinite(area) and area > 0 else None,
