@@ -3,7 +3,8 @@
 ``data.yaml`` names the classes (``names``: a list, or a dict ``{id: name}``) and the splits (``train``, ``val``:
 an image folder, a text file listing images, or a list of those), relative to ``path:`` (itself relative to the
 YAML's folder) or to the YAML's folder. The labels of ``.../images/<rest>.jpg`` are in ``.../labels/<rest>.txt``,
-one ``class cx cy w h`` line per object, normalised to the image size. A missing label file means "no objects".
+one ``class cx cy w h`` line per object, normalised to the image size. A missing label file means "no objects";
+one label file for several images (``a.jpg`` and ``a.png``) is a problem, as which image it belongs to is unknown.
 Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``) are accepted and turned into their bounding box.
 """
 
@@ -115,7 +116,8 @@ def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
 
 
 def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], list[str]]:
-    """The images of a split, sorted, from folders (searched recursively), list files and single images.
+    """The images of a split, sorted, from folders (searched recursively, skipping hidden files and folders), list
+    files and single images (both taken as named, hidden or not).
 
     Returns:
         The image paths and one problem line per source that does not exist.
@@ -124,7 +126,7 @@ def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], lis
     problems: list[str] = []
     for source in sources:
         if source.is_dir():
-            images += [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            images += _folder_images(source)
         elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
             images.append(source)
         elif source.is_file():
@@ -136,6 +138,23 @@ def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], lis
         else:
             problems.append(f"{source}: image folder or list does not exist")
     return sorted(set(images)), problems
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders.
+
+    macOS writes ``._name.jpg`` resource forks next to every image copied onto a non-Apple drive, and tools keep
+    copies in hidden folders (``.ipynb_checkpoints/``, ``.git/``): they carry image extensions but are not images
+    of the data set. Only the part of the path below ``folder`` counts, so a data set stored inside a hidden folder
+    (``~/.cache/...``) is still listed.
+    """
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
 
 
 def label_path(image: Path) -> Path:
@@ -195,6 +214,23 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def _shared_label_files(images: list[Path]) -> dict[Path, list[Path]]:
+    """Existing label files that more than one image maps to (``a.jpg`` and ``a.png`` both -> ``a.txt``).
+
+    A missing one is not listed: both images are then backgrounds, which is not wrong in itself.
+    """
+    owners: dict[Path, list[Path]] = {}
+    for image in images:
+        owners.setdefault(label_path(image), []).append(image)
+    return {label: found for label, found in owners.items() if len(found) > 1 and label.is_file()}
+
+
+def _shared_label_problem(label_file: Path, images: list[Path]) -> str:
+    names = [str(image) for image in images]
+    both = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return f"{both} share the label file {label_file}: rename {'one of them' if len(names) == 2 else 'all but one'}"
+
+
 def load_yolo_index(
     sources: tuple[Path, ...] | list[Path],
     categories: CategoryTable,
@@ -218,6 +254,8 @@ def load_yolo_index(
     images, problems = list_images(sources)
     builder = IndexBuilder(source, categories)
     builder.problems.extend(problems)
+    shared = _shared_label_files(images)
+    builder.problems.extend(_shared_label_problem(label_file, owners) for label_file, owners in shared.items())
     infos = probe_images(images, progress=progress)
     found_labels = 0
     for image_id, (image, info) in enumerate(zip(images, infos, strict=True)):
@@ -232,7 +270,10 @@ def load_yolo_index(
         label_file = label_path(image)
         if label_file.is_file():
             found_labels += 1
-            _parse_label_file(builder, image_id, label_file, info.width, info.height)
+            # A shared label file belongs to at most one of its images, and which one is unknown: it is reported
+            # above, and its boxes given to neither.
+            if label_file not in shared:
+                _parse_label_file(builder, image_id, label_file, info.width, info.height)
     if images and not found_labels:
         builder.problem(
             str(source), f"none of the {len(images)} images has a label file (expected e.g. {label_path(images[0])})"

@@ -1,0 +1,147 @@
+"""Data sets as users really have them: shared label files, macOS/Jupyter debris, boxes touching the image edge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datahelpers import box_annotation, write_coco, write_image, write_yolo
+
+from dfine.data import check_dataset, resolve_dataset
+from dfine.data.index import CLIP_TOLERANCE_PX
+from dfine.data.yolo import list_images
+from dfine.errors import DatasetError
+
+
+def _problems(data: Path) -> list[str]:
+    with pytest.raises(DatasetError) as info:
+        check_dataset(data, progress=False)
+    return info.value.problems
+
+
+def _clip_repairs(data: Path) -> list[str]:
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    return [line for line in report.repairs if "box clipped to its image" in line]
+
+
+def _coco_one_box(folder: Path, bbox: list[float]) -> Path:
+    """A COCO data YAML (train = val) with one 64x48 image holding one box."""
+    image = {"id": 1, "file_name": "a.png", "width": 64, "height": 48}
+    ann = write_coco(folder / "imgs", [image], [box_annotation(1, 1, bbox)], name="train.json")
+    entry = {"images": "imgs", "annotations": f"imgs/{ann.name}"}
+    (folder / "data.yaml").write_text(json.dumps({"train": entry, "val": entry}))
+    return folder / "data.yaml"
+
+
+# ---- images with the same stem share a label file -----------------------------------------------------------------
+
+
+def test_images_sharing_a_label_file_are_a_problem(tmp_path):
+    # a.png and a.jpg both map to labels/train/a.txt: one of them would train on the other one's boxes
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    write_image(tmp_path / "images" / "train" / "a.jpg")
+    train = tmp_path / "images" / "train"
+    expected = (
+        f"{train / 'a.jpg'} and {train / 'a.png'} share the label file {tmp_path / 'labels' / 'train' / 'a.txt'}: "
+        "rename one of them"
+    )
+    assert _problems(data) == [expected]
+    with pytest.raises(DatasetError, match="1 problem"):
+        resolve_dataset(data).build("train")
+
+
+def test_three_images_sharing_a_label_file_are_one_problem(tmp_path):
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    for suffix in ("jpg", "bmp"):
+        write_image(tmp_path / "images" / "train" / f"a.{suffix}")
+    train = tmp_path / "images" / "train"
+    expected = (
+        f"{train / 'a.bmp'}, {train / 'a.jpg'} and {train / 'a.png'} share the label file "
+        f"{tmp_path / 'labels' / 'train' / 'a.txt'}: rename all but one"
+    )
+    assert _problems(data) == [expected]
+
+
+def test_same_stem_without_a_label_file_is_fine(tmp_path):
+    # no a.txt: both are background images, and no image gets another one's boxes
+    data = write_yolo(tmp_path, {"b": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    for suffix in ("png", "jpg"):
+        write_image(tmp_path / "images" / "train" / f"a.{suffix}")
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    assert (report.splits["train"].images, report.splits["train"].empty_images) == (3, 2)
+
+
+# ---- hidden files and folders --------------------------------------------------------------------------------------
+
+
+def _add_debris(images: Path) -> None:
+    """What macOS and Jupyter leave in image folders: none of it is an image of the data set."""
+    (images / "._a.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+    (images / ".thumb.png").write_bytes(b"not an image")
+    write_image(images / ".ipynb_checkpoints" / "a-checkpoint.png")
+    write_image(images / "sub" / ".cache" / "c.png")
+
+
+def test_hidden_files_and_folders_are_not_listed_as_images(tmp_path):
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    train = tmp_path / "images" / "train"
+    _add_debris(train)
+    assert list_images([train]) == ([train / "a.png"], [])
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    assert report.splits["train"].images == 1
+
+
+def test_a_data_set_inside_a_hidden_folder_is_still_listed(tmp_path):
+    # only the names below the split's folder count: ~/.cache/datasets/... is where downloads often land
+    data = write_yolo(tmp_path / ".cache" / "ds", {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    assert check_dataset(data, progress=False).splits["train"].images == 1
+
+
+def test_hidden_image_named_in_an_image_list_is_kept(tmp_path):
+    write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    write_image(tmp_path / "images" / "train" / ".b.png")
+    listing = tmp_path / "train.txt"
+    listing.write_text("./images/train/a.png\n./images/train/.b.png\n")
+    images = tmp_path / "images" / "train"
+    assert list_images([listing]) == ([images / ".b.png", images / "a.png"], [])
+    assert list_images([images / ".b.png"]) == ([images / ".b.png"], [])
+
+
+# ---- clipping: rounding versus real overshoot ----------------------------------------------------------------------
+
+
+def test_rounding_outside_the_image_is_clipped_silently(tmp_path):
+    # what YOLO exporters write for a full-image box: y1 = (0.5 - 0.5000005) * 48 = -0.000024 px
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 1.0 1.000001\n"}, ["x"])
+    assert _clip_repairs(data) == []
+    assert resolve_dataset(data).build("train")[0][1]["boxes"].tolist() == [[0, 0, 64, 48]]
+
+
+def test_real_overshoot_is_still_clipped_and_reported(tmp_path):
+    # 1.05 * 48 = 50.4 px tall: 1.2 px above and below the image
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 1.0 1.05\n"}, ["x"])
+    assert len(_clip_repairs(data)) == 1
+    assert resolve_dataset(data).build("train")[0][1]["boxes"].tolist() == [[0, 0, 64, 48]]
+
+
+@pytest.mark.parametrize(
+    ("bbox", "reported"),
+    [
+        ([-0.4, 10, 20, 20], False),  # left side less than half a pixel outside
+        ([50, 40, 14.3, 8.4], False),  # right and bottom sides 0.3 / 0.4 px outside
+        ([-0.6, 10, 20, 20], True),  # just over the tolerance
+        ([50, 40, 14.3, 9], True),  # bottom 1 px outside
+    ],
+)
+def test_coco_boxes_get_the_same_tolerance(tmp_path, bbox, reported):
+    assert CLIP_TOLERANCE_PX == 0.5  # the cases above sit on either side of it
+    data = _coco_one_box(tmp_path, bbox)
+    assert bool(_clip_repairs(data)) is reported
+    x, y, w, h = bbox
+    clipped = [max(x, 0), max(y, 0), min(x + w, 64), min(y + h, 48)]
+    boxes = resolve_dataset(data).build("train")[0][1]["boxes"].tolist()
+    assert boxes == [pytest.approx(clipped)]
