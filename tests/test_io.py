@@ -105,6 +105,8 @@ def image_folder(tmp_path):
         _image().save(folder / name, format="JPEG" if name.lower().endswith(("jpg", "jpeg")) else None)
     (folder / "labels.txt").write_text("not an image")
     (folder / "._b.jpg").write_bytes(b"macOS resource fork")
+    (folder / ".ipynb_checkpoints").mkdir()
+    _image().save(folder / ".ipynb_checkpoints" / "b-checkpoint.png")  # a stale copy, not an input
     return folder
 
 
@@ -112,6 +114,8 @@ def test_list_folder_sorted_non_recursive_by_default(image_folder):
     assert [p.name for p in list_images(image_folder)] == ["A.PNG", "b.jpg", "c.JpEg"]
     recursive = [p.relative_to(image_folder).as_posix() for p in list_images(image_folder, recursive=True)]
     assert recursive == ["A.PNG", "b.jpg", "c.JpEg", "sub/d.png", "sub/e.webp"]
+    # a folder that is itself below a hidden one (~/.cache/...) is still listed
+    assert [p.name for p in list_images(image_folder / ".ipynb_checkpoints")] == ["b-checkpoint.png"]
 
 
 def test_list_single_file_and_glob(image_folder):

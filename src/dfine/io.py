@@ -170,7 +170,9 @@ def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
         return [path]
     if path.is_dir():
         candidates = path.rglob("*") if recursive else path.iterdir()
-        found = sorted((p for p in candidates if _is_image_file(p)), key=str)
+        # inside hidden folders too (.ipynb_checkpoints/ holds stale copies), judged below the folder given
+        found = sorted((p for p in candidates if _is_image_file(p)
+                        and not any(part.startswith(".") for part in p.relative_to(path).parts)), key=str)
         if not found:
             hint = ""
             if not recursive and any(_is_image_file(p) for p in path.rglob("*")):
