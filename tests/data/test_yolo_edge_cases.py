@@ -145,3 +145,22 @@ def test_coco_boxes_get_the_same_tolerance(tmp_path, bbox, reported):
     clipped = [max(x, 0), max(y, 0), min(x + w, 64), min(y + h, 48)]
     boxes = resolve_dataset(data).build("train")[0][1]["boxes"].tolist()
     assert boxes == [pytest.approx(clipped)]
+
+
+# ---- image lists ---------------------------------------------------------------------------------------------------
+
+
+def test_list_entries_relative_to_the_data_root_are_found(tmp_path):
+    """Darknet-style lists name images relative to the data set (``images/train/a.png``), Ultralytics ones relative
+    to the list (``./...``): a list kept in a subfolder must work either way, with each image's own labels."""
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n", "b": "0 0.25 0.25 0.1 0.1\n"}, ["x"])
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("images/train/a.png\n./../images/train/b.png\n")
+    (lists / "val.txt").write_text("images/val/v.png\n")
+    data.write_text(json.dumps({"path": ".", "train": "lists/train.txt", "val": "lists/val.txt", "names": ["x"]}))
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    index = resolve_dataset(data).index("train")
+    assert sorted(Path(r.file_name).name for r in index.records) == ["a.png", "b.png"]
+    assert all(len(r.boxes) == 1 for r in index.records)

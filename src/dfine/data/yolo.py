@@ -115,9 +115,13 @@ def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
     return YoloConfig(path, root, categories, splits, tuple(notes))
 
 
-def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], list[str]]:
+def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None) -> tuple[list[Path], list[str]]:
     """The images of a split, sorted, from folders (searched recursively, skipping hidden files and folders), list
     files and single images (both taken as named, hidden or not).
+
+    A relative line of a list file is relative to the list's folder; a line without a leading ``./`` that names
+    no file there but does below ``root`` (the data set's ``path:``) is taken from ``root``: Darknet-style lists
+    write paths relative to the data set, Ultralytics ones relative to the list.
 
     Returns:
         The image paths and one problem line per source that does not exist.
@@ -134,10 +138,20 @@ def list_images(sources: tuple[Path, ...] | list[Path]) -> tuple[list[Path], lis
             for line in source.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if line:
-                    images.append(Path(line) if Path(line).is_absolute() else source.parent / line)
+                    images.append(_list_entry(line, source.parent, root))
         else:
             problems.append(f"{source}: image folder or list does not exist")
     return sorted(set(images)), problems
+
+
+def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
+    path = Path(line)
+    if path.is_absolute():
+        return path
+    beside_list = list_folder / path
+    if root is not None and not line.startswith("./") and not beside_list.exists() and (root / path).exists():
+        return root / path
+    return beside_list
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -251,7 +265,7 @@ def load_yolo_index(
         root: the data set root; ground-truth ``file_name`` entries are relative to it when possible.
         progress: show a progress bar while reading headers of many images.
     """
-    images, problems = list_images(sources)
+    images, problems = list_images(sources, root)
     builder = IndexBuilder(source, categories)
     builder.problems.extend(problems)
     shared = _shared_label_files(images)
