@@ -32,8 +32,8 @@ def _problems(data: Path) -> list[str]:
 
 
 def _only_problem(data: Path) -> str:
-    # train and val share the file, so each problem shows up once per split
-    problems = sorted(set(_problems(data)))
+    # train and val share the file: the problem is listed once for both splits
+    problems = _problems(data)
     assert len(problems) == 1, problems
     return problems[0]
 

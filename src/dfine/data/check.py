@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dfine.data.images import (
-    load_image,
+    check_decodes,
     note_missing_folder,
     probe_images,
     size_mismatch_message,
@@ -51,7 +51,9 @@ class CheckReport:
         indexes: the checked, repaired splits (the same objects the spec's data sets use).
         repairs: one line per kind of repair per split (applied in memory only).
         warnings: things worth knowing that do not stop training.
-        problems: one line per problem that must be fixed, each naming its file.
+        problems: one line per problem that must be fixed, each naming its file; listed once even when several
+            splits share the file.
+        problem_splits: problem line -> the splits it affects (empty for the data set as a whole).
     """
 
     source: Path
@@ -63,10 +65,34 @@ class CheckReport:
     repairs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    problem_splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def _tagged(self, line: str) -> str:
+        # With several splits the file name alone may not say which of them a problem stops.
+        splits = self.problem_splits.get(line, ())
+        return f"[{', '.join(splits)}] {line}" if splits and len(self.splits) > 1 else line
+
+    def add_problems(self, lines: Sequence[str], split: str | None = None) -> None:
+        """Add problem lines, each once: splits sharing an annotation file or image folder find the same ones."""
+        for line in lines:
+            if line not in self.problem_splits:
+                self.problems.append(line)
+                self.problem_splits[line] = ()
+            if split is not None and split not in self.problem_splits[line]:
+                self.problem_splits[line] += (split,)
+
+    def add_warning(self, line: str) -> None:
+        if line not in self.warnings:
+            self.warnings.append(line)
+
+    def problems_by_split(self) -> str:
+        """How many problems each split (or group of splits sharing files) has: ``1 in train and val, 2 in val``."""
+        counts = Counter(self.problem_splits.get(line, ()) for line in self.problems)
+        return ", ".join(f"{n} in {' and '.join(splits) or 'the data set'}" for splits, n in counts.items())
 
     def summary(self) -> str:
         """A multi-line, human-readable report."""
@@ -80,7 +106,7 @@ class CheckReport:
         for title, items in (
             ("Repaired (in memory; files on disk are unchanged)", self.repairs),
             ("Warnings", self.warnings),
-            ("Problems (must be fixed)", self.problems),
+            ("Problems (must be fixed)", [self._tagged(line) for line in self.problems]),
         ):
             if items:
                 lines.append(f"{title}:")
@@ -102,39 +128,44 @@ def _summarise(index: DetectionIndex) -> SplitSummary:
     return SplitSummary(len(index.records), empty, boxes, crowd, tuple(int(c) for c in counts))
 
 
-def _check_images(index: DetectionIndex, split: str, decode: bool, progress: bool, report: CheckReport) -> None:
+def _check_images(
+    index: DetectionIndex, split: str, decode: bool, progress: bool, report: CheckReport, problems: list[str]
+) -> None:
+    """Verify the images of a split: problems go to ``problems`` (the split's own list, which already holds its
+    annotation problems), warnings and repairs to ``report``."""
     records = index.records
     infos = probe_images([r.path for r in records], verify=True, progress=progress, desc=f"checking {split} images")
     repairs = RepairLog()
     for record, info in zip(records, infos, strict=True):
         if isinstance(info, InputFileError):
-            if not note_missing_folder(report.problems, record.path, index.source):
-                report.problems.append(str(info))
+            if not note_missing_folder(problems, record.path, index.source):
+                problems.append(str(info))
             continue
         orientation = use_exif_orientation(info, record.width, record.height)
         if orientation is None:
             # Boxes "outside the image" are what a wrong size looks like from the annotations: the size is the
             # cause to report, not each of its consequences.
             derived = index.size_problems.get(record.image_id, [])
-            for line in derived:
-                report.problems.remove(line)
+            problems[:] = [line for line in problems if line not in derived]
             message = size_mismatch_message(info, record.width, record.height, len(derived))
-            report.problems.append(f"{record.path}: {message}")
+            problems.append(f"{record.path}: {message}")
             continue
         if not orientation:
             repairs.add("EXIF rotation not applied: the boxes were drawn on the stored pixels", str(record.path))
+        # A JPEG not ending with its end marker may be truncated: only decoding it tells (data after the marker,
+        # which some cameras write, decodes normally and is not worth a word).
         if decode or not info.complete:
             try:
-                load_image(record.path, record.width, record.height)
+                warning = check_decodes(record.path, record.width, record.height)
             except InputFileError as e:
-                report.problems.append(str(e))
+                problems.append(str(e))
                 continue
-            if not info.complete:
-                report.warnings.append(f"{record.path}: JPEG end marker missing (truncated file?) but it decodes")
+            if warning is not None:
+                report.add_warning(warning)
     report.repairs += [f"{split}: {line}" for line in repairs.lines()]
     duplicated = [p for p, n in Counter(r.path.resolve() for r in records).items() if n > 1]
     if duplicated:
-        report.warnings.append(
+        report.add_warning(
             f"{split}: {len(duplicated)} image files are listed more than once (e.g. {duplicated[0]})"
         )
 
@@ -170,22 +201,23 @@ def check_dataset(
     if categories.ids and not categories.is_contiguous:
         ids = ", ".join(str(i) for i in categories.ids[:12]) + (", ..." if len(categories.ids) > 12 else "")
         report.repairs.append(f"category ids {ids} mapped to contiguous labels 0..{len(categories.ids) - 1}")
-    for split in splits:
-        index = spec.index(split, progress=progress)
-        report.indexes[split] = index
-        report.problems += index.problems
-        report.repairs += [f"{split}: {line}" for line in index.repairs.lines()]
-        _check_images(index, split, decode, progress, report)
-        report.splits[split] = _summarise(index)
     if not categories.ids and spec.reference_split not in splits:
         # COCO splits take their labels from the training file: when it cannot be read (invalid JSON, no
         # categories), the checked splits have no classes either, and its problems are the ones to fix first.
-        report.problems[:0] = spec.index(spec.reference_split).problems
+        report.add_problems(spec.index(spec.reference_split).problems, spec.reference_split)
+    for split in splits:
+        index = spec.index(split, progress=progress)
+        report.indexes[split] = index
+        problems = list(index.problems)
+        report.repairs += [f"{split}: {line}" for line in index.repairs.lines()]
+        _check_images(index, split, decode, progress, report, problems)
+        report.add_problems(problems, split)
+        report.splits[split] = _summarise(index)
     _cross_split_checks(report)
     if report.problems and raise_on_problems:
         raise DatasetError(
-            f"{spec.source}: {len(report.problems)} problem(s) that cannot be repaired automatically "
-            "(nothing was changed on disk); fix them and run again",
+            f"{spec.source}: {len(report.problems)} problem(s) ({report.problems_by_split()}) that cannot be "
+            "repaired automatically (nothing was changed on disk); fix them and run again",
             report.problems,
         )
     return report
@@ -195,18 +227,18 @@ def _cross_split_checks(report: CheckReport) -> None:
     train = report.splits.get("train")
     # Only worth saying when the annotations parsed cleanly: otherwise it is a consequence of the listed problems.
     if train is not None and train.boxes == 0 and not report.indexes["train"].problems:
-        report.problems.append(f"{report.source}: the training split has no objects at all")
+        report.add_problems([f"{report.source}: the training split has no objects at all"], "train")
     if train is not None and train.boxes:
         unused = [n for n, c in zip(report.class_names, train.boxes_per_class, strict=True) if c == 0]
         if unused:
-            report.warnings.append(f"classes without any training box: {', '.join(unused)}")
+            report.add_warning(f"classes without any training box: {', '.join(unused)}")
     if "train" in report.indexes:
         for split in ("val", "test"):
             if split in report.indexes:
                 train_files = {r.path.resolve() for r in report.indexes["train"].records}
                 shared = [r.path for r in report.indexes[split].records if r.path.resolve() in train_files]
                 if shared:
-                    report.warnings.append(
+                    report.add_warning(
                         f"{len(shared)} {split} images are also training images (e.g. {shared[0]}): "
                         "validation scores will be optimistic"
                     )

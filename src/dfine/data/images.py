@@ -8,6 +8,7 @@ from the sizes, both in the data set check and when an image is loaded, so the t
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,8 @@ class ImageInfo:
         width, height: the size after applying the EXIF orientation.
         stored_width, stored_height: the size of the pixels as stored.
         orientation: the EXIF orientation tag (1 when absent).
-        complete: False for a JPEG without its end-of-image marker (probably truncated).
+        complete: False for a JPEG that does not end with its end-of-image marker: it is truncated, lacks only the
+            marker, or has data after it; only decoding it (:func:`check_decodes`) tells which.
     """
 
     width: int
@@ -71,7 +73,12 @@ def _header_info(image: Image.Image, complete: bool = True) -> ImageInfo:
     return ImageInfo(w, h, stored_w, stored_h, orientation, complete)
 
 
-def _jpeg_is_complete(path: Path) -> bool:
+_END_MARKER = b"\xff\xd9"
+# One bits (0xFF would start a marker), the opposite of libjpeg's zero padding: see _decode_without_end_marker.
+_FILLER = b"\xfe" * 16
+
+
+def _ends_with_end_marker(path: Path) -> bool:
     # A JPEG ends with the EOI marker FF D9; a missing one is the usual sign of an interrupted copy or download.
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
@@ -95,7 +102,7 @@ def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
         raise InputFileError(path, "image file is missing")
     try:
         with Image.open(path) as image:
-            complete = not (verify and image.format == "JPEG") or _jpeg_is_complete(path)
+            complete = not (verify and image.format == "JPEG") or _ends_with_end_marker(path)
             info = _header_info(image, complete)
             if verify:
                 image.verify()
@@ -184,21 +191,53 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path, width: int | None = None, height: int | None = None) -> tv_tensors.Image:
-    """Decode an image to a (3, H, W) uint8 RGB tensor, oriented to match the annotations.
+def _decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
 
-    Grayscale, 16-bit, palette and RGBA images are converted to RGB (alpha dropped).
 
-    Args:
-        path: the image file.
-        width, height: the size the annotations were made for; None applies the EXIF orientation unconditionally.
+def _decode_without_end_marker(path: Path) -> Image.Image:
+    """Decode a JPEG that stops without its end marker, or raise if image data is missing too.
 
-    Raises:
-        InputFileError: the file is missing or corrupt, or its size matches neither orientation of the annotations.
+    This is what PIL does under ``ImageFile.LOAD_TRUNCATED_IMAGES`` (it supplies the marker), but for this image
+    only: that flag is a module global, and images are probed and decoded from several threads.
     """
-    path = Path(path)
+    data = path.read_bytes().rstrip(b"\xff")  # a lone 0xFF at the end is the first half of the missing marker
+    image = _decoded(data + _END_MARKER)
+    # libjpeg pads a scan that stops early with zero bits, so a really truncated file decodes without an error too.
+    # Decoding again with one bits before the marker tells them apart: when image data is missing, they are decoded
+    # as image data and change pixels; when it is all there, they are skipped as junk before the marker. (A
+    # progressive JPEG cut exactly between two scans still passes: it decodes, with less detail.)
     try:
-        with Image.open(path) as image:
+        complete = _decoded(data + _FILLER + _END_MARKER).tobytes() == image.tobytes()
+    except OSError:
+        complete = False
+    if not complete:
+        raise InputFileError(
+            path, "unreadable or corrupt image (truncated: the JPEG data stops before the end of the image)"
+        )
+    return image
+
+
+def _decode(path: Path) -> tuple[Image.Image, bool]:
+    """The fully decoded image, and whether it is a JPEG that lacks only its end marker (accepted)."""
+    with Image.open(path) as image:
+        try:
+            image.load()
+            return image, False
+        except OSError:
+            # Data after the end marker decodes normally; a JPEG that fails and does not end with the marker may
+            # lack only the marker (all pixels present): common after a copy that lost the last bytes.
+            if image.format != "JPEG" or _ends_with_end_marker(path):
+                raise
+    return _decode_without_end_marker(path), True
+
+
+def _load(path: Path, width: int | None, height: int | None) -> tuple[tv_tensors.Image, bool]:
+    try:
+        image, end_marker_missing = _decode(path)
+        with image:
             info = _header_info(image)
             apply = True if width is None or height is None else use_exif_orientation(info, width, height)
             if apply is None:
@@ -209,4 +248,35 @@ def load_image(path: str | Path, width: int | None = None, height: int | None = 
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputFileError(path, f"unreadable or corrupt image ({e})") from None
     array = np.array(rgb, dtype=np.uint8)  # a writable copy: torch warns about read-only numpy buffers
-    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous()), end_marker_missing
+
+
+def load_image(path: str | Path, width: int | None = None, height: int | None = None) -> tv_tensors.Image:
+    """Decode an image to a (3, H, W) uint8 RGB tensor, oriented to match the annotations.
+
+    Grayscale, 16-bit, palette and RGBA images are converted to RGB (alpha dropped). A JPEG that lacks only its
+    end marker is decoded as it is (:func:`check_decodes` reports it).
+
+    Args:
+        path: the image file.
+        width, height: the size the annotations were made for; None applies the EXIF orientation unconditionally.
+
+    Raises:
+        InputFileError: the file is missing or corrupt, or its size matches neither orientation of the annotations.
+    """
+    return _load(Path(path), width, height)[0]
+
+
+def check_decodes(path: str | Path, width: int | None = None, height: int | None = None) -> str | None:
+    """Decode an image exactly as :func:`load_image` will during training.
+
+    Returns:
+        A warning line naming the file when it decodes only thanks to a tolerated defect, else None.
+
+    Raises:
+        InputFileError: as :func:`load_image`.
+    """
+    path = Path(path)
+    if _load(path, width, height)[1]:
+        return f"{path}: JPEG end marker missing (last bytes of the file lost?), but all image data is there"
+    return None

@@ -4,16 +4,30 @@ Accepted (first match wins):
 
 a. a data YAML whose ``train`` / ``val`` entries each have ``images`` (folder) and ``annotations`` (COCO JSON),
    relative to ``path:`` or to the YAML's folder;
-b. an Ultralytics data YAML (has ``names``; see :mod:`dfine.data.yolo`);
+b. an Ultralytics data YAML (has ``names``; see :mod:`dfine.data.yolo`), or one without ``names`` next to a
+   ``classes.txt`` / ``obj.names`` class list;
 c. a folder holding one of:
    - such a YAML (``data.yaml``, ``dataset.yaml``, or any other single ``*.yaml``);
    - ``train/`` and ``valid/`` (or ``val/``) each with ``_annotations.coco.json`` (Roboflow COCO export);
    - ``annotations/instances_<split>.json`` with images in ``<split>/`` or ``images/<split>/`` (COCO layout,
-     e.g. ``instances_train2017.json`` + ``train2017/``).
+     e.g. ``instances_train2017.json`` + ``train2017/``; CVAT subsets ``instances_Train.json`` +
+     ``images/Train/``); a single ``instances_<anything>.json`` (CVAT's ``instances_default.json``) may have its
+     images directly in ``images/``;
+   - ``result.json`` + ``images/`` (Label Studio COCO export; one split);
+   - ``images/`` + ``labels/`` (with ``<split>`` subfolders, or flat for one split), or CVAT's
+     ``obj_<split>_data/``, with a ``classes.txt`` / ``obj.names`` class list (Label Studio, CVAT YOLO 1.1,
+     LabelImg).
+
+Split names are matched case-insensitively: train/training, val/valid/validation, test/testing (a year or number
+may follow: ``train2017``). A lone subset with another name (``default``) is the training split, and the data set
+then has no validation split. Layouts where two folders or files claim one split, or several claim none, are
+refused with a message listing them.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,10 +44,13 @@ ACCEPTED_LAYOUTS = (
     "a data YAML with train/val entries each having 'images' and 'annotations' (COCO JSON); "
     "a YOLO data.yaml with 'names' and train/val; "
     "a folder with train/ and valid/ each holding _annotations.coco.json (Roboflow); "
-    "a folder with annotations/instances_<split>.json and <split>/ or images/<split>/ image folders (COCO); "
-    "a folder with images/<split>, labels/<split> and a data.yaml (YOLO)"
+    "a folder with annotations/instances_<split>.json and <split>/ or images/<split>/ image folders (COCO, CVAT); "
+    "a folder with result.json and images/ (Label Studio COCO); "
+    "a folder with images/<split>, labels/<split> and a data.yaml or a classes.txt / obj.names class list (YOLO)"
 )
-_VAL_NAMES = ("val", "valid", "validation")
+_SPLIT_NAME = re.compile(r"(train(?:ing)?|val(?:id|idation)?|test(?:ing)?)(?:[-_ ]?\d+)?", re.IGNORECASE)
+_CLASS_LISTS = ("classes.txt", "obj.names")
+_NO_VAL = "there is no validation split, so training runs without evaluation"
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,12 @@ def _coco_yaml_spec(path: Path, data: dict) -> DatasetSpec:
     return DatasetSpec("coco", path, splits)
 
 
+def _is_nameless_yolo_yaml(data: object) -> bool:
+    # LabelImg / CVAT / hand-written YAMLs give the splits but keep the class names in a separate list file.
+    splits = (data.get(split) for split in ("train", "val")) if isinstance(data, dict) else ()
+    return isinstance(data, dict) and "names" not in data and any(isinstance(s, str | list) for s in splits)
+
+
 def _yaml_spec(path: Path) -> DatasetSpec | None:
     data = _load_yaml(path)
     if _is_coco_yaml(data):
@@ -167,7 +190,179 @@ def _yaml_spec(path: Path) -> DatasetSpec | None:
         config = read_yolo_yaml(path)
         splits = {split: SplitFiles(sources) for split, sources in config.splits.items()}
         return DatasetSpec("yolo", path, splits, config.root, config.categories, list(config.notes))
+    if _is_nameless_yolo_yaml(data):
+        return _nameless_yolo_yaml_spec(path, data)  # type: ignore[arg-type]
     return None
+
+
+def _split_of(name: str) -> str | None:
+    """``train`` / ``val`` / ``test`` for a subset name (``Train``, ``training``, ``valid``, ``val2017``, ...)."""
+    match = _SPLIT_NAME.fullmatch(name)
+    if match is None:
+        return None
+    word = match.group(1).lower()
+    return "train" if word.startswith("train") else "val" if word.startswith("val") else "test"
+
+
+def _assign_splits(
+    folder: Path, found: list[tuple[str, SplitFiles]], what: str
+) -> tuple[dict[str, SplitFiles], list[str]]:
+    """Map ``(subset name, files)`` pairs to splits, refusing what is ambiguous.
+
+    A lone subset with another name (CVAT's ``default``) is the training split. Several, none with a split name,
+    or two with the same one, could be meant either way: the user must say (a data YAML).
+
+    Returns:
+        The splits, and notes on how names were interpreted.
+    """
+    claims: dict[str, list[tuple[str, SplitFiles]]] = {}
+    for name, files in found:
+        claims.setdefault(_split_of(name) or "", []).append((name, files))
+    for split, names in claims.items():
+        if split and len(names) > 1:
+            listed = ", ".join(n for n, _ in names)
+            raise InputFileError(folder, f"ambiguous {what}: {listed} all look like the '{split}' split; "
+                                         "write a data YAML naming the ones to use")
+    unnamed = [name for name, _ in claims.pop("", [])]
+    if not claims and len(unnamed) == 1:
+        splits = {"train": found[0][1]}
+        return splits, [f"'{unnamed[0]}' is not a train/val/test name: used as the training split ({_NO_VAL})"]
+    if not claims and unnamed:
+        raise InputFileError(folder, f"ambiguous {what}: {', '.join(unnamed)}; none is named train/training, "
+                                     "val/valid/validation or test/testing: rename them or write a data YAML")
+    splits = {split: claims[split][0][1] for split in ("train", "val", "test") if split in claims}
+    notes = [f"'{name}' ignored: not a train/val/test name" for name in unnamed]
+    return splits, notes
+
+
+def _spec(
+    format: Literal["coco", "yolo"],
+    folder: Path,
+    found: list[tuple[str, SplitFiles]],
+    what: str,
+    notes: list[str] | None = None,
+    categories: CategoryTable | None = None,
+) -> DatasetSpec:
+    splits, split_notes = _assign_splits(folder, found, what)
+    root = folder if format == "yolo" else None
+    return DatasetSpec(format, folder, splits, root, categories, [*(notes or []), *split_notes])
+
+
+def _roboflow_spec(folder: Path) -> DatasetSpec | None:
+    # Roboflow COCO export: <split>/_annotations.coco.json next to the images.
+    jsons = sorted(d / "_annotations.coco.json" for d in folder.iterdir() if d.is_dir())
+    found = [(j.parent.name, SplitFiles((j.parent,), j)) for j in jsons if j.is_file()]
+    return _spec("coco", folder, found, "Roboflow COCO folders") if found else None
+
+
+def _coco_folder_spec(folder: Path) -> DatasetSpec | None:
+    # COCO layout: annotations/instances_<split>.json with <split>/ or images/<split>/ images. CVAT names subsets as
+    # the user typed them, and its one-subset export ("default") may put the images directly in images/.
+    files = sorted((folder / "annotations").glob("instances_*.json"))
+    found, missing = [], []
+    for json_file in files:
+        name = json_file.stem[len("instances_") :]
+        candidates = [folder / name, folder / "images" / name] + ([folder / "images"] if len(files) == 1 else [])
+        image_dir = next((d for d in candidates if d.is_dir()), None)
+        if image_dir is None:
+            missing.append(f"{json_file.name} (no {name}/ or images/{name}/ image folder)")
+        else:
+            found.append((name, SplitFiles((image_dir,), json_file)))
+    if files and not found:
+        raise InputFileError(folder / "annotations", f"no image folder found for {', '.join(missing)}")
+    notes = [f"annotations/{line} ignored" for line in missing]
+    return _spec("coco", folder, found, "COCO annotation files", notes) if found else None
+
+
+def _label_studio_image_root(folder: Path, result: Path) -> Path:
+    # Label Studio writes file names relative to the export folder ("images/x.jpg"), but older versions wrote bare
+    # names. The first file name (near the start of the file: no need to parse all of it) tells which.
+    with open(result, encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(1 << 20)
+    match = re.search(r'"file_name"\s*:\s*("(?:[^"\\]|\\.)*")', head)
+    try:
+        name = json.loads(match.group(1)) if match else ""
+    except ValueError:  # an odd escape: the full parse later reports the file
+        name = ""
+    if name and not (folder / name).is_file() and (folder / "images" / name).is_file():
+        return folder / "images"
+    return folder
+
+
+def _label_studio_spec(folder: Path) -> DatasetSpec | None:
+    result = folder / "result.json"
+    if not (result.is_file() and (folder / "images").is_dir()):
+        return None
+    files = SplitFiles((_label_studio_image_root(folder, result),), result)
+    return DatasetSpec("coco", folder, {"train": files}, notes=[f"result.json used as the training split ({_NO_VAL})"])
+
+
+def _class_list_file(folder: Path) -> Path | None:
+    """The ``classes.txt`` / ``obj.names`` class list (LabelImg also puts one in ``labels/``); None if none."""
+    found = [d / n for d in (folder, folder / "labels") for n in _CLASS_LISTS if (d / n).is_file()]
+    if len({tuple(_class_names(p)) for p in found}) > 1:
+        raise InputFileError(folder, f"class lists disagree: {', '.join(str(p) for p in found)}; keep one")
+    return found[0] if found else None
+
+
+def _class_names(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # Windows tools start files with a byte-order mark
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(path, f"cannot read the class list ({e})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _read_class_list(path: Path) -> CategoryTable:
+    """Line i is the name of class i (the YOLO label files' first number)."""
+    names = _class_names(path)
+    if not names:
+        raise InputFileError(path, "the class list is empty: one class name per line is needed")
+    if "" in names:
+        raise InputFileError(path, f"line {names.index('') + 1} is empty: line i must be the name of class i")
+    return CategoryTable(tuple(range(len(names))), tuple(names))
+
+
+def _nameless_yolo_yaml_spec(path: Path, data: dict) -> DatasetSpec:
+    class_list = _class_list_file(path.parent)
+    if class_list is None:
+        raise InputFileError(path, f"has no class 'names' and there is no {' or '.join(_CLASS_LISTS)} class list "
+                                   "beside it: add 'names: [first class, second class, ...]'")
+    root = data_root(data, path)
+    splits = {}
+    for split in ("train", "val", "test"):
+        entry = data.get(split)
+        entries = entry if isinstance(entry, list) else [entry]
+        if entry is not None and not all(isinstance(e, str) for e in entries):
+            raise InputFileError(path, f"'{split}' must be a path or a list of paths, got {entry!r}")
+        if entry is not None:
+            splits[split] = SplitFiles(tuple(root / e for e in entries))
+    notes = [f"class names read from {class_list}"]
+    return DatasetSpec("yolo", path, splits, root, _read_class_list(class_list), notes)
+
+
+def _yolo_folder_spec(folder: Path) -> DatasetSpec | None:
+    # YOLO without a data.yaml: images/<split>/ + labels/<split>/ (flat images/ + labels/ from Label Studio), or
+    # CVAT YOLO 1.1's obj_<split>_data/ with labels beside the images; the class list is a separate file.
+    images, darknet = folder / "images", sorted(d for d in folder.glob("obj_*_data") if d.is_dir())
+    if not ((images.is_dir() and (folder / "labels").is_dir()) or darknet):
+        return None
+    class_list = _class_list_file(folder)
+    if class_list is None:
+        raise InputFileError(folder, "looks like a YOLO data set but has no data.yaml with the class 'names' and "
+                                     f"no {' or '.join(_CLASS_LISTS)} class list")
+    notes = [f"class names read from {class_list}"]
+    categories = _read_class_list(class_list)
+    if darknet:
+        found = [(d.name[len("obj_") : -len("_data")], SplitFiles((d,))) for d in darknet]
+    elif subfolders := sorted(d for d in images.iterdir() if d.is_dir()):
+        found = [(d.name, SplitFiles((d,))) for d in subfolders]
+    else:
+        found = [("images", SplitFiles((images,)))]  # flat: one split
+    return _spec("yolo", folder, found, "image folders", notes, categories)
 
 
 def _folder_spec(folder: Path) -> DatasetSpec | None:
@@ -177,28 +372,10 @@ def _folder_spec(folder: Path) -> DatasetSpec | None:
         spec = _yaml_spec(candidate)
         if spec is not None:
             return spec
-    # Roboflow COCO export: <split>/_annotations.coco.json next to the images.
-    roboflow = {}
-    for split, names in (("train", ("train",)), ("val", _VAL_NAMES), ("test", ("test",))):
-        for name in names:
-            json_file = folder / name / "_annotations.coco.json"
-            if json_file.is_file():
-                roboflow[split] = SplitFiles((json_file.parent,), json_file)
-                break
-    if roboflow:
-        return DatasetSpec("coco", folder, roboflow)
-    # COCO layout: annotations/instances_<split>.json with <split>/ or images/<split>/ images.
-    coco = {}
-    for json_file in sorted((folder / "annotations").glob("instances_*.json")):
-        name = json_file.stem[len("instances_") :]
-        split_name = next((s for s in ("train", "val", "test") if name.startswith(s)), None)
-        image_dir = next((d for d in (folder / name, folder / "images" / name) if d.is_dir()), None)
-        if split_name is not None and split_name not in coco and image_dir is not None:
-            coco[split_name] = SplitFiles((image_dir,), json_file)
-    if coco:
-        return DatasetSpec("coco", folder, coco)
-    if (folder / "images").is_dir() and (folder / "labels").is_dir():
-        raise InputFileError(folder, "looks like a YOLO data set but has no data.yaml with the class 'names'")
+    for layout in (_roboflow_spec, _coco_folder_spec, _label_studio_spec, _yolo_folder_spec):
+        spec = layout(folder)
+        if spec is not None:
+            return spec
     return None
 
 
