@@ -97,6 +97,17 @@ def test_load_errors_name_the_path(tmp_path):
     _assert_user_error(info, truncated)
 
 
+def test_jpeg_missing_only_its_end_marker_loads_like_the_complete_file(tmp_path):
+    # an interrupted copy often loses just the last two bytes: every pixel is still there (the data loader
+    # accepts such files with a warning, so predicting on them must work too)
+    buffer = io.BytesIO()
+    _image(200, 300).save(buffer, format="JPEG", quality=95)
+    complete, cut = tmp_path / "complete.jpg", tmp_path / "cut.jpg"
+    complete.write_bytes(buffer.getvalue())
+    cut.write_bytes(buffer.getvalue()[:-2])
+    assert np.array_equal(np.asarray(load_image(cut)), np.asarray(load_image(complete)))
+
+
 @pytest.fixture()
 def image_folder(tmp_path):
     folder = tmp_path / "images"

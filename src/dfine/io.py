@@ -18,6 +18,8 @@ Colour conventions (shared with :mod:`dfine.processor`, which calls :func:`to_rg
 from __future__ import annotations
 
 import glob
+import io
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -70,6 +72,64 @@ def to_rgb(image: Image.Image) -> Image.Image:
             raise DFineError(f"cannot convert an image in colour mode {mode!r} to RGB") from error
 
 
+_END_MARKER = b"\xff\xd9"
+# One bits (0xFF would start a marker), the opposite of libjpeg's zero padding: see _decode_without_end_marker.
+_FILLER = b"\xfe" * 16
+
+
+def ends_with_jpeg_end_marker(path: Path) -> bool:
+    # A JPEG ends with the EOI marker FF D9; a missing one is the usual sign of an interrupted copy or download.
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(size - 2, 0))
+        return f.read(2) == b"\xff\xd9"
+
+
+def _decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def _decode_without_end_marker(path: Path) -> Image.Image:
+    """Decode a JPEG that stops without its end marker, or raise if image data is missing too.
+
+    This is what PIL does under ``ImageFile.LOAD_TRUNCATED_IMAGES`` (it supplies the marker), but for this image
+    only: that flag is a module global, and images are probed and decoded from several threads.
+    """
+    data = path.read_bytes().rstrip(b"\xff")  # a lone 0xFF at the end is the first half of the missing marker
+    image = _decoded(data + _END_MARKER)
+    # libjpeg pads a scan that stops early with zero bits, so a really truncated file decodes without an error too.
+    # Decoding again with one bits before the marker tells them apart: when image data is missing, they are decoded
+    # as image data and change pixels; when it is all there, they are skipped as junk before the marker. (A
+    # progressive JPEG cut exactly between two scans still passes: it decodes, with less detail.)
+    try:
+        complete = _decoded(data + _FILLER + _END_MARKER).tobytes() == image.tobytes()
+    except OSError:
+        complete = False
+    if not complete:
+        raise InputFileError(
+            path, "unreadable or corrupt image (truncated: the JPEG data stops before the end of the image)"
+        )
+    return image
+
+
+def decode_image_file(path: Path) -> tuple[Image.Image, bool]:
+    """The fully decoded image (close it, or use it in a ``with``), and whether it is a JPEG that lacks only its
+    end marker (accepted: all image data is there). Raises PIL's errors for anything else."""
+    with Image.open(path) as image:
+        try:
+            image.load()
+            return image, False
+        except OSError:
+            # Data after the end marker decodes normally; a JPEG that fails and does not end with the marker may
+            # lack only the marker (all pixels present): common after a copy that lost the last bytes.
+            if image.format != "JPEG" or ends_with_jpeg_end_marker(path):
+                raise
+    return _decode_without_end_marker(path), True
+
+
 def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
     """Read an image file as an RGB PIL image.
 
@@ -95,8 +155,8 @@ def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
         with warnings.catch_warnings():
             # A DecompressionBombWarning would only be noise for the large photos people really use.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
+            opened, _ = decode_image_file(path)  # a JPEG missing only its end marker is fine: all pixels are there
+            with opened:
                 image = ImageOps.exif_transpose(opened) if exif_transpose else opened
                 rgb = to_rgb(image)
                 # Never hand out the object tied to the (now closing) file.

@@ -8,7 +8,6 @@ from the sizes, both in the data set check and when an image is loaded, so the t
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
 from dfine.errors import InputFileError
+from dfine.io import decode_image_file, ends_with_jpeg_end_marker
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 
@@ -73,20 +73,6 @@ def _header_info(image: Image.Image, complete: bool = True) -> ImageInfo:
     return ImageInfo(w, h, stored_w, stored_h, orientation, complete)
 
 
-_END_MARKER = b"\xff\xd9"
-# One bits (0xFF would start a marker), the opposite of libjpeg's zero padding: see _decode_without_end_marker.
-_FILLER = b"\xfe" * 16
-
-
-def _ends_with_end_marker(path: Path) -> bool:
-    # A JPEG ends with the EOI marker FF D9; a missing one is the usual sign of an interrupted copy or download.
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(size - 2, 0))
-        return f.read(2) == b"\xff\xd9"
-
-
 def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
     """Read an image's size and orientation from its header without decoding the pixels.
 
@@ -102,7 +88,7 @@ def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
         raise InputFileError(path, "image file is missing")
     try:
         with Image.open(path) as image:
-            complete = not (verify and image.format == "JPEG") or _ends_with_end_marker(path)
+            complete = not (verify and image.format == "JPEG") or ends_with_jpeg_end_marker(path)
             info = _header_info(image, complete)
             if verify:
                 image.verify()
@@ -191,52 +177,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decoded(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
-def _decode_without_end_marker(path: Path) -> Image.Image:
-    """Decode a JPEG that stops without its end marker, or raise if image data is missing too.
-
-    This is what PIL does under ``ImageFile.LOAD_TRUNCATED_IMAGES`` (it supplies the marker), but for this image
-    only: that flag is a module global, and images are probed and decoded from several threads.
-    """
-    data = path.read_bytes().rstrip(b"\xff")  # a lone 0xFF at the end is the first half of the missing marker
-    image = _decoded(data + _END_MARKER)
-    # libjpeg pads a scan that stops early with zero bits, so a really truncated file decodes without an error too.
-    # Decoding again with one bits before the marker tells them apart: when image data is missing, they are decoded
-    # as image data and change pixels; when it is all there, they are skipped as junk before the marker. (A
-    # progressive JPEG cut exactly between two scans still passes: it decodes, with less detail.)
-    try:
-        complete = _decoded(data + _FILLER + _END_MARKER).tobytes() == image.tobytes()
-    except OSError:
-        complete = False
-    if not complete:
-        raise InputFileError(
-            path, "unreadable or corrupt image (truncated: the JPEG data stops before the end of the image)"
-        )
-    return image
-
-
-def _decode(path: Path) -> tuple[Image.Image, bool]:
-    """The fully decoded image, and whether it is a JPEG that lacks only its end marker (accepted)."""
-    with Image.open(path) as image:
-        try:
-            image.load()
-            return image, False
-        except OSError:
-            # Data after the end marker decodes normally; a JPEG that fails and does not end with the marker may
-            # lack only the marker (all pixels present): common after a copy that lost the last bytes.
-            if image.format != "JPEG" or _ends_with_end_marker(path):
-                raise
-    return _decode_without_end_marker(path), True
-
-
 def _load(path: Path, width: int | None, height: int | None) -> tuple[tv_tensors.Image, bool]:
     try:
-        image, end_marker_missing = _decode(path)
+        image, end_marker_missing = decode_image_file(path)
         with image:
             info = _header_info(image)
             apply = True if width is None or height is None else use_exif_orientation(info, width, height)
