@@ -244,3 +244,19 @@ def test_a_file_whose_name_contains_a_backslash_is_found_as_written(tmp_path):
     index = load_coco_index(ann_file, tmp_path)
     assert index.problems == [] and index.repairs.counts == {}
     assert index.records[0].path == tmp_path / "odd\\name.png"
+
+
+def test_absolute_upload_paths_are_found_by_name_in_the_image_folder(tmp_path):
+    """Label Studio writes the server's upload path; CVAT on Windows a drive path. The export holds the files."""
+    images = [{**_IMAGE, "file_name": "/data/upload/1/5b1c-a.png"},
+              {**_IMAGE, "id": 2, "file_name": "C:\\Users\\me\\Pictures\\b.png"},
+              {**_IMAGE, "id": 3, "file_name": "/data/upload/1/gone.png"}]
+    write_image(tmp_path / "images" / "5b1c-a.png", 64, 48)
+    write_image(tmp_path / "b.png", 64, 48)
+    ann_file = write_coco(tmp_path, images, [box_annotation(1, 1, [1, 1, 5, 5])], make_images=False)
+    index = load_coco_index(ann_file, tmp_path)
+    # a name found nowhere is kept as written, so the data check reports that path as missing
+    assert [r.path for r in index.records] == [tmp_path / "images" / "5b1c-a.png", tmp_path / "b.png",
+                                               Path("/data/upload/1/gone.png")]
+    assert [r.file_name for r in index.records] == ["images/5b1c-a.png", "b.png", "/data/upload/1/gone.png"]
+    assert index.repairs.counts == {"absolute file_name not found, found by its name in the image folder": 2}

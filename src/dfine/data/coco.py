@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from dfine.data.dataset import DetectionDataset, Transforms
@@ -76,17 +76,29 @@ def _annotation_box(ann: dict[str, Any], image_size: tuple[int, int] | None) -> 
     return box, True
 
 
-def _image_file(image_dir: Path, file_name: str) -> tuple[Path, str]:
-    """The image path and the ``file_name`` to keep, reading Windows separators (``sub\\im.jpg``) as ``/``.
+def _image_file(image_dir: Path, file_name: str) -> tuple[Path, str, str | None]:
+    """The image path, the ``file_name`` to keep, and a repair note when ``file_name`` had to be read differently.
 
     Exports made on Windows write backslashes, which are ordinary file name characters elsewhere: every image would
-    be reported missing. A file whose name really contains a backslash is still found as written.
+    be reported missing, so they are read as ``/`` (a file whose name really contains one is still found as
+    written). Label Studio writes the server's absolute upload path (``/data/upload/1/x.jpg``) while the export holds
+    the file in its image folder: an absolute name (POSIX or Windows) that does not exist is looked up by its base
+    name there.
     """
     path = image_dir / file_name
-    if "\\" not in file_name or path.exists():
-        return path, file_name
-    file_name = file_name.replace("\\", "/")
-    return image_dir / file_name, file_name
+    if path.exists():
+        return path, file_name, None
+    note = None
+    if "\\" in file_name:
+        file_name, note = file_name.replace("\\", "/"), "Windows '\\' separators in file_name read as '/'"
+        path = image_dir / file_name
+    if (Path(file_name).is_absolute() or PureWindowsPath(file_name).drive) and not path.exists():
+        base = Path(file_name).name
+        for candidate in (image_dir / base, image_dir / "images" / base):
+            if candidate.is_file():
+                return candidate, candidate.relative_to(image_dir).as_posix(), \
+                    "absolute file_name not found, found by its name in the image folder"
+    return path, file_name, note
 
 
 def _failed_index(source: Path, problem: str) -> DetectionIndex:
@@ -184,10 +196,9 @@ def load_coco_index(
         if image_id is None or not isinstance(file_name, str) or not file_name:
             builder.problem(f"{source} images[{i}]", f"needs an integer 'id' and a 'file_name', got {image!r}")
             continue
-        path, normalised = _image_file(image_dir, file_name)
-        if normalised != file_name:
-            repairs.add("Windows '\\' separators in file_name read as '/'", f"{source} image {image_id}")
-            file_name = normalised
+        path, file_name, note = _image_file(image_dir, file_name)
+        if note is not None:
+            repairs.add(note, f"{source} image {image_id}")
         if image_id in file_of:
             if file_of[image_id] == file_name:
                 repairs.add("repeated image entry ignored", f"{source} image {image_id}")
