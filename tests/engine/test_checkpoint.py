@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,21 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path,
     data = torch.load(path, weights_only=True)
     assert data["epoch"] == 0 and torch.equal(data["weights"], torch.arange(4.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path: Path) -> None:
+    # a model folder is often copied to a server or container and read there by another user
+    from dfine.hub.files import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.json", "{}")
+        (tmp_path / "plain.txt").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o644
 
 
 def test_rng_state_round_trip_is_weights_only(tmp_path: Path) -> None:
@@ -72,6 +89,11 @@ def test_finished_run_files(trained_run) -> None:
             "preprocessor_config.json", "tensorboard"} <= names
     assert {p.name for p in (out / "best").iterdir()} == {"config.json", "model.safetensors",
                                                           "preprocessor_config.json"}
+    # every file of the run has the permissions a plain new file gets (atomic writes used to be owner-only)
+    plain = stat.S_IMODE((out / "metrics.jsonl").stat().st_mode)
+    for path in (out / "last.pt", out / "hparams.json", out / "best" / "model.safetensors",
+                 out / "best" / "config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == plain, path
     data = torch.load(out / "last.pt", map_location="cpu", weights_only=True)  # no arbitrary objects inside
     assert data["format"] == ckpt.FORMAT and data["epoch"] == 1 and data["stage"] == 2
     assert data["class_names"] == ["circle", "square", "triangle"] and data["image_size"] == [160, 160]
