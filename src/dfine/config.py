@@ -195,6 +195,8 @@ def _backbone_from(backbone: HGNetV2Config | dict[str, Any] | None) -> HGNetV2Co
 _LABEL_KEYS = {"num_labels", "id2label", "label2id"}
 # config.json key of DFineConfig.dataset_category_ids (not a transformers field; kept like any unknown key)
 DATASET_CATEGORY_IDS = "dataset_category_ids"
+# config.json key of DFineConfig.training_image_size
+TRAINING_IMAGE_SIZE = "training_image_size"
 
 
 class DFineConfig(_JsonConfig):
@@ -325,6 +327,26 @@ class DFineConfig(_JsonConfig):
     @property
     def class_names(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def training_image_size(self) -> tuple[int, int] | None:
+        """The (height, width) dfine trained this model at, or None; the default input size of ``dfine.val`` and
+        ``deploy`` for a model object (a folder's ``preprocessor_config.json`` says the same to the processor).
+
+        Kept in config.json under its own key: transformers' ``eval_size`` would change its forward (it then skips
+        the encoder's position embedding).
+        """
+        size = self.extra.get(TRAINING_IMAGE_SIZE)
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+            return int(size[0]), int(size[1])
+        return None
+
+    @training_image_size.setter
+    def training_image_size(self, size: tuple[int, int] | None) -> None:
+        if size is None:
+            self.extra.pop(TRAINING_IMAGE_SIZE, None)
+        else:
+            self.extra[TRAINING_IMAGE_SIZE] = [int(size[0]), int(size[1])]
 
     @property
     def dataset_category_ids(self) -> list[int] | None:

@@ -107,3 +107,16 @@ def test_predictions_name_the_data_sets_category_ids(trained_run, tiny_yaml: Pat
                  "--output", str(out), "--threshold", "0", "--no-progress"]) == 0
     records = json.loads((out / "predictions.json").read_text())
     assert records and all(r["dataset_category_id"] == file_ids[r["category_id"]] for r in records)
+
+
+def test_a_trained_model_object_is_evaluated_and_deployed_at_its_training_size(trained_run, tiny_yaml: Path) -> None:
+    """best/ holds the 160-pixel training size in config.json, so a loaded model object needs no image_size."""
+    import dfine
+
+    model = DFineForObjectDetection.from_pretrained(trained_run.best_model)
+    assert model.config.training_image_size == (160, 160)
+    assert model.config.eval_size is None  # transformers' eval_size would change its forward: not used for this
+    by_object = dfine.val(model, tiny_yaml, workers=0)
+    by_folder = dfine.val(trained_run.best_model, tiny_yaml, workers=0)
+    assert by_object.AP == pytest.approx(by_folder.AP, abs=1e-9) and by_object.AR100 == by_folder.AR100
+    assert model.deploy().image_size == (160, 160)

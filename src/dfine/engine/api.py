@@ -325,6 +325,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                                      epochs=epochs, lr=lr, fine_tune=model_report.fine_tune, world_size=world_size,
                                      overrides=hp_overrides)
         image_hw = image_size_hw(image_size)
+        net.config.training_image_size = image_hw  # the size dfine.val and deploy() use for this model object
     check_image_size(net.config, image_hw)
 
     # -- data sets and loaders
@@ -468,7 +469,7 @@ def val(
     if net.config.class_names != names:
         logger.info("class names differ between the model and the data set; the data set's names are shown")
     size = image_size_hw(image_size) if image_size is not None else (
-        model_input_size(model) if not isinstance(model, nn.Module) else (640, 640))
+        model_input_size(model) if not isinstance(model, nn.Module) else (net.config.training_image_size or (640, 640)))
     check_image_size(net.config, size)
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))

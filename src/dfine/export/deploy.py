@@ -237,7 +237,8 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
     Args:
         model: a :class:`~dfine.model.DFineForObjectDetection` (any mode; the copy is put in eval mode).
         image_size: the input size the buffers are precomputed for, ``640`` or ``(H, W)``; default: the config's
-            ``anchor_image_size`` or ``eval_size`` if set, else 640. Other sizes still run in eager mode.
+            ``anchor_image_size``, ``eval_size`` or ``training_image_size`` if set, else 640. Other sizes still run in
+            eager mode.
 
     Returns:
         A :class:`DeployedDFine` in eval mode, on the model's device and in its dtype (use
@@ -246,7 +247,8 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
     if not isinstance(model, DFineForObjectDetection):
         raise TypeError(f"deploy() needs a DFineForObjectDetection, got {type(model).__name__}")
     if image_size is None:
-        image_size = model.config.anchor_image_size or model.config.eval_size or 640
+        config = model.config
+        image_size = config.anchor_image_size or config.eval_size or config.training_image_size or 640
     size = normalize_image_size(image_size)
     source = copy.deepcopy(model).eval()
     return DeployedDFine(source, size).eval()
