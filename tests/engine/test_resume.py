@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainhelpers import TINY
+from trainhelpers import TINY, tiny_data
 
 import dfine
 from dfine.engine import trainer as trainer_module
@@ -95,3 +95,18 @@ def test_resume_path_announces_the_options_it_ignores(trained_run, tmp_path: Pat
     assert f"resuming: output={tmp_path / 'k2'} ignored, the checkpoint's folder {run} is kept" in warnings
     assert "resuming: seed=5 ignored, the checkpoint's 0 is kept" in warnings
     assert f"Model: D-FINE-N, resuming {run / 'last.pt'} (a from-scratch run)" in capsys.readouterr().out
+
+
+def test_resuming_on_another_data_set_says_so(trained_run, tmp_path: Path, tiny_yaml: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Same classes, other images: allowed (it may be the same data moved), but best/ then compares AP across two
+    validation sets, so the summary says which data the run started on."""
+    other = tiny_data(tmp_path / "other", seed=3)
+    run = tmp_path / "k"
+    run.mkdir()
+    shutil.copy(trained_run.last_checkpoint, run / "last.pt")
+    dfine.train(other, epochs=2, batch_size=4, resume=run / "last.pt", **TINY)
+    out = capsys.readouterr().out
+    assert f"resuming on {other}, but the run so far trained on {tiny_yaml.resolve()}" in out
+    dfine.train(tiny_yaml, epochs=2, batch_size=4, resume=run / "last.pt", **TINY)  # the same data: no such note
+    assert "but the run so far trained on" not in capsys.readouterr().out

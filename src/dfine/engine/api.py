@@ -307,6 +307,11 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                              f"{class_names}: resume with the same data set")
         hp = Hyperparameters.from_dict(state["hparams"])
         _check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
+        trained_on = state.get("extra", {}).get("data")
+        if trained_on is not None and trained_on != str(Path(spec.source).resolve()):
+            # same classes, so it may be the same data moved; if not, best/ compares AP across validation sets
+            hp.notes.append(f"resuming on {spec.source}, but the run so far trained on {trained_on}: the best epoch "
+                            "is chosen across both validation sets")
         net = DFineForObjectDetection(DFineConfig.from_dict(state["config"])).train()
         if epochs is not None and epochs != hp.epochs:
             hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
@@ -359,7 +364,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                       val_ground_truth=val_set.coco_ground_truth() if val_set is not None else None,
                       class_names=class_names, processor=processor, output_dir=output_dir, device=dev,
                       amp_dtype=amp_dtype, image_size=image_hw, seed=seed, eval_interval=eval_interval,
-                      progress=progress)
+                      progress=progress, data_source=str(Path(spec.source).resolve()))
     if state is not None:
         trainer.load_checkpoint_state(state)
         del state

@@ -104,6 +104,7 @@ class Trainer:
         seed: base seed (the data order of epoch e is seeded from ``(seed, rank, e)``).
         eval_interval: evaluate every this many epochs (<= 0: never; ``best/`` is then the final EMA).
         progress: show progress bars (rank 0).
+        data_source: the data set trained on (stored in ``last.pt``, so a resume on other data can say so).
         max_nonfinite_steps: consecutive non-finite steps that trigger a rollback.
         max_rollbacks: rollbacks after which the run stops with an error.
     """
@@ -127,6 +128,7 @@ class Trainer:
     seed: int = 0
     eval_interval: int = 1
     progress: bool = True
+    data_source: str | None = None
     max_nonfinite_steps: int = 5
     max_rollbacks: int = 2
     state: TrainState = field(default_factory=TrainState)
@@ -170,7 +172,7 @@ class Trainer:
             "class_names": list(self.class_names), "hparams": self.hparams.to_dict(),
             "image_size": list(self.image_size), "rng": rng,
             "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "world_size": get_world_size(),
-                      "seed": self.seed},
+                      "seed": self.seed, "data": self.data_source},
         }
 
     def load_checkpoint_state(self, data: dict[str, Any]) -> None:
