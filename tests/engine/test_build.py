@@ -46,6 +46,10 @@ def test_image_size_must_give_enough_queries() -> None:
     check_image_size(config, 256)  # 16*16 + 8*8 = 320 >= 300
     with pytest.raises(ConfigError, match="224x224 gives 245 encoder positions") as info:
         check_image_size(config, 224)
-    # the way out, for the command line and for Python
-    assert "(--set num_queries=N on the command line, num_queries=N in Python)" in str(info.value)
+    # the ways out: the smallest size that works, and fewer queries (for the command line and for Python)
+    assert "use an image size of at least 256x256, or fewer queries (--set num_queries=N on the command line, " \
+           "num_queries=N in Python)" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # a trained model's query count is what it is: only the size helps
+        check_image_size(config, 224, training=False)
+    assert str(info.value).endswith("queries: use an image size of at least 256x256")
     check_image_size(preset_config("dfine-s-coco"), 160)  # strides 8/16/32: 400 + 100 + 25

@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         model = DFineForObjectDetection.from_pretrained(args.model)
         if args.image_size is None:
             size = model_input_size(args.model)
-        check_image_size(model.config, size)  # before count_flops, whose top-k fails on too few positions
+        # before count_flops, whose top-k fails on too few positions
+        check_image_size(model.config, size, training=False)
         params = count_parameters(model)
         gflops = count_flops(deploy(model, size), size)
 

@@ -475,7 +475,7 @@ def val(
         logger.info("class names differ between the model and the data set; the data set's names are shown")
     size = image_size_hw(image_size) if image_size is not None else (
         model_input_size(model) if not isinstance(model, nn.Module) else (net.config.training_image_size or (640, 640)))
-    check_image_size(net.config, size)
+    check_image_size(net.config, size, training=False)
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
     net.to(dev)

@@ -254,7 +254,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     size = normalize_image_size(image_size)
     # query selection needs at least num_queries encoder positions; checked here because the exporter's own
     # failure (a top-k out of range while tracing) says nothing about the image size
-    check_image_size(model.config, size)
+    check_image_size(model.config, size, training=False)
     path = Path(output)
     if path.suffix.lower() != ".onnx":
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
