@@ -92,6 +92,8 @@ def test_resume_path_announces_the_options_it_ignores(trained_run, tmp_path: Pat
                              **{**TINY, "seed": 5})
     assert result.output_dir == run and not (tmp_path / "k2").exists()
     warnings = [r.getMessage() for r in caplog.records]
+    assert "resuming a run that already finished its 2 of 2 epochs: nothing to train (pass a larger epochs=N / " \
+           "--epochs N to continue it)" in warnings
     assert f"resuming: output={tmp_path / 'k2'} ignored, the checkpoint's folder {run} is kept" in warnings
     assert "resuming: seed=5 ignored, the checkpoint's 0 is kept" in warnings
     assert f"Model: D-FINE-N, resuming {run / 'last.pt'} (a from-scratch run)" in capsys.readouterr().out

@@ -316,6 +316,10 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
         if epochs is not None and epochs != hp.epochs:
             hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
             hp.epochs = epochs
+        done = int(state["epoch"]) + 1
+        if done >= hp.epochs:  # nothing will train: say so rather than print a summary that looks like a run
+            logger.warning("resuming a run that already finished its %d of %d epochs: nothing to train (pass a "
+                           "larger epochs=N / --epochs N to continue it)", done, hp.epochs)
         if hp.freeze_backbone_norm:
             freeze_stem(net)
         image_hw = tuple(int(v) for v in state["image_size"])
