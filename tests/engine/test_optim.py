@@ -182,3 +182,15 @@ def test_default_batch_and_stop_epoch_proportion() -> None:
     assert hp.stop_epoch == 1
     assert resolve_hyperparameters("n", num_train_images=1000, epochs=1, batch_size=4).stop_epoch == 1
     assert math.isfinite(hp.ema_decay) and 0 <= hp.ema_decay < 1
+
+
+def test_an_explicit_warmup_replaces_the_cap_note_and_a_too_long_one_is_explained() -> None:
+    # 8 images, batch 4, 1 epoch: 2 iterations, far fewer than the recipe's warm-up
+    capped = resolve_hyperparameters("n", num_train_images=8, batch_size=4, epochs=1)
+    assert any(n.startswith("LR warm-up capped") for n in capped.notes)
+    hp = resolve_hyperparameters("n", num_train_images=8, batch_size=4, epochs=1, overrides={"warmup_iters": 100})
+    assert hp.warmup_iters == 100
+    assert not any(n.startswith("LR warm-up capped") for n in hp.notes)  # it would contradict the explicit value
+    assert "warmup_iters=100 is longer than this run's 2 iterations: the LR ends at 2% of its target" in hp.notes
+    fits = resolve_hyperparameters("n", num_train_images=8, batch_size=4, epochs=1, overrides={"warmup_iters": 1})
+    assert not any("longer than this run" in n for n in fits.notes)

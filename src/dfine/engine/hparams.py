@@ -329,8 +329,23 @@ def resolve_hyperparameters(
     if overrides:
         hp = replace(hp, **overrides)
         hp.notes.append("set explicitly: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+        _explain_explicit_warmups(hp, overrides, total)
     _validate(hp)
     return hp
+
+
+def _explain_explicit_warmups(hp: Hyperparameters, overrides: dict[str, Any], total: int) -> None:
+    """An explicit warm-up replaces the capped recipe value (whose note would now contradict it), and one longer
+    than the run never finishes: said, as the LR then ends below its target."""
+    for name, label in (("warmup_iters", "LR warm-up"), ("ema_warmups", "EMA warm-up")):
+        if name not in overrides:
+            continue
+        hp.notes = [note for note in hp.notes if not note.startswith(f"{label} capped")]
+        value = overrides[name]
+        if isinstance(value, int) and value > total:
+            effect = (f"the LR ends at {total / value:.0%} of its target" if name == "warmup_iters"
+                      else "the EMA never finishes warming up")
+            hp.notes.append(f"{name}={value} is longer than this run's {count_noun(total, 'iteration')}: {effect}")
 
 
 def _validate(hp: Hyperparameters) -> None:
