@@ -162,3 +162,16 @@ def test_cli_export_defaults_to_the_models_input_size(n_model_dir, model_n, tmp_
         assert main(["export", "--model", str(model), "--output", str(tmp_path / "x.onnx")]) == 0
     assert main(["export", "--model", "dfine-n-coco", "--output", str(tmp_path / "x.onnx")]) == 0
     assert sizes == [(320, 320), (256, 256), (640, 640)]
+
+
+@pytest.mark.parametrize(("model", "fmt", "expected"), [
+    ("ustc-community/dfine-small-coco", "onnx", "dfine-small-coco.onnx"),
+    ("weights/dfine_x_coco.pth", "engine", "dfine_x_coco.engine"),
+    ("runs/mine/best/", "onnx", "mine-best.onnx"),  # not best.onnx for every run
+    ("runs/mine/last.pt", "onnx", "mine-last.onnx"),
+    ("best", "onnx", "best.onnx"),
+])
+def test_default_export_names(model: str, fmt: str, expected: str) -> None:
+    from dfine.cli.export import _default_output
+
+    assert str(_default_output(model, fmt)) == expected

@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="hub id, local model directory, .pth/.safetensors file or preset")
     p.add_argument("--format", choices=["onnx", "engine"], default="onnx",
                    help="onnx (ONNX Runtime, OpenVINO, TensorRT ...) or engine (TensorRT, needs TensorRT and CUDA)")
-    p.add_argument("--output", default=None, help="output file (default: <model name>.onnx / .engine)")
+    p.add_argument("--output", default=None, help="output file (default: <model name>.onnx / .engine; a run's "
+                   "best/ or last.pt gives <run>-best.onnx / <run>-last.onnx)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size, multiple of 32 (default: the model's own, from a training checkpoint or "
                         "the preprocessor_config.json beside the weights, else 640)")
@@ -31,9 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _default_output(model: str, fmt: str) -> Path:
-    name = Path(model.rstrip("/")).name or "model"
+    path = Path(model.rstrip("/"))
+    name = path.name or "model"
     for suffix in (".safetensors", ".pth", ".pt", ".bin"):
         name = name.removesuffix(suffix)
+    if name in ("best", "last") and path.parent.name:  # runs/x/best -> x-best: every run's export its own name
+        name = f"{path.parent.name}-{name}"
     return Path(f"{name}.{fmt}")
 
 
