@@ -55,6 +55,16 @@ def test_cli_error_for_a_text_file_saved_as_pth(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.strip() == f"dfine info: error: {tmp_path / 'notes.pth'}: {NOT_A_CHECKPOINT}"
 
 
+def test_a_run_folder_points_to_its_model(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"")
+    (run / "metrics.jsonl").write_text("")
+    assert main(["info", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (f"dfine info: error: {run}: a training run folder, not a model: pass "
+                                               f"{run / 'best'} or {run / 'last.pt'}")
+
+
 def test_val_rejects_negative_workers(tmp_path: Path, capsys) -> None:
     assert main(["val", "--model", "dfine-n-coco", "--data", str(tmp_path), "--workers", "-1"]) == 2
     assert capsys.readouterr().err.strip() == ("dfine val: error: the number of data-loading workers must be an "

@@ -174,6 +174,9 @@ def _from_directory(path: Path, overrides: dict[str, Any]) -> ResolvedCheckpoint
         state_dict = load_safetensors_file(path / SAFETENSORS_NAME)
     elif (path / PYTORCH_NAME).exists():
         state_dict, _ = _unwrap_weights(load_torch_file(path / PYTORCH_NAME), path / PYTORCH_NAME)
+    elif (path / "best").is_dir() or (path / "last.pt").is_file():  # a dfine training run folder
+        runs = " or ".join(str(path / name) for name in ("best", "last.pt") if (path / name).exists())
+        raise InputFileError(path, f"a training run folder, not a model: pass {runs}")
     else:
         raise InputFileError(path, f"no {SAFETENSORS_NAME} or {PYTORCH_NAME} in this directory")
     state_dict = to_internal_names(state_dict)
