@@ -172,6 +172,29 @@ def test_learning_rate_ticks_have_distinct_labels(tmp_path: Path, monkeypatch: p
     assert len(set(labels)) == len(labels), labels
 
 
+def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # DDF distils the earlier layers from the final one: the final layer itself never has the term
+    legends: dict[str, list[str]] = {}
+    save = plots_module._save
+
+    def capture(figure, out_png):
+        for ax in figure.axes:
+            if ax.get_legend() is not None:
+                legends[ax.get_title()] = [t.get_text() for t in ax.get_legend().get_texts()]
+        return save(figure, out_png)
+
+    monkeypatch.setattr(plots_module, "_save", capture)
+    path = tmp_path / "metrics.jsonl"
+    train = {"loss_vfl": 1.0, "loss_vfl_aux_0": 1.2, "loss_ddf_aux_0": 0.3, "loss_ddf_aux_1": 0.2}
+    path.write_text("".join(json.dumps({"epoch": e, "train": train}) + "\n" for e in range(3)))
+    plot_results(tmp_path, tmp_path / "results.png")
+    ddf = next(title for title in legends if "DDF" in title or "ddf" in title)
+    assert legends[ddf] == ["all outputs"]
+    vfl = next(title for title in legends if title != ddf)
+    assert legends[vfl] == ["final layer", "all outputs"]
+
+
 def test_plot_per_class_ap(tmp_path: Path) -> None:
     rows = [ClassAP(i, f"class_{i}", math.nan if i == 3 else i / 10, 0.5, 0 if i == 3 else i + 1) for i in range(8)]
     result = EvalResult(*([0.3] * 14), per_class=rows)

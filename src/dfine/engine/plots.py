@@ -126,6 +126,11 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
         for train in trains:
             values = [_number(v) for k, v in train.items() if (m := _LOSS_KEY.match(k)) and m["term"] == term]
             summed.append(sum(values) if values else math.nan)
+        if all(math.isnan(m) for m in main):  # DDF: only the layers before the final (teacher) one have the term
+            ax.plot(epochs, summed, marker=marker, markersize=3, color="C1", label="all outputs")
+            ax.legend(fontsize=7, loc="upper right")
+            _style_axis(ax, _TERM_TITLES.get(term, term), epochs)
+            continue
         ax.plot(epochs, main, marker=marker, markersize=3, color="C0", label="final layer")
         if any(not math.isnan(s) and s != m for s, m in zip(summed, main)):
             twin = ax.twinx()
