@@ -11,14 +11,6 @@ import dfine
 from dfine.errors import CheckpointError, DFineError, InputFileError
 
 
-@pytest.fixture(scope="module")
-def saved_nano(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("nano")
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco"))
-    model.save_pretrained(directory)
-    return directory, model
-
-
 def test_round_trip_is_exact(saved_nano) -> None:
     directory, model = saved_nano
     loaded = dfine.DFineForObjectDetection.from_pretrained(directory)

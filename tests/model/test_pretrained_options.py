@@ -12,15 +12,6 @@ import torch
 import dfine
 from dfine.errors import ConfigError, InputFileError
 
-
-@pytest.fixture(scope="module")
-def saved_nano(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("nano")
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco"))
-    model.save_pretrained(directory)
-    return directory, model
-
-
 LABELS_3 = {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
 
 
