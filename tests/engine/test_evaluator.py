@@ -252,6 +252,11 @@ def test_per_class_ap() -> None:
     assert math.isnan(by_label[2].ap) and by_label[2].num_gt == 0  # no ground truth
     assert result.AP == pytest.approx(0.5)  # the mean over the two classes with ground truth
     assert result.as_dict()["per_class_AP"] == {"Cat": 1.0, "Dog": 0.0, "Bird": None}
+    # the table's rows, for `dfine val --json` readers
+    assert result.as_dict()["per_class"] == [
+        {"label": 0, "class": "Cat", "AP": pytest.approx(1.0), "AP50": pytest.approx(1.0), "num_gt": 2},
+        {"label": 1, "class": "Dog", "AP": 0.0, "AP50": 0.0, "num_gt": 1},
+        {"label": 2, "class": "Bird", "AP": None, "AP50": None, "num_gt": 0}]
     table = result.table()
     assert "Cat" in table and "Bird" in table and "AP50" in table
     # the first column is the model's label index, which is not a COCO category id: it must not be called "id"

@@ -111,13 +111,16 @@ class EvalResult:
         return [-1.0 if math.isnan(v) else v for v in (getattr(self, name) for name in STAT_NAMES)]
 
     def as_dict(self, per_class: bool = True) -> dict[str, Any]:
-        """JSON-ready dict: the named statistics, counts and (optionally) ``per_class_AP`` keyed by class name."""
+        """JSON-ready dict: the named statistics, counts and (optionally) ``per_class_AP`` keyed by class name plus
+        ``per_class``, the rows of :meth:`table` (label, class, AP, AP50, number of ground-truth boxes)."""
         out: dict[str, Any] = {name: _nan_to_none(getattr(self, name)) for name in STAT_NAMES}
         out["num_images"] = self.num_images
         out["num_detections"] = self.num_detections
         out["num_non_finite"] = self.num_non_finite
         if per_class:
             out["per_class_AP"] = {c.name: _nan_to_none(c.ap) for c in self.per_class}
+            out["per_class"] = [{"label": c.label, "class": c.name, "AP": _nan_to_none(c.ap),
+                                 "AP50": _nan_to_none(c.ap50), "num_gt": c.num_gt} for c in self.per_class]
         return out
 
     # Indexing by name, as for ``TrainResult.metrics`` (``result["AP"]``): the names and values of :meth:`as_dict`,
