@@ -102,6 +102,7 @@ def test_finished_run_files(trained_run) -> None:
     assert len(data["rng"]) == 1 and "numpy" in data["rng"][0]
     assert data["best_metric"] == pytest.approx(trained_run.metrics["AP"])
     assert [h["epoch"] for h in trained_run.history] == [0, 1]
+    assert all(len(h["lr_groups"]) == len(h["lr"]) and "backbone" in h["lr_groups"] for h in trained_run.history)
     assert all("AP" in h["eval"] for h in trained_run.history)
 
 

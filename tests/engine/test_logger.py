@@ -195,6 +195,27 @@ def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: 
     assert legends[vfl] == ["final layer", "all outputs"]
 
 
+@pytest.mark.parametrize(("names", "expected"), [(["backbone", "other"], ["backbone", "other"]),
+                                                  (None, ["group 0", "group 1"])])
+def test_learning_rate_legend_names_the_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names,
+                                                expected: list[str]) -> None:
+    legends: dict[str, list[str]] = {}
+    save = plots_module._save
+
+    def capture(figure, out_png):
+        for ax in figure.axes:
+            if ax.get_legend() is not None:
+                legends[ax.get_title()] = [t.get_text() for t in ax.get_legend().get_texts()]
+        return save(figure, out_png)
+
+    monkeypatch.setattr(plots_module, "_save", capture)
+    with MetricsLogger(tmp_path, use_tensorboard=False) as metrics:
+        for epoch in range(2):
+            metrics.log_epoch(epoch, {"loss": 1.0}, lr=[1e-5, 1e-4], extra={"lr_groups": names} if names else None)
+    plot_results(tmp_path, tmp_path / "results.png")
+    assert legends["learning rate"] == expected
+
+
 def test_plot_per_class_ap(tmp_path: Path) -> None:
     rows = [ClassAP(i, f"class_{i}", math.nan if i == 3 else i / 10, 0.5, 0 if i == 3 else i + 1) for i in range(8)]
     result = EvalResult(*([0.3] * 14), per_class=rows)

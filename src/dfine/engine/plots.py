@@ -145,11 +145,13 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
         ax = axes[next_axis]
         next_axis += 1
         groups = max(len(r.get("lr") or []) for r in records)
+        names = records[-1].get("lr_groups") or []  # written by the trainer; older logs have no names
         lr_values: list[float] = []
         for group in range(groups):
             values = [_number((r.get("lr") or [])[group]) if group < len(r.get("lr") or []) else math.nan
                       for r in records]  # fmt: skip
-            ax.plot(epochs, values, marker=marker, markersize=3, label=f"group {group}")
+            label = str(names[group]) if len(names) == groups else f"group {group}"
+            ax.plot(epochs, values, marker=marker, markersize=3, label=label)
             lr_values.extend(v for v in values if not math.isnan(v))
         # Warm-up and cosine decay span orders of magnitude, and per-group rates differ by 10x: log scale shows both.
         if lr_values and min(lr_values) > 0:

@@ -320,10 +320,12 @@ class Trainer:
                 ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
                 if s.stage == 1:
                     ckpt.save_checkpoint(self._paths["stage1"], state)
+            lrs = current_lrs(self.optimizer)
             metrics_logger.log_epoch(
                 epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
-                lr=list(current_lrs(self.optimizer).values()), epoch_time=seconds,
-                extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None},
+                lr=list(lrs.values()), epoch_time=seconds,
+                extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None,
+                       "lr_groups": list(lrs)},  # names for the "lr" list (results.png's legend)
             )
             try:
                 from dfine.engine.plots import plot_results
