@@ -26,9 +26,10 @@ from PIL import Image
 from torch import Tensor
 
 from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.image_input import image_list, standardize_image
 from dfine.io import list_images, read_images
 from dfine.presets import is_preset
-from dfine.processor import DFineImageProcessor, standardize_image
+from dfine.processor import DFineImageProcessor
 
 logger = logging.getLogger("dfine")
 
@@ -187,19 +188,14 @@ _IMAGE_KINDS = "a path, PIL image, numpy array or torch tensor"
 
 
 def _image_list(images: Any) -> list[Any]:
-    """``images`` as a list of single images: one image (a path is one image, not a sequence of characters; a 2-D
-    or 3-D array is one image) or a sequence of them; a 4-D array or tensor is a batch, as for the processor."""
-    if isinstance(images, str | os.PathLike | Image.Image):
-        items = [images]
-    elif isinstance(images, np.ndarray | Tensor):
-        items = list(images) if images.ndim == 4 else [images]
-    elif isinstance(images, Iterable) and not isinstance(images, bytes | Mapping):
-        items = list(images)
-    else:
-        raise DFineError(f"cannot read images from {shown(images)}: pass an image ({_IMAGE_KINDS}) or a list of them")
-    if not items:
-        raise DFineError("no images given")
-    return items
+    """``images`` as a list of single images, read as the processor reads them (:func:`image_list`), and also from
+    any other iterable (a generator); a path is one image, not a sequence of characters."""
+    if not isinstance(images, str | os.PathLike | Image.Image | np.ndarray | Tensor | list | tuple):
+        if not isinstance(images, Iterable) or isinstance(images, bytes | Mapping):
+            raise DFineError(f"cannot read images from {shown(images)}: pass an image ({_IMAGE_KINDS}) or a list "
+                             "of them")
+        images = list(images)
+    return image_list(images)
 
 
 def _standard_image(image: Any) -> Image.Image | np.ndarray:

@@ -35,11 +35,10 @@ from torch import Tensor
 
 from dfine.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
 from dfine.errors import ConfigError, DFineError, InputFileError
-from dfine.io import load_image, to_rgb
+from dfine.image_input import check_channel_format, image_list, standardize_image
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 
-__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "standardize_image", "to_coco_results",
-           "top_k_detections"]
+__all__ = ["BatchFeature", "DFineImageProcessor", "PREPROCESSOR_CONFIG_NAME", "to_coco_results", "top_k_detections"]
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,7 +50,6 @@ _OPTION_NAMES = (
     "do_pad", "pad_size", "do_convert_annotations", "format",
 )  # fmt: skip
 _FORMATS = ("coco_detection", "coco_panoptic")  # transformers' RT-DETR formats; panoptic is refused when used
-_CHANNEL_FORMATS = ("channels_first", "channels_last")
 
 
 class BatchFeature(dict):
@@ -115,99 +113,11 @@ def _parse_size(size: Any) -> dict[str, int]:
     return {"height": int(height), "width": int(width)}
 
 
-def _check_channel_format(input_data_format: Any) -> str | None:
-    """``None``, ``"channels_first"`` or ``"channels_last"`` (transformers' ``ChannelDimension`` values too)."""
-    value = getattr(input_data_format, "value", input_data_format)
-    if value is not None and value not in _CHANNEL_FORMATS:
-        raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}")
-    return value
-
-
-def _channel_axis(shape: tuple[int, ...], from_tensor: bool, input_data_format: str | None) -> int | None:
-    """Axis (0 or 2) of a 3-D image that holds its channels, or ``None`` when no axis can."""
-    if input_data_format is not None:
-        axis = 0 if input_data_format == "channels_first" else 2
-        return axis if shape[axis] in (1, 3, 4) else None
-    if from_tensor:
-        # transformers' infer_channel_dimension_format: first axis if it has 1 or 3 entries, else the last.
-        # RGBA (4) is our extension, tried after those so that it never overrides transformers' choice.
-        candidates = ((0, (1, 3)), (2, (1, 3)), (0, (4,)), (2, (4,)))
-    else:
-        candidates = ((2, (1, 3, 4)), (0, (1, 3, 4)))  # numpy images are HWC by convention (PIL, OpenCV)
-    return next((axis for axis, counts in candidates if shape[axis] in counts), None)
-
-
-def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_format: str | None = None) -> np.ndarray:
-    """(H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4} -> (H, W, 3), same dtype.
-
-    Errors show the shape the user gave (``array`` is never permuted before this point).
-    """
-    axis = _channel_axis(array.shape, from_tensor, input_data_format) if array.ndim == 3 else None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    elif axis is not None:
-        array = np.moveaxis(array, axis, -1)
-    else:
-        kind = "tensor" if from_tensor else "array"
-        layout = f" with input_data_format={input_data_format!r}" if input_data_format and array.ndim == 3 else ""
-        raise DFineError(
-            f"cannot read an image {kind} of shape {tuple(array.shape)}{layout}: expected (H, W), (H, W, C) or "
-            "(C, H, W) with C in 1, 3, 4"
-        )
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return array[:, :, :3]  # alpha dropped, as for PIL input
-
-
-def standardize_image(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
-    """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
-    if isinstance(image, (str, Path)):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    from_tensor = isinstance(image, Tensor)
-    if from_tensor:
-        tensor = image.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        image = tensor.numpy()
-    if not isinstance(image, np.ndarray):
-        raise DFineError(f"cannot read an image of type {type(image).__name__}: use PIL, numpy, torch or a path")
-    array = _array_to_hwc(image, from_tensor, input_data_format)
-    if np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-        if array.size and (np.nanmin(array) < -1e-3 or np.nanmax(array) > 1 + 1e-3):
-            raise DFineError(
-                "float images must hold values in [0, 1] (got "
-                f"{np.nanmin(array):.3g}..{np.nanmax(array):.3g}); pass uint8 data for 0-255 values"
-            )
-        return array
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise DFineError(f"cannot read an image array of dtype {array.dtype}")
-    if array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise DFineError(f"integer images must hold values in 0..255, got {array.min()}..{array.max()}")
-        array = array.astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(array))  # (H, W, 3) uint8 -> RGB
-
-
 def _target_to_feature(target: Mapping[str, np.ndarray], return_tensors: str | None) -> BatchFeature:
     """numpy target -> BatchFeature of numpy arrays (``"np"``) or tensors (``"pt"``/``None``), dtypes kept."""
     if return_tensors == "np":
         return BatchFeature(target)
     return BatchFeature({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in target.items()})
-
-
-def _as_image_list(images: Any) -> list[Any]:
-    if isinstance(images, (list, tuple)):
-        items = list(images)
-    elif isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:
-        items = list(images)
-    else:
-        items = [images]
-    if not items:
-        raise DFineError("no images given")
-    return items
 
 
 class DFineImageProcessor:
@@ -303,8 +213,8 @@ class DFineImageProcessor:
             return merged(images, annotations, return_tensors, input_data_format)
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
-        channel_format = _check_channel_format(input_data_format)
-        items = _as_image_list(images)
+        channel_format = check_channel_format(input_data_format)
+        items = image_list(images)
         targets = self._check_annotations(annotations, len(items))
         pixels, labels = [], []
         for index, image in enumerate(items):
