@@ -172,9 +172,8 @@ def test_learning_rate_ticks_have_distinct_labels(tmp_path: Path, monkeypatch: p
     assert len(set(labels)) == len(labels), labels
 
 
-def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    # DDF distils the earlier layers from the final one: the final layer itself never has the term
+def capture_legends(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Panel title -> legend entries of the next results.png drawn (filled in when the figure is saved)."""
     legends: dict[str, list[str]] = {}
     save = plots_module._save
 
@@ -185,6 +184,13 @@ def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: 
         return save(figure, out_png)
 
     monkeypatch.setattr(plots_module, "_save", capture)
+    return legends
+
+
+def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # DDF distils the earlier layers from the final one: the final layer itself never has the term
+    legends = capture_legends(monkeypatch)
     path = tmp_path / "metrics.jsonl"
     train = {"loss_vfl": 1.0, "loss_vfl_aux_0": 1.2, "loss_ddf_aux_0": 0.3, "loss_ddf_aux_1": 0.2}
     path.write_text("".join(json.dumps({"epoch": e, "train": train}) + "\n" for e in range(3)))
@@ -199,16 +205,7 @@ def test_a_term_without_a_final_layer_value_has_no_empty_legend_entry(tmp_path: 
                                                   (None, ["group 0", "group 1"])])
 def test_learning_rate_legend_names_the_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names,
                                                 expected: list[str]) -> None:
-    legends: dict[str, list[str]] = {}
-    save = plots_module._save
-
-    def capture(figure, out_png):
-        for ax in figure.axes:
-            if ax.get_legend() is not None:
-                legends[ax.get_title()] = [t.get_text() for t in ax.get_legend().get_texts()]
-        return save(figure, out_png)
-
-    monkeypatch.setattr(plots_module, "_save", capture)
+    legends = capture_legends(monkeypatch)
     with MetricsLogger(tmp_path, use_tensorboard=False) as metrics:
         for epoch in range(2):
             metrics.log_epoch(epoch, {"loss": 1.0}, lr=[1e-5, 1e-4], extra={"lr_groups": names} if names else None)
