@@ -289,6 +289,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
 
     # -- data: checked first, so that problems surface before anything slow happens
     spec = resolve_dataset(data)
+    data_source = str(Path(spec.source).resolve())  # recorded in last.pt; a resume compares it
     splits = [s for s in ("train", "val") if s in spec.splits]
     if "train" not in splits:
         raise DFineError(f"{spec.source}: the data set has no 'train' split")
@@ -308,7 +309,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
         hp = Hyperparameters.from_dict(state["hparams"])
         _check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
         trained_on = state.get("extra", {}).get("data")
-        if trained_on is not None and trained_on != str(Path(spec.source).resolve()):
+        if trained_on is not None and trained_on != data_source:
             # same classes, so it may be the same data moved; if not, best/ compares AP across validation sets
             hp.notes.append(f"resuming on {spec.source}, but the run so far trained on {trained_on}: the best epoch "
                             "is chosen across both validation sets")
@@ -368,7 +369,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                       val_ground_truth=val_set.coco_ground_truth() if val_set is not None else None,
                       class_names=class_names, processor=processor, output_dir=output_dir, device=dev,
                       amp_dtype=amp_dtype, image_size=image_hw, seed=seed, eval_interval=eval_interval,
-                      progress=progress, data_source=str(Path(spec.source).resolve()))
+                      progress=progress, data_source=data_source)
     if state is not None:
         trainer.load_checkpoint_state(state)
         del state
