@@ -255,12 +255,17 @@ def batch32(check: Check, size: str, pair: tuple, device: torch.device, cfg: arg
             x = pixels.to(dtype)
             fn = lambda: model(pixel_values=x)  # noqa: E731
         else:
+            # "tf32 head": the float32 head with TF32 matrix products (a process-wide flag, restored below)
+            torch.backends.cuda.matmul.allow_tf32 = "tf32" in mode
             model = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size,
                                                 batch_size=batch, cuda_graph=mode != "ours optimised",
-                                                compile=mode == "ours compiled+graph",
-                                                head_dtype=None if mode == "ours graph, half head" else torch.float32)
+                                                compile="compiled" in mode,
+                                                head_dtype=None if "half head" in mode else torch.float32)
             fn = lambda: model(pixels)  # noqa: E731
-        result = timed(fn, device, max(3, cfg.iters // 2), 2)
+        try:
+            result = timed(fn, device, max(3, cfg.iters // 2), 2)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
         result["images_per_s"] = round(batch * 1000 / result["median"], 1)
         if device.type == "cuda":
             result["peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -305,23 +310,25 @@ def kernel_profile(check: Check, size: str, pair: tuple, device: torch.device, c
 
 
 def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: argparse.Namespace,
-             compile_mode: str | None = None) -> None:
+             compile_mode: str | None = None, half_head: bool = False) -> None:
     ours, _ = pair
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    row = check.results["checks"].setdefault(size + (f" {compile_mode}" if compile_mode else ""), {})
+    head_dtype = None if half_head else torch.float32
+    suffix = (f" {compile_mode}" if compile_mode else "") + (" half head" if half_head else "")
+    row = check.results["checks"].setdefault(size + suffix, {})
 
     def run() -> None:
         pixels = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
         eager = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size)
         started = time.perf_counter()
         fast = ours.optimize_for_inference(dtype=dtype, device=device, image_size=cfg.image_size, compile=True,
-                                           compile_mode=compile_mode)
+                                           compile_mode=compile_mode, head_dtype=head_dtype)
         row["torch.compile seconds"] = round(time.perf_counter() - started, 1)
         with torch.inference_mode():
             a, b = eager(pixels), fast(pixels)
         row["compiled vs eager: top-100 within 1 px, same label"] = agreement(a, b, 1 / 640)
         row["compiled vs eager: max abs diff in boxes"] = float((a.pred_boxes - b.pred_boxes).abs().max())
-        name = str(dtype).replace("torch.", "") + (f" {compile_mode}" if compile_mode else "")
+        name = str(dtype).replace("torch.", "") + suffix
         table = check.results["latency_ms"].setdefault(size, {}).setdefault(name, {})
         table["ours compiled"] = timed(lambda: fast(pixels), device, cfg.iters, cfg.warmup)
         if device.type == "cuda":
@@ -331,7 +338,7 @@ def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: ar
             table["ours compiled+graph"] = timed(lambda: graph(pixels), device, cfg.iters, cfg.warmup)
         free(eager, fast)
 
-    check.run(f"compile {size}" + (f" {compile_mode}" if compile_mode else ""), run,
+    check.run(f"compile {size}{suffix}", run,
               needs=150 if not cfg.dry_run else 5)
 
 
@@ -377,7 +384,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     b32 = results.get("batch32", {})
     if b32:
-        ours_modes = ["ours optimised", "ours cuda-graph", "ours graph, half head", "ours compiled+graph"]
+        ours_modes = ["ours optimised", "ours cuda-graph", "ours graph, tf32 head", "ours graph, half head",
+                      "ours compiled+graph", "ours compiled+graph, half head"]
         lines += ["## Large batch, fp16: images/s, peak MiB", "", "| size | " + " | ".join(ours_modes) +
                   " | transformers | throughput ratio (best) | memory ratio (optimised) |",
                   "|---|" + "---|" * (len(ours_modes) + 3)]
@@ -410,9 +418,14 @@ def render(results: dict[str, Any]) -> str:
 
 def goals(check: Check, sizes: list[str], pair: Callable[[str], tuple], device: torch.device,
           cfg: argparse.Namespace) -> None:
-    """The open speed goals, cheapest and most informative first: where the large-batch time goes (profile of L),
-    batch-32 throughput of every size with and without a half-precision head beside transformers, then
-    torch.compile at batch 32 (S, L, M, X) and L batch 1 with max-autotune."""
+    """The open speed goals, cheapest and most informative first: correctness of the fast path on the current
+    code (N: deploy vs training form, fp16/bf16 agreement, CUDA-graph replay, no host sync), where the large-batch
+    time goes (profile of L), batch-32 throughput of every size with and without a half-precision head beside
+    transformers, L batch 1 compiled with and without a CUDA graph (the 3 ms goal), then torch.compile at batch 32
+    (S, L, M, X) and, if time is left, L batch 1 with max-autotune."""
+    small = [s for s in ("n", "s") if s in sizes][:1]
+    for size in small:
+        check.run(f"correctness {size}", lambda size=size: correctness(check, size, device, cfg), needs=30)
     big = [s for s in ("l", "s", "m", "x", "n") if s in sizes]
     if big and pair(big[0])[0] is not None:
         kernel_profile(check, big[0], pair(big[0]), device, cfg)
@@ -421,8 +434,10 @@ def goals(check: Check, sizes: list[str], pair: Callable[[str], tuple], device: 
     for size in big:
         if pair(size)[0] is not None:
             batch32(check, size, pair(size), device, cfg, modes=quick)
+    if "l" in sizes and pair("l")[0] is not None:
+        compiled(check, "l", pair("l"), device, cfg)
     if device.type == "cuda":
-        for size in big:
+        for size in [s for s in big if s != "n"]:
             if pair(size)[0] is not None:
                 batch32(check, size, pair(size), device, cfg, modes=("ours compiled+graph",))
     if "l" in sizes and pair("l")[0] is not None:
@@ -430,12 +445,26 @@ def goals(check: Check, sizes: list[str], pair: Callable[[str], tuple], device: 
                  compile_mode="max-autotune-no-cudagraphs" if device.type == "cuda" else None)
 
 
+def head_precision(check: Check, sizes: list[str], pair: Callable[[str], tuple], device: torch.device,
+                   cfg: argparse.Namespace) -> None:
+    """What the head's precision costs (the first goals run: a float32 head is 8 of L's 38 ms at batch 32):
+    L batch 1 compiled with a half-precision head (the 3 ms goal), batch 32 with TF32 in the float32 head, and
+    batch 32 compiled with a half-precision head."""
+    if "l" in sizes and pair("l")[0] is not None:
+        compiled(check, "l", pair("l"), device, cfg, half_head=True)
+    tf32 = ("ours graph, tf32 head",) if device.type == "cuda" else ()
+    for size in [s for s in ("l", "s") if s in sizes]:
+        if pair(size)[0] is not None:
+            batch32(check, size, pair(size), device, cfg, modes=tf32 + ("ours compiled+graph, half head",)
+                    if device.type == "cuda" else ("ours optimised",))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, small sizes, few iterations: test the script")
     parser.add_argument("--deadline", type=float, default=400.0, help="seconds after which items are skipped")
     parser.add_argument("--sizes", default="n,s,m,l,x")
-    parser.add_argument("--focus", choices=("all", "goals"), default="all",
+    parser.add_argument("--focus", choices=("all", "goals", "head"), default="all",
                         help="goals: only what the open speed goals need (large-batch variants with transformers "
                              "side by side, a kernel profile, torch.compile at batch 32 and L batch 1)")
     cfg = parser.parse_args(argv)
@@ -471,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 pairs[size] = built if built is not None else (None, None)
             return pairs[size]
 
-        if cfg.focus == "goals":
-            goals(check, sizes, pair, device, cfg)
+        if cfg.focus in ("goals", "head"):
+            (goals if cfg.focus == "goals" else head_precision)(check, sizes, pair, device, cfg)
             sizes = []  # the full check below is skipped
         first = [s for s in ("l", "n") if s in sizes] if not cfg.dry_run else sizes[:1]
         main_dtype = [torch.float16] if cuda else [torch.float32]
