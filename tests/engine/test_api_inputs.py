@@ -93,6 +93,12 @@ def test_train_refuses_a_model_it_cannot_copy_before_the_data_check(tmp_path: Pa
     ({"device": None}, "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got None"),
     ({"device": "gpu"}, "unknown device 'gpu': use auto, cpu, cuda or cuda:N"),
     ({"progress": 1}, "progress must be True or False, got 1"),
+    ({"dtype": "float8"}, "unsupported dtype 'float8': use float32, float16 or bfloat16"),
+    ({"half_head": "yes"}, "half_head must be True or False, got 'yes'"),
+    ({"half_head": True}, "half_head (--half-head) runs the head in the body's half precision: it needs dtype "
+                          "float16 or bfloat16 (--half or --bf16)"),
+    ({"half_head": True, "dtype": "float32"}, "half_head (--half-head) runs the head in the body's half precision: "
+                                              "it needs dtype float16 or bfloat16 (--half or --bf16)"),
 ])  # fmt: skip
 def test_val_argument_types_fail_before_the_data_check(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     arguments = {"model": tmp_path / "no-model", "data": tmp_path / "no-data", **kwargs}

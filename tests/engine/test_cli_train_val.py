@@ -120,3 +120,37 @@ def test_a_trained_model_object_is_evaluated_and_deployed_at_its_training_size(t
     by_folder = dfine.val(trained_run.best_model, tiny_yaml, workers=0)
     assert by_object.AP == pytest.approx(by_folder.AP, abs=1e-9) and by_object.AR100 == by_folder.AR100
     assert model.deploy().image_size == (160, 160)
+
+
+def test_val_scores_the_fast_inference_form(trained_run, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--bf16/--half evaluate what a deployed model runs (optimize_for_inference at the model's size); in float32
+    that form scores as the model itself, and --half-head passes the head's precision through."""
+    import dfine
+    import dfine.export.fast as fast
+
+    calls: list[dict] = []
+    real = fast.optimize_for_inference
+    monkeypatch.setattr(fast, "optimize_for_inference", lambda *a, **k: calls.append(k) or real(*a, **k))
+    exact = dfine.val(trained_run.best_model, tiny_yaml, workers=0)
+    assert not calls
+    deployed = dfine.val(trained_run.best_model, tiny_yaml, workers=0, dtype="float32")
+    assert calls[-1]["dtype"] == torch.float32 and calls[-1]["image_size"] == (160, 160)
+    assert deployed.AP == pytest.approx(exact.AP, abs=1e-6) and deployed.AR100 == pytest.approx(exact.AR100)
+    assert main(["val", "--model", str(trained_run.best_model), "--data", str(tiny_yaml), "--bf16", "--half-head",
+                 "--json", "--workers", "0"]) == 0
+    assert calls[-1]["dtype"] == torch.bfloat16 and calls[-1]["head_dtype"] is None
+    assert 0.0 <= json.loads(capsys.readouterr().out)["AP"] <= 1.0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--half", "--device", "cpu"], "float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)"),
+    (["--half-head"], "--half-head runs the head in the body's half precision: it needs --half or --bf16"),
+    (["--half", "--bf16"], "choose one of --half and --bf16"),
+])
+def test_val_precision_options_are_checked_first(tmp_path: Path, argv: list[str], message: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # the data path does not exist: the precision problem is reported before anything is read
+    assert main(["val", "--model", "dfine-n-coco", "--data", str(tmp_path / "none"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err

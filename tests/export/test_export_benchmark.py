@@ -49,10 +49,22 @@ def test_benchmark_cli_onnxruntime_and_eager(n_onnx, n_model_dir, capsys) -> Non
     (["--half", "--device", "cpu"], "float16 inference needs a CUDA device"),
     (["--backend", "onnxruntime", "--compile"], "torch backend only"),
     (["--batch-size", "0"], "at least 1"),
+    (["--half-head"], "--half-head runs the head in the body's half precision: it needs --half or --bf16"),
+    (["--eager", "--bf16", "--half-head"], "cannot be combined with --compile, --cuda-graph or --half-head"),
 ])
 def test_benchmark_cli_errors(argv, message, error_line) -> None:
     assert main(["benchmark", "--model", "dfine-n-coco", "--image-size", "320", "--iters", "1", *argv]) == 2
     assert message in error_line()
+
+
+def test_benchmark_cli_half_head(n_model_dir, capsys) -> None:
+    """--bf16 keeps the head in float32 and says so; --half-head runs it in bfloat16 too."""
+    argv = ["benchmark", "--model", str(n_model_dir), "--iters", "1", "--warmup", "0", "--device", "cpu", "--bf16"]
+    assert main(argv) == 0
+    assert "deploy+bfloat16, head float32" in capsys.readouterr().out
+    assert main([*argv, "--half-head"]) == 0
+    out = capsys.readouterr().out
+    assert "deploy+bfloat16" in out and "head float32" not in out
 
 
 def test_benchmark_onnx_takes_the_graphs_input_size(n_onnx, capsys, error_line) -> None:

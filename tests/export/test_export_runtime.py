@@ -98,7 +98,15 @@ def test_runtime_errors_are_one_line(tmp_path) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_predict_cli_rejects_torch_only_flags_for_onnxruntime(n_onnx, tmp_path, error_line) -> None:
+@pytest.mark.parametrize("flag", ["--half", "--half-head", "--compile"])
+def test_predict_cli_rejects_torch_only_flags_for_onnxruntime(flag, n_onnx, tmp_path, error_line) -> None:
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
-    code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_onnx), "--backend", "onnxruntime", "--half"])
+    code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_onnx), "--backend", "onnxruntime", flag])
     assert code == 2 and "do not apply to the onnxruntime backend" in error_line()
+
+
+def test_predict_cli_half_head_needs_half(n_model_dir, tmp_path, error_line) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_model_dir), "--half-head", "--device", "cpu",
+                 "--output", str(tmp_path / "out")])
+    assert code == 2 and "half_head (--half-head) runs the head in the body's half precision" in error_line()

@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend; default auto)")
     p.add_argument("--half", action="store_true", help="fp16 (CUDA; torch backend keeps the head in fp32)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 backbone and encoder (torch backend)")
+    p.add_argument("--half-head", action="store_true",
+                   help="with --half or --bf16: the head (query selection, decoder, box decoding) in that precision "
+                        "too (torch backend)")
     p.add_argument("--compile", action="store_true", help="torch.compile the deployed model (torch backend)")
     p.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph (torch backend, CUDA only)")
     p.add_argument("--eager", action="store_true",
@@ -49,8 +52,9 @@ def _torch_runner(args: argparse.Namespace, model: Any, device: Any, size: tuple
     pixels = torch.rand(batch, 3, *size, device=device)
     dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else torch.float32
     if args.eager:
-        if args.compile or args.cuda_graph:
-            raise DFineError("--eager times the model as loaded: it cannot be combined with --compile/--cuda-graph")
+        if args.compile or args.cuda_graph or args.half_head:
+            raise DFineError("--eager times the model as loaded: it cannot be combined with --compile, --cuda-graph "
+                             "or --half-head")
         if dtype == torch.float16 and device.type != "cuda":
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16)")
         network = model.to(device, dtype).eval()
@@ -58,8 +62,9 @@ def _torch_runner(args: argparse.Namespace, model: Any, device: Any, size: tuple
         description = f"eager (training form), {str(dtype).replace('torch.', '')}"
     else:
         network = optimize_for_inference(model, dtype=dtype, device=device, compile=args.compile,
-                                         cuda_graph=args.cuda_graph, image_size=size, batch_size=batch)
-        description = network.mode + (", head float32" if dtype != torch.float32 else "")
+                                         cuda_graph=args.cuda_graph, image_size=size, batch_size=batch,
+                                         head_dtype=None if args.half_head else torch.float32)
+        description = network.mode + (", head float32" if dtype != torch.float32 and not args.half_head else "")
 
     def call() -> Any:
         with torch.inference_mode():
@@ -114,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise DFineError(f"--threads must be at least 1, got {args.threads}")
     if args.half and args.bf16:
         raise DFineError("choose one of --half and --bf16")
-    if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16):
-        raise DFineError("--compile, --cuda-graph, --eager and --bf16 apply to the torch backend only")
+    if args.half_head and not (args.half or args.bf16):
+        raise DFineError("--half-head runs the head in the body's half precision: it needs --half or --bf16")
+    if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16 or args.half_head):
+        raise DFineError("--compile, --cuda-graph, --eager, --bf16 and --half-head apply to the torch backend only")
     exported_given = exported_backend is not None
     if args.backend == "torch" and exported_given:
         raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "

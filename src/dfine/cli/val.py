@@ -19,6 +19,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="square input size (default: the model's preprocessor_config.json, else 640)")
     p.add_argument("--workers", type=int, default=None,
                    help="data-loading processes, 0 to load in the main process (default: up to 4, one per core)")
+    p.add_argument("--half", action="store_true",
+                   help="evaluate what dfine predict --half runs: deploy form, fp16 backbone and encoder, fp32 head "
+                        "(CUDA)")
+    p.add_argument("--bf16", action="store_true", help="the same in bfloat16 (CPU or CUDA)")
+    p.add_argument("--half-head", action="store_true",
+                   help="with --half or --bf16: the head (query selection, decoder, box decoding) in that "
+                        "precision too")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
@@ -28,9 +35,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from dfine.engine.api import val
+    from dfine.errors import DFineError
 
+    if args.half and args.bf16:
+        raise DFineError("choose one of --half and --bf16")
+    if args.half_head and not (args.half or args.bf16):
+        raise DFineError("--half-head runs the head in the body's half precision: it needs --half or --bf16")
+    dtype = "float16" if args.half else "bfloat16" if args.bf16 else None
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty())
+                 image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty(),
+                 dtype=dtype, half_head=args.half_head)
     if args.json:
         print(json.dumps(result.as_dict(), allow_nan=False))
     else:

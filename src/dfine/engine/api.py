@@ -407,7 +407,7 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 
 # ---------------------------------------------------------------------------------------------------- val
 def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
-                         workers: Any, progress: Any) -> None:
+                         workers: Any, progress: Any, dtype: Any, half_head: Any) -> None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download)."""
     from dfine.errors import ConfigError
     from dfine.inference import check_device, check_flag, check_integer, check_path, shown
@@ -421,6 +421,14 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
     _check_size(image_size, optional=True)
     _check_workers(workers)
     check_flag(progress, "progress")
+    check_flag(half_head, "half_head")
+    if dtype is not None:
+        from dfine.export.fast import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
+    if half_head and dtype not in (torch.float16, torch.bfloat16):
+        raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs dtype "
+                          "float16 or bfloat16 (--half or --bf16)")
 
 
 def val(
@@ -432,6 +440,8 @@ def val(
     image_size: int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    dtype: str | torch.dtype | None = None,
+    half_head: bool = False,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
 
@@ -444,6 +454,11 @@ def val(
         image_size: square input size; None uses the model's ``preprocessor_config.json``, else 640.
         workers: data-loading processes (None: :func:`~dfine.data.default_workers`).
         progress: show a progress bar (on stderr).
+        dtype: None evaluates the model as loaded; ``"float16"`` (CUDA), ``"bfloat16"`` or ``"float32"``
+            evaluate the fast inference form that ``dfine predict --half`` runs
+            (:func:`~dfine.export.fast.optimize_for_inference`: deploy form, this body precision, float32 head):
+            what a deployed model scores.
+        half_head: with ``dtype`` float16 or bfloat16, run the head in that precision too (``--half-head``).
 
     Returns:
         The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``; ``result["AP"]``
@@ -463,8 +478,14 @@ def val(
     from dfine.inference import resolve_device
     from dfine.model import DFineForObjectDetection
 
-    _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress)
+    _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype, half_head)
     dev = resolve_device(device)  # cheap, and a missing GPU should not wait for the data check
+    if dtype is not None:
+        from dfine.export.fast import resolve_dtype
+
+        dtype = resolve_dtype(dtype)
+        if dtype == torch.float16 and dev.type != "cuda":
+            raise DFineError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
@@ -484,4 +505,9 @@ def val(
     dataset = spec.build(split, EvalTransforms(size))
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
     net.to(dev)
+    if dtype is not None:  # what a deployed model scores: the same path as predict --half
+        from dfine.export.fast import optimize_for_inference
+
+        net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
+                                     head_dtype=None if half_head else torch.float32)
     return evaluate(net, loader, dataset.coco_ground_truth(), names, dev, None, progress=progress)
