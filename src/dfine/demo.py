@@ -90,7 +90,7 @@ def _prepare_output(output: Path) -> None:
 def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: int, batch_size: int,
                      device: str, seed: int) -> int:
     """Epochs that fit in ``minutes``, from the timing of two training steps of D-FINE-N on random data."""
-    from dfine.inference import resolve_device
+    from dfine.arguments import resolve_device
     from dfine.model import DFineForObjectDetection
     from dfine.presets import preset_config
 

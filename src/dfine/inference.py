@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from dfine.arguments import (
+    check_device,
+    check_flag,
+    check_number,
+    check_path,
+    resolve_device,
+    shown,
+    validate_image_size,
+)
 from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.image_input import image_list, standardize_image
 from dfine.io import list_images, read_images
@@ -32,124 +39,6 @@ from dfine.presets import is_preset
 from dfine.processor import DFineImageProcessor
 
 logger = logging.getLogger("dfine")
-
-
-# Device types a model can run real images on; torch.device also parses "meta", "ipu", ... which would only fail
-# later with a confusing message.
-_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-_DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
-
-
-# ---------------------------------------------------------------------------------------------- argument checks
-# The Python API checks its arguments up front, so that a wrong type is one line naming the argument rather than a
-# TypeError from deep inside (often after a data check or a download).
-
-
-def shown(value: Any) -> str:
-    """``value`` as a message shows it: its repr when short, else its type (a module's repr is its whole tree)."""
-    text = repr(value)
-    return text if len(text) <= 60 and "\n" not in text else f"a {type(value).__name__}"
-
-
-def _is_integer(value: Any) -> bool:
-    # True is an int to Python, not to a user asking for a batch size
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_integer(value: Any, name: str, minimum: int, optional: bool = False) -> int | None:
-    """``value`` as an int when it is an integer >= ``minimum`` (or None when ``optional``), else a ConfigError."""
-    if value is None and optional:
-        return None
-    if not _is_integer(value) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ConfigError(f"{name} must be {allowed}, got {shown(value)}")
-    return int(value)
-
-
-def check_number(value: Any, name: str, *, low: float, high: float | None = None, low_open: bool = False,
-                 optional: bool = False) -> float | None:
-    """``value`` as a float when it is a finite number in range (``low < value`` when ``low_open``, else
-    ``low <= value``; ``value <= high``), or None when ``optional``; else a ConfigError."""
-    if value is None and optional:
-        return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > low if low_open else value >= low) and (high is None or value <= high))
-    if not ok:
-        if high is not None:
-            allowed = f"a number from {low:g} to {high:g}"
-        else:
-            allowed = "a positive number" if low_open and low == 0 else f"a number >= {low:g}"
-        raise ConfigError(f"{name} must be {allowed}" + (" or None" if optional else "") + f", got {shown(value)}")
-    return float(value)
-
-
-def check_flag(value: Any, name: str, optional: bool = False) -> bool | None:
-    """``value`` when it is True or False (or None when ``optional``), else a ConfigError: 0/1 or "no" are
-    not taken for flags, since "no" would read as true."""
-    if isinstance(value, bool) or (value is None and optional):
-        return value
-    allowed = "True, False or None" if optional else "True or False"
-    raise ConfigError(f"{name} must be {allowed}, got {shown(value)}")
-
-
-def check_path(value: Any, name: str, what: str) -> str | os.PathLike[str]:
-    """``value`` when it is a str or path, else a ConfigError saying what ``name`` should be (``what``)."""
-    if isinstance(value, str | os.PathLike):
-        return value
-    raise ConfigError(f"{name} must be {what} (a str or Path), got {shown(value)}")
-
-
-def check_device(device: Any, name: str = "device") -> None:
-    """A ConfigError unless ``device`` is a string or a ``torch.device`` (its value is checked by
-    :func:`resolve_device`)."""
-    if not isinstance(device, str | torch.device):
-        raise ConfigError(f"{name} must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got {shown(device)}")
-
-
-def _device_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_available()
-    if device.type == "mps":
-        return torch.backends.mps.is_available()
-    if device.type == "xpu":
-        return hasattr(torch, "xpu") and torch.xpu.is_available()
-    return True
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The device to run on: ``"auto"`` picks CUDA when available, else the CPU; otherwise ``cpu``, ``cuda``,
-    ``cuda:N`` (and ``mps``/``xpu`` where PyTorch has them), case-insensitive.
-
-    Raises:
-        DFineError: an unknown device string, or a device this machine does not have.
-    """
-    if isinstance(device, torch.device):
-        parsed = device
-    else:
-        text = str(device).strip().lower()
-        if text == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            parsed = torch.device(text)
-        except RuntimeError:  # torch's message lists twenty device types most of which cannot run this model
-            raise DFineError(f"unknown device {str(device)!r}: {_DEVICE_HINT}") from None
-    if parsed.type not in _DEVICE_TYPES:
-        raise DFineError(f"unknown device {str(device)!r}: {_DEVICE_HINT}")
-    if not _device_available(parsed):
-        kind = "CUDA" if parsed.type == "cuda" else parsed.type.upper()
-        raise DFineError(f"device {str(parsed)!r} was asked for, but no {kind} device is available")
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise DFineError(f"device {str(parsed)!r} was asked for, but this machine has {count} CUDA device(s): "
-                         f"cuda:0 to cuda:{count - 1}")
-    return parsed
-
-
-def validate_image_size(image_size: int | None, name: str = "image_size") -> None:
-    """Raise a ConfigError unless ``image_size`` is None or an integer that is a positive multiple of 32 (the
-    backbone's stride); ``name`` is what the message calls the value (``--image-size`` on the command line)."""
-    if image_size is not None and (not _is_integer(image_size) or image_size <= 0 or image_size % 32):
-        raise ConfigError(f"{name} must be a positive multiple of 32, got {shown(image_size)}")
 
 
 def load_processor(model_source: str | Path, image_size: int | None = None) -> DFineImageProcessor:

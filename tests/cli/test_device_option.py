@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dfine.arguments import resolve_device
 from dfine.cli.main import main
 from dfine.errors import DFineError
-from dfine.inference import resolve_device
 
 
 @pytest.mark.parametrize("text", ["gpu", "GPU0", "meta", "cuda:-1", ""])

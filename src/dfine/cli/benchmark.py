@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from dfine.arguments import resolve_device, validate_image_size
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
-    from dfine.inference import resolve_device, validate_image_size
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
     given = Path(args.model)

@@ -44,8 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dfine.arguments import validate_image_size
     from dfine.errors import DFineError
-    from dfine.inference import Predictor, predict_source, prepare_output_dir, validate_image_size
+    from dfine.inference import Predictor, predict_source, prepare_output_dir
 
     if args.batch_size < 1:
         raise DFineError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -54,7 +54,7 @@ class TrainResult:
 def training_device(device: str | torch.device, local_rank: int) -> torch.device:
     """``auto`` and ``cuda`` -> this process' GPU (``cuda:<local rank>``) when CUDA is available; otherwise as
     :func:`dfine.inference.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
-    from dfine.inference import resolve_device
+    from dfine.arguments import resolve_device
 
     if str(device) in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank)
@@ -179,8 +179,8 @@ def _check_counts(workers: int | None, seed: int) -> None:
 def _check_model(model: Any, trainable: bool) -> None:
     """A ConfigError unless ``model`` is a path-like name or a model object (for training: a
     ``DFineForObjectDetection``, whose weights and config can be copied)."""
+    from dfine.arguments import check_path, shown
     from dfine.errors import ConfigError
-    from dfine.inference import check_path, shown
     from dfine.model import DFineForObjectDetection
 
     if isinstance(model, DFineForObjectDetection) or (isinstance(model, nn.Module) and not trainable):
@@ -195,9 +195,9 @@ def _check_model(model: Any, trainable: bool) -> None:
 def _check_size(image_size: Any, name: str = "image_size", optional: bool = False) -> None:
     """``image_size`` as :func:`~dfine.data.transforms.image_size_hw` takes it: a multiple of 32 or an (H, W) pair of
     them (or None when ``optional``); a wrong type is a ConfigError naming the argument, not a TypeError."""
+    from dfine.arguments import check_integer, validate_image_size
     from dfine.data.transforms import image_size_hw
     from dfine.errors import ConfigError
-    from dfine.inference import check_integer, validate_image_size
 
     if image_size is None:
         if not optional:
@@ -212,7 +212,7 @@ def _check_size(image_size: Any, name: str = "image_size", optional: bool = Fals
 
 def _check_train_arguments(args: dict[str, Any]) -> None:
     """Every named argument of :func:`train`, before anything slow starts (the data check, a download)."""
-    from dfine.inference import check_device, check_flag, check_integer, check_number, check_path
+    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_path
 
     check_path(args["data"], "data", "a data YAML or data set folder")
     _check_model(args["model"], trainable=True)
@@ -409,8 +409,8 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
                          workers: Any, progress: Any, dtype: Any, half_head: Any) -> None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download)."""
+    from dfine.arguments import check_device, check_flag, check_integer, check_path, shown
     from dfine.errors import ConfigError
-    from dfine.inference import check_device, check_flag, check_integer, check_path, shown
 
     _check_model(model, trainable=False)
     check_path(data, "data", "a data YAML or data set folder")
@@ -469,13 +469,13 @@ def val(
         DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's
             (data problems are reported first: a data set whose classes cannot be read has none to compare).
     """
+    from dfine.arguments import resolve_device
     from dfine.data import BatchCollator, EvalTransforms, build_dataloader, check_dataset, resolve_dataset
     from dfine.data.transforms import image_size_hw
     from dfine.engine.build import check_image_size
     from dfine.engine.validate import evaluate
     from dfine.errors import DFineError
     from dfine.hub.resolve import model_input_size
-    from dfine.inference import resolve_device
     from dfine.model import DFineForObjectDetection
 
     _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype, half_head)
