@@ -1,4 +1,4 @@
-"""``--device``: every command resolves it through :func:`dfine.inference.resolve_device`, so a typo is a
+"""``--device``: every command resolves it through :func:`dfine.arguments.resolve_device`, so a typo is a
 one-line error with exit status 2, never torch's RuntimeError traceback."""
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class TrainResult:
 
 def training_device(device: str | torch.device, local_rank: int) -> torch.device:
     """``auto`` and ``cuda`` -> this process' GPU (``cuda:<local rank>``) when CUDA is available; otherwise as
-    :func:`dfine.inference.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
+    :func:`dfine.arguments.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
     from dfine.arguments import resolve_device
 
     if str(device) in ("auto", "cuda") and torch.cuda.is_available():
