@@ -85,6 +85,22 @@ def test_metrics_jsonl_and_tensorboard(tmp_path: Path) -> None:
     assert {"train/loss", "train/loss_ddf", "eval/AP", "lr/group_1", "time/epoch_seconds", "iter/loss"} <= tags
     assert "eval/APs" not in tags  # NaN is not plotted
     assert [e.value for e in events.Scalars("eval/AP50")] == pytest.approx([0.0, 0.2, 0.4])
+    # epochs count from 1 on TensorBoard's axis, as on the console and in results.png
+    assert [e.step for e in events.Scalars("eval/AP50")] == [1, 2, 3]
+
+
+def test_tensorboard_names_the_learning_rate_groups(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with MetricsLogger(tmp_path / "run") as metrics:
+        metrics.log_epoch(0, {"loss": 1.0}, lr=[1e-5, 1e-4, 2e-4],
+                          extra={"lr_groups": ["backbone", "encoder"]})  # a third group without a name
+        tensorboard_dir = metrics.tensorboard_dir
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    lr_tags = {tag for tag in events.Tags()["scalars"] if tag.startswith("lr/")}
+    assert lr_tags == {"lr/backbone", "lr/encoder", "lr/group_2"}
+    assert events.Scalars("lr/encoder")[0].value == pytest.approx(1e-4)
 
 
 def test_tensorboard_off_or_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:

@@ -5,7 +5,9 @@
     {"epoch": 3, "lr": [2.5e-05, 0.00025], "train": {"loss": 31.2, "loss_vfl": 0.61, ...},
      "eval": {"AP": 0.412, "AP50": 0.58, ...}, "time": 512.3}
 
-(the original writes the same information to ``log.txt`` with ``train_``/``test_`` key prefixes). Non-finite numbers
+(the original writes the same information to ``log.txt`` with ``train_``/``test_`` key prefixes). ``epoch`` is the
+0-based index, as in ``last.pt`` and the original's log; the console, ``results.png`` and TensorBoard count from 1
+("epoch 4/20" is ``"epoch": 3``). Non-finite numbers
 are written as ``null`` so the file stays strict JSON. TensorBoard scalars go through ``torch.utils.tensorboard``
 when the ``tensorboard`` package is installed. Only the main process writes anything.
 """
@@ -263,13 +265,18 @@ class MetricsLogger:
             file.write(json.dumps(record, allow_nan=False) + "\n")
 
         if self._writer is not None:
-            self.log_scalars(epoch, record.get("train", {}), prefix="train/")
+            # TensorBoard's axis counts epochs from 1, as the console and results.png do; metrics.jsonl keeps the
+            # 0-based index that last.pt and the original's log.txt use
+            step = int(epoch) + 1
+            self.log_scalars(step, record.get("train", {}), prefix="train/")
+            names = record.get("lr_groups") or []  # the trainer's names for the "lr" list (backbone, ...)
             for group, value in enumerate(record.get("lr", [])):
-                self._writer.add_scalar(f"lr/group_{group}", value, epoch)
+                tag = names[group] if group < len(names) else f"group_{group}"
+                self._writer.add_scalar(f"lr/{tag}", value, step)
             numeric_eval = {k: v for k, v in record.get("eval", {}).items() if isinstance(v, (int, float))}
-            self.log_scalars(epoch, numeric_eval, prefix="eval/")
+            self.log_scalars(step, numeric_eval, prefix="eval/")
             if "time" in record:
-                self._writer.add_scalar("time/epoch_seconds", record["time"], epoch)
+                self._writer.add_scalar("time/epoch_seconds", record["time"], step)
             self._writer.flush()
         return record
 
