@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dfine.visualize import class_color, draw_detections, draw_ground_truth, make_grid
+from dfine.visualize import class_color, draw_batch, draw_detections, draw_ground_truth, make_grid
 
 BACKGROUND = (90, 90, 90)
 
@@ -124,3 +124,24 @@ def test_make_grid_layout():
     titled = make_grid([a, b], columns=2, titles=["ours", "reference"])
     assert titled.height > 80 + 2 * 8 and titled.width == grid.width
     assert make_grid([a, b, c], columns=5).size[0] == 3 * 100 + 4 * 8  # columns capped at the image count
+
+
+def test_draw_batch_puts_normalised_targets_on_the_augmented_pixels():
+    """Boxes (cx, cy, w, h) in [0, 1] land in pixels as draw_ground_truth would draw them, image by image."""
+    torch.manual_seed(0)
+    pixels = torch.rand(3, 3, 64, 96)  # (B, 3, H, W) in [0, 1], as the training loader yields them
+    targets = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])},
+               {"class_labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.25, 0.25, 0.5, 0.5],
+                                                                             [0.75, 0.5, 0.25, 1.0]])},
+               {"class_labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}]
+    names = ["circle", "square", "triangle"]
+    out = draw_batch(pixels, targets, names, max_images=2, columns=2)
+    pictures = [Image.fromarray((pixels[i] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()) for i in (0, 1)]
+    expected = make_grid([draw_ground_truth(pictures[0], [[24, 16, 72, 48]], [1], names),
+                          draw_ground_truth(pictures[1], [[0, 0, 48, 32], [60, 0, 84, 64]], [0, 2], names)],
+                         columns=2, titles=["0: 1 box", "1: 2 boxes"])
+    assert np.array_equal(np.asarray(out), np.asarray(expected))  # max_images=2: the third image is left out
+    # a large image is shrunk (boxes with it) so that a 16-image grid stays a few megapixels
+    big = draw_batch(torch.rand(1, 3, 800, 1000), targets[:1], names, cell_size=400)
+    assert max(big.size) < 450
+    assert draw_batch(pixels[2:], targets[2:], names).size[0] > 96  # an image without boxes is drawn as it is

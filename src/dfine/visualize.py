@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["class_color", "draw_detections", "draw_ground_truth", "make_grid"]
+__all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "make_grid"]
 
 # Twenty saturated, mutually distinct colours that stay readable on photos (chosen by hand for this project).
 _PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -246,3 +246,44 @@ def make_grid(
             (x0 + (cell_w - picture.width) // 2, y0 + title_h + (cell_h - picture.height) // 2),
         )
     return grid
+
+
+def draw_batch(
+    pixel_values: torch.Tensor,
+    targets: Sequence[Mapping[str, Any]],
+    class_names: Names = None,
+    max_images: int = 16,
+    columns: int = 4,
+    cell_size: int = 400,
+) -> Image.Image:
+    """A training batch as the model sees it: each image after augmentation, with its target boxes.
+
+    Args:
+        pixel_values: (B, 3, H, W) in [0, 1], as the training loader yields them.
+        targets: per image ``{"class_labels": (n,), "boxes": (n, 4)}`` with boxes normalised ``(cx, cy, w, h)``.
+        class_names: list or dict label -> name.
+        max_images: the first this many images of the batch are drawn.
+        columns: cells per row.
+        cell_size: an image larger than this (its longer side, in pixels) is shrunk to it first.
+
+    Returns:
+        One RGB image: the grid, each cell titled with its index in the batch and its box count.
+    """
+    pictures, titles = [], []
+    for index in range(min(len(targets), int(max_images))):
+        array = (pixel_values[index].detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        picture = Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
+        scale = min(1.0, cell_size / max(picture.width, picture.height))
+        if scale < 1.0:
+            picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                     Image.BILINEAR)
+        target = targets[index]
+        cx, cy, w, h = _as_numpy(target["boxes"], columns=4).T
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        boxes *= np.array([picture.width, picture.height] * 2, dtype=boxes.dtype)
+        labels = _as_numpy(target["class_labels"]).astype(np.int64)
+        pictures.append(draw_ground_truth(picture, boxes, labels, class_names))
+        titles.append(f"{index}: {len(labels)} box{'es' if len(labels) != 1 else ''}")
+    if not pictures:
+        raise ValueError("draw_batch needs at least one image")
+    return make_grid(pictures, columns=columns, titles=titles)

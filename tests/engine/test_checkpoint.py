@@ -86,13 +86,13 @@ def test_finished_run_files(trained_run) -> None:
     out = trained_run.output_dir
     names = {p.name for p in out.iterdir()}
     assert {"last.pt", "best_stage1.pt", "best", "metrics.jsonl", "results.png", "hparams.json",
-            "preprocessor_config.json", "tensorboard"} <= names
+            "preprocessor_config.json", "tensorboard", "train_batch0.jpg"} <= names
     assert {p.name for p in (out / "best").iterdir()} == {"config.json", "model.safetensors",
                                                           "preprocessor_config.json"}
     # every file of the run has the permissions a plain new file gets (atomic writes used to be owner-only)
     plain = stat.S_IMODE((out / "metrics.jsonl").stat().st_mode)
     for path in (out / "last.pt", out / "hparams.json", out / "best" / "model.safetensors",
-                 out / "best" / "config.json"):
+                 out / "best" / "config.json", out / "train_batch0.jpg"):
         assert stat.S_IMODE(path.stat().st_mode) == plain, path
     data = torch.load(out / "last.pt", map_location="cpu", weights_only=True)  # no arbitrary objects inside
     assert data["format"] == ckpt.FORMAT and data["epoch"] == 1 and data["stage"] == 2

@@ -160,3 +160,25 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, tiny_yaml: Path) -> Non
                     **{**TINY, "num_queries": 300})
     with pytest.raises(DFineError, match="larger than the 8 training images"):
         dfine.train(tiny_yaml, epochs=1, batch_size=16, output=tmp_path / "c", **TINY)
+
+
+def test_a_batch_preview_that_cannot_be_drawn_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """train_batch0.jpg is a convenience: a drawing failure is a warning, and no partial file is left."""
+    import dfine.visualize
+
+    def broken(*args, **kwargs):
+        raise ValueError("no font")
+
+    monkeypatch.setattr(dfine.visualize, "draw_batch", broken)
+    trainer = object.__new__(trainer_module.Trainer)  # only the two fields the preview reads
+    trainer.output_dir, trainer.class_names = tmp_path, ["circle"]
+    batch = {"pixel_values": torch.rand(1, 3, 32, 32),
+             "labels": [{"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]}
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        trainer._save_batch_preview(batch)
+    assert "could not draw train_batch0.jpg: no font" in caplog.text
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    trainer._save_batch_preview(batch)
+    assert [p.name for p in tmp_path.iterdir()] == ["train_batch0.jpg"]

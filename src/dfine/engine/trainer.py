@@ -53,6 +53,8 @@ from dfine.errors import DFineError
 
 logger = logging.getLogger("dfine")
 
+PREVIEW_NAME = "train_batch0.jpg"  # the first training batch with its boxes (see Trainer._save_batch_preview)
+
 
 @dataclass
 class TrainState:
@@ -267,6 +269,8 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.hparams.epochs}", leave=False,
                    disable=not (self.progress and is_main_process()), dynamic_ncols=True)
         for iteration, batch in enumerate(bar):
+            if epoch == 0 and iteration == 0 and is_main_process():
+                self._save_batch_preview(batch)
             result = train_step(self.train_model, batch, optimizer=self.optimizer, scheduler=self.scheduler,
                                 scaler=self.scaler, ema=self.ema, device=self.device, amp_dtype=self.amp_dtype,
                                 clip_max_norm=self.hparams.clip_max_norm)
@@ -288,6 +292,19 @@ class Trainer:
         averages = meter.averages()
         averages["skipped_steps"] = float(skipped)
         return averages
+
+    def _save_batch_preview(self, batch: dict[str, Any]) -> None:
+        """``train_batch0.jpg``: the first batch as the model sees it (after augmentation), boxes drawn. Wrong box
+        formats, swapped classes or an augmentation that loses objects show at a glance before hours of training."""
+        from dfine.hub.files import atomic_write
+        from dfine.visualize import draw_batch
+
+        path = self.output_dir / PREVIEW_NAME
+        try:
+            picture = draw_batch(batch["pixel_values"], batch["labels"], self.class_names)
+            atomic_write(path, lambda temporary: picture.save(temporary, format="JPEG", quality=90))
+        except Exception as error:  # a picture must never stop a training run
+            logger.warning("could not draw %s: %s", path.name, error)
 
     def _should_evaluate(self, epoch: int) -> bool:
         if self.val_loader is None or self.eval_interval <= 0:
