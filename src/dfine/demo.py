@@ -196,10 +196,10 @@ def _format_seconds(seconds: float) -> str:
 
 def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) -> str:
     from dfine.data.synthetic import CLASS_NAMES
+    from dfine.engine.evaluator import format_ap
 
     def pct(name: str) -> str:
-        value = result.metrics.get(name)
-        return "-" if value is None else f"{100 * value:.1f}"
+        return format_ap(result.metrics.get(name))
 
     out = result.output_dir
     lines = [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfine.engine.evaluator import STAT_NAMES, CocoEvaluator, EvalResult
+from dfine.engine.evaluator import STAT_NAMES, CocoEvaluator, EvalResult, format_ap
 
 pycocotools_coco = pytest.importorskip("pycocotools.coco")
 pycocotools_eval = pytest.importorskip("pycocotools.cocoeval")
@@ -363,3 +363,8 @@ def test_non_finite_detections_are_dropped_not_fatal(caplog: pytest.LogCaptureFi
     assert f"dropped {dropped} detections" in caplog.text
     stats, per_class = reference_coco_eval(gt, finite_only)
     assert_matches_reference(result, stats, per_class)
+
+
+def test_console_ap_is_a_percentage_as_in_the_table() -> None:
+    assert format_ap(0.41234) == "41.2%" and format_ap(1.0) == "100.0%" and format_ap(0.0) == "0.0%"
+    assert format_ap(math.nan) == "-" and format_ap(None) == "-"

@@ -125,8 +125,8 @@ def test_tied_ap_keeps_the_latest_epoch(tmp_path: Path, tiny_yaml: Path, monkeyp
     result = dfine.train(tiny_yaml, epochs=3, batch_size=8, output=tmp_path / "run", stop_epoch=2, **TINY)
     out = capsys.readouterr().out
     assert "Stop epoch 3: strong augmentation and multi-scale off; restarting from the best stage-1 state (epoch 2, " \
-           "AP 0.0000)" in out
-    assert "epoch 3/3: loss" in out and "(best 0.0000 @ epoch 3)" in out
+           "AP 0.0%)" in out
+    assert "epoch 3/3: loss" in out and "(best 0.0% @ epoch 3)" in out
     assert torch.load(result.output_dir / "best_stage1.pt", weights_only=True)["epoch"] == 1
     last = torch.load(result.last_checkpoint, weights_only=True)
     assert last["best_epoch"] == 2

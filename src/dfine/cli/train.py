@@ -73,6 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dfine.engine.api import train
     from dfine.engine.distributed import is_main_process
+    from dfine.engine.evaluator import format_ap
     from dfine.errors import ConfigError
 
     overrides = dict(parse_assignment(text) for text in args.overrides)
@@ -88,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
         eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn, **overrides)
     if is_main_process():
         ap = result.metrics.get("AP")
-        print(f"best model: {result.best_model}" + (f" (AP {ap:.4f})" if isinstance(ap, float) else "")
+        print(f"best model: {result.best_model}" + (f" (AP {format_ap(ap)})" if isinstance(ap, float) else "")
               + f"; last checkpoint: {result.last_checkpoint}")
     return 0

@@ -50,6 +50,12 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def format_ap(value: float | None) -> str:
+    """An AP for the console: a percentage, as in the metrics table (``0.4123`` -> ``"41.2%"``; NaN/None -> ``-``).
+    Results in Python and JSON stay fractions, as COCO tools give them."""
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
 @dataclass
 class ClassAP:
     """Per-category result.

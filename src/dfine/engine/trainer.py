@@ -43,7 +43,7 @@ from dfine.data import EpochDataLoader
 from dfine.engine import checkpoint as ckpt
 from dfine.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from dfine.engine.ema import ModelEMA
-from dfine.engine.evaluator import EvalResult
+from dfine.engine.evaluator import EvalResult, format_ap
 from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import WarmupConstantLR, current_lrs
@@ -215,7 +215,7 @@ class Trainer:
             except (DFineError, RuntimeError, KeyError, ValueError) as e:
                 logger.warning("could not reload %s (%s): continuing from the current weights", path, e)
         if restored:
-            where = f"restarting from the best stage-1 state (epoch {restored[0] + 1}, AP {restored[1]:.4f})"
+            where = f"restarting from the best stage-1 state (epoch {restored[0] + 1}, AP {format_ap(restored[1])})"
         else:
             where = "no best stage-1 state exists (nothing was evaluated yet), so training continues as it is"
         self.ema.restart(hp.ema_restart_decay)
@@ -350,8 +350,8 @@ class Trainer:
                 plot_results(metrics_logger.path, self.output_dir / "results.png")
             except Exception as e:  # a plotting problem must never end a long training run
                 logger.warning("could not draw results.png: %s", e)
-        ap = "" if result is None else f", AP {result.AP:.4f} AP50 {result.AP50:.4f} (best {s.best_metric:.4f} " \
-                                       f"@ epoch {s.best_epoch + 1})"
+        best = f" (best {format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
+        ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{best}"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
                  f"{seconds:.1f} s" + (f", {count_noun(int(train_stats['skipped_steps']), 'step')} skipped"
                                        if train_stats.get("skipped_steps") else ""))
