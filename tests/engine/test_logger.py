@@ -234,3 +234,22 @@ def test_plot_per_class_ap(tmp_path: Path) -> None:
     result = EvalResult(*([0.3] * 14), per_class=rows)
     assert_png(plot_per_class_ap(result, tmp_path / "per_class.png"))
     assert_png(plot_per_class_ap(EvalResult(*([math.nan] * 14)), tmp_path / "empty.png"), min_bytes=2_000)
+
+
+def test_ap_is_drawn_in_percent_as_the_console_prints_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: dict[str, object] = {}
+    save = plots_module._save
+
+    def capture(figure, out_png):
+        (ax,) = [a for a in figure.axes if a.get_title().startswith("COCO AP")]
+        drawn["AP"] = list(next(line for line in ax.get_lines() if line.get_label() == "AP").get_ydata())
+        drawn["title"] = figure._suptitle.get_text()
+        return save(figure, out_png)
+
+    monkeypatch.setattr(plots_module, "_save", capture)
+    with MetricsLogger(tmp_path, use_tensorboard=False) as metrics:
+        for epoch, ap in enumerate([0.25, 0.4123]):
+            metrics.log_epoch(epoch, {"loss": 1.0}, {"AP": ap, "AP50": 0.6, "AP75": 0.3})
+    plot_results(tmp_path, tmp_path / "results.png")
+    assert drawn["AP"] == pytest.approx([25.0, 41.23])
+    assert drawn["title"].endswith("best AP 41.2% at epoch 2)")

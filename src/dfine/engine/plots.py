@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dfine.engine.evaluator import EvalResult
+from dfine.engine.evaluator import EvalResult, format_ap
 from dfine.engine.logger import read_metrics
 
 # Loss keys are "loss_<term>" for the final decoder layer plus "loss_<term>_<branch>" for the auxiliary layers
@@ -169,7 +169,7 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
     ax = axes[next_axis]
     drawn = False
     for key in _AP_KEYS:
-        points = [(e, _number(ev.get(key))) for e, ev in zip(epochs, evals)]
+        points = [(e, 100 * _number(ev.get(key))) for e, ev in zip(epochs, evals)]  # percent, as the console
         points = [(e, v) for e, v in points if not math.isnan(v)]
         if points:
             xs, ys = zip(*points)
@@ -180,14 +180,14 @@ def plot_results(metrics_jsonl_path: str | Path, out_png: str | Path) -> Path:
         ax.set_ylim(bottom=0)
     else:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes, color="gray")
-    _style_axis(ax, "COCO AP (val)", epochs)
+    _style_axis(ax, "COCO AP (val), %", epochs)
 
     title = f"{len(records)} epoch{'s' if len(records) != 1 else ''}"
     best = [(_number(ev.get("AP")), e) for e, ev in zip(epochs, evals)]
     best = [b for b in best if not math.isnan(b[0])]
     if best:
         ap, epoch = max(best)
-        title += f", best AP {ap:.4f} at epoch {epoch}"
+        title += f", best AP {format_ap(ap)} at epoch {epoch}"
     figure.suptitle(f"Training results ({title})", fontsize=11)
     figure.tight_layout()
     return _save(figure, out_png)
@@ -214,21 +214,21 @@ def plot_per_class_ap(
     figure = _new_figure(7.0, 1.2 + 0.28 * count)
     ax = figure.add_subplot(1, 1, 1)
     names = [f"{c.name} ({c.num_gt})" for c in rows]
-    values = [0.0 if math.isnan(c.ap) else c.ap for c in rows]
+    values = [0.0 if math.isnan(c.ap) else 100 * c.ap for c in rows]  # percent, as the console and table
     colors = ["lightgray" if math.isnan(c.ap) else "C0" for c in rows]
     positions = list(range(len(rows)))
     ax.barh(positions, values, color=colors)
     ax.set_yticks(positions, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 100)
     for y, c in zip(positions, rows):
-        label = "no GT" if math.isnan(c.ap) else f"{c.ap:.3f}"
-        ax.text(min(values[y], 0.85) + 0.01, y, label, va="center", fontsize=7)
+        label = "no GT" if math.isnan(c.ap) else f"{100 * c.ap:.1f}"
+        ax.text(min(values[y], 85) + 1, y, label, va="center", fontsize=7)
     if not rows:
         ax.text(0.5, 0.5, "no classes", ha="center", va="center", transform=ax.transAxes, color="gray")
-    overall = "n/a" if math.isnan(result.AP) else f"{result.AP:.4f}"
+    overall = "n/a" if math.isnan(result.AP) else format_ap(result.AP)
     ax.set_title(title or f"AP@[.5:.95] per class (overall {overall}); (n) = ground-truth boxes", fontsize=10)
-    ax.set_xlabel("AP", fontsize=8)
+    ax.set_xlabel("AP, %", fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
     return _save(figure, out_png)
