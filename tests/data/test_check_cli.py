@@ -59,3 +59,12 @@ def test_bad_options_are_one_line(tmp_path: Path, argv: list[str], message: str,
     assert main(["check", "--data", str(data), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_preview_that_cannot_be_written_is_one_line(tmp_path: Path, capsys) -> None:
+    data = write_yolo(tmp_path / "data", LABELS, ["cat", "dog"])
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder is needed")
+    assert main(["check", "--data", str(data), "--preview", str(blocker / "p.jpg"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--preview {blocker / 'p.jpg'}: cannot be written" in err

@@ -105,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"no readable image in {splits[0]}: {preview} not written")
         else:
             fmt = "PNG" if preview.suffix.lower() == ".png" else "JPEG"
-            atomic_write(preview, lambda temporary: picture.save(temporary, format=fmt, quality=90))
+            try:
+                atomic_write(preview, lambda temporary: picture.save(temporary, format=fmt, quality=90))
+            except OSError as error:
+                raise DFineError(f"--preview {preview}: cannot be written ({error.strerror or error})") from None
             print(f"wrote {preview} ({shown} {splits[0]} image{'s' if shown != 1 else ''} with their boxes)")
     if not report.ok:
         print(f"dfine check: {len(report.problems)} problem(s) to fix ({report.problems_by_split()})",
