@@ -135,3 +135,20 @@ def test_peak_activation_bytes_counts_what_is_alive_together() -> None:
 
     assert 4000 <= peak_activation_bytes(one_at_a_time) < 8000
     assert 12000 <= peak_activation_bytes(kept_together) < 16000
+
+
+def test_a_gpu_run_without_a_cuda_graph_gets_a_tip() -> None:
+    """At batch 1 on a GPU the deploy form without a CUDA graph is launch-bound: the output says what to add."""
+    from dfine.cli.benchmark import speed_hint
+    from dfine.cli.main import build_parser
+
+    def args(*extra: str):
+        parsed = build_parser().parse_args(["benchmark", "--model", "m", *extra])
+        parsed.backend = parsed.backend or "torch"
+        return parsed
+
+    assert "--cuda-graph" in speed_hint(args(), "cuda")
+    assert speed_hint(args("--cuda-graph"), "cuda") is None
+    assert speed_hint(args(), "cpu") is None
+    assert speed_hint(args("--eager"), "cuda") is None
+    assert speed_hint(args("--backend", "onnxruntime"), "cuda") is None
