@@ -27,7 +27,10 @@ def test_demo_smoke_run(tmp_path, capsys):
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
     assert 0 <= (metrics["AP"] or 0) <= 1 and result.metrics["AP50"] == metrics["AP50"]
     out = capsys.readouterr().out
-    assert "AP50" in out and "dfine predict" in out and "dfine train --data" in out
+    assert "AP50" in out and "dfine predict" in out and "dfine train --data" in out and "dfine check --data" in out
+    preview = result.model_dir.parent / "train_batch0.jpg"
+    assert f"{preview}   a training batch after augmentation" in out
+    Image.open(preview).verify()
     # deterministic for a seed: a second run trains to the same weights
     from safetensors.torch import load_file
 

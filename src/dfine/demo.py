@@ -197,6 +197,7 @@ def _format_seconds(seconds: float) -> str:
 def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) -> str:
     from dfine.data.synthetic import CLASS_NAMES
     from dfine.engine.evaluator import format_ap
+    from dfine.engine.trainer import PREVIEW_NAME
 
     def pct(name: str) -> str:
         return format_ap(result.metrics.get(name))
@@ -214,6 +215,9 @@ def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) 
     ]
     if result.results_plot is not None:
         lines.append(f"    {result.results_plot}   training curves")
+    batch_preview = result.model_dir.parent / PREVIEW_NAME  # the training run's folder holds best/ and the preview
+    if batch_preview.exists():
+        lines.append(f"    {batch_preview}   a training batch after augmentation, with its boxes")
     lines += [
         f"    {result.predictions_dir}/   every validation image annotated, predictions.json",
         f"    {result.model_dir}/   the trained model",
@@ -221,7 +225,8 @@ def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) 
         "  Next:",
         f"    dfine predict {out / 'data' / 'images' / 'val'} --model {result.model_dir}",
         "    dfine predict photo.jpg --model ustc-community/dfine-small-coco   # a COCO model (downloads it)",
-        "    dfine train --data your_data.yaml --model dfine-s-coco            # your own data (COCO or YOLO)",
+        "    dfine check --data your_data.yaml --preview labels.jpg          # your own labels, checked (COCO or YOLO)",
+        "    dfine train --data your_data.yaml --model dfine-s-coco            # then trained",
     ]
     return "\n".join(lines)
 
