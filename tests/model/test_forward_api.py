@@ -184,6 +184,23 @@ def test_dtype_follows_the_parameters() -> None:
     assert model.dtype == torch.bfloat16
 
 
+def test_a_bf16_model_on_the_cpu_detects_one_image() -> None:
+    """model.to(torch.bfloat16) on the CPU with a single image: the deformable attention's value maps are then views,
+    which PyTorch's CPU grid_sample misread in bf16, and every logit and box came out NaN."""
+    from dfine.export.synthetic import synthetic_detector
+
+    model = synthetic_detector("dfine-n-coco", 320, seed=0)  # well-conditioned random weights
+    pixels = to_pixel_values(natural_images(1, 320, seed=8), 320)
+    with torch.inference_mode():
+        reference = model(pixels)
+        low = model.to(torch.bfloat16)(pixels.bfloat16())
+    assert torch.isfinite(low.logits.float()).all() and torch.isfinite(low.pred_boxes.float()).all()
+    # the best-scored query is found again, at its place (bf16 is coarse: within 4 px at 320)
+    best = reference.logits.sigmoid().amax(-1).argmax()
+    distance = (low.pred_boxes[0].float() - reference.pred_boxes[0, best]).abs().amax(-1) * 320
+    assert distance.min() <= 4
+
+
 # -- 5. one-line errors for malformed inputs -------------------------------------------------------------------
 BAD_LABELS = [
     ([{"labels": torch.tensor([0]), "boxes": torch.rand(1, 4)}] * 2, ModelInputError,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfine.ops.deform_attn import deformable_attention_core, sample_levels
+from dfine.ops.deform_attn import deformable_attention_core, grid_sample_layout, sample_levels
 
 SHAPES = [(6, 8), (3, 4)]
 POINTS = [2, 3]
@@ -75,3 +75,33 @@ def test_per_level_sum_equals_concatenated_sum(method: str) -> None:
     assert per_level.shape == concatenated.shape == (batch * heads, value.shape[1], queries)
     assert concatenated.abs().max() > 0.1  # the samples are not all padding
     torch.testing.assert_close(per_level, concatenated, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_maps_that_are_views_sample_correctly_on_the_cpu(dtype: torch.dtype) -> None:
+    """At batch 1 the per-level value maps are views of the flattened memory (channel stride 1); PyTorch's CPU
+    grid_sample returns NaN or ~1e38 for such maps in bf16/fp16 (torch 2.14.1), which turned every detection of a
+    bf16 head into NaN. sample_levels must agree with float32 on them."""
+    torch.manual_seed(0)
+    heads, head_dim, shapes = 8, 16, [(20, 20), (10, 10)]
+    memory = torch.randn(1, sum(h * w for h, w in shapes), heads * head_dim)
+    value = memory.view(1, -1, heads, head_dim).permute(0, 2, 3, 1).reshape(heads, head_dim, -1)  # a view
+    levels = [v.view(heads, head_dim, h, w) for v, (h, w) in zip(value.split([h * w for h, w in shapes], -1), shapes)]
+    assert not levels[0].is_contiguous()
+    locations = [torch.rand(heads, 30, 3, 2) for _ in shapes]
+    weights = torch.rand(heads, 1, 30, 6).softmax(-1)
+    levels, locations, weights = ([t.to(dtype) for t in levels], [t.to(dtype) for t in locations],
+                                  weights.to(dtype))
+    # the same maps laid out contiguously are read correctly: the views must give exactly that (grid_sample computes
+    # its coordinates in the maps' precision, so float32 is only a loose reference)
+    reference = sample_levels([v.contiguous() for v in levels], locations, weights, "default", [None, None])
+    low = sample_levels(levels, locations, weights, "default", [None, None])
+    assert torch.isfinite(low).all() and torch.equal(low, reference)
+    as_float32 = sample_levels([v.float() for v in levels], [loc.float() for loc in locations], weights.float(),
+                               "default", [None, None])
+    torch.testing.assert_close(low.float(), as_float32, atol=0.1, rtol=0.1)
+    # float32 and contiguous maps are passed through untouched
+    as_float = levels[0].float()
+    assert grid_sample_layout(as_float) is as_float
+    contiguous = levels[0].contiguous()
+    assert grid_sample_layout(contiguous) is contiguous

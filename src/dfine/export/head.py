@@ -24,7 +24,7 @@ from dfine.model.anchors import generate_anchors
 from dfine.model.decoder import DecoderLayer
 from dfine.model.dfine import DFineModel
 from dfine.ops.boxes import inverse_sigmoid
-from dfine.ops.deform_attn import sample_levels
+from dfine.ops.deform_attn import grid_sample_layout, sample_levels
 from dfine.ops.fdr import distance2bbox, weighting_function
 
 __all__ = ["DeployHead", "DetectionOutput"]
@@ -182,8 +182,9 @@ class DeployHead(nn.Module):
         heads = self.layers[0].cross_heads
         dim = memory.shape[-1]
         value = memory.view(batch, -1, heads, dim // heads).permute(0, 2, 3, 1).reshape(batch * heads, dim // heads, -1)
-        del memory  # the layout above is a copy
-        values = [v.view(batch * heads, dim // heads, h, w)
+        del memory  # the layout above is a copy (a view when the batch is 1)
+        # laid out once here when grid_sample needs it (reduced precision on the CPU), not again in every layer
+        values = [grid_sample_layout(v.view(batch * heads, dim // heads, h, w))
                   for v, (h, w) in zip(value.split([h * w for h, w in shapes], dim=-1), shapes)]
         scales = list(value_scales.unbind(0))
 

@@ -53,6 +53,19 @@ def deformable_attention_core(
     return out.view(batch, heads * head_dim, num_queries).transpose(1, 2)
 
 
+def grid_sample_layout(value: Tensor) -> Tensor:
+    """``value`` laid out so that ``F.grid_sample`` reads it correctly.
+
+    PyTorch's CPU kernel returns garbage (NaN, values near 1e38) for bfloat16 and float16 maps that are not
+    contiguous, such as the per-level value maps, which are views of the flattened memory when the batch is 1 (seen
+    with torch 2.14.1). Those are copied; everything else is returned as it is, so float32 and CUDA paths are
+    unchanged.
+    """
+    if value.device.type == "cpu" and value.dtype in (torch.bfloat16, torch.float16) and not value.is_contiguous():
+        return value.contiguous()
+    return value
+
+
 def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tensor], weights: Tensor, method: str,
                   scales: Sequence[Tensor | None], per_level_sum: bool = False) -> Tensor:
     """Sample every level's value map at its points and sum the samples with the attention weights.
@@ -77,8 +90,8 @@ def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tens
     for value, loc, scale in zip(value_levels, location_levels, scales):
         if method == "default":
             # grid_sample wants [-1, 1] coordinates; align_corners=False matches the cell-centre convention
-            sampled.append(F.grid_sample(value, 2 * loc - 1, mode="bilinear", padding_mode="zeros",
-                                         align_corners=False))  # (B·M, D, Q, n_l)
+            sampled.append(F.grid_sample(grid_sample_layout(value), 2 * loc - 1, mode="bilinear",
+                                         padding_mode="zeros", align_corners=False))  # (B·M, D, Q, n_l)
         else:
             assert scale is not None
             sampled.append(_nearest_sample(value, loc, scale))
