@@ -104,7 +104,7 @@ def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
 
 
 def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: Any, compile: Any,
-                               half_head: Any) -> None:
+                               half_head: Any, bf16: Any) -> None:
     """Wrong types as one line naming the argument, before the model is loaded (which can be a download)."""
     if isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a preset name, hub id, folder or file (a str or Path), got {shown(model)}: "
@@ -114,8 +114,12 @@ def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: A
     check_flag(half, "half")
     check_flag(compile, "compile")
     check_flag(half_head, "half_head")
-    if half_head and not half:
-        raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs half (--half)")
+    check_flag(bf16, "bf16")
+    if half and bf16:
+        raise ConfigError("choose one of half (--half) and bf16 (--bf16)")
+    if half_head and not (half or bf16):
+        raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs half (--half) "
+                          "or bf16 (--bf16)")
     validate_image_size(image_size)
 
 
@@ -131,40 +135,41 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", half: bool = False,
                         image_size: int | None = None, compile: bool = False,
-                        half_head: bool = False) -> Predictor:
+                        half_head: bool = False, bf16: bool = False) -> Predictor:
         """Load a model for inference.
 
-        ``half`` (CUDA only) and ``compile`` switch to :func:`dfine.export.fast.optimize_for_inference`: the deploy
-        form with fp16 backbone/encoder (the head stays fp32 unless ``half_head``) and/or ``torch.compile``;
-        otherwise the model runs as loaded (numerically identical to transformers). ``half_head`` (with ``half``)
-        runs the head in fp16 too: faster, notably at large batches; compare ``dfine val --half --half-head``
-        with ``dfine val --half`` on your data first.
+        ``half`` (CUDA only), ``bf16`` (CPU or CUDA) and ``compile`` switch to
+        :func:`dfine.export.fast.optimize_for_inference`: the deploy form with an fp16 or bf16 backbone/encoder (the
+        head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs as loaded
+        (numerically identical to transformers). ``half_head`` runs the head in that half precision too: faster,
+        notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows what
+        a precision costs on your data.
 
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
         from dfine.model import DFineForObjectDetection
 
-        _check_predictor_arguments(model, device, half, image_size, compile, half_head)
+        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
         if Path(model).suffix.lower() == ".onnx":
             raise DFineError(f"{model}: an exported ONNX model runs with --backend onnxruntime "
                              "(dfine.runtime.OnnxDetector in Python)")
         device = resolve_device(device)
-        validate_image_size(image_size)  # before loading, which can take a while
+        if half and device.type != "cuda":  # before loading, which can take a while
+            raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
+                             "not)")
         network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
         reason = random_weights_reason(model)
         if reason is not None:
             logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
                            "weights, e.g. ustc-community/dfine-small-coco)", reason)
         processor = load_processor(model, image_size)
-        if half and device.type != "cuda":
-            raise DFineError("--half needs a CUDA device (half precision on the CPU is slower and less accurate)")
-        if half or compile:
+        if half or bf16 or compile:
             from dfine.export.fast import optimize_for_inference
 
             size = (processor.size["height"], processor.size["width"])
-            network = optimize_for_inference(network, dtype=torch.float16 if half else torch.float32, device=device,
-                                             compile=compile, image_size=size,
+            dtype = torch.float16 if half else torch.bfloat16 if bf16 else torch.float32
+            network = optimize_for_inference(network, dtype=dtype, device=device, compile=compile, image_size=size,
                                              head_dtype=None if half_head else torch.float32)
         return cls(network, processor, device, torch.float32)
 

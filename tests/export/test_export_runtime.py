@@ -98,7 +98,7 @@ def test_runtime_errors_are_one_line(tmp_path) -> None:
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("flag", ["--half", "--half-head", "--compile"])
+@pytest.mark.parametrize("flag", ["--half", "--bf16", "--half-head", "--compile"])
 def test_predict_cli_rejects_torch_only_flags_for_onnxruntime(flag, n_onnx, tmp_path, error_line) -> None:
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
     code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_onnx), "--backend", "onnxruntime", flag])
@@ -110,3 +110,12 @@ def test_predict_cli_half_head_needs_half(n_model_dir, tmp_path, error_line) -> 
     code = main(["predict", str(tmp_path / "a.png"), "--model", str(n_model_dir), "--half-head", "--device", "cpu",
                  "--output", str(tmp_path / "out")])
     assert code == 2 and "half_head (--half-head) runs the head in the body's half precision" in error_line()
+
+
+def test_predict_cli_bf16_on_the_cpu(n_model_dir, tmp_path, capsys) -> None:
+    Image.new("RGB", (64, 48), (90, 120, 200)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(n_model_dir), "--bf16", "--half-head",
+                 "--device", "cpu", "--output", str(out), "--threshold", "0", "--no-progress"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert records and all(len(r["bbox"]) == 4 for r in records)

@@ -31,9 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size, a multiple of 32 (default: the model's, 640)")
     p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; deploy form, head in fp32)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 inference (CPU or CUDA; deploy form, head in fp32); on CPUs with AMX (Intel Xeon "
+                        "since Sapphire Rapids) 1.3-2.6x faster than fp32 for D-FINE-S to X")
     p.add_argument("--half-head", action="store_true",
-                   help="with --half: run the head (query selection, decoder, box decoding) in fp16 too; faster, "
-                        "notably at large batches (compare dfine val --half --half-head with --half on your data)")
+                   help="with --half or --bf16: run the head (query selection, decoder, box decoding) in that "
+                        "precision too; faster, notably at large batches (dfine val shows what it costs)")
     p.add_argument("--compile", action="store_true", help="deploy form + torch.compile (first batch compiles)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
@@ -61,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector
 
-        if args.half or args.half_head or args.compile or args.image_size is not None:
-            raise DFineError("--half, --half-head, --compile and --image-size do not apply to the onnxruntime "
-                             "backend (precision and input size are fixed at export time)")
+        if args.half or args.bf16 or args.half_head or args.compile or args.image_size is not None:
+            raise DFineError("--half, --bf16, --half-head, --compile and --image-size do not apply to the "
+                             "onnxruntime backend (precision and input size are fixed at export time)")
         predictor = OnnxDetector(args.model)
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,
-                                              half_head=args.half_head)
+                                              half_head=args.half_head, bf16=args.bf16)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
                             progress=not args.no_progress)
