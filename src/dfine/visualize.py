@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "make_grid"]
+__all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "make_grid", "shrink_to_fit"]
 
 # Twenty saturated, mutually distinct colours that stay readable on photos (chosen by hand for this project).
 _PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -248,6 +248,16 @@ def make_grid(
     return grid
 
 
+def shrink_to_fit(picture: Image.Image, size: int) -> tuple[Image.Image, float]:
+    """``picture`` shrunk (never enlarged) so that its longer side is at most ``size`` pixels, and the scale used;
+    for grids of many pictures that should stay a few megapixels."""
+    scale = min(1.0, size / max(picture.width, picture.height))
+    if scale < 1.0:
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.BILINEAR)
+    return picture, scale
+
+
 def draw_batch(
     pixel_values: torch.Tensor,
     targets: Sequence[Mapping[str, Any]],
@@ -272,11 +282,7 @@ def draw_batch(
     pictures, titles = [], []
     for index in range(min(len(targets), int(max_images))):
         array = (pixel_values[index].detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        picture = Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
-        scale = min(1.0, cell_size / max(picture.width, picture.height))
-        if scale < 1.0:
-            picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                                     Image.BILINEAR)
+        picture, _ = shrink_to_fit(Image.fromarray(array.permute(1, 2, 0).cpu().numpy()), cell_size)
         target = targets[index]
         cx, cy, w, h = _as_numpy(target["boxes"], columns=4).T
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)

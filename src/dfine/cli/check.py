@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from dfine.data.check import CheckReport
+    from dfine.data.index import ImageRecord
 
 PREVIEW_SUFFIXES = (".jpg", ".jpeg", ".png")
 PREVIEW_IMAGES = 16
@@ -34,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def class_table(report: Any) -> str:
+def class_table(report: CheckReport) -> str:
     """Boxes per class and split: ``label  class  train  val`` (crowd regions not counted)."""
     splits = list(report.splits)
     width = max([len("class"), *(len(name) for name in report.class_names)])
@@ -46,7 +52,8 @@ def class_table(report: Any) -> str:
     return "\n".join(lines)
 
 
-def draw_preview(records: list[Any], class_names: list[str], cell_size: int = 400) -> tuple[Any, int]:
+def draw_preview(records: list[ImageRecord], class_names: list[str],
+                 cell_size: int = 400) -> tuple[Image.Image | None, int]:
     """A grid of up to :data:`PREVIEW_IMAGES` records spread evenly over ``records``, each image as training reads
     it (EXIF orientation as the annotations expect) with its boxes dashed, titled with its file name; and how many
     images it shows (None and 0 when none could be read)."""
@@ -55,7 +62,7 @@ def draw_preview(records: list[Any], class_names: list[str], cell_size: int = 40
 
     from dfine.data.images import load_image
     from dfine.errors import InputFileError
-    from dfine.visualize import draw_ground_truth, make_grid
+    from dfine.visualize import draw_ground_truth, make_grid, shrink_to_fit
 
     count = min(PREVIEW_IMAGES, len(records))
     chosen = [records[i] for i in np.linspace(0, len(records) - 1, count).round().astype(int)] if count else []
@@ -65,11 +72,7 @@ def draw_preview(records: list[Any], class_names: list[str], cell_size: int = 40
             pixels = load_image(record.path, record.width, record.height)
         except InputFileError:  # already listed among the problems
             continue
-        picture = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-        scale = min(1.0, cell_size / max(picture.width, picture.height))
-        if scale < 1.0:
-            picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                                     Image.BILINEAR)
+        picture, scale = shrink_to_fit(Image.fromarray(pixels.permute(1, 2, 0).numpy()), cell_size)
         keep = ~record.iscrowd
         pictures.append(draw_ground_truth(picture, record.boxes[keep] * scale, record.labels[keep], class_names))
         boxes = int(keep.sum())
