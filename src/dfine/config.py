@@ -72,9 +72,7 @@ class _JsonConfig:
     _other_keywords: frozenset[str] = frozenset()  # accepted besides the fields (derived or structured values)
 
     def __init__(self, **kwargs: Any) -> None:
-        for name in kwargs:
-            if name not in self.keyword_names():
-                raise unknown_keyword_error(name, self.keyword_names(), type(self).__name__)
+        self.check_keywords(kwargs, type(self).__name__)
         for name, default in self._defaults.items():
             value = kwargs.pop(name, copy.deepcopy(default))
             setattr(self, name, list(value) if isinstance(value, tuple) else value)
@@ -88,10 +86,21 @@ class _JsonConfig:
         return set(cls._defaults) | set(cls._other_keywords) | METADATA_KEYS | {"model_type"}
 
     @classmethod
-    def _split_file_keys(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(keys the constructor accepts, the others): a file's unknown keys are kept, not refused."""
+    def check_keywords(cls, kwargs: dict[str, Any] | set[str], where: str, also: set[str] | None = None) -> None:
+        """Raise a one-line ConfigError for the first keyword that is neither a config field nor in ``also``."""
+        known = cls.keyword_names() | (also or set())
+        for name in kwargs:
+            if name not in known:
+                raise unknown_keyword_error(name, known, where)
+
+    @classmethod
+    def _from_file_dict(cls, data: dict[str, Any], **overrides: Any) -> Any:
+        """An instance from a file's dict: the keys the constructor accepts go to it (``overrides``, typed by the
+        user, on top and checked by it), the file's other keys are kept in ``extra``, not refused."""
         names = cls.keyword_names()
-        return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+        config = cls(**{**{k: v for k, v in data.items() if k in names}, **overrides})
+        config.extra = {**{k: v for k, v in data.items() if k not in names}, **config.extra}
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         out = copy.deepcopy(self.extra)
@@ -145,10 +154,7 @@ class HGNetV2Config(_JsonConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HGNetV2Config:
         """From a ``backbone_config`` dict of a file: keys we do not know are kept, not refused."""
-        known, unknown = cls._split_file_keys(data)
-        config = cls(**known)
-        config.extra = {**unknown, **config.extra}
-        return config
+        return cls._from_file_dict(data)
 
     @property
     def out_channels(self) -> list[int]:
@@ -426,23 +432,11 @@ class DFineConfig(_JsonConfig):
         model_type = data.get("model_type", cls.model_type)
         if model_type != cls.model_type:
             raise ConfigError(f"model_type is {model_type!r}, not {cls.model_type!r}: this is not a D-FINE config")
-        cls.check_keywords(overrides, "DFineConfig")
         data.pop("head_dim", None)  # derived
         if _LABEL_KEYS & overrides.keys():
             # the file's class list describes the old head: keeping it would contradict a new num_labels
             data = {k: v for k, v in data.items() if k not in _LABEL_KEYS | {DATASET_CATEGORY_IDS}}
-        known, unknown = cls._split_file_keys(data)
-        config = cls(**{**known, **overrides})
-        config.extra = {**unknown, **config.extra}
-        return config
-
-    @classmethod
-    def check_keywords(cls, kwargs: dict[str, Any] | set[str], where: str, also: set[str] | None = None) -> None:
-        """Raise a one-line ConfigError for the first keyword that is neither a config field nor in ``also``."""
-        known = cls.keyword_names() | (also or set())
-        for name in kwargs:
-            if name not in known:
-                raise unknown_keyword_error(name, known, where)
+        return cls._from_file_dict(data, **overrides)
 
     @classmethod
     def from_json_file(cls, path: str | Path, **overrides: Any) -> DFineConfig:
