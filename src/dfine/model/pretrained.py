@@ -182,7 +182,6 @@ class PretrainedMixin:
                 extra["torch_dtype"] = extra["dtype"]
 
 
-# Keyword arguments of from_pretrained besides the config fields (for "did you mean" suggestions).
 def _config_fields(config: Any, where: str) -> dict[str, Any]:
     """A given config as overrides of every field: the checkpoint's own values are all replaced, and its weights
     are then checked against the result like any override's (a different class list re-initialises the heads)."""
@@ -194,6 +193,7 @@ def _config_fields(config: Any, where: str) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k in names}
 
 
+# Keyword arguments of from_pretrained besides the config fields (for "did you mean" suggestions).
 _LOADING_OPTIONS = {"revision", "map_location", "dtype", "torch_dtype", "device_map", "cache_dir", "token",
                     "local_files_only", "force_download"}
 
@@ -274,9 +274,7 @@ def _report_skipped(skipped: list[str], expected: Mapping[str, Tensor], num_labe
 
 
 class TransformersModelMixin(nn.Module):
-    """The ``PreTrainedModel`` attributes transformers users rely on (``inputs.to(model.device)`` …).
-
-    """
+    """The ``PreTrainedModel`` attributes transformers users rely on (``inputs.to(model.device)`` …)."""
 
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = False
