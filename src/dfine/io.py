@@ -83,7 +83,7 @@ def ends_with_jpeg_end_marker(path: Path) -> bool:
         f.seek(0, os.SEEK_END)
         size = f.tell()
         f.seek(max(size - 2, 0))
-        return f.read(2) == b"\xff\xd9"
+        return f.read(2) == _END_MARKER
 
 
 def _decoded(data: bytes) -> Image.Image:
@@ -204,6 +204,13 @@ def read_images(
         yield path, image
 
 
+def is_hidden_below(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is a hidden file, or inside a hidden folder, below ``folder``: macOS ``._name.jpg`` resource
+    forks and tool copies (``.ipynb_checkpoints/``, ``.git/``) carry image extensions but are not images to use.
+    Only the part below ``folder`` counts, so images stored inside a hidden folder (``~/.cache/...``) are kept."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def _is_image_file(path: Path) -> bool:
     # Hidden files include macOS "._name.jpg" resource forks, which carry an image extension but no image.
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
@@ -230,9 +237,7 @@ def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
         return [path]
     if path.is_dir():
         candidates = path.rglob("*") if recursive else path.iterdir()
-        # inside hidden folders too (.ipynb_checkpoints/ holds stale copies), judged below the folder given
-        found = sorted((p for p in candidates if _is_image_file(p)
-                        and not any(part.startswith(".") for part in p.relative_to(path).parts)), key=str)
+        found = sorted((p for p in candidates if _is_image_file(p) and not is_hidden_below(p, path)), key=str)
         if not found:
             hint = ""
             if not recursive and any(_is_image_file(p) for p in path.rglob("*")):

@@ -21,6 +21,7 @@ from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import IMAGE_SUFFIXES, probe_images
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
+from dfine.io import is_hidden_below
 
 
 @dataclass(frozen=True)
@@ -155,20 +156,10 @@ def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders.
-
-    macOS writes ``._name.jpg`` resource forks next to every image copied onto a non-Apple drive, and tools keep
-    copies in hidden folders (``.ipynb_checkpoints/``, ``.git/``): they carry image extensions but are not images
-    of the data set. Only the part of the path below ``folder`` counts, so a data set stored inside a hidden folder
-    (``~/.cache/...``) is still listed.
-    """
-    return [
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    ]
+    """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders
+    (see :func:`dfine.io.is_hidden_below`)."""
+    return [p for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden_below(p, folder) and p.is_file()]
 
 
 def label_path(image: Path) -> Path:
