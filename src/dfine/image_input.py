@@ -6,6 +6,7 @@ with the same functions, so the size it scales boxes to is the one the processor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,8 @@ def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_forma
 
 def standardize_image(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
     """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
-    if isinstance(image, (str, Path)):
-        return load_image(image)
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(Path(image))
     if isinstance(image, Image.Image):
         return to_rgb(image)
     from_tensor = isinstance(image, Tensor)

@@ -87,16 +87,6 @@ def _image_list(images: Any) -> list[Any]:
     return image_list(images)
 
 
-def _standard_image(image: Any) -> Image.Image | np.ndarray:
-    """One image as the processor reads it: an RGB PIL image, or a float (H, W, 3) array.
-
-    The processor's own reading is used so that the size the boxes are scaled to is the one it resized from
-    (a tensor is CHW, an array HWC or CHW by its channel count); passing the result to the processor again
-    leaves it as it is.
-    """
-    return standardize_image(Path(image) if isinstance(image, os.PathLike) else image)
-
-
 def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
     if isinstance(picture, Image.Image):
         return picture.height, picture.width
@@ -200,7 +190,9 @@ class Predictor:
                 outside [0, 1].
         """
         threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
-        pictures = [_standard_image(im) for im in _image_list(images)]
+        # read as the processor reads them, so that boxes are scaled to the size it resized from; passing the
+        # standardised images to the processor again leaves them as they are
+        pictures = [standardize_image(im) for im in _image_list(images)]
         pixel_values = self.processor(pictures)["pixel_values"].to(self.device, self.dtype)
         outputs = self.model(pixel_values)
         sizes = torch.tensor([_height_width(p) for p in pictures], device=self.device)
