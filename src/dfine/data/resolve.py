@@ -37,7 +37,7 @@ import yaml
 from dfine.data.coco import load_coco_index
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.index import CategoryTable, DetectionIndex
-from dfine.data.yolo import data_root, load_yolo_index, read_yolo_yaml
+from dfine.data.yolo import data_root, load_yolo_index, read_yolo_yaml, split_entries
 from dfine.errors import InputFileError
 
 ACCEPTED_LAYOUTS = (
@@ -332,14 +332,8 @@ def _nameless_yolo_yaml_spec(path: Path, data: dict) -> DatasetSpec:
         raise InputFileError(path, f"has no class 'names' and there is no {' or '.join(_CLASS_LISTS)} class list "
                                    "beside it: add 'names: [first class, second class, ...]'")
     root = data_root(data, path)
-    splits = {}
-    for split in ("train", "val", "test"):
-        entry = data.get(split)
-        entries = entry if isinstance(entry, list) else [entry]
-        if entry is not None and not all(isinstance(e, str) for e in entries):
-            raise InputFileError(path, f"'{split}' must be a path or a list of paths, got {entry!r}")
-        if entry is not None:
-            splits[split] = SplitFiles(tuple(root / e for e in entries))
+    splits = {split: SplitFiles(tuple(root / e for e in entries))
+              for split, entries in split_entries(data, path).items()}
     notes = [f"class names read from {class_list}"]
     return DatasetSpec("yolo", path, splits, root, _read_class_list(class_list), notes)
 

@@ -85,6 +85,24 @@ def _resolve(entry: str, root: Path, yaml_dir: Path, notes: list[str]) -> Path:
     return resolved
 
 
+def split_entries(data: dict[str, Any], yaml_file: Path) -> dict[str, list[str]]:
+    """The ``train`` / ``val`` / ``test`` entries a data YAML gives, each as a list of path strings.
+
+    Raises:
+        InputFileError: an entry that is neither a path nor a list of paths.
+    """
+    splits: dict[str, list[str]] = {}
+    for split in ("train", "val", "test"):
+        entry = data.get(split)
+        if entry is None:
+            continue
+        entries = entry if isinstance(entry, list) else [entry]
+        if not all(isinstance(e, str) for e in entries):
+            raise InputFileError(yaml_file, f"'{split}' must be a path or a list of paths, got {entry!r}")
+        splits[split] = entries
+    return splits
+
+
 def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
     """Parse an Ultralytics-style ``data.yaml``.
 
@@ -104,15 +122,8 @@ def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
     categories = _names(data["names"], data.get("nc"), path)
     root = data_root(data, path)
     notes: list[str] = []
-    splits: dict[str, tuple[Path, ...]] = {}
-    for split in ("train", "val", "test"):
-        entry = data.get(split)
-        if entry is None:
-            continue
-        entries = entry if isinstance(entry, list) else [entry]
-        if not all(isinstance(e, str) for e in entries):
-            raise InputFileError(path, f"'{split}' must be a path or a list of paths, got {entry!r}")
-        splits[split] = tuple(_resolve(e, root, path.parent.resolve(), notes) for e in entries)
+    splits = {split: tuple(_resolve(e, root, path.parent.resolve(), notes) for e in entries)
+              for split, entries in split_entries(data, path).items()}
     return YoloConfig(path, root, categories, splits, tuple(notes))
 
 
