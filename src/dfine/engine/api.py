@@ -407,8 +407,9 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 
 # ---------------------------------------------------------------------------------------------------- val
 def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
-                         workers: Any, progress: Any, dtype: Any, half_head: Any) -> None:
-    """Every argument of :func:`val`, before the data check and the model load (which can be a download)."""
+                         workers: Any, progress: Any, dtype: Any, half_head: Any) -> torch.dtype | None:
+    """Every argument of :func:`val`, before the data check and the model load (which can be a download); returns
+    ``dtype`` as a torch dtype."""
     from dfine.arguments import check_device, check_flag, check_integer, check_path, shown
     from dfine.errors import ConfigError
 
@@ -429,6 +430,7 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
     if half_head and dtype not in (torch.float16, torch.bfloat16):
         raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs dtype "
                           "float16 or bfloat16 (--half or --bf16)")
+    return dtype
 
 
 def val(
@@ -478,14 +480,11 @@ def val(
     from dfine.hub.resolve import model_input_size
     from dfine.model import DFineForObjectDetection
 
-    _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype, half_head)
+    dtype = _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype,
+                                 half_head)
     dev = resolve_device(device)  # cheap, and a missing GPU should not wait for the data check
-    if dtype is not None:
-        from dfine.export.fast import resolve_dtype
-
-        dtype = resolve_dtype(dtype)
-        if dtype == torch.float16 and dev.type != "cuda":
-            raise DFineError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
+    if dtype == torch.float16 and dev.type != "cuda":
+        raise DFineError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
