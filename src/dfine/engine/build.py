@@ -208,7 +208,7 @@ def build_training_model(
         ConfigError: unknown config overrides, or values of the wrong type or out of range.
         DFineError: the checkpoint cannot be used, or the backbone weights cannot be downloaded.
     """
-    from dfine.hub.convert import DETECTION_HEADS, lacks_detection_heads
+    from dfine.hub.convert import absent_detection_heads
     from dfine.model.pretrained import load_state_dict_checked
     from dfine.presets import RECIPES
 
@@ -246,7 +246,7 @@ def build_training_model(
         config = DFineConfig.from_dict(resolved.config.to_dict(), **overrides)
         model = DFineForObjectDetection(config)
         # a transformers DFineModel file has no decoder class/box heads: fine-tuning starts them fresh
-        fresh = DETECTION_HEADS if lacks_detection_heads(resolved.state_dict) else None
+        fresh = absent_detection_heads(resolved.state_dict)
         skipped = load_state_dict_checked(model, resolved.state_dict, resolved.source,
                                           allow_new_heads=not same_classes or "num_denoising" in overrides, fresh=fresh)
         model.sync_config_with_weights()

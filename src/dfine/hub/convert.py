@@ -81,7 +81,7 @@ _INTERNAL_TO_HUB = [
     (r"(layers\.\d+)\.mlp\.layers\.0\.", r"\1.fc1."),
     (r"(layers\.\d+)\.mlp\.layers\.1\.", r"\1.fc2."),
 ]
-# The per-layer detection heads: absent as a whole from a transformers DFineModel file (see lacks_detection_heads).
+# The per-layer detection heads: absent as a whole from a transformers DFineModel file (see absent_detection_heads).
 # The prefix is optional so that the pattern also fits DFineModel's own names.
 DETECTION_HEADS = re.compile(r"^(model\.)?decoder\.(class_embed|bbox_embed)\.")
 _LAYER_MLP = re.compile(r"^model\.(encoder\.(aifi|encoder)\.\d+\.layers|decoder\.layers)\.\d+\.")
@@ -98,10 +98,11 @@ def is_base_model_layout(state_dict: dict[str, Tensor]) -> bool:
             and any(k.startswith("backbone.model.") for k in state_dict) and not is_original_layout(state_dict))
 
 
-def lacks_detection_heads(state_dict: dict[str, Tensor]) -> bool:
-    """True when no key of the decoder's class/box heads is present (internal names): a transformers DFineModel
-    file. A partial set is not this case, and stays a missing-key error."""
-    return not any(DETECTION_HEADS.match(k) for k in state_dict)
+def absent_detection_heads(state_dict: dict[str, Tensor]) -> re.Pattern[str] | None:
+    """:data:`DETECTION_HEADS` when no key of the decoder's class/box heads is present (internal names): a
+    transformers DFineModel file, whose heads a model initialises fresh; else None. A partial set is not this
+    case, and stays a missing-key error."""
+    return None if any(DETECTION_HEADS.match(k) for k in state_dict) else DETECTION_HEADS
 
 
 def _rename(key: str, rules: list[tuple[str, str]]) -> str:

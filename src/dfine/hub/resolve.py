@@ -19,7 +19,7 @@ from torch import Tensor
 
 from dfine.config import CONFIG_NAME, DFineConfig
 from dfine.errors import CheckpointError, InputFileError, first_line
-from dfine.hub.convert import DETECTION_HEADS, is_original_layout, lacks_detection_heads, to_internal_names
+from dfine.hub.convert import absent_detection_heads, is_original_layout, to_internal_names
 from dfine.presets import COCO_CLASSES, OBJECTS365_NUM_LABELS, SIZES, is_preset, objects365_id2label, preset_config
 
 logger = logging.getLogger(__name__)
@@ -145,14 +145,14 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
         if key in state_dict:
             measured[field] = int(state_dict[key].shape[0])
     use_lab = any(k.startswith("model.backbone.") and ".lab." in k for k in state_dict)
-    no_heads = lacks_detection_heads(state_dict)  # a transformers DFineModel file: compare the rest
+    absent = absent_detection_heads(state_dict)  # a transformers DFineModel file: compare the rest
     best: tuple[int, str, list[str]] | None = None
     for size in SIZES:
         config = preset_config(f"dfine-{size}-coco", **measured)
         config.backbone_config.use_learnable_affine_block = use_lab
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in DFineForObjectDetection(config).state_dict().items()
-                        if not k.endswith("num_batches_tracked") and not (no_heads and DETECTION_HEADS.match(k))}
+                        if not k.endswith("num_batches_tracked") and not (absent and absent.match(k))}
         differences = sorted(set(expected) ^ set(given)) + [k for k in expected.keys() & given.keys()
                                                              if expected[k] != given[k]]
         if not differences:

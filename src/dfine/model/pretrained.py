@@ -110,7 +110,7 @@ class PretrainedMixin:
         for the class heads, which are re-initialised when its class list differs (``overrides`` apply on top).
         """
         from dfine.config import DFineConfig
-        from dfine.hub.convert import DETECTION_HEADS, lacks_detection_heads
+        from dfine.hub.convert import absent_detection_heads
         from dfine.hub.resolve import resolve_checkpoint
 
         DFineConfig.check_keywords(overrides, f"{cls.__name__}.from_pretrained", _LOADING_OPTIONS)
@@ -126,7 +126,7 @@ class PretrainedMixin:
             own = cls._to_own_keys(resolved.state_dict)
             new_heads = any(k in overrides for k in ("num_labels", "id2label", "label2id", "num_denoising"))
             # transformers' DFineModel files have no detection heads: ours get fresh ones, as in transformers
-            fresh = DETECTION_HEADS if lacks_detection_heads(resolved.state_dict) else None
+            fresh = absent_detection_heads(resolved.state_dict)
             skipped = load_state_dict_checked(model, own, resolved.source, allow_new_heads=new_heads,  # type: ignore[arg-type]
                                               fresh=fresh)
             _report_skipped(skipped, model.state_dict(), resolved.config.num_labels, fresh)  # type: ignore[attr-defined]
