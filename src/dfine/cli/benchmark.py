@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dfine.arguments import resolve_device, validate_image_size
+    from dfine.cli.precision import half_precision
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
 
@@ -126,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
     validate_image_size(args.image_size, "--image-size")
     if args.threads is not None and args.threads < 1:
         raise DFineError(f"--threads must be at least 1, got {args.threads}")
-    if args.half and args.bf16:
-        raise DFineError("choose one of --half and --bf16")
-    if args.half_head and not (args.half or args.bf16):
-        raise DFineError("--half-head runs the head in the body's half precision: it needs --half or --bf16")
+    half_precision(args)  # the checks val makes too
     if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16 or args.half_head):
         raise DFineError("--compile, --cuda-graph, --eager, --bf16 and --half-head apply to the torch backend only")
     exported_given = exported_backend is not None

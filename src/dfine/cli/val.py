@@ -34,14 +34,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from dfine.cli.precision import half_precision
     from dfine.engine.api import val
-    from dfine.errors import DFineError
 
-    if args.half and args.bf16:
-        raise DFineError("choose one of --half and --bf16")
-    if args.half_head and not (args.half or args.bf16):
-        raise DFineError("--half-head runs the head in the body's half precision: it needs --half or --bf16")
-    dtype = "float16" if args.half else "bfloat16" if args.bf16 else None
+    dtype = half_precision(args)
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty(),
                  dtype=dtype, half_head=args.half_head)
