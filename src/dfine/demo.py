@@ -140,7 +140,8 @@ def _evaluate_and_draw(model_dir: Path, data_root: Path, output: Path, image_siz
                        progress: bool) -> tuple[dict[str, Any], Path, Path]:
     """COCO metrics of the trained model on the validation images, the comparison grid and annotated images."""
     from dfine.engine.evaluator import CocoEvaluator
-    from dfine.inference import Predictor, predict_source
+    from dfine.inference import Predictor
+    from dfine.predict_files import predict_source
     from dfine.visualize import draw_detections, draw_ground_truth, make_grid
 
     predictor = Predictor.from_pretrained(model_dir, device=device, image_size=image_size)

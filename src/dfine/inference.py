@@ -9,14 +9,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +30,8 @@ from dfine.arguments import (
     shown,
     validate_image_size,
 )
-from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.errors import ConfigError, DFineError
 from dfine.image_input import image_list, standardize_image
-from dfine.io import list_images, read_images
 from dfine.presets import is_preset
 from dfine.processor import DFineImageProcessor
 
@@ -183,7 +180,7 @@ class Predictor:
         each image as given (a tensor's H and W), whatever size the model runs at.
 
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
-        (:func:`predict_source` clips what it writes).
+        (:func:`dfine.predict_files.predict_source` clips what it writes).
 
         Raises:
             DFineError: no images, an image that cannot be read (naming its type, shape or file), or a threshold
@@ -200,153 +197,3 @@ class Predictor:
             {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()},
             threshold=threshold, target_sizes=sizes)
         return [{k: v.cpu() for k, v in r.items()} for r in results]
-
-
-class Detector(Protocol):
-    """What :func:`predict_source` needs: :class:`Predictor` and :class:`dfine.runtime.OnnxDetector` both fit."""
-
-    @property
-    def class_names(self) -> list[str]: ...
-
-    def predict(self, images: list[Any], threshold: float = 0.5) -> list[dict[str, Any]]: ...
-
-
-#: Annotated pictures keep the input's extension when it is one of these; other formats are written as JPEG.
-PICTURE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-
-
-@dataclass
-class PredictionRun:
-    """What :func:`predict_source` did."""
-
-    predictions: Path  #: the predictions.json written
-    images: int  #: images predicted
-    detections: int  #: records in predictions.json
-    pictures: list[Path] = field(default_factory=list)  #: annotated images written, in input order
-    skipped: list[InputFileError] = field(default_factory=list)  #: unreadable files, each naming path and problem
-
-
-def prepare_output_dir(output_dir: str | Path) -> Path:
-    """Create ``output_dir`` (and its parents) if needed; a DFineError when it cannot be a folder."""
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise InputFileError(path, "exists and is not a folder: choose another output folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):  # a parent is a file
-        raise InputFileError(path, "cannot be created: part of the path is a file, not a folder") from None
-    except PermissionError:
-        raise InputFileError(path, "cannot be created: permission denied") from None
-    return path
-
-
-def picture_name(source: Path, used: set[str]) -> str:
-    """The file name of ``source``'s annotated picture, unique within one run.
-
-    The input's name when its extension is in :data:`PICTURE_SUFFIXES`, else the name plus ``.jpg`` (``x.tif`` ->
-    ``x.tif.jpg``, so it cannot meet ``x.jpg``); a name already in ``used`` (compared case-insensitively, as
-    macOS and Windows file systems do) gets ``_1``, ``_2``, ... before the extension. The name is added to
-    ``used``.
-    """
-    name = source.name if source.suffix.lower() in PICTURE_SUFFIXES else f"{source.name}.jpg"
-    stem, suffix = name[: -len(Path(name).suffix)], Path(name).suffix
-    candidate, number = name, 0
-    while candidate.casefold() in used:
-        number += 1
-        candidate = f"{stem}_{number}{suffix}"
-    used.add(candidate.casefold())
-    return candidate
-
-
-def _clip_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
-    """(K, 4) xyxy boxes clipped to the image, as float64 (the model's boxes can run past the borders)."""
-    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    array[:, 0::2] = array[:, 0::2].clip(0, width)
-    array[:, 1::2] = array[:, 1::2].clip(0, height)
-    return array
-
-
-def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
-                   batch_size: int = 1, save_images: bool = True, progress: bool = True) -> PredictionRun:
-    """Run ``predictor`` on an image, a folder or a glob; write annotated images and ``predictions.json``.
-
-    ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
-    ``image_id`` (the image's 0-based position among the images predicted in this run, in the sorted order of
-    the source), ``category_id`` (the model's 0-based label index), ``dataset_category_id`` (only for a model
-    trained by dfine on a data set whose category ids were not 0..C-1: the id the class had there, e.g. in the
-    COCO file), ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original image, clipped
-    to it) and ``score``. The layout is that of a COCO results file, but the image ids are this run's, so match
-    records to a data set by ``file_name``.
-
-    Annotated pictures are named by :func:`picture_name` and show the same clipped boxes.
-
-    When the source is several files (a folder or a glob), a file that cannot be read is skipped with a warning
-    naming it and listed in the result's ``skipped``; a single named file that cannot be read, or a source none
-    of whose files can, raises.
-
-    Raises:
-        InputFileError: the source names no images, a single image cannot be read, or ``output_dir`` cannot be
-            a folder.
-        DFineError: no image of the source could be read.
-    """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from dfine.hub.files import atomic_write_text
-    from dfine.visualize import draw_detections
-
-    files = list_images(source)
-    output_dir = prepare_output_dir(output_dir)
-    names = predictor.class_names
-    dataset_ids = getattr(predictor, "dataset_category_ids", None)
-    records: list[dict[str, Any]] = []
-    run = PredictionRun(output_dir / "predictions.json", 0, 0)
-    used_names: set[str] = set()
-
-    def predict_batch(batch: Sequence[tuple[Path, Image.Image]]) -> None:
-        pictures = [picture for _, picture in batch]
-        for (path, picture), det in zip(batch, predictor.predict(pictures, threshold), strict=True):
-            boxes = _clip_boxes(det["boxes"], picture.width, picture.height)
-            labels = np.asarray(det["labels"]).reshape(-1).tolist()
-            scores = np.asarray(det["scores"]).reshape(-1).tolist()
-            for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
-                label = int(label)
-                record = {"image_id": run.images, "file_name": str(path), "category_id": label}
-                if dataset_ids is not None and 0 <= label < len(dataset_ids):
-                    record["dataset_category_id"] = dataset_ids[label]
-                records.append({**record, "category_name": names[label] if 0 <= label < len(names) else str(label),
-                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                "score": round(float(score), 5)})
-            if save_images:
-                target = output_dir / picture_name(path, used_names)
-                draw_detections(picture, boxes, labels, scores, names).save(target)
-                run.pictures.append(target)
-            run.images += 1
-
-    show_bar = progress and len(files) > 1
-    # While the bar is shown, warnings go through tqdm so they do not break its line; otherwise logging is left
-    # alone (logging_redirect_tqdm would add a console handler even where the caller configured none).
-    redirect = logging_redirect_tqdm() if show_bar else contextlib.nullcontext()
-    with redirect, tqdm(total=len(files), desc="predict", unit="img", disable=not show_bar) as bar:
-        pending: list[tuple[Path, Image.Image]] = []
-        for path, image in read_images(files):
-            if isinstance(image, InputFileError):
-                if len(files) == 1:
-                    raise image
-                logger.warning("skipped %s", image)
-                run.skipped.append(image)
-                bar.update(1)
-                continue
-            pending.append((path, image))
-            if len(pending) >= batch_size:
-                predict_batch(pending)
-                bar.update(len(pending))
-                pending = []
-        if pending:
-            predict_batch(pending)
-            bar.update(len(pending))
-    if run.images == 0:
-        raise DFineError(f"{source}: none of its {len(files)} images could be read (first: {run.skipped[0]})")
-    run.detections = len(records)
-    atomic_write_text(run.predictions, json.dumps(records, indent=1) + "\n")
-    return run

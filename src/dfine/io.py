@@ -211,12 +211,12 @@ def is_hidden_below(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
-def _is_image_file(path: Path) -> bool:
+def _has_extension(path: Path, extensions: frozenset[str]) -> bool:
     # Hidden files include macOS "._name.jpg" resource forks, which carry an image extension but no image.
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in extensions and not path.name.startswith(".")
 
 
-def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
+def list_images(source: str | Path, recursive: bool = False, videos: bool = False) -> list[Path]:
     """Expand a user's image argument into a sorted list of image files.
 
     Args:
@@ -224,32 +224,40 @@ def list_images(source: str | Path, recursive: bool = False) -> list[Path]:
             extension case-insensitively, hidden files skipped), or a glob pattern such as ``"data/*.jpg"`` or
             ``"data/**/*.png"`` (``**`` always recurses; non-image matches are dropped).
         recursive: for a folder, also look into its subfolders.
+        videos: also list video files (:data:`dfine.video.VIDEO_EXTENSIONS`).
 
     Returns:
-        Image paths, sorted by their path string so runs are reproducible.
+        Image (and video) paths, sorted by their path string so runs are reproducible.
 
     Raises:
         InputFileError: the path does not exist, the folder holds no images, or the pattern matches no images.
     """
+    from dfine.video import VIDEO_EXTENSIONS
+
+    extensions = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
+    kind = "image or video files" if videos else "image files"
     text = str(source)
     path = Path(source)
     if path.is_file():
         return [path]
     if path.is_dir():
         candidates = path.rglob("*") if recursive else path.iterdir()
-        found = sorted((p for p in candidates if _is_image_file(p) and not is_hidden_below(p, path)), key=str)
+        found = sorted((p for p in candidates if _has_extension(p, extensions) and not is_hidden_below(p, path)),
+                       key=str)
         if not found:
             hint = ""
-            if not recursive and any(_is_image_file(p) for p in path.rglob("*")):
+            if not recursive and any(_has_extension(p, extensions) for p in path.rglob("*")):
                 hint = " (its subfolders have some: list them recursively)"
-            extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-            raise InputFileError(path, f"no image files ({extensions}) in this folder{hint}")
+            listed = ", ".join(sorted(IMAGE_EXTENSIONS))
+            if videos:
+                listed += "; videos: " + ", ".join(sorted(VIDEO_EXTENSIONS))
+            raise InputFileError(path, f"no {kind} ({listed}) in this folder{hint}")
         return found
     if _GLOB_CHARS & set(text):
         matches = [Path(m) for m in glob.glob(text, recursive=True)]
-        found = sorted((p for p in matches if _is_image_file(p)), key=str)
+        found = sorted((p for p in matches if _has_extension(p, extensions)), key=str)
         if not found:
-            what = "no image files match" if matches else "nothing matches"
+            what = f"no {kind} match" if matches else "nothing matches"
             raise InputFileError(text, f"{what} this pattern")
         return found
     raise InputFileError(path, "no such file or folder")

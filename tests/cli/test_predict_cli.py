@@ -7,28 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from hf_oracle import natural_images, randomize_weights
 
 import dfine
 from dfine.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco"))
-    randomize_weights(model, seed=4)
-    model.save_pretrained(directory)
-    dfine.DFineImageProcessor(size={"height": 320, "width": 320}).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("images")
-    for i, image in enumerate(natural_images(3, 200, seed=7)):
-        image.save(directory / f"img{i}.jpg")
-    return directory
 
 
 def _error_line(capsys) -> str:
@@ -155,7 +136,8 @@ def test_all_images_unreadable_is_an_error(model_dir, tmp_path, capsys) -> None:
 
 
 def test_python_api_reports_skipped_files(model_dir, mixed_dir, tmp_path) -> None:
-    from dfine.inference import Predictor, predict_source
+    from dfine.inference import Predictor
+    from dfine.predict_files import predict_source
 
     predictor = Predictor.from_pretrained(model_dir, device="cpu")
     result = predict_source(predictor, mixed_dir, tmp_path / "out", threshold=0.0, batch_size=2, progress=False)
@@ -200,7 +182,7 @@ def test_same_stem_different_extensions_do_not_overwrite(model_dir, image_dir, t
 def test_picture_names_are_unique_and_predictable() -> None:
     from pathlib import Path
 
-    from dfine.inference import picture_name
+    from dfine.predict_files import picture_name
 
     used: set[str] = set()
     names = [picture_name(Path(p), used) for p in ["a/x.jpg", "b/x.jpg", "x_1.jpg", "X.JPG", "y.tif", "y.tif.jpg",

@@ -1,4 +1,4 @@
-"""``dfine predict SOURCE --model M``: detections for an image, a folder or a glob."""
+"""``dfine predict SOURCE --model M``: detections for an image, a video, a folder or a glob."""
 
 from __future__ import annotations
 
@@ -9,25 +9,27 @@ _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
 0-based position in this run), category_id (the model's 0-based label index), dataset_category_id (for a model
 trained by dfine on data whose category ids were not 0..C-1: the class's id there, e.g. in the COCO file),
-category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and score. Annotated images keep the
-input's file name when it ends in .jpg, .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg
-added (x.tif -> x.tif.jpg); a name already used in the run gets _1, _2, ... before the extension. In a folder or
-glob, files that cannot be read are skipped with a warning; a single unreadable file is an error."""
+category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and score; records of a video frame
+add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
+.jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg added (x.tif -> x.tif.jpg); a name already
+used in the run gets _1, _2, ... before the extension. Videos (.mp4, .mov, .avi, .mkv, .webm, ...; needs PyAV: pip
+install av) give an annotated MP4 the same way (x.mov -> x.mov.mp4), without the audio. In a folder or glob, files
+that cannot be read are skipped with a warning; a single unreadable file is an error."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("predict", help="detect objects in images",
-                              description="Detect objects in an image, a folder of images or a glob pattern; "
-                                          "write annotated images and predictions.json.",
+    p = subparsers.add_parser("predict", help="detect objects in images and videos",
+                              description="Detect objects in an image or video, a folder of them or a glob "
+                                          "pattern; write annotated images (and videos) and predictions.json.",
                               epilog=_EPILOG)
-    p.add_argument("source", help="image file, folder, or glob pattern (quote it)")
+    p.add_argument("source", help="image or video file, folder, or glob pattern (quote it)")
     p.add_argument("--model", required=True,
                    help="hub id, local model directory, .pth/.safetensors file, or an exported .onnx file; a "
                         "preset name (dfine-n-coco ...) has random weights")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep (default 0.5)")
     p.add_argument("--output", default="runs/predict", help="output folder (default runs/predict)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="images (or video frames) per forward pass (default 1)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size, a multiple of 32 (default: the model's, 640)")
     p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; deploy form, head in fp32)")
@@ -41,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
                         "when --model ends in .onnx, else torch")
-    p.add_argument("--no-save-images", action="store_true", help="only write predictions.json")
+    p.add_argument("--no-save-images", action="store_true",
+                   help="only write predictions.json (no annotated images or videos)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,7 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dfine.arguments import validate_image_size
     from dfine.errors import DFineError
-    from dfine.inference import Predictor, predict_source, prepare_output_dir
+    from dfine.inference import Predictor
+    from dfine.predict_files import predict_source, prepare_output_dir
+    from dfine.video import is_video_file
 
     if args.batch_size < 1:
         raise DFineError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -75,12 +80,22 @@ def run(args: argparse.Namespace) -> int:
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
                             progress=not args.no_progress)
-    summary = (f"wrote {result.predictions} ({result.detections} detections in {result.images} "
-               f"image{'s' if result.images != 1 else ''})")
-    if result.pictures:
-        summary += f" and annotated images in {result.predictions.parent}"
+    inputs = []
+    if result.images or not result.videos:
+        inputs.append(_count(result.images, "image"))
+    if result.videos:
+        inputs.append(f"{_count(result.frames, 'frame')} of {_count(result.videos, 'video')}")
+    summary = f"wrote {result.predictions} ({result.detections} detections in {' and '.join(inputs)})"
+    annotated = [kind for kind, written in (("images", result.pictures), ("videos", result.annotated_videos))
+                 if written]
+    if annotated:
+        summary += f" and annotated {' and '.join(annotated)} in {result.predictions.parent}"
     if result.skipped:
-        count = len(result.skipped)
-        summary += f"; skipped {count} unreadable image{'s' if count != 1 else ''} (see the warnings above)"
+        kind = "file" if result.videos or any(is_video_file(e.path) for e in result.skipped) else "image"
+        summary += f"; skipped {_count(len(result.skipped), 'unreadable ' + kind)} (see the warnings above)"
     print(summary)
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"

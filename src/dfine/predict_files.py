@@ -1,0 +1,286 @@
+"""From files on disk to detections on disk: what ``dfine predict SOURCE`` does with images and videos.
+
+:func:`predict_source` takes an image or video file, a folder or a glob, and writes ``predictions.json`` with an
+annotated copy of each image (and an annotated MP4 of each video); any detector with a ``predict(images,
+threshold)`` method and ``class_names`` fits (:class:`dfine.inference.Predictor`,
+:class:`dfine.runtime.OnnxDetector`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from dfine.errors import DFineError, InputFileError
+from dfine.io import list_images, load_image
+from dfine.video import VideoFrame, VideoReader, VideoWriter, is_video_file
+
+__all__ = ["Detector", "PICTURE_SUFFIXES", "PredictionRun", "picture_name", "predict_source", "prepare_output_dir"]
+
+logger = logging.getLogger("dfine")
+
+
+class Detector(Protocol):
+    """What :func:`predict_source` needs: :class:`dfine.inference.Predictor` and :class:`dfine.runtime.OnnxDetector`
+    both fit."""
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    def predict(self, images: list[Any], threshold: float = 0.5) -> list[dict[str, Any]]: ...
+
+
+#: Annotated pictures keep the input's extension when it is one of these; other formats are written as JPEG.
+PICTURE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+@dataclass
+class PredictionRun:
+    """What :func:`predict_source` did."""
+
+    predictions: Path  #: the predictions.json written
+    images: int  #: still images predicted
+    detections: int  #: records in predictions.json
+    pictures: list[Path] = field(default_factory=list)  #: annotated images written, in input order
+    skipped: list[InputFileError] = field(default_factory=list)  #: unreadable files, each naming path and problem
+    videos: int = 0  #: videos predicted
+    frames: int = 0  #: video frames predicted (all frames of all videos)
+    annotated_videos: list[Path] = field(default_factory=list)  #: annotated MP4s written, in input order
+
+
+def prepare_output_dir(output_dir: str | Path) -> Path:
+    """Create ``output_dir`` (and its parents) if needed; a DFineError when it cannot be a folder."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(path, "exists and is not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
+        raise InputFileError(path, "cannot be created: part of the path is a file, not a folder") from None
+    except PermissionError:
+        raise InputFileError(path, "cannot be created: permission denied") from None
+    return path
+
+
+def picture_name(source: Path, used: set[str], keep: frozenset[str] = PICTURE_SUFFIXES, fallback: str = ".jpg"
+                 ) -> str:
+    """The file name of ``source``'s annotated copy, unique within one run.
+
+    The input's name when its extension is in ``keep`` (:data:`PICTURE_SUFFIXES` for pictures), else the name plus
+    ``fallback`` (``x.tif`` -> ``x.tif.jpg``, so it cannot meet ``x.jpg``; for videos ``x.avi`` -> ``x.avi.mp4``);
+    a name already in ``used`` (compared case-insensitively, as macOS and Windows file systems do) gets ``_1``,
+    ``_2``, ... before the extension. The name is added to ``used``.
+    """
+    name = source.name if source.suffix.lower() in keep else f"{source.name}{fallback}"
+    stem, suffix = name[: -len(Path(name).suffix)], Path(name).suffix
+    candidate, number = name, 0
+    while candidate.casefold() in used:
+        number += 1
+        candidate = f"{stem}_{number}{suffix}"
+    used.add(candidate.casefold())
+    return candidate
+
+
+def _clip_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
+    """(K, 4) xyxy boxes clipped to the image, as float64 (the model's boxes can run past the borders)."""
+    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    array[:, 0::2] = array[:, 0::2].clip(0, width)
+    array[:, 1::2] = array[:, 1::2].clip(0, height)
+    return array
+
+
+class _Recorder:
+    """Detections -> predictions.json records and annotated pictures, numbering images and frames across a run."""
+
+    def __init__(self, predictor: Detector, threshold: float) -> None:
+        self.predictor = predictor
+        self.threshold = threshold
+        self.names = predictor.class_names
+        self.dataset_ids = getattr(predictor, "dataset_category_ids", None)
+        self.records: list[dict[str, Any]] = []
+        self.next_id = 0
+
+    def predict(self, items: Sequence[tuple[Path, Image.Image, VideoFrame | None]], draw: bool = True
+                ) -> list[Image.Image | None]:
+        """Predict a batch of ``(file, picture, video frame or None)``; the annotated pictures (None each when not
+        ``draw``)."""
+        from dfine.visualize import draw_detections
+
+        annotated: list[Image.Image | None] = []
+        detections = self.predictor.predict([picture for _, picture, _ in items], self.threshold)
+        for (path, picture, frame), det in zip(items, detections, strict=True):
+            boxes = _clip_boxes(det["boxes"], picture.width, picture.height)
+            labels = np.asarray(det["labels"]).reshape(-1).tolist()
+            scores = np.asarray(det["scores"]).reshape(-1).tolist()
+            where: dict[str, Any] = {"image_id": self.next_id, "file_name": str(path)}
+            if frame is not None:
+                where.update(frame=frame.index, time=round(frame.time, 3))
+            for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
+                label = int(label)
+                record = {**where, "category_id": label}
+                if self.dataset_ids is not None and 0 <= label < len(self.dataset_ids):
+                    record["dataset_category_id"] = self.dataset_ids[label]
+                name = self.names[label] if 0 <= label < len(self.names) else str(label)
+                self.records.append({**record, "category_name": name,
+                                     "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                     "score": round(float(score), 5)})
+            annotated.append(draw_detections(picture, boxes, labels, scores, self.names) if draw else None)
+            self.next_id += 1
+        return annotated
+
+
+def _predict_video(recorder: _Recorder, path: Path, target: Path | None, batch_size: int, progress: bool,
+                   leave_bar: bool) -> int:
+    """Predict every frame of the video at ``path``, writing the annotated video to ``target`` (when not None);
+    the number of frames."""
+    from tqdm import tqdm
+
+    from dfine.hub.files import atomic_write
+
+    with VideoReader(path) as video:
+
+        def predict_frames(writer: VideoWriter | None) -> int:
+            count = 0
+            with tqdm(total=video.frame_count, desc=path.name, unit="frame", leave=leave_bar,
+                      disable=not progress) as bar:
+                pending: list[VideoFrame] = []
+                for frame in video:
+                    pending.append(frame)
+                    if len(pending) >= batch_size:
+                        count += _predict_frames(recorder, path, pending, writer)
+                        bar.update(len(pending))
+                        pending = []
+                if pending:
+                    count += _predict_frames(recorder, path, pending, writer)
+                    bar.update(len(pending))
+            if count == 0:
+                raise InputFileError(path, "no video frame could be decoded")
+            return count
+
+        if target is None:
+            return predict_frames(None)
+        frames = 0
+
+        def write(tmp: Path) -> None:
+            nonlocal frames
+            with VideoWriter(tmp, video.fps) as writer:
+                frames = predict_frames(writer)
+
+        # an interrupted run leaves no half-written video under the final name
+        atomic_write(target, write)
+        return frames
+
+
+def _predict_frames(recorder: _Recorder, path: Path, frames: list[VideoFrame], writer: VideoWriter | None) -> int:
+    annotated = recorder.predict([(path, frame.image, frame) for frame in frames], draw=writer is not None)
+    if writer is not None:
+        for picture in annotated:
+            writer.write(picture)
+    return len(frames)
+
+
+def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
+                   batch_size: int = 1, save_images: bool = True, progress: bool = True) -> PredictionRun:
+    """Run ``predictor`` on an image or video, a folder or a glob; write annotated copies and ``predictions.json``.
+
+    ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
+    ``image_id`` (the image's 0-based position among the images, and video frames, predicted in this run, in the
+    sorted order of the source), ``category_id`` (the model's 0-based label index), ``dataset_category_id`` (only
+    for a model trained by dfine on a data set whose category ids were not 0..C-1: the id the class had there,
+    e.g. in the COCO file), ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original
+    image, clipped to it) and ``score``; a video frame's records add ``frame`` (its 0-based index in the video) and
+    ``time`` (seconds from the start). The layout is that of a COCO results file, but the image ids are this
+    run's, so match records to a data set by ``file_name``.
+
+    Annotated pictures are named by :func:`picture_name` and show the same clipped boxes; a video's annotated frames
+    go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
+    av``); their frames are read upright (display rotation applied), and any audio is not copied.
+
+    When the source is several files (a folder or a glob), a file that cannot be read is skipped with a warning
+    naming it and listed in the result's ``skipped``; a single named file that cannot be read, or a source none
+    of whose files can, raises.
+
+    Raises:
+        InputFileError: the source names no images or videos, a single file cannot be read, or ``output_dir``
+            cannot be a folder.
+        DFineError: no file of the source could be read.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from dfine.hub.files import atomic_write_text
+
+    files = list_images(source, videos=True)
+    output_dir = prepare_output_dir(output_dir)
+    recorder = _Recorder(predictor, threshold)
+    run = PredictionRun(output_dir / "predictions.json", 0, 0)
+    used_names: set[str] = set()
+    has_videos = any(is_video_file(path) for path in files)
+
+    def predict_images(batch: list[tuple[Path, Image.Image]]) -> None:
+        annotated = recorder.predict([(path, image, None) for path, image in batch], draw=save_images)
+        for (path, _), picture in zip(batch, annotated, strict=True):
+            if picture is not None:
+                target = output_dir / picture_name(path, used_names)
+                picture.save(target)
+                run.pictures.append(target)
+        run.images += len(batch)
+
+    def skip(error: InputFileError) -> None:
+        if len(files) == 1:
+            raise error
+        logger.warning("skipped %s", error)
+        run.skipped.append(error)
+
+    show_bar = progress and len(files) > 1
+    # While a bar is shown, warnings go through tqdm so they do not break its line; otherwise logging is left
+    # alone (logging_redirect_tqdm would add a console handler even where the caller configured none).
+    redirect = logging_redirect_tqdm() if progress and (show_bar or has_videos) else contextlib.nullcontext()
+    with redirect, tqdm(total=len(files), desc="predict", unit="file" if has_videos else "img",
+                        disable=not show_bar) as bar:
+        pending: list[tuple[Path, Image.Image]] = []
+        for path in files:
+            if is_video_file(path):
+                if pending:  # keep image ids in the order of the files
+                    predict_images(pending)
+                    bar.update(len(pending))
+                    pending = []
+                target = output_dir / picture_name(path, used_names, frozenset({".mp4"}), ".mp4")
+                try:
+                    run.frames += _predict_video(recorder, path, target if save_images else None, batch_size,
+                                                 progress, leave_bar=not show_bar)
+                except InputFileError as error:
+                    skip(error)
+                else:
+                    run.videos += 1
+                    if save_images:
+                        run.annotated_videos.append(target)
+                bar.update(1)
+                continue
+            try:
+                pending.append((path, load_image(path)))
+            except InputFileError as error:
+                skip(error)
+                bar.update(1)
+                continue
+            if len(pending) >= batch_size:
+                predict_images(pending)
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            predict_images(pending)
+            bar.update(len(pending))
+    if run.images == 0 and run.videos == 0:
+        kind = "files" if has_videos else "images"
+        raise DFineError(f"{source}: none of its {len(files)} {kind} could be read (first: {run.skipped[0]})")
+    run.detections = len(recorder.records)
+    atomic_write_text(run.predictions, json.dumps(recorder.records, indent=1) + "\n")
+    return run

@@ -1,0 +1,216 @@
+"""Video files in and out, through PyAV (an optional dependency: ``pip install av``, or ``pip install 'dfine[video]'``).
+
+:class:`VideoReader` hands out upright RGB frames as PIL images, so a model sees a video frame exactly as it sees a
+still image; :class:`VideoWriter` encodes annotated frames to an MP4 (H.264 where PyAV's FFmpeg has it, else
+MPEG-4 part 2). ``dfine predict`` uses both for a video source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from PIL import Image
+
+from dfine.errors import DFineError, InputFileError, first_line
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoReader", "VideoWriter", "is_video_file"]
+
+logger = logging.getLogger("dfine")
+
+#: File extensions (lower case, with the dot) treated as videos when listing folders and glob matches.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
+)
+
+# A frame rate for containers that do not say (raw streams, some AVIs): the usual camera rate.
+_FALLBACK_FPS = Fraction(30)
+
+# Display rotations (counter-clockwise degrees, as FFmpeg reports them) -> the transpose that shows the frame upright.
+_UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def is_video_file(path: str | Path) -> bool:
+    """Whether ``path``'s extension is a video container's (:data:`VIDEO_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise DFineError("reading and writing videos needs PyAV: pip install av (or pip install 'dfine[video]')"
+                         ) from None
+    return av
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame: its 0-based position, its time in seconds from the start, and the upright RGB image."""
+
+    index: int
+    time: float
+    image: Image.Image
+
+
+class VideoReader:
+    """The frames of a video file, upright (display rotation applied) and in RGB, one at a time.
+
+    Use it in a ``with`` block, or call :meth:`close`::
+
+        with VideoReader("street.mp4") as video:
+            print(video.fps, video.frame_count)
+            for frame in video:
+                ...  # frame.index, frame.time, frame.image (PIL)
+
+    Packets that cannot be decoded (a damaged stretch of the file) are skipped, as video players do, and counted in
+    :attr:`skipped_packets`; a file cut short ends early at its last whole frame.
+
+    Raises:
+        InputFileError: the file is missing, not a video, or has no video stream.
+        DFineError: PyAV is not installed.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        av = _import_av()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputFileError(self.path, "no such video file")
+        try:
+            self._container = av.open(str(self.path), mode="r")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+            raise InputFileError(self.path, f"cannot be read as a video ({first_line(error)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise InputFileError(self.path, "has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"  # frame-parallel decoding: decoding should not hold the model up
+        self._errors = (av.error.FFmpegError,)
+        self.skipped_packets = 0
+
+    @property
+    def fps(self) -> Fraction:
+        """Frames per second (the container's average rate; 30 when it does not say)."""
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return Fraction(rate) if rate else _FALLBACK_FPS
+
+    @property
+    def frame_count(self) -> int | None:
+        """The number of frames the container announces (or its duration times the rate), None when unknown."""
+        if self._stream.frames:
+            return int(self._stream.frames)
+        if self._stream.duration and self._stream.time_base:
+            return round(float(self._stream.duration * self._stream.time_base * self.fps))
+        if self._container.duration:  # in microseconds
+            return round(self._container.duration / 1_000_000 * float(self.fps))
+        return None
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        index = 0
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except self._errors:
+                self.skipped_packets += 1
+                continue
+            for frame in frames:
+                yield VideoFrame(index, self._seconds(frame, index), self._upright(frame))
+                index += 1
+        if self.skipped_packets:
+            logger.warning("%s: %d damaged packet%s could not be decoded and %s skipped", self.path,
+                           self.skipped_packets, "s" if self.skipped_packets != 1 else "",
+                           "were" if self.skipped_packets != 1 else "was")
+
+    def _seconds(self, frame: Any, index: int) -> float:
+        if frame.pts is not None and frame.time_base:
+            start = self._stream.start_time or 0
+            return float((frame.pts - start) * frame.time_base)
+        return index / float(self.fps)
+
+    @staticmethod
+    def _upright(frame: Any) -> Image.Image:
+        image = frame.to_image()  # RGB
+        # Phone videos store portrait footage sideways with a display rotation, which players (and FFmpeg's own
+        # tools) apply; boxes must be in the picture people see.
+        transpose = _UPRIGHT.get(int(getattr(frame, "rotation", 0) or 0) % 360)
+        return image.transpose(transpose) if transpose is not None else image
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Encode RGB frames (PIL images, all the size of the first) to an MP4 file, at ``fps`` frames per second.
+
+    H.264 (libx264) where PyAV's FFmpeg has it, else MPEG-4 part 2; 4:2:0 colour, which needs even sizes, so a
+    frame with an odd width or height gets one black row or column. Use it in a ``with`` block: leaving it flushes
+    the encoder and closes the file.
+
+    Args:
+        path: the file to write (its extension does not matter: the container is always MP4).
+        fps: frames per second, e.g. :attr:`VideoReader.fps`.
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction | float = _FALLBACK_FPS) -> None:
+        av = _import_av()
+        self.path = Path(path)
+        # libx264 wants a rational rate; a float (29.97) becomes the nearest small fraction (30000/1001)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        if self.fps <= 0:
+            raise DFineError(f"{self.path}: the frame rate must be positive, got {fps}")
+        self._codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self._container = av.open(str(self.path), mode="w", format="mp4")
+        self._stream: Any = None
+        self._size: tuple[int, int] | None = None
+        self._av = av
+        self.frames = 0
+
+    def write(self, image: Image.Image) -> None:
+        """Append one frame."""
+        if self._stream is None:
+            self._size = image.size
+            self._stream = self._container.add_stream(self._codec, rate=self.fps)
+            self._stream.width, self._stream.height = (side + side % 2 for side in image.size)
+            self._stream.pix_fmt = "yuv420p"
+            if self._codec == "libx264":
+                self._stream.options = {"crf": "20", "preset": "veryfast"}
+        elif image.size != self._size:
+            raise DFineError(f"{self.path}: frame {self.frames} is {image.size[0]}x{image.size[1]}, the video is "
+                             f"{self._size[0]}x{self._size[1]}")  # type: ignore[index]
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if (self._stream.width, self._stream.height) != image.size:
+            padded = Image.new("RGB", (self._stream.width, self._stream.height))
+            padded.paste(image)
+            image = padded
+        frame = self._av.VideoFrame.from_image(image)
+        frame.pts = self.frames
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (a video of no frames is an empty MP4)."""
+        if self._stream is not None:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""dfine.video: frames read back as written, upright, with one-line errors for files that are not videos."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from dfine.errors import DFineError, InputFileError
+
+av = pytest.importorskip("av")
+
+from dfine.video import VideoReader, VideoWriter, is_video_file  # noqa: E402
+
+
+def _pictures(count: int, size: tuple[int, int]) -> list[Image.Image]:
+    """Smooth pictures with a red block that moves one step per frame (easy on a lossy codec)."""
+    pictures = []
+    for i in range(count):
+        picture = Image.new("RGB", size, (30, 60, 90))
+        ImageDraw.Draw(picture).rectangle([4 + 4 * i, 6, 28 + 4 * i, 24], fill=(240, 20, 20))
+        pictures.append(picture)
+    return pictures
+
+
+def _difference(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+@pytest.mark.parametrize("size", [(96, 64), (95, 63)])
+def test_frames_round_trip(size, tmp_path) -> None:
+    pictures = _pictures(5, size)
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, 25) as writer:
+        for picture in pictures:
+            writer.write(picture)
+    assert writer.frames == 5
+    with VideoReader(path) as video:
+        assert video.fps == 25 and video.frame_count == 5
+        frames = list(video)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    assert [f.time for f in frames] == pytest.approx([0, 0.04, 0.08, 0.12, 0.16])
+    even = (size[0] + size[0] % 2, size[1] + size[1] % 2)  # 4:2:0 needs even sides: padded, never cropped
+    for frame, picture in zip(frames, pictures, strict=True):
+        assert frame.image.mode == "RGB" and frame.image.size == even
+        assert _difference(frame.image.crop((0, 0, *size)), picture) < 6  # lossy, but the same picture
+    # the moving block is where it was drawn in each frame, so frames are not reordered or repeated
+    assert _difference(frames[0].image.crop((0, 0, *size)), pictures[4]) > 3 * _difference(
+        frames[0].image.crop((0, 0, *size)), pictures[0])
+
+
+@pytest.mark.parametrize("rotation, transpose", [(90, Image.Transpose.ROTATE_90), (-90, Image.Transpose.ROTATE_270),
+                                                 (180, Image.Transpose.ROTATE_180)])
+def test_display_rotation_gives_upright_frames(rotation, transpose, tmp_path) -> None:
+    """Phone videos are stored sideways with a display rotation; frames must come out as players show them."""
+    path = tmp_path / "phone.mp4"
+    picture = Image.new("RGB", (96, 64))
+    ImageDraw.Draw(picture).rectangle([0, 0, 23, 11], fill=(255, 255, 255))  # a white corner, top left
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+    stream.set_display_rotation(rotation)
+    for i in range(2):
+        frame = av.VideoFrame.from_image(picture)
+        frame.pts = i
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    with VideoReader(path) as video:
+        first = next(iter(video)).image
+    expected = picture.transpose(transpose)
+    assert first.size == expected.size
+    # the corner is 288 of 6144 pixels: in the wrong place it costs 2 * 288 * 255 / 6144 = 24 on average
+    assert _difference(first, expected) < 4
+    assert _difference(first, expected.transpose(Image.Transpose.ROTATE_180)) > 15
+
+
+def test_files_that_are_not_videos(tmp_path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(InputFileError, match=r"notes\.mp4: cannot be read as a video") as caught:
+        VideoReader(text)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputFileError, match=r"missing\.mp4: no such video file"):
+        VideoReader(tmp_path / "missing.mp4")
+    # an interrupted copy: an MP4 keeps its index at the end, so half a file cannot be opened
+    whole = tmp_path / "whole.mp4"
+    with VideoWriter(whole, 10) as writer:
+        for picture in _pictures(4, (64, 48)):
+            writer.write(picture)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputFileError, match=r"cut\.mp4: cannot be read as a video"):
+        list(VideoReader(cut))
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path) -> None:
+    path = tmp_path / "sound.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("aac", rate=8000)
+    samples = np.zeros((1, 1024), dtype=np.float32)
+    for i in range(4):
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 8000, i * 1024
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    with pytest.raises(InputFileError, match=r"sound\.mp4: has no video stream"):
+        VideoReader(path)
+
+
+def test_writer_refuses_a_frame_of_another_size(tmp_path) -> None:
+    with VideoWriter(tmp_path / "a.mp4", 10) as writer:
+        writer.write(Image.new("RGB", (64, 48)))
+        with pytest.raises(DFineError, match="frame 1 is 32x32, the video is 64x48"):
+            writer.write(Image.new("RGB", (32, 32)))
+
+
+def test_without_pyav_the_error_says_what_to_install(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    with pytest.raises(DFineError, match=r"needs PyAV: pip install av"):
+        VideoReader(tmp_path / "clip.mp4")
+    with pytest.raises(DFineError, match=r"needs PyAV: pip install av"):
+        VideoWriter(tmp_path / "clip.mp4")
+
+
+def test_is_video_file() -> None:
+    assert is_video_file("a/b.MP4") and is_video_file("x.mov") and is_video_file("x.webm")
+    assert not is_video_file("x.jpg") and not is_video_file("mp4")
