@@ -108,10 +108,21 @@ class OnnxDetector:
         """The raw graph: images (B, 3, H, W) float32 and (width, height) int64 per image -> labels, boxes, scores."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         sizes_wh = np.ascontiguousarray(sizes_wh, dtype=np.int64)
-        if self.batch is not None and len(images) != self.batch:  # a fixed-batch graph: feed it piece by piece
-            parts = [self.run(images[i:i + self.batch], sizes_wh[i:i + self.batch])
-                     for i in range(0, len(images), self.batch)]
-            return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+        if self.batch is None or len(images) == self.batch:
+            return self._run_session(images, sizes_wh)
+        # a fixed-batch graph: feed it piece by piece, the last piece filled up with copies of its last image
+        parts = []
+        for start in range(0, len(images), self.batch):
+            piece, piece_sizes = images[start:start + self.batch], sizes_wh[start:start + self.batch]
+            count = len(piece)
+            if count < self.batch:
+                fill = self.batch - count
+                piece = np.concatenate([piece, np.repeat(piece[-1:], fill, axis=0)])
+                piece_sizes = np.concatenate([piece_sizes, np.repeat(piece_sizes[-1:], fill, axis=0)])
+            parts.append([output[:count] for output in self._run_session(piece, piece_sizes)])
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+
+    def _run_session(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels, boxes, scores = self.session.run(["labels", "boxes", "scores"],
                                                  {"images": images, "orig_target_sizes": sizes_wh})
         return labels, boxes, scores

@@ -119,3 +119,48 @@ def test_predict_cli_bf16_on_the_cpu(n_model_dir, tmp_path, capsys) -> None:
                  "--device", "cpu", "--output", str(out), "--threshold", "0", "--no-progress"]) == 0
     records = json.loads((out / "predictions.json").read_text())
     assert records and all(len(r["bbox"]) == 4 for r in records)
+
+
+def _batch_probe_onnx(path, batch: int) -> None:
+    """A graph with dfine's interface and a fixed batch whose single detection tells each image apart: its score is
+    the image's mean pixel and its box is (w, h, w, h) of its orig_target_sizes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Reshape", ["mean", "shape_b1"], ["scores"]),
+             helper.make_node("Mul", ["scores", "zero"], ["nil"]),
+             helper.make_node("Cast", ["nil"], ["labels"], to=TensorProto.INT64),
+             helper.make_node("Concat", ["orig_target_sizes", "orig_target_sizes"], ["wh2"], axis=1),
+             helper.make_node("Cast", ["wh2"], ["wh2_f"], to=TensorProto.FLOAT),
+             helper.make_node("Reshape", ["wh2_f", "shape_b14"], ["boxes"])]
+    constants = {"shape_b1": np.array([-1, 1], np.int64), "shape_b14": np.array([-1, 1, 4], np.int64),
+                 "zero": np.array(0.0, np.float32)}
+    graph = helper.make_graph(
+        nodes, "batch_probe",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 32, 32]),
+         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, [batch, 2])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 1]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, 1, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 1])],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"class_names": json.dumps(["thing"])})
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 5])
+def test_a_fixed_batch_graph_takes_any_number_of_images(count, tmp_path) -> None:
+    """A graph exported with --batch-size 2 gets images two at a time; a last odd one is padded, not lost (and
+    does not recurse for ever)."""
+    path = tmp_path / "b2.onnx"
+    _batch_probe_onnx(path, batch=2)
+    detector = OnnxDetector(path)
+    assert detector.batch == 2
+    pictures = [Image.new("RGB", (40 + 10 * i, 30 + i), (20 * i + 20,) * 3) for i in range(count)]
+    results = detector.predict(pictures, threshold=0.0)
+    assert len(results) == count
+    for i, (picture, result) in enumerate(zip(pictures, results, strict=True)):
+        assert result["scores"].tolist() == pytest.approx([(20 * i + 20) / 255], rel=1e-5)
+        assert result["boxes"].tolist() == [[picture.width, picture.height] * 2]
