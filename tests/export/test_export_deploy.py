@@ -11,10 +11,10 @@ from hf_oracle import calibrate_batch_norms, natural_images, randomize_weights, 
 import dfine
 from dfine.errors import DFineError
 from dfine.export.benchmark import peak_activation_bytes
-from dfine.export.deploy import DeployedDFine, DeployStem, deploy
+from dfine.export.deploy import DeployedDFine, DeployELAN, DeployStem, deploy
 from dfine.export.fuse import FusedConv, fuse_convolutions
 from dfine.export.verify import match_detections, top_detections
-from dfine.model.layers import FrozenBatchNorm2d, RepVggBlock
+from dfine.model.layers import FrozenBatchNorm2d, RepNCSPELAN4, RepVggBlock
 
 SIZES = ["n", "s", "m", pytest.param("l", marks=pytest.mark.slow), pytest.param("x", marks=pytest.mark.slow)]
 # float64 exactness: S shares N's backbone and M has S's three levels, so S adds nothing there
@@ -81,6 +81,19 @@ def test_deploy_structure_and_source_untouched(model_n) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert isinstance(model_n.model.backbone.model.embedder.pool, torch.nn.MaxPool2d)
     assert isinstance(deployed.body.backbone.model.embedder, DeployStem)
+    assert not any(isinstance(m, RepNCSPELAN4) for m in modules)
+    assert sum(isinstance(m, DeployELAN) for m in modules) == 2 * (len(model_n.config.encoder_in_channels) - 1)
+
+
+def test_deploy_elan_splits_the_convolution_not_its_output(model_n) -> None:
+    """The GELAN block's first 1×1 conv becomes two convs over halves of its output channels (no channel split of
+    a map, which ONNX Runtime's blocked CPU layout cannot keep): the same output."""
+    block = fuse_convolutions(copy.deepcopy(model_n.model.encoder.fpn_blocks[0])).double()
+    fast = DeployELAN(copy.deepcopy(block))
+    maps = torch.randn(2, 2 * block.split, 12, 10, dtype=torch.float64)
+    with torch.inference_mode():
+        assert (block(maps) - fast(maps)).abs().max().item() < 1e-12
+    assert fast.conv1_first.conv.out_channels == fast.conv1_second.conv.out_channels == block.split
 
 
 def test_deploy_stem_equals_the_stem_with_a_lower_peak(model_n) -> None:

@@ -30,6 +30,7 @@ from dfine.export.head import DeployHead, DetectionOutput
 from dfine.model.backbone import HGStem
 from dfine.model.dfine import DFineForObjectDetection, DFineModel
 from dfine.model.encoder import AIFILayer, sincos_position_embedding
+from dfine.model.layers import RepNCSPELAN4
 
 __all__ = ["DeployedDFine", "DetectionOutput", "deploy", "normalize_image_size"]
 
@@ -138,6 +139,33 @@ def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.Conv2
     return new
 
 
+class DeployELAN(nn.Module):
+    """The CCFF's GELAN block (:class:`~dfine.model.layers.RepNCSPELAN4`, already fused) with its first 1×1
+    convolution split in two by output channels, instead of its output split in two along the channels.
+
+    The same numbers. ONNX Runtime's CPU convolutions work in a blocked channel layout (NCHWc) that a channel
+    split cannot stay in, so in the exported graph each split, and the concatenation that takes its halves,
+    converted maps to the plain layout and back: for D-FINE-X at 640 about 25 ms of a 770 ms forward.
+    """
+
+    def __init__(self, block: RepNCSPELAN4) -> None:
+        super().__init__()
+        if not isinstance(block.conv1, FusedConv):
+            raise TypeError("DeployELAN needs a block whose conv units are fused (see fuse_convolutions)")
+        conv, half = block.conv1.conv, block.split
+        self.conv1_first = FusedConv(_conv_like(conv, conv.weight[:half], conv.bias[:half]), block.conv1.activation)
+        self.conv1_second = FusedConv(_conv_like(conv, conv.weight[half:], conv.bias[half:]),
+                                      block.conv1.activation)
+        self.csp_rep1, self.conv2, self.csp_rep2 = block.csp_rep1, block.conv2, block.csp_rep2
+        self.conv3, self.conv4 = block.conv3, block.conv4
+
+    def forward(self, x: Tensor) -> Tensor:
+        first, second = self.conv1_first(x), self.conv1_second(x)
+        branch1 = self.conv2(self.csp_rep1(second))
+        branch2 = self.conv3(self.csp_rep2(branch1))
+        return self.conv4(torch.cat([first, second, branch1, branch2], dim=1))
+
+
 class DeployBody(nn.Module):
     """Backbone, input projections, hybrid encoder and decoder input projections: pixels -> per-level maps."""
 
@@ -148,6 +176,9 @@ class DeployBody(nn.Module):
         self.backbone.model.embedder = DeployStem(self.backbone.model.embedder)
         self.encoder_input_proj = fuse_convolutions(model.encoder_input_proj)
         self.encoder = fuse_convolutions(model.encoder)
+        for blocks in (self.encoder.fpn_blocks, self.encoder.pan_blocks):
+            for i, block in enumerate(blocks):
+                blocks[i] = DeployELAN(block)
         self.decoder_input_proj = fuse_convolutions(model.decoder_input_proj)
         strides = model.config.feat_strides
         device = model.enc_score_head.weight.device
