@@ -111,11 +111,15 @@ def test_audio_only_file_has_no_video_stream(tmp_path) -> None:
         VideoReader(path)
 
 
-def test_writer_refuses_a_frame_of_another_size(tmp_path) -> None:
+def test_writer_scales_a_frame_of_another_size(tmp_path) -> None:
+    """A stream that changes resolution still gives one video, in the first frame's size."""
     with VideoWriter(tmp_path / "a.mp4", 10) as writer:
-        writer.write(Image.new("RGB", (64, 48)))
-        with pytest.raises(DFineError, match="frame 1 is 32x32, the video is 64x48"):
-            writer.write(Image.new("RGB", (32, 32)))
+        writer.write(Image.new("RGB", (64, 48), (200, 30, 30)))
+        writer.write(Image.new("RGB", (32, 32), (30, 200, 30)))
+    with VideoReader(tmp_path / "a.mp4") as video:
+        frames = [frame.image for frame in video]
+    assert [f.size for f in frames] == [(64, 48), (64, 48)]
+    assert _difference(frames[1], Image.new("RGB", (64, 48), (30, 200, 30))) < 6
 
 
 def test_without_pyav_the_error_says_what_to_install(tmp_path, monkeypatch) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 from PIL import Image
@@ -98,15 +98,28 @@ def _clip_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
 
 
 class _Recorder:
-    """Detections -> predictions.json records and annotated pictures, numbering images and frames across a run."""
+    """Detections -> predictions.json records and annotated pictures, numbering images and frames across a run.
 
-    def __init__(self, predictor: Detector, threshold: float) -> None:
+    Records go to ``stream`` as they come, one per line of a JSON list, so an hour of video (a million records)
+    is never held in memory.
+    """
+
+    def __init__(self, predictor: Detector, threshold: float, stream: TextIO) -> None:
         self.predictor = predictor
         self.threshold = threshold
         self.names = predictor.class_names
         self.dataset_ids = getattr(predictor, "dataset_category_ids", None)
-        self.records: list[dict[str, Any]] = []
+        self.stream = stream
+        self.count = 0  # records written
         self.next_id = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.stream.write(("[\n" if self.count == 0 else ",\n") + json.dumps(record))
+        self.count += 1
+
+    def finish(self) -> None:
+        """Close the JSON list."""
+        self.stream.write("\n]\n" if self.count else "[]\n")
 
     def predict(self, items: Sequence[tuple[Path, Image.Image, VideoFrame | None]], draw: bool = True
                 ) -> list[Image.Image | None]:
@@ -129,15 +142,15 @@ class _Recorder:
                 if self.dataset_ids is not None and 0 <= label < len(self.dataset_ids):
                     record["dataset_category_id"] = self.dataset_ids[label]
                 name = self.names[label] if 0 <= label < len(self.names) else str(label)
-                self.records.append({**record, "category_name": name,
-                                     "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                     "score": round(float(score), 5)})
+                self._write({**record, "category_name": name,
+                             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                             "score": round(float(score), 5)})
             annotated.append(draw_detections(picture, boxes, labels, scores, self.names) if draw else None)
             self.next_id += 1
         return annotated
 
 
-def _predict_video(recorder: _Recorder, path: Path, target: Path | None, batch_size: int, progress: bool,
+def _run_video(recorder: _Recorder, path: Path, target: Path | None, batch_size: int, progress: bool,
                    leave_bar: bool) -> int:
     """Predict every frame of the video at ``path``, writing the annotated video to ``target`` (when not None);
     the number of frames."""
@@ -213,74 +226,98 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
             cannot be a folder.
         DFineError: no file of the source could be read.
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from dfine.hub.files import atomic_write_text
+    from dfine.hub.files import atomic_write
 
     files = list_images(source, videos=True)
-    output_dir = prepare_output_dir(output_dir)
-    recorder = _Recorder(predictor, threshold)
-    run = PredictionRun(output_dir / "predictions.json", 0, 0)
-    used_names: set[str] = set()
-    has_videos = any(is_video_file(path) for path in files)
+    job = _Job(predictor, source, files, prepare_output_dir(output_dir), threshold, batch_size, save_images,
+               progress)
+    # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
+    atomic_write(job.run.predictions, job.write)
+    return job.run
 
-    def predict_images(batch: list[tuple[Path, Image.Image]]) -> None:
-        annotated = recorder.predict([(path, image, None) for path, image in batch], draw=save_images)
-        for (path, _), picture in zip(batch, annotated, strict=True):
-            if picture is not None:
-                target = output_dir / picture_name(path, used_names)
-                picture.save(target)
-                run.pictures.append(target)
-        run.images += len(batch)
 
-    def skip(error: InputFileError) -> None:
-        if len(files) == 1:
-            raise error
-        logger.warning("skipped %s", error)
-        run.skipped.append(error)
+class _Job:
+    """One :func:`predict_source` run: the files in order, batching images, each video on its own."""
 
-    show_bar = progress and len(files) > 1
-    # While a bar is shown, warnings go through tqdm so they do not break its line; otherwise logging is left
-    # alone (logging_redirect_tqdm would add a console handler even where the caller configured none).
-    redirect = logging_redirect_tqdm() if progress and (show_bar or has_videos) else contextlib.nullcontext()
-    with redirect, tqdm(total=len(files), desc="predict", unit="file" if has_videos else "img",
-                        disable=not show_bar) as bar:
-        pending: list[tuple[Path, Image.Image]] = []
-        for path in files:
-            if is_video_file(path):
-                if pending:  # keep image ids in the order of the files
-                    predict_images(pending)
+    def __init__(self, predictor: Detector, source: str | Path, files: list[Path], output_dir: Path,
+                 threshold: float, batch_size: int, save_images: bool, progress: bool) -> None:
+        self.predictor, self.source, self.files, self.output_dir = predictor, source, files, output_dir
+        self.threshold, self.batch_size, self.save_images, self.progress = threshold, batch_size, save_images, progress
+        self.run = PredictionRun(output_dir / "predictions.json", 0, 0)
+        self.used_names: set[str] = set()
+        self.has_videos = any(is_video_file(path) for path in files)
+
+    def write(self, tmp: Path) -> None:
+        """Predict everything, writing the records to ``tmp``."""
+        with open(tmp, "w", encoding="utf-8") as stream:
+            recorder = _Recorder(self.predictor, self.threshold, stream)
+            self._predict_all(recorder)
+            recorder.finish()
+        run = self.run
+        if run.images == 0 and run.videos == 0:
+            kind = "files" if self.has_videos else "images"
+            raise DFineError(f"{self.source}: none of its {len(self.files)} {kind} could be read (first: "
+                             f"{run.skipped[0]})")
+        run.detections = recorder.count
+
+    def _predict_all(self, recorder: _Recorder) -> None:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        show_bar = self.progress and len(self.files) > 1
+        # While a bar is shown, warnings go through tqdm so they do not break its line; otherwise logging is left
+        # alone (logging_redirect_tqdm would add a console handler even where the caller configured none).
+        redirect = logging_redirect_tqdm() if self.progress and (show_bar or self.has_videos) \
+            else contextlib.nullcontext()
+        with redirect, tqdm(total=len(self.files), desc="predict", unit="file" if self.has_videos else "img",
+                            disable=not show_bar) as bar:
+            pending: list[tuple[Path, Image.Image]] = []
+            for path in self.files:
+                if is_video_file(path):
+                    if pending:  # keep image ids in the order of the files
+                        self._predict_images(recorder, pending)
+                        bar.update(len(pending))
+                        pending = []
+                    self._predict_video(recorder, path, leave_bar=not show_bar)
+                    bar.update(1)
+                    continue
+                try:
+                    pending.append((path, load_image(path)))
+                except InputFileError as error:
+                    self._skip(error)
+                    bar.update(1)
+                    continue
+                if len(pending) >= self.batch_size:
+                    self._predict_images(recorder, pending)
                     bar.update(len(pending))
                     pending = []
-                target = output_dir / picture_name(path, used_names, frozenset({".mp4"}), ".mp4")
-                try:
-                    run.frames += _predict_video(recorder, path, target if save_images else None, batch_size,
-                                                 progress, leave_bar=not show_bar)
-                except InputFileError as error:
-                    skip(error)
-                else:
-                    run.videos += 1
-                    if save_images:
-                        run.annotated_videos.append(target)
-                bar.update(1)
-                continue
-            try:
-                pending.append((path, load_image(path)))
-            except InputFileError as error:
-                skip(error)
-                bar.update(1)
-                continue
-            if len(pending) >= batch_size:
-                predict_images(pending)
+            if pending:
+                self._predict_images(recorder, pending)
                 bar.update(len(pending))
-                pending = []
-        if pending:
-            predict_images(pending)
-            bar.update(len(pending))
-    if run.images == 0 and run.videos == 0:
-        kind = "files" if has_videos else "images"
-        raise DFineError(f"{source}: none of its {len(files)} {kind} could be read (first: {run.skipped[0]})")
-    run.detections = len(recorder.records)
-    atomic_write_text(run.predictions, json.dumps(recorder.records, indent=1) + "\n")
-    return run
+
+    def _skip(self, error: InputFileError) -> None:
+        if len(self.files) == 1:
+            raise error
+        logger.warning("skipped %s", error)
+        self.run.skipped.append(error)
+
+    def _predict_images(self, recorder: _Recorder, batch: list[tuple[Path, Image.Image]]) -> None:
+        annotated = recorder.predict([(path, image, None) for path, image in batch], draw=self.save_images)
+        for (path, _), picture in zip(batch, annotated, strict=True):
+            if picture is not None:
+                target = self.output_dir / picture_name(path, self.used_names)
+                picture.save(target)
+                self.run.pictures.append(target)
+        self.run.images += len(batch)
+
+    def _predict_video(self, recorder: _Recorder, path: Path, leave_bar: bool) -> None:
+        target = self.output_dir / picture_name(path, self.used_names, frozenset({".mp4"}), ".mp4")
+        try:
+            self.run.frames += _run_video(recorder, path, target if self.save_images else None,
+                                           self.batch_size, self.progress, leave_bar)
+        except InputFileError as error:
+            self._skip(error)
+            return
+        self.run.videos += 1
+        if self.save_images:
+            self.run.annotated_videos.append(target)

@@ -152,7 +152,8 @@ class VideoReader:
 
 
 class VideoWriter:
-    """Encode RGB frames (PIL images, all the size of the first) to an MP4 file, at ``fps`` frames per second.
+    """Encode RGB frames (PIL images) to an MP4 file, at ``fps`` frames per second, in the size of the first frame
+    (later frames of another size are scaled to it).
 
     H.264 (libx264) where PyAV's FFmpeg has it, else MPEG-4 part 2; 4:2:0 colour, which needs even sizes, so a
     frame with an odd width or height gets one black row or column. Use it in a ``with`` block: leaving it flushes
@@ -186,9 +187,8 @@ class VideoWriter:
             self._stream.pix_fmt = "yuv420p"
             if self._codec == "libx264":
                 self._stream.options = {"crf": "20", "preset": "veryfast"}
-        elif image.size != self._size:
-            raise DFineError(f"{self.path}: frame {self.frames} is {image.size[0]}x{image.size[1]}, the video is "
-                             f"{self._size[0]}x{self._size[1]}")  # type: ignore[index]
+        elif image.size != self._size:  # a stream that changes resolution: one output size, as players scale it
+            image = image.resize(self._size, Image.Resampling.BILINEAR)  # type: ignore[arg-type]
         if image.mode != "RGB":
             image = image.convert("RGB")
         if (self._stream.width, self._stream.height) != image.size:

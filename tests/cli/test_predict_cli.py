@@ -274,3 +274,39 @@ def test_progress_bar_and_no_progress(model_dir, image_dir, tmp_path, capsys) ->
     assert "img/s" in capsys.readouterr().err  # tqdm's bar
     assert main([*args, "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+class _StopsOnSecondBatch:
+    """A detector that finds one box per image, and is interrupted (Ctrl-C) on its second call."""
+
+    class_names = ["thing"]
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, images, threshold=0.5):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        keep = slice(None) if threshold < 0.9 else slice(0)
+        return [{"scores": np.array([0.9])[keep], "labels": np.array([0])[keep],
+                 "boxes": np.array([[1.0, 2.0, 30.0, 40.0]])[keep]} for _ in images]
+
+
+def test_an_interrupted_run_leaves_no_partial_predictions(image_dir, tmp_path) -> None:
+    """Records are streamed to a temporary file: Ctrl-C leaves neither a truncated predictions.json nor the
+    temporary file; a whole run writes valid JSON, also when nothing is detected."""
+    from dfine.predict_files import predict_source
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_source(_StopsOnSecondBatch(), image_dir, out, batch_size=2, save_images=False, progress=False)
+    assert list(out.iterdir()) == []
+    detector = _StopsOnSecondBatch()
+    run = predict_source(detector, image_dir, out, batch_size=3, save_images=False, progress=False)
+    records = json.loads(run.predictions.read_text())
+    assert run.detections == len(records) == 3 and [r["image_id"] for r in records] == [0, 1, 2]
+    assert records[0]["bbox"] == [1.0, 2.0, 29.0, 38.0]
+    run = predict_source(_StopsOnSecondBatch(), image_dir, out, threshold=0.95, batch_size=3, save_images=False,
+                         progress=False)
+    assert json.loads(run.predictions.read_text()) == [] and run.detections == 0
