@@ -115,3 +115,21 @@ def test_progress_bar_counts_frames(model_dir, video, tmp_path, capsys) -> None:
     assert main(["predict", str(video), "--model", str(model_dir), "--output", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert f"{FRAMES}/{FRAMES}" in err and "frame/s" in err
+
+
+def test_a_video_through_onnxruntime(video, tmp_path) -> None:
+    """The exported-model backend takes video frames too (the graph's fixed batch of 1 gets them one by one)."""
+    from test_predict_cli import _tiny_onnx
+
+    model = tmp_path / "tiny.onnx"
+    _tiny_onnx(model)
+    out = tmp_path / "out"
+    assert main(["predict", str(video), "--model", str(model), "--output", str(out), "--batch-size", "2",
+                 "--no-progress"]) == 0
+    records = _records(out)
+    # two fixed boxes per frame, clipped to the 160×160 frame
+    expected = [(frame, name) for frame in range(FRAMES) for name in ("cat", "dog")]
+    assert [(r["frame"], r["category_name"]) for r in records] == expected
+    assert records[1]["bbox"] == [150.0, 100.0, 10.0, 60.0]
+    with VideoReader(out / "street.mp4") as annotated:
+        assert sum(1 for _ in annotated) == FRAMES
