@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dfine.cli.main import build_parser, main
@@ -22,3 +24,33 @@ def test_verbose_before_or_after_the_subcommand(argv: list[str]) -> None:
 
 def test_verbose_defaults_off() -> None:
     assert build_parser().parse_args(["info", "dfine-n-coco"]).verbose is False
+
+
+def _corrupt_deflate_tiff(jpeg: Path) -> Path:
+    """Replace ``jpeg`` by a deflate-compressed TIFF whose compressed pixels are garbage: its header is sound and
+    its strips lie within the file, so only decoding it (in a DataLoader worker) finds the problem."""
+    from PIL import Image
+
+    tiff = jpeg.with_suffix(".tif")
+    with Image.open(jpeg) as image:
+        image.convert("RGB").save(tiff, compression="tiff_deflate")
+    jpeg.unlink()
+    with Image.open(tiff) as image:
+        start, length = image.tag_v2[273][0], image.tag_v2[279][0]
+    data = bytearray(tiff.read_bytes())
+    data[start + 2:start + length] = b"\xab" * (length - 2)
+    tiff.write_bytes(bytes(data))
+    return tiff
+
+
+def test_an_image_failing_in_a_dataloader_worker_is_one_line(tmp_path: Path, capsys) -> None:
+    from dfine.data import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, image_size=(64, 64), format="yolo",
+                                  empty_fraction=0.0)
+    bad = _corrupt_deflate_tiff(tmp_path / "data" / "images" / "train" / "train_00000.jpg")
+    assert main(["train", "--data", str(data), "--epochs", "1", "--batch-size", "2", "--image-size", "64",
+                 "--output", str(tmp_path / "run"), "--workers", "1", "--no-pretrained-backbone", "--no-progress",
+                 "--set", "num_queries=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dfine train: error: {bad}: unreadable or corrupt image") and "\n" not in err
