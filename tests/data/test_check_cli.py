@@ -68,3 +68,15 @@ def test_a_preview_that_cannot_be_written_is_one_line(tmp_path: Path, capsys) ->
     assert main(["check", "--data", str(data), "--preview", str(blocker / "p.jpg"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--preview {blocker / 'p.jpg'}: cannot be written" in err
+
+
+def test_a_missing_test_split_is_a_warning_unless_asked_for(tmp_path: Path, capsys) -> None:
+    # Roboflow's data.yaml names a test split even when the export has none; training does not read it.
+    data = write_yolo(tmp_path / "data", LABELS, ["cat", "dog"])
+    data.write_text('{"train": "images/train", "val": "images/val", "test": "../test/images", "names": ["cat", "dog"]}')
+    assert main(["check", "--data", str(data), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    warnings = out.split("Warnings:\n", 1)[1]
+    assert "test/images" in warnings and "does not exist" in warnings and "Data set OK." in out
+    assert main(["check", "--data", str(data), "--split", "test", "--no-progress"]) == 2
+    assert "test/images: image folder or list does not exist" in capsys.readouterr().out

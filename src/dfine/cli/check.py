@@ -96,23 +96,25 @@ def run(args: argparse.Namespace) -> int:
     missing = [split for split in splits if split not in spec.splits]
     if missing:
         raise DFineError(f"{spec.source}: no '{missing[0]}' split (found: {', '.join(spec.splits) or 'none'})")
-    report = check_dataset(spec, splits, decode=args.decode, progress=not args.no_progress and sys.stderr.isatty(),
-                           raise_on_problems=False)
+    # No --split: check_dataset's default, which tolerates a test split that does not exist (training skips it).
+    report = check_dataset(spec, splits if args.split else None, decode=args.decode,
+                           progress=not args.no_progress and sys.stderr.isatty(), raise_on_problems=False)
     print(report.summary())
     if report.class_names and report.splits:
         print("\nBoxes per class:")
         print(class_table(report))
-    if preview is not None:
-        picture, shown = draw_preview(report.indexes[splits[0]].records, report.class_names)
+    first = next(iter(report.indexes), None)  # the first checked split (a test split that does not exist is not)
+    if preview is not None and first is not None:
+        picture, shown = draw_preview(report.indexes[first].records, report.class_names)
         if picture is None:
-            print(f"no readable image in {splits[0]}: {preview} not written")
+            print(f"no readable image in {first}: {preview} not written")
         else:
             fmt = "PNG" if preview.suffix.lower() == ".png" else "JPEG"
             try:
                 atomic_write(preview, lambda temporary: picture.save(temporary, format=fmt, quality=90))
             except OSError as error:
                 raise DFineError(f"--preview {preview}: cannot be written ({error.strerror or error})") from None
-            print(f"wrote {preview} ({shown} {splits[0]} image{'s' if shown != 1 else ''} with their boxes)")
+            print(f"wrote {preview} ({shown} {first} image{'s' if shown != 1 else ''} with their boxes)")
     if not report.ok:
         print(f"dfine check: {len(report.problems)} problem(s) to fix ({report.problems_by_split()})",
               file=sys.stderr)

@@ -24,7 +24,7 @@ from dfine.data.images import (
     use_exif_orientation,
 )
 from dfine.data.index import DetectionIndex, RepairLog
-from dfine.data.resolve import DatasetSpec, resolve_dataset
+from dfine.data.resolve import DatasetSpec, SplitFiles, resolve_dataset
 from dfine.errors import DatasetError, InputFileError
 
 
@@ -183,7 +183,9 @@ def check_dataset(
     Args:
         data: a resolved spec (its cached splits are checked, so data sets built from it afterwards use the checked
             annotations) or a ``--data`` path.
-        splits: the splits to check; None checks all the spec has.
+        splits: the splits to check; None checks all the spec has, except a test split whose files do not exist
+            at all (a warning: training does not read it, and Roboflow's data.yaml names one even when the export
+            has none).
         decode: fully decode every image (slow); by default only headers are read, and JPEGs missing their end
             marker are decoded.
         progress: show progress bars for splits of more than 200 images.
@@ -194,6 +196,7 @@ def check_dataset(
         InputFileError: ``data`` matches no accepted layout.
     """
     spec = data if isinstance(data, DatasetSpec) else resolve_dataset(data)
+    asked = splits is not None
     splits = list(spec.splits) if splits is None else list(splits)
     categories = spec.categories
     report = CheckReport(spec.source, spec.format, list(categories.names), list(categories.ids))
@@ -206,6 +209,12 @@ def check_dataset(
         # categories), the checked splits have no classes either, and its problems are the ones to fix first.
         report.add_problems(spec.index(spec.reference_split).problems, spec.reference_split)
     for split in splits:
+        files = spec.splits.get(split)
+        if not asked and split == "test" and files is not None and _nothing_exists(files):
+            named = ", ".join(str(p) for p in (*files.images, *([files.annotations] if files.annotations else [])))
+            report.add_warning(f"test: {named} does not exist, so the test split is not checked (training and "
+                               "validation do not use it)")
+            continue
         index = spec.index(split, progress=progress)
         report.indexes[split] = index
         problems = list(index.problems)
@@ -221,6 +230,10 @@ def check_dataset(
             report.problems,
         )
     return report
+
+
+def _nothing_exists(files: SplitFiles) -> bool:
+    return not any(p.exists() for p in files.images) and (files.annotations is None or not files.annotations.exists())
 
 
 def _cross_split_checks(report: CheckReport) -> None:
