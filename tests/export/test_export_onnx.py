@@ -175,3 +175,68 @@ def test_default_export_names(model: str, fmt: str, expected: str) -> None:
     from dfine.cli.export import _default_output
 
     assert str(_default_output(model, fmt)) == expected
+
+
+def test_export_leaves_the_callers_model_alone(tmp_path, model_n) -> None:
+    """The export and its comparison run on copies: a model being trained, in bfloat16, comes back as it went in."""
+    import copy
+
+    model = copy.deepcopy(model_n).to(torch.bfloat16).train()
+    result = export_onnx(model, tmp_path / "n.onnx", 256)
+    assert result.report is not None
+    assert model.training and all(m.training for m in model.modules())
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_compare_with_torch_leaves_the_callers_model_alone(model_n) -> None:
+    import copy
+
+    model = copy.deepcopy(model_n).to(torch.bfloat16).train()
+    reference = copy.deepcopy(model).float().eval()  # what the comparison should compare with
+
+    def faithful(images, sizes):
+        with torch.inference_mode():
+            out = reference(torch.from_numpy(images))
+        dets = top_detections(out.logits.numpy(), out.pred_boxes.numpy(), k=300,
+                              scale=np.concatenate([sizes, sizes], 1))
+        return (np.stack([d.labels for d in dets]), np.stack([d.boxes for d in dets]).astype(np.float32),
+                np.stack([d.scores for d in dets]).astype(np.float32))
+
+    assert compare_with_torch(model, faithful, (256, 256), 1, False, "fake").fraction == 1.0
+    assert model.training and {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_check_leaves_no_file_behind(existing, tmp_path, model_n, monkeypatch) -> None:
+    """The graph is written and checked under a temporary name: a failure removes it, and a good file already at
+    the output path stays as it was."""
+    from dfine.export import onnx as onnx_export
+
+    def fail(*args, **kwargs):
+        raise DFineError("ONNX Runtime check failed: simulated")
+
+    monkeypatch.setattr(onnx_export, "compare_with_torch", fail)
+    path = tmp_path / "n.onnx"
+    if existing:
+        path.write_bytes(b"a good export")
+    with pytest.raises(DFineError, match="simulated"):
+        export_onnx(model_n, path, 256)
+    assert [p.name for p in tmp_path.iterdir()] == (["n.onnx"] if existing else [])
+    if existing:
+        assert path.read_bytes() == b"a good export"
+
+
+def test_cli_output_folder_is_one_line_before_exporting(tmp_path, monkeypatch, error_line) -> None:
+    from dfine.export import onnx as onnx_export
+
+    def fail(*args, **kwargs):
+        raise AssertionError("exported although the output path is a folder")
+
+    monkeypatch.setattr(onnx_export, "_export_graph", fail)
+    monkeypatch.setattr("dfine.model.DFineForObjectDetection.from_pretrained", fail)
+    (tmp_path / "out.onnx").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["export", "--model", "dfine-n-coco", "--output", str(tmp_path / "out.onnx")]) == 2
+    assert f"{tmp_path / 'out.onnx'}: is a folder" in error_line()
+    assert main(["export", "--model", "dfine-n-coco", "--output", str(tmp_path / "file" / "n.onnx")]) == 2
+    assert f"{tmp_path / 'file'}: cannot create the output folder" in error_line()

@@ -49,6 +49,13 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.max_batch < 1:
         raise DFineError("--batch-size and --max-batch must be at least 1")
     output = Path(args.output) if args.output else _default_output(args.model, args.format)
+    # before loading the model (maybe a download) and exporting (minutes): a bad --output is said at once
+    if args.format == "onnx":
+        from dfine.export.onnx import check_output_path
+
+        if output.suffix.lower() != ".onnx":
+            raise DFineError(f"{output}: the output of an ONNX export must end in .onnx")
+        check_output_path(output)
     if args.format == "engine":
         from dfine.export.tensorrt import require_tensorrt
 

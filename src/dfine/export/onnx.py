@@ -19,8 +19,10 @@ post-processing) stays fp32 and the inputs and outputs keep their types, so call
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfine.errors import DFineError, first_line
+from dfine.errors import DFineError, InputFileError, first_line
 from dfine.export.deploy import deploy, normalize_image_size
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
 from dfine.model.dfine import DFineForObjectDetection
 
-__all__ = ["OPSET", "ExportResult", "compare_with_torch", "export_onnx", "onnx_metadata"]
+__all__ = ["OPSET", "ExportResult", "check_output_path", "compare_with_torch", "export_onnx", "onnx_metadata"]
 
 logger = logging.getLogger("dfine")
 
@@ -122,7 +124,7 @@ def _exporter_message(error: BaseException) -> str:
 
 
 def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
-                  dynamic_batch: bool) -> None:
+                  dynamic_batch: bool, metadata: dict[str, str]) -> None:
     import onnx
 
     dynamic_shapes = None
@@ -142,6 +144,11 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
         dims = value.type.tensor_type.shape.dim
         if dynamic_batch and dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    # one self-contained file: D-FINE-X is ~250 MB, far from protobuf's 2 GB limit, so no external data files
+    # (which would be named after the temporary path and not follow the rename in export_onnx)
     onnx.save_model(proto, str(path))
 
 
@@ -160,24 +167,39 @@ def _label_nodes(proto: object) -> None:
         del node.metadata_props[:]
 
 
-def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save_model(proto, str(path))
-
-
-def _check_graph(path: Path) -> None:
+def _check_graph(path: Path, shown_as: Path) -> None:
+    """``onnx.checker`` on ``path`` (a temporary file); errors name ``shown_as``, the file the user asked for."""
     import onnx
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:
-        raise DFineError(f"{path}: the exported graph fails onnx.checker ({first_line(error)})") from error
+        raise DFineError(f"{shown_as}: the exported graph fails onnx.checker ({first_line(error)})") from error
+
+
+def _float32_eval(model: DFineForObjectDetection) -> DFineForObjectDetection:
+    """``model`` when it is already float32 in eval mode, else a copy that is: the caller's model keeps its mode
+    and precision (``.float()`` and ``.eval()`` work in place)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if any(m.training for m in model.modules()) or any(t.is_floating_point() and t.dtype != torch.float32
+                                                         for t in tensors):
+        return copy.deepcopy(model).float().eval()
+    return model
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a file to write, or a one-line :class:`InputFileError` before any work: a folder of that name, or
+    a parent folder that cannot be created or written to (the export would only fail after minutes otherwise)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, "is a folder: give the file to write, e.g. --output model.onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputFileError(path.parent, f"cannot create the output folder ({first_line(error)})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputFileError(path.parent, "cannot write to this folder")
+    return path
 
 
 def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,
@@ -200,9 +222,10 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise DFineError(f"{backend} check failed: the exported model gives non-finite scores or boxes")
 
-    device = next(model.parameters()).device
+    reference_model = _float32_eval(model)
+    device = next(reference_model.parameters()).device
     with torch.inference_mode():
-        outputs = model.float().eval()(pixel_values.to(device))
+        outputs = reference_model(pixel_values.to(device))
     scale = np.concatenate([sizes_wh, sizes_wh], axis=1).astype(np.float64)  # (w, h, w, h)
     reference = top_detections(outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
                                k=None, scale=np.ones_like(scale))
@@ -258,9 +281,29 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     path = Path(output)
     if path.suffix.lower() != ".onnx":
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(path)
+    from dfine.hub.files import atomic_write
+
+    report: list[MatchReport | None] = [None]
+
+    def write(tmp: Path) -> None:
+        report[0] = write_checked_onnx(model, tmp, path, size, dynamic_batch, half, batch_size, check, top_k)
+
+    # written and checked under a temporary name beside ``path``, then renamed: a failed check or an interrupt
+    # leaves no complete-looking file behind, and never replaces a good export already there
+    atomic_write(path, write)
+    return ExportResult(path, report[0])
+
+
+def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, size: tuple[int, int],
+                       dynamic_batch: bool, half: bool, batch_size: int, check: bool,
+                       top_k: int | None) -> MatchReport | None:
+    """The work of :func:`export_onnx` on the file ``tmp``, which the caller renames to ``path`` (named in logs and
+    errors) once this returns. Returns the comparison report (None without ``check``)."""
     k = int(top_k or model.config.num_queries)
-    deployed = deploy(model.float(), size).cpu().use_max_pool_op()
+    # deploy() copies the model; a float32 source keeps the folded weights in float32 whatever the model's dtype
+    source = model if all(p.dtype == torch.float32 for p in model.parameters()) else copy.deepcopy(model).float()
+    deployed = deploy(source, size).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
     wrapper = DeployWithPostprocess(deployed, k).eval()
@@ -268,11 +311,9 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     example = (torch.rand(example_batch, 3, *size), torch.tensor([[size[1], size[0]]] * example_batch))
     logger.info("exporting %s (%s, opset %d, %dx%d, batch %s)", path, "fp16" if half else "fp32", OPSET, *size,
                 "dynamic" if dynamic_batch else batch_size)
-    _export_graph(wrapper, example, path, dynamic_batch)
-    _add_metadata(path, onnx_metadata(model, size, half, dynamic_batch, k))
-    report = None
-    if check:
-        _check_graph(path)
-        batch = 2 if dynamic_batch else batch_size
-        report = compare_with_torch(model, ort_runner(path), size, batch, half, "ONNX Runtime")
-    return ExportResult(path, report)
+    _export_graph(wrapper, example, tmp, dynamic_batch, onnx_metadata(model, size, half, dynamic_batch, k))
+    if not check:
+        return None
+    _check_graph(tmp, path)
+    batch = 2 if dynamic_batch else batch_size
+    return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime")
