@@ -164,3 +164,29 @@ def test_list_entries_relative_to_the_data_root_are_found(tmp_path):
     index = resolve_dataset(data).index("train")
     assert sorted(Path(r.file_name).name for r in index.records) == ["a.png", "b.png"]
     assert all(len(r.boxes) == 1 for r in index.records)
+
+
+def _labels_beside_images(root: Path) -> None:
+    """CVAT YOLO 1.1: obj_train_data/ holds each image and its label file side by side."""
+    write_image(root / "obj_train_data" / "y.png")
+    (root / "obj_train_data" / "y.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "obj.names").write_text("car\n")
+    (root / "train.txt").write_text("data/obj_train_data/y.png\n")
+
+
+def test_an_images_folder_above_the_data_set_is_not_taken_for_its_image_folder(tmp_path):
+    # The data set is stored under a folder the user happened to name "images": labels/ beside it means nothing.
+    root = tmp_path / "images" / "myset"
+    _labels_beside_images(root)
+    report = check_dataset(root, progress=False)
+    assert report.ok, report.problems
+    assert report.splits["train"].boxes == 1
+
+
+def test_labels_beside_the_images_are_found_when_labels_folder_has_none(tmp_path):
+    # The images folder is inside the data set, but the labels were written next to the images.
+    data = write_yolo(tmp_path / "data", {"a": "0 0.5 0.5 0.5 0.5\n"}, ["cat"])
+    (tmp_path / "data" / "labels" / "train" / "a.txt").rename(tmp_path / "data" / "images" / "train" / "a.txt")
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    assert report.splits["train"].boxes == 1

@@ -2,10 +2,11 @@
 
 ``data.yaml`` names the classes (``names``: a list, or a dict ``{id: name}``) and the splits (``train``, ``val``:
 an image folder, a text file listing images, or a list of those), relative to ``path:`` (itself relative to the
-YAML's folder) or to the YAML's folder. The labels of ``.../images/<rest>.jpg`` are in ``.../labels/<rest>.txt``,
-one ``class cx cy w h`` line per object, normalised to the image size. A missing label file means "no objects";
-one label file for several images (``a.jpg`` and ``a.png``) is a problem, as which image it belongs to is unknown.
-Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``) are accepted and turned into their bounding box.
+YAML's folder) or to the YAML's folder. The labels of ``.../images/<rest>.jpg`` are in ``.../labels/<rest>.txt``
+(or beside the image, see :func:`label_path`), one ``class cx cy w h`` line per object, normalised to the image
+size. A missing label file means "no objects"; one label file for several images (``a.jpg`` and ``a.png``) is a
+problem, as which image it belongs to is unknown. Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``) are
+accepted and turned into their bounding box.
 """
 
 from __future__ import annotations
@@ -173,14 +174,34 @@ def _folder_images(folder: Path) -> list[Path]:
             if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden_below(p, folder) and p.is_file()]
 
 
-def label_path(image: Path) -> Path:
-    """``.../images/<rest>.<ext>`` -> ``.../labels/<rest>.txt`` (the last ``images`` folder is swapped)."""
-    parts = list(image.parts)
-    for i in range(len(parts) - 2, -1, -1):
+def label_path(image: Path, root: Path | None = None) -> Path:
+    """The label file of an image: ``.../images/<rest>.<ext>`` -> ``.../labels/<rest>.txt`` (the last ``images``
+    folder below ``root``, the data set's folder, is swapped), or ``<image>.txt`` beside the image (CVAT YOLO 1.1,
+    LabelImg) when there is no such folder or the swapped file does not exist but that one does.
+
+    Only folders below ``root`` count: a data set stored under, say, ``/home/u/images/`` has no ``/home/u/labels/``.
+    An image outside ``root`` (an absolute path in a list) may swap any of its folders, as Ultralytics does.
+    """
+    beside = image.with_suffix(".txt")
+    parts = image.parts
+    below = _parts_above(image, root)
+    for i in range(len(parts) - 2, below - 1, -1):
         if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
+            swapped = Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
+            return beside if not swapped.is_file() and beside.is_file() else swapped
+    return beside
+
+
+def _parts_above(image: Path, root: Path | None) -> int:
+    """How many leading components of ``image`` are ``root`` itself or above it (0 when it is not below root)."""
+    if root is None:
+        return 0
+    for path, folder in ((image, root), (Path(os.path.abspath(image)), Path(os.path.abspath(root)))):
+        try:
+            return len(path.parts) - len(path.relative_to(folder).parts)
+        except ValueError:
+            continue
+    return 0
 
 
 def _parse_label_file(builder: IndexBuilder, image_id: int, label_file: Path, width: int, height: int) -> None:
@@ -230,14 +251,14 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _shared_label_files(images: list[Path]) -> dict[Path, list[Path]]:
+def _shared_label_files(images: list[Path], root: Path | None) -> dict[Path, list[Path]]:
     """Existing label files that more than one image maps to (``a.jpg`` and ``a.png`` both -> ``a.txt``).
 
     A missing one is not listed: both images are then backgrounds, which is not wrong in itself.
     """
     owners: dict[Path, list[Path]] = {}
     for image in images:
-        owners.setdefault(label_path(image), []).append(image)
+        owners.setdefault(label_path(image, root), []).append(image)
     return {label: found for label, found in owners.items() if len(found) > 1 and label.is_file()}
 
 
@@ -270,7 +291,7 @@ def load_yolo_index(
     images, problems = list_images(sources, root)
     builder = IndexBuilder(source, categories)
     builder.problems.extend(problems)
-    shared = _shared_label_files(images)
+    shared = _shared_label_files(images, root)
     builder.problems.extend(_shared_label_problem(label_file, owners) for label_file, owners in shared.items())
     infos = probe_images(images, progress=progress)
     found_labels = 0
@@ -283,7 +304,7 @@ def load_yolo_index(
         except ValueError:  # another drive on Windows
             file_name = str(image)
         builder.add_image(image_id, image, file_name, info.width, info.height)
-        label_file = label_path(image)
+        label_file = label_path(image, root)
         if label_file.is_file():
             found_labels += 1
             # A shared label file belongs to at most one of its images, and which one is unknown: it is reported
@@ -292,7 +313,8 @@ def load_yolo_index(
                 _parse_label_file(builder, image_id, label_file, info.width, info.height)
     if images and not found_labels:
         builder.problem(
-            str(source), f"none of the {len(images)} images has a label file (expected e.g. {label_path(images[0])})"
+            str(source),
+            f"none of the {len(images)} images has a label file (expected e.g. {label_path(images[0], root)})",
         )
     if not images and not problems:
         builder.problem(str(source), f"no images found in {', '.join(str(s) for s in sources)}")
