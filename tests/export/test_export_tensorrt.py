@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 from enum import Enum
@@ -118,6 +119,8 @@ class FakeProfile:
 
 def fake_tensorrt(parse_ok: bool = True) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
+    # torch._dynamo, when first imported with this in sys.modules, looks for tensorrt with importlib.util.find_spec
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__version__ = "10.3.0"
     trt.float32, trt.float16, trt.int32, trt.int64 = DataType.FLOAT, DataType.HALF, DataType.INT32, DataType.INT64
     trt.LayerType = LayerType
@@ -238,3 +241,72 @@ def test_benchmark_engine_of_another_size_is_one_line(tmp_path, monkeypatch, err
     assert main(["benchmark", "--model", str(tmp_path / "m.engine"), "--backend", "tensorrt",
                  "--image-size", "640"]) == 2
     assert "m.engine: was exported for 320x320 input, not --image-size 640" in error_line()
+
+
+def fake_export(monkeypatch, fail_check: bool = False) -> list[int]:
+    """A fake TensorRT and a fake ONNX writer; returns the list the comparison appends its batch to (the real
+    export and comparison are tested in test_export_onnx.py)."""
+    from dfine.export import onnx as onnx_export
+
+    with_engine(monkeypatch, (-1, 3, 320, 320))
+    checked: list[int] = []
+
+    def write(model, tmp, path, *args, **kwargs):
+        tmp.write_bytes(b"graph")
+
+    def compare(model, run, size, batch, half, backend):
+        checked.append(batch)
+        if fail_check:
+            raise DFineError(f"{backend} check failed: simulated")
+        return types.SimpleNamespace(summary=lambda: "all detections matched")
+
+    monkeypatch.setattr(onnx_export, "write_checked_onnx", write)
+    monkeypatch.setattr(onnx_export, "compare_with_torch", compare)
+    return checked
+
+
+def test_engine_export_writes_engine_and_graph(tmp_path, monkeypatch, model_n) -> None:
+    """A dynamic engine for at most one image is checked with one image (its profile allows no more)."""
+    checked = fake_export(monkeypatch)
+    path = trt_export.export_engine(model_n, tmp_path / "m.engine", 320, dynamic_batch=True, max_batch=1)
+    assert path == tmp_path / "m.engine" and path.read_bytes() == b"ENGINE"
+    assert (tmp_path / "m.onnx").read_bytes() == b"graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.onnx"]  # no temporary files left
+    assert sys.modules["tensorrt"].state.profile.shapes["images"][2] == (1, 3, 320, 320)
+    assert checked == [1]
+    trt_export.export_engine(model_n, tmp_path / "m.engine", 320, dynamic_batch=True, max_batch=8)
+    assert checked == [1, 2]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_engine_check_leaves_no_file_behind(existing, tmp_path, monkeypatch, model_n) -> None:
+    fake_export(monkeypatch, fail_check=True)
+    if existing:
+        (tmp_path / "m.engine").write_bytes(b"good engine")
+        (tmp_path / "m.onnx").write_bytes(b"good graph")
+    with pytest.raises(DFineError, match="TensorRT check failed: simulated"):
+        trt_export.export_engine(model_n, tmp_path / "m.engine", 320)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m.engine", "m.onnx"] if existing else [])
+    if existing:
+        assert (tmp_path / "m.engine").read_bytes() == b"good engine"
+        assert (tmp_path / "m.onnx").read_bytes() == b"good graph"
+
+
+def test_engine_output_ending_in_onnx_is_refused_first(tmp_path, monkeypatch, model_n, error_line) -> None:
+    """The graph the engine is built from goes beside it as <name>.onnx: an engine called m.onnx would overwrite
+    it. Said before any work (the model is not even loaded by the command)."""
+    checked = fake_export(monkeypatch)
+    with pytest.raises(DFineError, match=r"m\.onnx: .*must not end in \.onnx"):
+        trt_export.export_engine(model_n, tmp_path / "m.onnx", 320)
+    assert checked == [] and list(tmp_path.iterdir()) == []
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("dfine.model.DFineForObjectDetection.from_pretrained", fail)
+    assert main(["export", "--model", "dfine-n-coco", "--format", "engine", "--output", str(tmp_path / "m.onnx")]) == 2
+    assert "must not end in .onnx" in error_line()
+    (tmp_path / "dir.engine").mkdir()
+    assert main(["export", "--model", "dfine-n-coco", "--format", "engine", "--output",
+                 str(tmp_path / "dir.engine")]) == 2
+    assert f"{tmp_path / 'dir.engine'}: is a folder" in error_line()

@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
             raise DFineError(f"{output}: the output of an ONNX export must end in .onnx")
         check_output_path(output)
     if args.format == "engine":
-        from dfine.export.tensorrt import require_tensorrt
+        from dfine.export.tensorrt import check_engine_output, require_tensorrt
 
         require_tensorrt()  # before loading anything: say it at once when TensorRT is missing
+        check_engine_output(output)
 
     from dfine.hub.resolve import model_input_size
     from dfine.model import DFineForObjectDetection

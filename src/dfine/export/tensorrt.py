@@ -62,7 +62,8 @@ def keep_sensitive_layers_fp32(trt: Any, network: Any) -> int:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = True,
-                 batch_sizes: tuple[int, int, int] = (1, 1, 1), workspace_gib: float = 4.0) -> Path:
+                 batch_sizes: tuple[int, int, int] = (1, 1, 1), workspace_gib: float = 4.0,
+                 shown_as: str | Path | None = None) -> Path:
     """Build and write a TensorRT engine for an exported ONNX graph.
 
     Args:
@@ -72,14 +73,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
         fp16: fp16 backbone/encoder with the fp32 constraints of the module docstring (else fp32, no TF32).
         batch_sizes: (min, opt, max) batch of the optimisation profile, used when the graph's batch is dynamic.
         workspace_gib: builder workspace limit.
+        shown_as: the ONNX file to name in errors when ``onnx_path`` is a temporary copy of it.
 
     Raises:
         DFineError: TensorRT missing, a parser error, or a failed build (one line).
     """
     trt = require_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    shown = Path(shown_as) if shown_as is not None else onnx_path
     if not onnx_path.is_file():
-        raise InputFileError(onnx_path, "no such ONNX file")
+        raise InputFileError(shown, "no such ONNX file")
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     major = int(str(getattr(trt, "__version__", "10")).split(".")[0])
@@ -88,7 +91,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown error"
-        raise DFineError(f"TensorRT cannot parse {onnx_path}: {errors.splitlines()[0]}")
+        raise DFineError(f"TensorRT cannot parse {shown}: {errors.splitlines()[0]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if hasattr(trt.BuilderFlag, "TF32"):
@@ -110,10 +113,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise DFineError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(serialized))
-    return engine_path
+        raise DFineError(f"TensorRT could not build an engine from {shown} (see the TensorRT log above)")
+    from dfine.hub.files import atomic_write
+
+    # an interrupted write must not leave a truncated engine, which would only fail when deserialised
+    return atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
 
 
 class TensorRTRunner:
@@ -183,25 +187,56 @@ class TensorRTRunner:
         return self.run(images, sizes_wh)
 
 
+def check_engine_output(output: str | Path) -> tuple[Path, Path]:
+    """The engine file and the ONNX graph written beside it, checked before any work (one-line errors): the engine
+    may not end in .onnx (its graph, ``<name>.onnx``, would be the same file), and neither may be a folder."""
+    from dfine.export.onnx import check_output_path
+
+    engine_path = Path(output)
+    if engine_path.suffix.lower() == ".onnx":
+        raise DFineError(f"{engine_path}: the output of an engine export must not end in .onnx (the ONNX graph it "
+                         "is built from is written beside it as <name>.onnx): use e.g. model.engine")
+    onnx_path = engine_path.with_suffix(".onnx")
+    return check_output_path(engine_path), check_output_path(onnx_path)
+
+
 def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int] = 640, half: bool = True,
                   dynamic_batch: bool = False, max_batch: int = 32, batch_size: int = 1, check: bool = True) -> Path:
     """ONNX export (fp32, kept beside the engine) -> TensorRT engine -> check against PyTorch on CUDA.
 
+    Both files are written under temporary names and renamed only once the checks pass, so a failure leaves no
+    file behind and never replaces a good one.
+
     Raises:
-        DFineError: TensorRT missing (checked first, before any work), or any failure on the way.
+        DFineError: TensorRT missing (checked first, before any work), an output path that cannot be used, or any
+            failure on the way.
     """
     require_tensorrt()
+    from dfine.engine.build import check_image_size
+    from dfine.export import onnx as onnx_export
     from dfine.export.deploy import normalize_image_size
-    from dfine.export.onnx import compare_with_torch, export_onnx
+    from dfine.hub.files import atomic_write
 
     size = normalize_image_size(image_size)
-    engine_path = Path(output)
-    onnx_path = engine_path.with_suffix(".onnx")
-    export_onnx(model, onnx_path, size, dynamic_batch=dynamic_batch, half=False, batch_size=batch_size, check=check)
+    check_image_size(model.config, size, training=False)
+    if max_batch < 1 or batch_size < 1:
+        raise DFineError(f"max_batch and batch_size must be at least 1, got {max_batch} and {batch_size}")
+    engine_path, onnx_path = check_engine_output(output)
     batches = (1, min(max_batch, 8), max_batch) if dynamic_batch else (batch_size,) * 3
-    build_engine(onnx_path, engine_path, fp16=half, batch_sizes=batches)
-    if check:
-        runner = TensorRTRunner(engine_path)
-        report = compare_with_torch(model, runner.run, size, 2 if dynamic_batch else batch_size, half, "TensorRT")
-        logger.info("TensorRT vs PyTorch: %s", report.summary())
+    # two images show a batch mix-up, but a dynamic engine's profile may allow only one
+    check_batch = min(2, max_batch) if dynamic_batch else batch_size
+
+    def write_engine(onnx_tmp: Path, engine_tmp: Path) -> None:
+        build_engine(onnx_tmp, engine_tmp, fp16=half, batch_sizes=batches, shown_as=onnx_path)
+        if check:
+            runner = TensorRTRunner(engine_tmp)
+            report = onnx_export.compare_with_torch(model, runner.run, size, check_batch, half, "TensorRT")
+            logger.info("TensorRT vs PyTorch: %s", report.summary())
+
+    def write_both(onnx_tmp: Path) -> None:
+        onnx_export.write_checked_onnx(model, onnx_tmp, onnx_path, size, dynamic_batch, False, batch_size, check,
+                                       None)
+        atomic_write(engine_path, lambda engine_tmp: write_engine(onnx_tmp, engine_tmp))
+
+    atomic_write(onnx_path, write_both)
     return engine_path
