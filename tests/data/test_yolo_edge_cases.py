@@ -190,3 +190,16 @@ def test_labels_beside_the_images_are_found_when_labels_folder_has_none(tmp_path
     report = check_dataset(data, progress=False)
     assert report.ok, report.problems
     assert report.splits["train"].boxes == 1
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("a.gif", b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00;", "not an accepted image type (.gif"),
+    ("list.bin", b"\xff\xd8\x81\x00binary", "not a text list of images"),
+])
+def test_a_split_entry_naming_a_file_that_is_no_image_list_is_a_problem(tmp_path, name, content, problem):
+    data = write_yolo(tmp_path / "data", {"a": "0 0.5 0.5 0.5 0.5\n"}, ["cat"])
+    (tmp_path / "data" / name).write_bytes(content)
+    data.write_text(json.dumps({"train": name, "val": "images/val", "names": ["cat"]}))
+    problems = _problems(data)
+    assert any(line.startswith(f"{tmp_path / 'data' / name}: ") and problem in line for line in problems), problems
+

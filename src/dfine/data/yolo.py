@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image
 
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import IMAGE_SUFFIXES, probe_images
@@ -148,13 +149,33 @@ def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None
             images.append(source)
         elif source.is_file():
             # An image list: "./x" is relative to the list's folder (Ultralytics), other relative paths too.
-            for line in source.read_text(encoding="utf-8-sig").splitlines():
+            lines, problem = _read_image_list(source)
+            if problem is not None:
+                problems.append(f"{source}: {problem}")
+            for line in lines:
                 line = line.strip()
                 if line:
                     images.append(_list_entry(line, source.parent, root))
         else:
             problems.append(f"{source}: image folder or list does not exist")
     return sorted(set(images)), problems
+
+
+def _read_image_list(source: Path) -> tuple[list[str], str | None]:
+    """The lines of an image list file, or a problem when the file is not one (an image of a type not accepted,
+    another binary file)."""
+    accepted = ", ".join(IMAGE_SUFFIXES)
+    if source.suffix.lower() in Image.registered_extensions():
+        return [], f"not an accepted image type ({source.suffix}; accepted: {accepted}) nor a text list of images"
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        return [], f"cannot read the image list ({e.strerror or e})"
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:  # valid UTF-8 can still be binary: text lists never hold NUL characters
+        return [], f"not a text list of images (nor an image of an accepted type: {accepted})"
+    return text.splitlines(), None
 
 
 def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
