@@ -11,7 +11,7 @@ from datahelpers import box_annotation, write_coco, write_image, write_yolo
 from dfine.data import check_dataset, resolve_dataset
 from dfine.data.index import CLIP_TOLERANCE_PX
 from dfine.data.yolo import list_images
-from dfine.errors import DatasetError
+from dfine.errors import DatasetError, InputFileError
 
 
 def _problems(data: Path) -> list[str]:
@@ -203,3 +203,10 @@ def test_a_split_entry_naming_a_file_that_is_no_image_list_is_a_problem(tmp_path
     problems = _problems(data)
     assert any(line.startswith(f"{tmp_path / 'data' / name}: ") and problem in line for line in problems), problems
 
+
+@pytest.mark.parametrize("path", [5, ["a"]])
+def test_a_data_yaml_path_that_is_not_a_string_is_one_line(tmp_path, path):
+    data = write_yolo(tmp_path / "data", {"a": "0 0.5 0.5 0.5 0.5\n"}, ["cat"])
+    data.write_text(json.dumps({"path": path, "train": "images/train", "val": "images/val", "names": ["cat"]}))
+    with pytest.raises(InputFileError, match="'path' must be a folder"):
+        resolve_dataset(data)

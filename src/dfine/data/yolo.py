@@ -66,7 +66,10 @@ def _names(value: Any, nc: Any, path: Path) -> CategoryTable:
 def data_root(config: dict[str, Any], yaml_file: Path) -> Path:
     """The folder a data YAML's split paths are relative to: its ``path:`` (relative to the YAML) or its folder."""
     yaml_dir = yaml_file.parent.resolve()
-    root = Path(config["path"]) if config.get("path") else yaml_dir
+    path = config.get("path")
+    if path and not isinstance(path, str):
+        raise InputFileError(yaml_file, f"'path' must be a folder (a string), got {path!r}")
+    root = Path(path) if path else yaml_dir
     return root if root.is_absolute() else yaml_dir / root
 
 
