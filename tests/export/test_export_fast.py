@@ -29,6 +29,19 @@ def test_fp32_fast_path_matches_the_model(model_n) -> None:
         assert _agreement(model_n(pixels), fast(pixels), box_tol=1e-4, score_tol=1e-4) == 1.0
 
 
+def test_optimizing_a_fast_or_deployed_model_again_leaves_it_alone(model_n) -> None:
+    """A FastDetector or DeployedDFine given to optimize_for_inference is copied, not changed in place."""
+    from dfine.export.deploy import deploy
+
+    fast = optimize_for_inference(model_n, image_size=320)
+    again = optimize_for_inference(fast, dtype="bfloat16", image_size=320, channels_last=False)
+    assert again.mode == "deploy+bfloat16" and not again.deployed.channels_last
+    assert fast.mode == "deploy+float32" and fast.deployed.channels_last and fast.deployed.head_dtype == torch.float32
+    deployed = deploy(model_n, 320)
+    optimize_for_inference(deployed, dtype="bfloat16", head_dtype=None)
+    assert deployed.body_dtype == deployed.head_dtype == torch.float32 and not deployed.channels_last
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"dtype": torch.float16}, "float16 inference needs a CUDA device"),
     ({"cuda_graph": True}, "CUDA graphs need a CUDA device"),

@@ -17,6 +17,7 @@ GPU-only parts are imported and used only when a CUDA device is given, so everyt
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 
@@ -165,7 +166,11 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
         raise DFineError("float16 inference needs a CUDA device (on the CPU use bfloat16 or float32)")
     if cuda_graph and device.type != "cuda":
         raise DFineError("CUDA graphs need a CUDA device")
-    deployed = model if isinstance(model, DeployedDFine) else deploy(model, image_size)  # type: ignore[arg-type]
+    if isinstance(model, DeployedDFine):
+        # set_precision, to() and to_channels_last() below work in place: the caller's model must keep its own
+        deployed = copy.deepcopy(model)
+    else:
+        deployed = deploy(model, image_size)  # type: ignore[arg-type]  # a copy already
     size = deployed.image_size if image_size is None else normalize_image_size(image_size)
     deployed = deployed.to(device)
     deployed.set_precision(dtype, head_dtype)
