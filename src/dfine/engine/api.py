@@ -389,6 +389,16 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists: checkpoints store sequences as lists (``Hyperparameters.to_dict``), while
+    checked overrides hold the fields' tuples, and the two must compare equal when the numbers are."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, Any], *, batch_size: int | None,
                           lr: float | None, image_size: int) -> None:
     """A resumed run keeps the checkpoint's settings: the same options are fine, different ones are refused (model
@@ -396,7 +406,7 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
     from dfine.errors import ConfigError
 
     saved = {**state["config"], **state["hparams"]}
-    changed = sorted(k for k, v in overrides.items() if k not in saved or saved[k] != v)
+    changed = sorted(k for k, v in overrides.items() if k not in saved or _plain(saved[k]) != _plain(v))
     if changed:
         raise ConfigError(f"options cannot change when resuming: {', '.join(changed)} differ from the checkpoint's")
     for name, given, kept in (("batch_size", batch_size, hp.batch_size), ("lr", lr, hp.lr),
