@@ -260,3 +260,17 @@ def test_absolute_upload_paths_are_found_by_name_in_the_image_folder(tmp_path):
                                                Path("/data/upload/1/gone.png")]
     assert [r.file_name for r in index.records] == ["images/5b1c-a.png", "b.png", "/data/upload/1/gone.png"]
     assert index.repairs.counts == {"absolute file_name not found, found by its name in the image folder": 2}
+
+
+@pytest.mark.parametrize(("iscrowd", "crowd"), [("0", False), ("1", True), (0, False), (1.0, True), (None, False)])
+def test_iscrowd_written_as_a_string_or_float_is_read_as_its_number(tmp_path, iscrowd, crowd: bool):
+    index, _ = _load(tmp_path, [box_annotation(1, 1, [1, 2, 10, 10], iscrowd=iscrowd)])
+    assert not index.problems
+    assert index.records[0].iscrowd.tolist() == [crowd]
+
+
+@pytest.mark.parametrize("iscrowd", ["yes", 2, -1, [1]])
+def test_iscrowd_other_than_0_or_1_is_a_problem(tmp_path, iscrowd):
+    index, ann_file = _load(tmp_path, [box_annotation(1, 1, [1, 2, 10, 10], iscrowd=iscrowd)])
+    assert index.problems == [f"{ann_file} annotation 1: 'iscrowd' must be 0 or 1, got {iscrowd!r}"]
+

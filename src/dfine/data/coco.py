@@ -36,6 +36,15 @@ def _as_number(value: Any) -> float | None:
     return float(value)
 
 
+def _as_crowd(value: Any) -> bool | None:
+    """``iscrowd`` as a flag: 0 / 1, also written as a string ("0") or a float by some tools (``bool("0")`` would be
+    True, making every box a crowd region); None for anything else. A null counts as 0, like a missing key."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    number = int(value) if isinstance(value, str) and value.strip() in ("0", "1") else _as_int(value)
+    return bool(number) if number in (0, 1) else None
+
+
 def _as_bbox(value: Any) -> tuple[float, float, float, float] | None:
     numbers = [_as_number(v) for v in value] if isinstance(value, list) and len(value) == 4 else []
     if len(numbers) != 4 or any(v is None for v in numbers):
@@ -232,6 +241,10 @@ def load_coco_index(
         if ann_image_id is None or ann_category_id is None:
             builder.problem(where, "needs integer 'image_id' and 'category_id'")
             continue
+        iscrowd = _as_crowd(ann.get("iscrowd", 0))
+        if iscrowd is None:
+            builder.problem(where, f"'iscrowd' must be 0 or 1, got {ann['iscrowd']!r}")
+            continue
         box = _annotation_box(ann, size_of.get(ann_image_id))
         if isinstance(box, str):
             builder.problem(where, box)
@@ -247,7 +260,7 @@ def load_coco_index(
             ann_category_id,
             xyxy,
             where,
-            iscrowd=bool(ann.get("iscrowd", 0)),
+            iscrowd=iscrowd,
             area=area if area is not None and math.isfinite(area) and area > 0 else None,
         )
     return builder.build()
