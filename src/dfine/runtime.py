@@ -19,14 +19,17 @@ This module must stay importable without PyTorch (``import dfine`` is lazy; :mod
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+import numbers
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
-from dfine.errors import DFineError, InputFileError, first_line
+from dfine.errors import ConfigError, DFineError, InputFileError, first_line
 from dfine.io import load_image, to_rgb
 
 __all__ = ["OnnxDetector", "create_session", "preprocess"]
@@ -34,12 +37,91 @@ __all__ = ["OnnxDetector", "create_session", "preprocess"]
 # uint8 -> float32 of v / 255, computed in float64 and rounded once: the processor's exact values
 _RESCALE = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
-def preprocess(pictures: Sequence[Image.Image], size: tuple[int, int]) -> np.ndarray:
-    """RGB pictures -> float32 (B, 3, H, W): PIL bilinear stretch resize to ``size`` = (H, W), then v / 255."""
+
+def read_image(image: Any) -> Image.Image | np.ndarray:
+    """One input image -> an RGB PIL image, or a float32 (H, W, 3) array in [0, 1] for float data.
+
+    The rules of :mod:`dfine.image_input` for paths, PIL images and NumPy arrays (that module needs PyTorch):
+    (H, W) grey, (H, W, C) or (C, H, W) with C in 1, 3, 4 (RGB order, alpha dropped); integers in 0..255, floats
+    in [0, 1]. Anything else is a one-line :class:`DFineError` naming what was given.
+    """
+    if isinstance(image, str | os.PathLike):
+        return load_image(Path(image))
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if not isinstance(image, np.ndarray):
+        raise DFineError(f"cannot read an image of type {type(image).__name__}: use a path, a PIL image or a "
+                         "NumPy array")
+    array = image[:, :, None] if image.ndim == 2 else image
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # (C, H, W); HWC, the PIL and OpenCV layout, is tried first
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
+        raise DFineError(f"cannot read an image array of shape {tuple(image.shape)}: expected (H, W), (H, W, C) or "
+                         "(C, H, W) with C in 1, 3, 4")
+    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[:, :, :3]
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        if not (low >= -1e-3 and high <= 1 + 1e-3):  # NaN fails too
+            raise DFineError(f"float images must hold values in [0, 1] (got {low:.3g}..{high:.3g}); pass uint8 "
+                             "data for 0-255 values")
+        return array
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise DFineError(f"cannot read an image array of dtype {array.dtype}")
+    if array.dtype != np.uint8:
+        if array.min() < 0 or array.max() > 255:
+            raise DFineError(f"integer images must hold values in 0..255, got {array.min()}..{array.max()}")
+        array = array.astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _image_items(images: Any) -> list[Any]:
+    """``images`` as a list of single images: a 4-D array is a batch, a list, tuple or iterator (a generator) holds
+    the images, anything else is one image (and is refused by :func:`read_image` when it is not one: a dict, say,
+    is not taken for a list of its keys)."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, list | tuple | Iterator):
+        return list(images)
+    return [images]
+
+
+def _check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float in [0, 1], else the one-line error dfine.Predictor gives (dfine.arguments, which
+    makes that check, imports PyTorch)."""
+    ok = (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and math.isfinite(threshold)
+          and 0 <= threshold <= 1)
+    if not ok:
+        shown = repr(threshold) if len(repr(threshold)) <= 60 else f"a {type(threshold).__name__}"
+        raise ConfigError(f"threshold must be a number from 0 to 1, got {shown}")
+    return float(threshold)
+
+
+def _size(picture: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(width, height) of a picture or an (H, W, 3) array."""
+    return (picture.width, picture.height) if isinstance(picture, Image.Image) else (picture.shape[1],
+                                                                                        picture.shape[0])
+
+
+def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """RGB pictures -> float32 (B, 3, H, W): PIL bilinear stretch resize to ``size`` = (H, W), then v / 255.
+
+    Float (H, W, 3) arrays in [0, 1] (from :func:`read_image`) are resized per channel as PIL "F" images, the
+    processor's float path.
+    """
     height, width = size
     arrays = []
     for picture in pictures:
+        if isinstance(picture, np.ndarray):
+            array = picture
+            if array.shape[:2] != (height, width):
+                planes = [Image.fromarray(np.ascontiguousarray(array[:, :, c])) for c in range(3)]
+                array = np.stack([np.asarray(p.resize((width, height), Image.Resampling.BILINEAR)) for p in planes],
+                                 axis=-1)
+            arrays.append(array.astype(np.float32, copy=False).transpose(2, 0, 1))
+            continue
         resized = to_rgb(picture).resize((width, height), resample=Image.Resampling.BILINEAR)
         arrays.append(_RESCALE[np.asarray(resized)].transpose(2, 0, 1))
     return np.ascontiguousarray(np.stack(arrays))
@@ -95,7 +177,7 @@ class OnnxDetector:
         meta = self.session.get_modelmeta().custom_metadata_map
         shape = inputs["images"].shape
         self.batch: int | None = shape[0] if isinstance(shape[0], int) else None
-        self.image_size: tuple[int, int] = (int(shape[2]), int(shape[3]))
+        self.image_size: tuple[int, int] = self._input_size(shape, meta)
         if meta.get("orig_target_sizes", "width,height") != "width,height":
             raise InputFileError(self.path, f"unsupported orig_target_sizes order {meta['orig_target_sizes']!r}")
         names = meta.get("class_names")
@@ -103,6 +185,19 @@ class OnnxDetector:
         ids = meta.get("dataset_category_ids")
         self.dataset_category_ids: list[int] | None = json.loads(ids) if ids else None
         self.precision = meta.get("precision", "fp32")
+
+    def _input_size(self, shape: Sequence[Any], meta: dict[str, str]) -> tuple[int, int]:
+        """(H, W) of the ``images`` input: the graph's, or its ``image_size`` metadata when the graph leaves them
+        symbolic (a graph edited or exported by other tools: dfine's own exports fix them)."""
+        if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+            return shape[2], shape[3]
+        try:
+            height, width = (int(v) for v in meta["image_size"].split(","))
+        except (KeyError, ValueError):
+            raise InputFileError(self.path, f"the images input height and width are not fixed ({list(shape)}) and "
+                                            "no image_size metadata gives them: export with a fixed input size"
+                                 ) from None
+        return height, width
 
     def run(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The raw graph: images (B, 3, H, W) float32 and (width, height) int64 per image -> labels, boxes, scores."""
@@ -127,15 +222,19 @@ class OnnxDetector:
                                                  {"images": images, "orig_target_sizes": sizes_wh})
         return labels, boxes, scores
 
-    def predict(self, images: Sequence[Image.Image | str | Path] | Image.Image | str | Path,
-                threshold: float = 0.5) -> list[dict[str, Any]]:
+    def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Any]]:
         """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy in pixels,
-        ``names`` (K class names), sorted by score, keeping scores strictly above ``threshold``."""
-        items = [images] if isinstance(images, Image.Image | str | Path) else list(images)
+        ``names`` (K class names), sorted by score, keeping scores strictly above ``threshold`` (0 to 1).
+
+        ``images``: a path, PIL image or NumPy array (uint8 (H, W, 3) RGB or (H, W) grey, float in [0, 1]), a list
+        of them, or a 4-D array as a batch.
+        """
+        threshold = _check_threshold(threshold)
+        items = _image_items(images)
         if not items:
             raise DFineError("no images given")
-        pictures = [load_image(im) if isinstance(im, str | Path) else to_rgb(im) for im in items]
-        sizes = np.array([[p.width, p.height] for p in pictures], dtype=np.int64)
+        pictures = [read_image(im) for im in items]
+        sizes = np.array([_size(p) for p in pictures], dtype=np.int64)
         labels, boxes, scores = self.run(preprocess(pictures, self.image_size), sizes)
         results = []
         for i in range(len(pictures)):

@@ -25,6 +25,17 @@ def test_preprocessing_is_the_processors(tmp_path) -> None:
     assert np.array_equal(preprocess(pictures, (320, 256)), expected)
 
 
+def test_array_preprocessing_is_the_processors() -> None:
+    """NumPy input is read as dfine.Predictor reads it: uint8 HWC, grey HW, CHW and float arrays in [0, 1]."""
+    from dfine.runtime import read_image
+
+    rng = np.random.default_rng(4)
+    arrays = [rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), rng.integers(0, 256, (33, 41), dtype=np.uint8),
+              rng.integers(0, 256, (3, 20, 30), dtype=np.uint8), rng.random((45, 35, 3), dtype=np.float32)]
+    expected = dfine.DFineImageProcessor(size={"height": 64, "width": 96})(arrays)["pixel_values"].numpy()
+    assert np.array_equal(preprocess([read_image(a) for a in arrays], (64, 96)), expected)
+
+
 def test_runtime_without_torch_matches_torch(n_onnx, n_model_dir, tmp_path) -> None:
     paths = []
     for i, picture in enumerate(check_images([(500, 375), (375, 500)], seed=21)):
@@ -121,9 +132,10 @@ def test_predict_cli_bf16_on_the_cpu(n_model_dir, tmp_path, capsys) -> None:
     assert records and all(len(r["bbox"]) == 4 for r in records)
 
 
-def _batch_probe_onnx(path, batch: int) -> None:
+def _batch_probe_onnx(path, batch: int | str, height: int | str = 32, width: int | str = 32,
+                      metadata: dict[str, str] | None = None) -> None:
     """A graph with dfine's interface and a fixed batch whose single detection tells each image apart: its score is
-    the image's mean pixel and its box is (w, h, w, h) of its orig_target_sizes."""
+    the image's mean pixel and its box is (w, h, w, h) of its orig_target_sizes. A str dimension is symbolic."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -138,7 +150,7 @@ def _batch_probe_onnx(path, batch: int) -> None:
                  "zero": np.array(0.0, np.float32)}
     graph = helper.make_graph(
         nodes, "batch_probe",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 32, 32]),
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, height, width]),
          helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, [batch, 2])],
         [helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 1]),
          helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, 1, 4]),
@@ -146,7 +158,7 @@ def _batch_probe_onnx(path, batch: int) -> None:
         [numpy_helper.from_array(v, k) for k, v in constants.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, {"class_names": json.dumps(["thing"])})
+    helper.set_model_props(model, {"class_names": json.dumps(["thing"]), **(metadata or {})})
     onnx.save(model, str(path))
 
 
@@ -164,3 +176,83 @@ def test_a_fixed_batch_graph_takes_any_number_of_images(count, tmp_path) -> None
     for i, (picture, result) in enumerate(zip(pictures, results, strict=True)):
         assert result["scores"].tolist() == pytest.approx([(20 * i + 20) / 255], rel=1e-5)
         assert result["boxes"].tolist() == [[picture.width, picture.height] * 2]
+
+
+@pytest.fixture
+def probe(tmp_path) -> OnnxDetector:
+    """The probe graph with a dynamic batch: a detection per image scoring its mean pixel, boxed (w, h, w, h)."""
+    _batch_probe_onnx(tmp_path / "probe.onnx", batch="batch")
+    return OnnxDetector(tmp_path / "probe.onnx")
+
+
+def test_predict_takes_numpy_arrays(probe) -> None:
+    """uint8 (H, W, 3) RGB and (H, W) grey, float (H, W, 3) in [0, 1], a list of them and a 4-D batch."""
+    rgb = np.full((30, 40, 3), 51, np.uint8)
+    grey = np.full((20, 10), 102, np.uint8)
+    floating = np.full((16, 24, 3), 0.6, np.float32)
+
+    def seen(results):
+        return [(round(float(r["scores"][0]), 4), r["boxes"][0].tolist()) for r in results]
+
+    assert seen(probe.predict(rgb, threshold=0.0)) == [(0.2, [40, 30, 40, 30])]
+    assert seen(probe.predict([grey, floating], threshold=0.0)) == [(0.4, [10, 20, 10, 20]), (0.6, [24, 16, 24, 16])]
+    assert seen(probe.predict(np.stack([rgb, rgb // 3]), threshold=0.0)) == [(0.2, [40, 30, 40, 30]),
+                                                                              (0.0667, [40, 30, 40, 30])]
+    # the same pixels as a picture give the same detections
+    assert seen(probe.predict(Image.fromarray(rgb), threshold=0.0)) == seen(probe.predict(rgb, threshold=0.0))
+
+
+@pytest.mark.parametrize("image, message", [
+    (5, "cannot read an image of type int"),
+    ({"pixels": 1}, "cannot read an image of type dict"),
+    (np.zeros((4, 5, 6, 7, 8), np.uint8), "cannot read an image array of shape (4, 5, 6, 7, 8)"),
+    (np.zeros((8, 8, 2), np.uint8), "cannot read an image array of shape (8, 8, 2)"),
+    (np.full((8, 8, 3), 2.0, np.float32), "float images must hold values in [0, 1]"),
+    (np.full((8, 8), 300, np.int32), "integer images must hold values in 0..255"),
+    (np.zeros((8, 8, 3), bool), "cannot read an image array of dtype bool"),
+    ([], "no images given"),
+])
+def test_predict_bad_images_are_one_line(image, message, probe) -> None:
+    from dfine.errors import DFineError
+
+    with pytest.raises(DFineError) as error:
+        probe.predict(image)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan"), "0.5", None, True])
+def test_predict_threshold_outside_0_1_is_one_line(threshold, probe) -> None:
+    from dfine.errors import DFineError
+
+    with pytest.raises(DFineError, match="threshold must be a number from 0 to 1, got "):
+        probe.predict(np.zeros((8, 8, 3), np.uint8), threshold=threshold)
+
+
+def test_numpy_input_needs_no_torch(tmp_path) -> None:
+    _batch_probe_onnx(tmp_path / "probe.onnx", batch="batch")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any attempt to import torch now fails
+        import numpy as np
+        from dfine.runtime import OnnxDetector
+        result = OnnxDetector({str(tmp_path / "probe.onnx")!r}).predict(np.full((9, 7), 255, np.uint8), threshold=0.5)
+        print(result[0]["scores"].tolist(), result[0]["boxes"].tolist())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1.0]", "[[7.0,", "9.0,", "7.0,", "9.0]]"]
+
+
+def test_symbolic_height_and_width(tmp_path) -> None:
+    """A graph whose input height and width are symbolic takes its size from the image_size metadata, or is refused
+    in one line naming the file."""
+    from dfine.errors import InputFileError
+
+    _batch_probe_onnx(tmp_path / "sized.onnx", "batch", "height", "width", metadata={"image_size": "32,64"})
+    detector = OnnxDetector(tmp_path / "sized.onnx")
+    assert detector.image_size == (32, 64) and detector.batch is None
+    assert len(detector.predict(np.zeros((8, 8, 3), np.uint8), threshold=0.0)) == 1
+    _batch_probe_onnx(tmp_path / "free.onnx", "batch", "height", "width")
+    with pytest.raises(InputFileError, match=r"free\.onnx: .*input height and width are not fixed") as error:
+        OnnxDetector(tmp_path / "free.onnx")
+    assert "\n" not in str(error.value)
