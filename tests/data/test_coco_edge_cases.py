@@ -274,3 +274,8 @@ def test_iscrowd_other_than_0_or_1_is_a_problem(tmp_path, iscrowd):
     index, ann_file = _load(tmp_path, [box_annotation(1, 1, [1, 2, 10, 10], iscrowd=iscrowd)])
     assert index.problems == [f"{ann_file} annotation 1: 'iscrowd' must be 0 or 1, got {iscrowd!r}"]
 
+
+def test_a_bbox_number_too_large_for_a_float_is_a_problem(tmp_path):
+    index, ann_file = _load(tmp_path, [box_annotation(1, 1, [10**400, 2, 10, 10])])
+    assert len(index.problems) == 1 and index.problems[0].startswith(f"{ann_file} annotation 1: ")
+    assert "infinite" in index.problems[0]

@@ -33,7 +33,10 @@ def _as_int(value: Any) -> int | None:
 def _as_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer beyond the float range: as infinite, which the box checks report
+        return math.inf if value > 0 else -math.inf
 
 
 def _as_crowd(value: Any) -> bool | None:
