@@ -152,3 +152,37 @@ def test_a_gpu_run_without_a_cuda_graph_gets_a_tip() -> None:
     assert speed_hint(args(), "cpu") is None
     assert speed_hint(args("--eager"), "cuda") is None
     assert speed_hint(args("--backend", "onnxruntime"), "cuda") is None
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "m.engine"])
+def test_benchmark_half_is_refused_for_an_exported_file(name, tmp_path, error_line) -> None:
+    """An exported file's precision was fixed at export: --half would be ignored while the numbers look fp16."""
+    (tmp_path / name).write_bytes(b"not read: the flag is refused first")
+    assert main(["benchmark", "--model", str(tmp_path / name), "--half", "--iters", "1"]) == 2
+    assert "--half does not apply to an exported file" in error_line()
+
+
+def test_benchmark_engine_does_not_claim_a_precision(tmp_path, monkeypatch, capsys) -> None:
+    """A given engine's precision is not known from the command line: the backend line says TensorRT only."""
+    import numpy as np
+
+    from dfine.export import benchmark as bench
+    from dfine.export import tensorrt as trt_export
+
+    class FakeRunner:
+        batch, image_size = 1, (320, 320)
+
+        def __init__(self, path) -> None:
+            pass
+
+        def run(self, images, sizes):
+            return np.zeros((1, 300), np.int64), np.zeros((1, 300, 4), np.float32), np.zeros((1, 300), np.float32)
+
+    monkeypatch.setattr(trt_export, "require_tensorrt", lambda: None)
+    monkeypatch.setattr(trt_export, "TensorRTRunner", FakeRunner)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    monkeypatch.setattr(bench, "time_callable", lambda call, **kwargs: (call(), Timing([1.0], batch=1))[1])
+    monkeypatch.setattr(bench, "peak_memory_mib", lambda device: None)
+    (tmp_path / "m.engine").write_bytes(b"ENGINE")
+    assert main(["benchmark", "--model", str(tmp_path / "m.engine"), "--iters", "1"]) == 0
+    assert "backend:     tensorrt: TensorRT\n" in capsys.readouterr().out

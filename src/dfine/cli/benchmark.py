@@ -134,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "torch" and exported_given:
         raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "
                          f"{exported_backend})")
+    if exported_given and args.half:
+        # it would be ignored, and the numbers read as fp16 ones; as dfine predict says for an exported file
+        raise DFineError(f"{args.model}: --half does not apply to an exported file: its precision was chosen at "
+                         "export (dfine export --half)")
     if args.backend == "tensorrt":
         from dfine.export.tensorrt import require_tensorrt
 
@@ -179,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
                 engine = TensorRTRunner(path)
                 runner = engine.run
                 graph = engine.batch, engine.image_size
-                description = "TensorRT" + (" fp16" if args.half else " fp32")
+                # the precision of an engine built here is --half's; a given engine's is not known here (its
+                # graph beside it is fp32 whatever the engine, since TensorRT makes the fp16 engine itself)
+                description = "TensorRT" + ("" if exported_given else " fp16" if args.half else " fp32")
                 device = torch.device("cuda")
             if exported_given:
                 batch, size = _graph_input(args, path, *graph)
