@@ -13,6 +13,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from dfine.data import CocoDetection, YoloDetection, make_synthetic_dataset, resolve_dataset
+from dfine.data.images import load_image
 
 
 def test_both_formats_give_identical_items(synthetic_pair):
@@ -153,3 +154,30 @@ def test_yolo_dataset_with_names_dict_and_image_list(tmp_path):
     assert [dataset[i][1]["labels"].tolist() for i in range(2)] == [[1], []]  # a.png (class 3 -> label 1), b.png
     assert dataset[0][1]["boxes"].tolist() == [[24.0, 12.0, 40.0, 36.0]]
     assert dataset.coco_ground_truth()["images"][0]["file_name"] == "images/a.png"
+
+
+def _tiff(path, array: np.ndarray):
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ((200 / 255, 1.0), (200, 255)),  # float images in 0..1 (scientific / HDR tools)
+    ((200.0, 100.0), (200, 100)),  # floats holding 8-bit values keep them
+    ((250.0, 1250.0), (0, 255)),  # any other range is stretched from its minimum to its maximum
+])
+def test_32_bit_float_images_are_scaled_from_their_range(tmp_path, values, expected):
+    array = np.full((30, 40), values[0], dtype=np.float32)
+    array[:, 20:] = values[1]
+    image = load_image(_tiff(tmp_path / "f.tif", array))
+    assert image.shape == (3, 30, 40) and image.dtype == torch.uint8
+    assert (int(image[0, 0, 0]), int(image[0, 0, 39])) == expected
+
+
+def test_32_bit_integer_images_are_scaled_beyond_the_16_bit_range(tmp_path):
+    array = np.full((30, 40), 20000, dtype=np.int32)
+    array[:, 20:] = 25400
+    assert load_image(_tiff(tmp_path / "small.tif", array))[0, 0, 39] == 255  # not 99, as if it were 16-bit
+    array *= 10_000  # up to 254 million
+    image = load_image(_tiff(tmp_path / "large.tif", array))
+    assert (int(image[0, 0, 0]), int(image[0, 0, 39])) == (201, 255)

@@ -165,13 +165,40 @@ def note_missing_folder(problems: list[str], image: Path, source: Path) -> bool:
     return True
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _sample_bits(image: Image.Image) -> int | None:
+    """Bits per sample as the file states them (TIFF), else None."""
+    bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one value per channel
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return bits if isinstance(bits, int) else None
+
+
+def _to_rgb(image: Image.Image, bits: int | None = None) -> Image.Image:
+    """RGB of any PIL mode; ``bits``: the file's bits per sample, when it says (a 32-bit integer image opens in the
+    same mode "I" as a 16-bit PNG does in older PIL)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale (PIL may open it as "I"): PIL's own conversion clips at 255, turning most of the image
-        # white. A fixed 65535 -> 255 scale keeps brightness comparable between images.
+        # PIL's own conversion clips at 255, turning most of the image white. 16-bit grayscale (PIL may open it as
+        # "I"): a fixed 65535 -> 255 scale keeps brightness comparable between images. 32-bit integers have no
+        # usual range (2**31 would leave any real image black): the image's own maximum is 255.
         array = np.asarray(image, dtype=np.float64)
-        scale = 255.0 / 65535.0 if array.max() > 255 else 1.0
+        high = array.max()
+        if high <= 255:
+            scale = 1.0
+        elif high <= 65535 and not (image.mode == "I" and bits == 32):
+            scale = 255.0 / 65535.0
+        else:
+            scale = 255.0 / high
         image = Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        # 32-bit float: PIL clips at 0..255, so the usual 0..1 images came out black. 0..1 is scaled to 0..255,
+        # values already in 0..255 are kept, any other range is stretched from its minimum to its maximum.
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low >= 0 and high <= 1:
+            array = array * 255.0
+        elif low < 0 or high > 255:
+            array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # palette transparency must pass through RGBA to convert cleanly
     return image.convert("RGB")
@@ -185,7 +212,8 @@ def _load(path: Path, width: int | None, height: int | None) -> tuple[tv_tensors
             apply = True if width is None or height is None else use_exif_orientation(info, width, height)
             if apply is None:
                 raise InputFileError(path, size_mismatch_message(info, width or 0, height or 0))
-            rgb = _to_rgb(ImageOps.exif_transpose(image) if apply and info.orientation != 1 else image)
+            oriented = ImageOps.exif_transpose(image) if apply and info.orientation != 1 else image
+            rgb = _to_rgb(oriented, _sample_bits(image))  # the transposed copy has lost the TIFF tags
     except FileNotFoundError:
         raise InputFileError(path, "image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
