@@ -62,6 +62,16 @@ def test_truncated_jpeg(tmp_path):
     assert problem.startswith(f"{tmp_path / 'imgs' / 'a.jpg'}: unreadable or corrupt image")
 
 
+def test_truncated_tiff(tmp_path):
+    # A TIFF's header sits at its start: only its strips' positions tell that the pixels were cut off.
+    data = _coco_data(tmp_path, images=[{**_IMAGE, "file_name": "a.tif"}], make_images=False)
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 48), 64).convert("RGB").save(buffer, "TIFF")
+    (tmp_path / "imgs" / "a.tif").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    problem = _only_problem(data)
+    assert problem.startswith(f"{tmp_path / 'imgs' / 'a.tif'}: unreadable or corrupt image")
+
+
 def test_image_size_differs_from_annotations(tmp_path):
     data = _coco_data(tmp_path, images=[{**_IMAGE, "width": 640, "height": 480}], make_images=False)
     write_image(tmp_path / "imgs" / "a.png", 64, 48)

@@ -153,7 +153,8 @@ def _check_images(
         if not orientation:
             repairs.add("EXIF rotation not applied: the boxes were drawn on the stored pixels", str(record.path))
         # A JPEG not ending with its end marker may be truncated: only decoding it tells (data after the marker,
-        # which some cameras write, decodes normally and is not worth a word).
+        # which some cameras write, decodes normally and is not worth a word). Likewise a TIFF whose pixel data
+        # runs past the end of the file.
         if decode or not info.complete:
             try:
                 warning = check_decodes(record.path, record.width, record.height)

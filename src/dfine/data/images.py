@@ -37,8 +37,9 @@ class ImageInfo:
         width, height: the size after applying the EXIF orientation.
         stored_width, stored_height: the size of the pixels as stored.
         orientation: the EXIF orientation tag (1 when absent).
-        complete: False for a JPEG that does not end with its end-of-image marker: it is truncated, lacks only the
-            marker, or has data after it; only decoding it (:func:`check_decodes`) tells which.
+        complete: False for a JPEG that does not end with its end-of-image marker (it is truncated, lacks only the
+            marker, or has data after it) and for a TIFF whose pixel data lies beyond the end of the file; only
+            decoding it (:func:`check_decodes`) tells what is wrong.
     """
 
     width: int
@@ -73,6 +74,22 @@ def _header_info(image: Image.Image, complete: bool = True) -> ImageInfo:
     return ImageInfo(w, h, stored_w, stored_h, orientation, complete)
 
 
+def _tiff_data_in_file(image: Image.Image, path: Path) -> bool:
+    """Whether every strip or tile of a TIFF's first image ends within the file: a TIFF's header comes first, so a
+    cut-off file reads like a good one until its pixels are decoded."""
+    tags = image.tag_v2
+    size = path.stat().st_size
+    for offsets_tag, counts_tag in ((273, 279), (324, 325)):  # StripOffsets/-ByteCounts, TileOffsets/-ByteCounts
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets is None or counts is None:
+            continue
+        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        if any(offset + count > size for offset, count in zip(offsets, counts, strict=False)):
+            return False
+    return True
+
+
 def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
     """Read an image's size and orientation from its header without decoding the pixels.
 
@@ -89,6 +106,8 @@ def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
     try:
         with Image.open(path) as image:
             complete = not (verify and image.format == "JPEG") or ends_with_jpeg_end_marker(path)
+            if verify and image.format == "TIFF":
+                complete = _tiff_data_in_file(image, path)
             info = _header_info(image, complete)
             if verify:
                 image.verify()
