@@ -59,6 +59,53 @@ def test_same_classes_reinitialise_nothing(tmp_path: Path, coco_model: Path) -> 
             assert torch.equal(value, saved[name]), name
 
 
+def test_shared_class_names_carry_their_rows(coco_model: Path) -> None:
+    """A data set with some COCO classes, in its own order and spelling, starts those rows from the checkpoint's."""
+    saved = DFineForObjectDetection.from_pretrained(coco_model).state_dict()
+    names = ["dog", "forklift", "Person"]
+    model, report = build_training_model(str(coco_model), names)
+    dog, person = COCO_CLASSES.index("dog"), COCO_CLASSES.index("person")
+    assert report.reinitialised == []
+    assert "2 of 3 classes start from the checkpoint's class rows of the same name; 1 start fresh: forklift" in (
+        report.summary())
+    state = model.state_dict()
+    heads = sorted(k for k in state if CLASS_SIZED.match(k))
+    assert len(heads) == 9
+    for key in heads:
+        new, old = state[key], saved[key]
+        assert new.shape[0] == (4 if "denoising" in key else 3), key
+        assert torch.equal(new[0], old[dog]) and torch.equal(new[2], old[person]), key
+        if "denoising" in key:
+            assert torch.equal(new[3], old[80]), key  # the padding row
+        if key.endswith("weight"):  # the new class's row is the fresh model's, none of the checkpoint's
+            assert not any(torch.equal(new[1], row) for row in old), key
+    assert model.config.class_names == names
+
+
+def test_reordered_classes_keep_every_row(coco_model: Path) -> None:
+    saved = DFineForObjectDetection.from_pretrained(coco_model).state_dict()
+    names = list(reversed(COCO_CLASSES))
+    model, report = build_training_model(str(coco_model), names)
+    assert report.reinitialised == [] and "80 of 80 classes start from" in report.summary()
+    assert "start fresh" not in report.summary()
+    for key, value in model.state_dict().items():
+        if CLASS_SIZED.match(key):
+            rows = saved[key][:80].flip(0)
+            expected = torch.cat([rows, saved[key][80:]]) if "denoising" in key else rows
+            assert torch.equal(value, expected), key
+        elif not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, saved[key]), key
+
+
+def test_renamed_classes_of_the_same_count_keep_the_rows_in_order(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = DFineForObjectDetection(preset_config("dfine-n-coco", id2label={0: "0", 1: "1", 2: "2"}))
+    model, report = build_training_model(source, SHAPES)
+    assert report.reinitialised == [] and "rows are kept in label order" in report.summary()
+    saved = source.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if CLASS_SIZED.match(k))
+
+
 @pytest.mark.slow
 def test_fine_tune_run(tmp_path: Path, coco_model: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = {**TINY, "model": str(coco_model)}

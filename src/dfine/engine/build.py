@@ -6,9 +6,11 @@ Two ways to start (:func:`build_training_model`):
   scratch, the backbone initialised from ImageNet (HGNetv2 "stage 1" weights, as the original) unless
   ``pretrained_backbone=False``;
 - **anything else** ``from_pretrained`` accepts (hub id, folder, ``.pth``/``.safetensors``, a ``last.pt``): its weights
-  are fine-tuned. When the data set's class list differs from the checkpoint's, the class-sized tensors (the encoder
-  and decoder score heads, and the denoising label embedding whose rows are the classes + 1) are re-initialised and
-  listed; with an identical class list nothing is re-initialised.
+  are fine-tuned. The class-sized tensors (the encoder and decoder score heads, and the denoising label embedding
+  whose rows are the classes + 1) follow the class names: a data-set class the checkpoint also has starts from the
+  checkpoint's rows for it, wherever it sits in either list (:mod:`dfine.engine.class_rows`); the other rows start
+  fresh. When no name is shared, the tensors are re-initialised and listed, unless the class count is the same
+  (then they are kept in label order, for a data set whose classes were only renamed).
 
 Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
 frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from dfine.config import DFineConfig, check_field_range
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
 from dfine.data.transforms import image_size_hw
+from dfine.engine.class_rows import carry_class_rows, describe_carried_rows, match_class_names
 from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
@@ -239,15 +242,22 @@ def build_training_model(
             notes.append("not a standard D-FINE size: the S recipe's hyper-parameters are used")
         recipe = RECIPES[size]
         same_classes = resolved.config.class_names == list(class_names)
-        if not same_classes and resolved.config.num_labels == len(class_names):
-            notes.append(f"the data set names its {len(class_names)} classes differently from the checkpoint; the "
-                         "class heads are kept (same count) and the data set's names are used")
         overrides = {"freeze_backbone_batch_norms": recipe.freeze_backbone_norm, "id2label": id2label, **overrides}
         config = DFineConfig.from_dict(resolved.config.to_dict(), **overrides)
         model = DFineForObjectDetection(config)
+        weights = resolved.state_dict
+        if not same_classes:
+            matches = match_class_names(resolved.config.class_names, class_names)
+            if any(m is not None for m in matches):
+                # rows follow the names, so a reordered or extended class list keeps what each class learnt
+                weights = carry_class_rows(weights, model.state_dict(), matches)
+                notes.append(describe_carried_rows(class_names, matches))
+            elif resolved.config.num_labels == len(class_names):
+                notes.append(f"none of the data set's {len(class_names)} class names is the checkpoint's; the class "
+                             "rows are kept in label order (same count) and the data set's names are used")
         # a transformers DFineModel file has no decoder class/box heads: fine-tuning starts them fresh
-        fresh = absent_detection_heads(resolved.state_dict)
-        skipped = load_state_dict_checked(model, resolved.state_dict, resolved.source,
+        fresh = absent_detection_heads(weights)
+        skipped = load_state_dict_checked(model, weights, resolved.source,
                                           allow_new_heads=not same_classes or "num_denoising" in overrides, fresh=fresh)
         model.sync_config_with_weights()
         report = ModelReport(name, size, True, "from the checkpoint", sorted(skipped), notes=notes)
