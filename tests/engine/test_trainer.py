@@ -81,6 +81,22 @@ def test_repeated_nans_roll_back_halve_the_lr_and_recover(tmp_path: Path, tiny_y
     assert data["ema"]["updates"] == 8 and _all_finite(data["model"])  # the retried epoch ran all 8 steps
 
 
+def test_a_learning_rate_back_off_survives_the_stop_epoch_restart(tmp_path: Path, tiny_yaml: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # best_stage1.pt is written after epoch 1; epoch 2 diverges and halves the LR; the stop epoch (3) restores the
+    # epoch-1 state, whose scheduler has the full LR: the halving must stay
+    aps = iter([0.5, 0.1, 0.1])
+    monkeypatch.setattr(trainer_module.Trainer, "validate", lambda self: EvalResult(*([next(aps)] * 14)))
+    _inject_nans(monkeypatch, {9, 10, 11, 12, 13})  # batch size 1: 8 steps an epoch, the first 5 of epoch 2
+    result = dfine.train(tiny_yaml, epochs=3, batch_size=1, output=tmp_path / "run", stop_epoch=2, **TINY)
+    stage1 = torch.load(result.output_dir / "best_stage1.pt", weights_only=True)
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert stage1["epoch"] == 0 and stage1["extra"]["lr_scale"] == 1.0
+    assert last["stage"] == 2 and last["extra"]["rollbacks"] == 1 and last["extra"]["lr_scale"] == 0.5
+    assert last["scheduler"]["base_lrs"][-1] == pytest.approx(last["hparams"]["lr"] / 2)
+    assert last["optimizer"]["param_groups"][-1]["lr"] == pytest.approx(last["hparams"]["lr"] / 2)
+
+
 def test_persistent_nans_stop_with_a_clear_error(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     _inject_nans(monkeypatch, range(1, 10_000))

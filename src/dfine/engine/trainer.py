@@ -20,7 +20,8 @@ can always be resumed.
 **Non-finite loss** (SPEC Part B §9 item 9). A step whose loss is NaN/inf is skipped with a warning (nothing is
 updated). After ``max_nonfinite_steps`` such steps in a row, the run rolls back to the last good state (the end of
 the previous epoch, i.e. what ``last.pt`` holds, or the start of the run), halves the learning rate, says so, and
-retries the epoch; after ``max_rollbacks`` rollbacks it stops with a :class:`~dfine.errors.DFineError`.
+retries the epoch; after ``max_rollbacks`` rollbacks it stops with a :class:`~dfine.errors.DFineError`. The halved
+rate also holds after the stop epoch restores an earlier best stage-1 state.
 """
 
 from __future__ import annotations
@@ -211,6 +212,11 @@ class Trainer:
             try:
                 data = ckpt.load_checkpoint(path)
                 self._load_module_states(data)
+                # a divergence after that epoch halved the learning rate: the restored scheduler predates the
+                # back-off, which must survive the restart (the same weights diverged at the higher rate)
+                saved_scale = float(data.get("extra", {}).get("lr_scale", 1.0))
+                if saved_scale != self.state.lr_scale:
+                    self.scheduler.scale_base_lrs(self.state.lr_scale / saved_scale)
                 restored = (int(data["epoch"]), float(data.get("best_metric", math.nan)))
             except (DFineError, RuntimeError, KeyError, ValueError) as e:
                 logger.warning("could not reload %s (%s): continuing from the current weights", path, e)
