@@ -105,24 +105,32 @@ def _size(picture: Image.Image | np.ndarray) -> tuple[int, int]:
                                                                                         picture.shape[0])
 
 
-def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """RGB pictures -> float32 (B, 3, H, W): PIL bilinear stretch resize to ``size`` = (H, W), then v / 255.
+# the ``resample`` metadata of an export (the model's processor's filter) -> PIL's filter
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+             "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "box": Image.Resampling.BOX,
+             "hamming": Image.Resampling.HAMMING}
+
+
+def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, int],
+               resample: str = "bilinear") -> np.ndarray:
+    """RGB pictures -> float32 (B, 3, H, W): PIL stretch resize to ``size`` = (H, W) (bilinear unless the export
+    says otherwise), then v / 255. Any normalisation of the model is inside the graph (dfine.export.preprocess).
 
     Float (H, W, 3) arrays in [0, 1] (from :func:`read_image`) are resized per channel as PIL "F" images, the
     processor's float path.
     """
     height, width = size
+    flt = _RESAMPLE[resample]
     arrays = []
     for picture in pictures:
         if isinstance(picture, np.ndarray):
             array = picture
             if array.shape[:2] != (height, width):
                 planes = [Image.fromarray(np.ascontiguousarray(array[:, :, c])) for c in range(3)]
-                array = np.stack([np.asarray(p.resize((width, height), Image.Resampling.BILINEAR)) for p in planes],
-                                 axis=-1)
+                array = np.stack([np.asarray(p.resize((width, height), flt)) for p in planes], axis=-1)
             arrays.append(array.astype(np.float32, copy=False).transpose(2, 0, 1))
             continue
-        resized = to_rgb(picture).resize((width, height), resample=Image.Resampling.BILINEAR)
+        resized = to_rgb(picture).resize((width, height), resample=flt)
         arrays.append(_RESCALE[np.asarray(resized)].transpose(2, 0, 1))
     return np.ascontiguousarray(np.stack(arrays))
 
@@ -185,6 +193,9 @@ class OnnxDetector:
         ids = meta.get("dataset_category_ids")
         self.dataset_category_ids: list[int] | None = json.loads(ids) if ids else None
         self.precision = meta.get("precision", "fp32")
+        self.resample = meta.get("resample", "bilinear")  # older exports: the processor default
+        if self.resample not in _RESAMPLE:
+            raise InputFileError(self.path, f"unknown resample filter {self.resample!r} in the metadata")
 
     def _input_size(self, shape: Sequence[Any], meta: dict[str, str]) -> tuple[int, int]:
         """(H, W) of the ``images`` input: the graph's, or its ``image_size`` metadata when the graph leaves them
@@ -235,7 +246,7 @@ class OnnxDetector:
             raise DFineError("no images given")
         pictures = [read_image(im) for im in items]
         sizes = np.array([_size(p) for p in pictures], dtype=np.int64)
-        labels, boxes, scores = self.run(preprocess(pictures, self.image_size), sizes)
+        labels, boxes, scores = self.run(preprocess(pictures, self.image_size, self.resample), sizes)
         results = []
         for i in range(len(pictures)):
             keep = scores[i] > threshold

@@ -254,7 +254,7 @@ def fake_export(monkeypatch, fail_check: bool = False) -> list[int]:
     def write(model, tmp, path, *args, **kwargs):
         tmp.write_bytes(b"graph")
 
-    def compare(model, run, size, batch, half, backend):
+    def compare(model, run, size, batch, half, backend, processor=None):
         checked.append(batch)
         if fail_check:
             raise DFineError(f"{backend} check failed: simulated")

@@ -62,22 +62,27 @@ def run(args: argparse.Namespace) -> int:
         require_tensorrt()  # before loading anything: say it at once when TensorRT is missing
         check_engine_output(output)
 
-    from dfine.hub.resolve import model_input_size
+    from dfine.export.preprocess import check_exportable
+    from dfine.inference import load_processor
     from dfine.model import DFineForObjectDetection
 
     model = DFineForObjectDetection.from_pretrained(args.model)
-    # the size the model was trained for (its training checkpoint or processor config), unless asked otherwise
-    size = (args.image_size,) * 2 if args.image_size is not None else model_input_size(args.model)
+    # the model's own preprocessing (beside its weights), at the size it was trained for unless asked otherwise;
+    # its normalisation goes into the graph, so the exported file always takes [0, 1] images
+    processor = load_processor(args.model, args.image_size)
+    size = (processor.size["height"], processor.size["width"])
+    check_exportable(processor, size, str(args.model))
     if args.format == "onnx":
         from dfine.export.onnx import export_onnx
 
         result = export_onnx(model, output, size, dynamic_batch=args.dynamic_batch, half=args.half,
-                             batch_size=args.batch_size, check=not args.no_check)
+                             batch_size=args.batch_size, check=not args.no_check, processor=processor)
         print(f"wrote {result.summary()}")
     else:
         from dfine.export.tensorrt import export_engine
 
         path = export_engine(model, output, size, half=args.half, dynamic_batch=args.dynamic_batch,
-                             max_batch=args.max_batch, batch_size=args.batch_size, check=not args.no_check)
+                             max_batch=args.max_batch, batch_size=args.batch_size, check=not args.no_check,
+                             processor=processor)
         print(f"wrote {path} (and {path.with_suffix('.onnx')})")
     return 0

@@ -61,6 +61,8 @@ def describe_onnx(path: Path) -> list[str]:
     lines.append(f"precision:   {meta.get('precision', 'fp32')}, batch "
                  f"{'dynamic' if meta.get('dynamic_batch') == 'true' else 'fixed'}, top {meta.get('top_k', '?')} "
                  f"detections, exported by dfine {meta['dfine_version']}")
+    if "preprocessing" in meta:
+        lines.append(f"images:      {meta['preprocessing']}")
     names = json.loads(meta.get("class_names") or "[]")
     return lines + _class_lines(names)
 

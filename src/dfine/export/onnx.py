@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,8 +36,12 @@ import torch
 from dfine.errors import DFineError, InputFileError, first_line
 from dfine.export.deploy import deploy, normalize_image_size
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
+from dfine.export.preprocess import RESAMPLE_NAMES, InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
 from dfine.model.dfine import DFineForObjectDetection
+
+if TYPE_CHECKING:
+    from dfine.processor import DFineImageProcessor
 
 __all__ = ["OPSET", "ExportResult", "check_output_path", "compare_with_torch", "export_onnx", "onnx_metadata"]
 
@@ -65,15 +70,22 @@ class ExportResult:
 
 
 def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], half: bool, dynamic_batch: bool,
-                  top_k: int) -> dict[str, str]:
+                  top_k: int, processor: DFineImageProcessor | None = None) -> dict[str, str]:
     """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime`)."""
     from dfine import __version__
 
+    resample = RESAMPLE_NAMES[processor.resample if processor is not None else 2]
+    steps = f"RGB stretched to {image_size[0]}x{image_size[1]} ({resample}), values / 255"
+    if processor is not None and processor.do_normalize:
+        mean, std = (",".join(f"{v:g}" for v in values) for values in (processor.image_mean, processor.image_std))
+        steps += f"; then inside the graph: the model's normalisation (mean {mean}, std {std})"
     ids = model.config.dataset_category_ids
     return {
         "class_names": json.dumps(model.config.class_names),
         **({"dataset_category_ids": json.dumps(ids)} if ids is not None else {}),
         "image_size": f"{image_size[0]},{image_size[1]}",
+        "resample": resample,
+        "preprocessing": steps,
         "orig_target_sizes": TARGET_SIZE_ORDER,
         "precision": "fp16" if half else "fp32",
         "dynamic_batch": str(bool(dynamic_batch)).lower(),
@@ -203,11 +215,13 @@ def check_output_path(path: str | Path) -> Path:
 
 
 def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,
-                       half: bool, backend: str) -> MatchReport:
+                       half: bool, backend: str, processor: DFineImageProcessor | None = None) -> MatchReport:
     """Run ``run`` (an exported graph) and ``model`` (PyTorch, float32) on the same pictures and compare.
 
-    Pictures of two non-square original sizes are used, so that a swapped (width, height) shows up. Raises a
-    one-line :class:`DFineError` when the detections disagree beyond the tolerance, or look empty.
+    Pictures of two non-square original sizes are used, so that a swapped (width, height) shows up. The graph gets
+    its own input ([0, 1] images) and PyTorch what ``processor`` (the model's, default: the checkpoints') makes of
+    the same pictures, so a normalisation carried into the graph is checked too. Raises a one-line
+    :class:`DFineError` when the detections disagree beyond the tolerance, or look empty.
     """
     from dfine.processor import DFineImageProcessor
 
@@ -215,17 +229,18 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     while len(originals) < batch:
         originals.append(originals[len(originals) % 4])
     pictures = check_images(originals)
-    processor = DFineImageProcessor(size={"height": image_size[0], "width": image_size[1]})
-    pixel_values = processor(pictures)["pixel_values"]
+    processor = copy.copy(processor or DFineImageProcessor())
+    processor.size = {"height": image_size[0], "width": image_size[1]}
+    graph_input = graph_processor(processor, image_size)(pictures)["pixel_values"]
     sizes_wh = np.array(originals, dtype=np.int64)
-    labels, boxes, scores = (np.asarray(a) for a in run(pixel_values.numpy(), sizes_wh))
+    labels, boxes, scores = (np.asarray(a) for a in run(graph_input.numpy(), sizes_wh))
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise DFineError(f"{backend} check failed: the exported model gives non-finite scores or boxes")
 
     reference_model = _float32_eval(model)
     device = next(reference_model.parameters()).device
     with torch.inference_mode():
-        outputs = reference_model(pixel_values.to(device))
+        outputs = reference_model(processor(pictures)["pixel_values"].to(device))
     scale = np.concatenate([sizes_wh, sizes_wh], axis=1).astype(np.float64)  # (w, h, w, h)
     reference = top_detections(outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
                                k=None, scale=np.ones_like(scale))
@@ -254,7 +269,7 @@ def ort_runner(path: str | Path, providers: Sequence[str] | None = None) -> RunF
 
 def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: int | Sequence[int] = 640,
                 dynamic_batch: bool = False, half: bool = False, batch_size: int = 1, check: bool = True,
-                top_k: int | None = None) -> ExportResult:
+                top_k: int | None = None, processor: DFineImageProcessor | None = None) -> ExportResult:
     """Export ``model`` (deploy form + post-processing) to ONNX, check the graph and compare it with PyTorch.
 
     Args:
@@ -267,6 +282,9 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         check: run ``onnx.checker`` and the ONNX Runtime comparison (top-100 scores and boxes within 1e-3 of
             PyTorch in fp32; looser for fp16, plus a check that detections are not empty).
         top_k: detections per image in the graph (default: the number of queries, 300).
+        processor: the model's preprocessing (default: the released checkpoints', no normalisation); its
+            normalisation is carried into the graph and its resampling filter into the metadata
+            (:mod:`dfine.export.preprocess`), so the graph still takes [0, 1] images.
 
     Raises:
         DFineError: an image size too small for the model's queries, or an export, checker or comparison failure,
@@ -279,6 +297,8 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     # failure (a top-k out of range while tracing) says nothing about the image size
     check_image_size(model.config, size, training=False)
     path = Path(output)
+    if processor is not None:
+        check_exportable(processor, size, "the model")
     if path.suffix.lower() != ".onnx":
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
     check_output_path(path)
@@ -287,7 +307,8 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     report: list[MatchReport | None] = [None]
 
     def write(tmp: Path) -> None:
-        report[0] = write_checked_onnx(model, tmp, path, size, dynamic_batch, half, batch_size, check, top_k)
+        report[0] = write_checked_onnx(model, tmp, path, size, dynamic_batch, half, batch_size, check, top_k,
+                                       processor)
 
     # written and checked under a temporary name beside ``path``, then renamed: a failed check or an interrupt
     # leaves no complete-looking file behind, and never replaces a good export already there
@@ -297,7 +318,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
 
 def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, size: tuple[int, int],
                        dynamic_batch: bool, half: bool, batch_size: int, check: bool,
-                       top_k: int | None) -> MatchReport | None:
+                       top_k: int | None, processor: DFineImageProcessor | None = None) -> MatchReport | None:
     """The work of :func:`export_onnx` on the file ``tmp``, which the caller renames to ``path`` (named in logs and
     errors) once this returns. Returns the comparison report (None without ``check``)."""
     k = int(top_k or model.config.num_queries)
@@ -306,14 +327,15 @@ def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, si
     deployed = deploy(source, size).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
-    wrapper = DeployWithPostprocess(deployed, k).eval()
+    affine = input_affine(processor) if processor is not None else None
+    wrapper = DeployWithPostprocess(deployed, k, InputAffine(*affine) if affine else None).eval()
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
     example = (torch.rand(example_batch, 3, *size), torch.tensor([[size[1], size[0]]] * example_batch))
     logger.info("exporting %s (%s, opset %d, %dx%d, batch %s)", path, "fp16" if half else "fp32", OPSET, *size,
                 "dynamic" if dynamic_batch else batch_size)
-    _export_graph(wrapper, example, tmp, dynamic_batch, onnx_metadata(model, size, half, dynamic_batch, k))
+    _export_graph(wrapper, example, tmp, dynamic_batch, onnx_metadata(model, size, half, dynamic_batch, k, processor))
     if not check:
         return None
     _check_graph(tmp, path)
     batch = 2 if dynamic_batch else batch_size
-    return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime")
+    return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime", processor)

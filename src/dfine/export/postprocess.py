@@ -44,12 +44,16 @@ class DeployWithPostprocess(nn.Module):
     """A deployed model and its post-processing as one module: ``(images, orig_target_sizes) -> labels, boxes,
     scores``, the graph that ONNX and TensorRT export."""
 
-    def __init__(self, model: nn.Module, top_k: int) -> None:
+    def __init__(self, model: nn.Module, top_k: int, input_transform: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.top_k = top_k
+        # the model's own normalisation, when it has one (dfine.export.preprocess)
+        self.input_transform = input_transform
 
     def forward(self, images: Tensor, orig_target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.input_transform is not None:
+            images = self.input_transform(images)
         logits, boxes = self.model(images)
         labels, boxes, scores = postprocess(logits, boxes, orig_target_sizes, self.top_k)
         return labels, boxes, scores

@@ -201,8 +201,12 @@ def check_engine_output(output: str | Path) -> tuple[Path, Path]:
 
 
 def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int] = 640, half: bool = True,
-                  dynamic_batch: bool = False, max_batch: int = 32, batch_size: int = 1, check: bool = True) -> Path:
+                  dynamic_batch: bool = False, max_batch: int = 32, batch_size: int = 1, check: bool = True,
+                  processor: Any = None) -> Path:
     """ONNX export (fp32, kept beside the engine) -> TensorRT engine -> check against PyTorch on CUDA.
+
+    ``processor`` (a ``DFineImageProcessor``, default: the checkpoints') is carried into the graph as in
+    :func:`dfine.export.onnx.export_onnx`, so the engine takes [0, 1] images too.
 
     Both files are written under temporary names and renamed only once the checks pass, so a failure leaves no
     file behind and never replaces a good one.
@@ -222,6 +226,10 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
     if max_batch < 1 or batch_size < 1:
         raise DFineError(f"max_batch and batch_size must be at least 1, got {max_batch} and {batch_size}")
     engine_path, onnx_path = check_engine_output(output)
+    if processor is not None:
+        from dfine.export.preprocess import check_exportable
+
+        check_exportable(processor, size, "the model")
     batches = (1, min(max_batch, 8), max_batch) if dynamic_batch else (batch_size,) * 3
     # two images show a batch mix-up, but a dynamic engine's profile may allow only one
     check_batch = min(2, max_batch) if dynamic_batch else batch_size
@@ -230,12 +238,12 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
         build_engine(onnx_tmp, engine_tmp, fp16=half, batch_sizes=batches, shown_as=onnx_path)
         if check:
             runner = TensorRTRunner(engine_tmp)
-            report = onnx_export.compare_with_torch(model, runner.run, size, check_batch, half, "TensorRT")
+            report = onnx_export.compare_with_torch(model, runner.run, size, check_batch, half, "TensorRT", processor)
             logger.info("TensorRT vs PyTorch: %s", report.summary())
 
     def write_both(onnx_tmp: Path) -> None:
         onnx_export.write_checked_onnx(model, onnx_tmp, onnx_path, size, dynamic_batch, False, batch_size, check,
-                                       None)
+                                       None, processor)
         atomic_write(engine_path, lambda engine_tmp: write_engine(onnx_tmp, engine_tmp))
 
     atomic_write(onnx_path, write_both)
