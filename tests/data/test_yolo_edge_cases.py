@@ -210,3 +210,28 @@ def test_a_data_yaml_path_that_is_not_a_string_is_one_line(tmp_path, path):
     data.write_text(json.dumps({"path": path, "train": "images/train", "val": "images/val", "names": ["cat"]}))
     with pytest.raises(InputFileError, match="'path' must be a folder"):
         resolve_dataset(data)
+
+
+# ---- image types ---------------------------------------------------------------------------------------------------
+
+
+def test_jpeg_variants_are_read_and_unread_photo_types_are_reported(tmp_path):
+    """.jfif/.jpe/.mpo are JPEGs Pillow reads; an iPhone .heic is left out, and said so, never silently."""
+    from PIL import Image
+
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    train = tmp_path / "images" / "train"
+    for stem, suffix in (("b", ".jfif"), ("c", ".jpe"), ("d", ".MPO")):
+        Image.new("RGB", (64, 48), (200, 10, 10)).save(train / f"{stem}{suffix}", format="JPEG")
+        (tmp_path / "labels" / "train" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (train / "e.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "labels" / "train" / "e.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (train / "notes.pdf").write_bytes(b"%PDF-1.4")  # not a photo type: not mentioned
+    report = check_dataset(data, progress=False)
+    assert report.ok, report.problems
+    assert report.splits["train"].images == 4
+    left = [line for line in report.repairs if "left out" in line]
+    assert len(left) == 1 and left[0].startswith("train: 1 x .heic image left out: not a type the loader reads")
+    assert str(train / "e.heic") in left[0] and "pdf" not in " ".join(report.repairs)
+    dataset = resolve_dataset(data).build("train", transforms=None)
+    assert len(dataset) == 4 and all(dataset[i][0] is not None for i in range(4))

@@ -22,7 +22,11 @@ from torchvision import tv_tensors
 from dfine.errors import InputFileError
 from dfine.io import decode_image_file, ends_with_jpeg_end_marker
 
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".tif", ".tiff", ".webp")
+# Photo formats found in data set folders that the loader does not read (HEIC/AVIF/JPEG XL need plug-ins or newer
+# Pillow builds, raw files a raw converter): such files are left out of a folder, and said so, never silently.
+UNREAD_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+                                   ".raw", ".gif", ".pgm", ".ppm", ".pbm", ".pfm", ".jp2"})
 
 # EXIF orientations 5-8 are transposes or quarter turns: they swap width and height.
 _SWAPS_AXES = {5, 6, 7, 8}

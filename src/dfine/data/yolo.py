@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from dfine.data.dataset import DetectionDataset, Transforms
-from dfine.data.images import IMAGE_SUFFIXES, probe_images
+from dfine.data.images import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES, probe_images
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
 from dfine.io import is_hidden_below
@@ -132,7 +132,8 @@ def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
     return YoloConfig(path, root, categories, splits, tuple(notes))
 
 
-def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None) -> tuple[list[Path], list[str]]:
+def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None,
+                left_out: list[Path] | None = None) -> tuple[list[Path], list[str]]:
     """The images of a split, sorted, from folders (searched recursively, skipping hidden files and folders), list
     files and single images (both taken as named, hidden or not).
 
@@ -147,7 +148,7 @@ def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None
     problems: list[str] = []
     for source in sources:
         if source.is_dir():
-            images += _folder_images(source)
+            images += _folder_images(source, left_out)
         elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
             images.append(source)
         elif source.is_file():
@@ -191,11 +192,22 @@ def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
     return beside_list
 
 
-def _folder_images(folder: Path) -> list[Path]:
+def _folder_images(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
     """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders
-    (see :func:`dfine.io.is_hidden_below`)."""
-    return [p for p in folder.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden_below(p, folder) and p.is_file()]
+    (see :func:`dfine.io.is_hidden_below`). Photos of a type the loader does not read (``.heic`` ...) are appended
+    to ``left_out``."""
+    images = []
+    for p in folder.rglob("*"):
+        suffix = p.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES and suffix not in UNREAD_IMAGE_SUFFIXES:
+            continue
+        if is_hidden_below(p, folder) or not p.is_file():
+            continue
+        if suffix in IMAGE_SUFFIXES:
+            images.append(p)
+        elif left_out is not None:
+            left_out.append(p)
+    return images
 
 
 def label_path(image: Path, root: Path | None = None) -> Path:
@@ -312,9 +324,14 @@ def load_yolo_index(
         root: the data set root; ground-truth ``file_name`` entries are relative to it when possible.
         progress: show a progress bar while reading headers of many images.
     """
-    images, problems = list_images(sources, root)
+    left_out: list[Path] = []
+    images, problems = list_images(sources, root, left_out)
     builder = IndexBuilder(source, categories)
     builder.problems.extend(problems)
+    accepted = ", ".join(IMAGE_SUFFIXES)
+    for path in sorted(left_out):
+        builder.repairs.add(f"{path.suffix.lower()} image left out: not a type the loader reads (convert it to one of "
+                            f"{accepted})", str(path))
     shared = _shared_label_files(images, root)
     builder.problems.extend(_shared_label_problem(label_file, owners) for label_file, owners in shared.items())
     infos = probe_images(images, progress=progress)
