@@ -189,14 +189,20 @@ def _check_graph(path: Path, shown_as: Path) -> None:
         raise DFineError(f"{shown_as}: the exported graph fails onnx.checker ({first_line(error)})") from error
 
 
-def _float32_eval(model: DFineForObjectDetection) -> DFineForObjectDetection:
-    """``model`` when it is already float32 in eval mode, else a copy that is: the caller's model keeps its mode
-    and precision (``.float()`` and ``.eval()`` work in place)."""
+def _float32(model: DFineForObjectDetection, *, eval_mode: bool) -> DFineForObjectDetection:
+    """``model`` when it is already float32 (and, with ``eval_mode``, in eval mode), else a copy that is: the
+    caller's model keeps its mode and precision (``.float()`` and ``.eval()`` work in place).
+
+    ``eval_mode=False`` is for callers that copy and set eval mode themselves (:func:`deploy`), where a model in
+    training mode need not be copied twice.
+    """
     tensors = list(model.parameters()) + list(model.buffers())
-    if any(m.training for m in model.modules()) or any(t.is_floating_point() and t.dtype != torch.float32
-                                                         for t in tensors):
-        return copy.deepcopy(model).float().eval()
-    return model
+    wrong_dtype = any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors)
+    wrong_mode = eval_mode and any(m.training for m in model.modules())
+    if not (wrong_dtype or wrong_mode):
+        return model
+    copied = copy.deepcopy(model).float()
+    return copied.eval() if eval_mode else copied
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -237,7 +243,7 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise DFineError(f"{backend} check failed: the exported model gives non-finite scores or boxes")
 
-    reference_model = _float32_eval(model)
+    reference_model = _float32(model, eval_mode=True)
     device = next(reference_model.parameters()).device
     with torch.inference_mode():
         outputs = reference_model(processor(pictures)["pixel_values"].to(device))
@@ -322,8 +328,9 @@ def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, si
     """The work of :func:`export_onnx` on the file ``tmp``, which the caller renames to ``path`` (named in logs and
     errors) once this returns. Returns the comparison report (None without ``check``)."""
     k = int(top_k or model.config.num_queries)
-    # deploy() copies the model; a float32 source keeps the folded weights in float32 whatever the model's dtype
-    source = model if all(p.dtype == torch.float32 for p in model.parameters()) else copy.deepcopy(model).float()
+    # deploy() copies the model and sets eval mode itself, so only the dtype needs a copy here: a float32 source
+    # keeps the folded weights in float32 whatever the model's dtype
+    source = _float32(model, eval_mode=False)
     deployed = deploy(source, size).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
