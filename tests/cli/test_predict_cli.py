@@ -310,3 +310,23 @@ def test_an_interrupted_run_leaves_no_partial_predictions(image_dir, tmp_path) -
     run = predict_source(_StopsOnSecondBatch(), image_dir, out, threshold=0.95, batch_size=3, save_images=False,
                          progress=False)
     assert json.loads(run.predictions.read_text()) == [] and run.detections == 0
+
+
+def test_onnx_backend_follows_device(image_dir, tmp_path, capsys, monkeypatch) -> None:
+    # ONNX Runtime falls back to the CPU silently, so --device used to do nothing for an .onnx model
+    model = tmp_path / "c1.onnx"
+    _tiny_onnx(model)
+    import onnxruntime as ort
+
+    from dfine import runtime
+
+    sessions = []
+    create = runtime.create_session
+    monkeypatch.setattr(runtime, "create_session", lambda *a, **k: sessions.append(create(*a, **k)) or sessions[-1])
+    assert _predict(image_dir / "img0.jpg", model, tmp_path / "cpu", "--device", "cpu") == 0
+    assert sessions[-1].get_providers() == ["CPUExecutionProvider"]
+    assert _predict(image_dir / "img0.jpg", model, tmp_path / "bad", "--device", "bogus") == 2
+    assert "unknown device 'bogus'" in _error_line(capsys)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert _predict(image_dir / "img0.jpg", model, tmp_path / "gpu", "--device", "cuda:1") == 2
+    assert "CUDAExecutionProvider" in _error_line(capsys)
