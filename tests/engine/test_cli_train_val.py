@@ -35,6 +35,37 @@ def test_val_table_and_last_pt(trained_run, tiny_yaml: Path, capsys: pytest.Capt
     assert "COCO box metrics over 4 images" in out and "circle" in out
 
 
+def test_val_output_writes_scoreable_predictions_and_pictures(trained_run, tiny_yaml: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    out = tmp_path / "report"
+    assert main(["val", "--model", str(trained_run.best_model), "--data", str(tiny_yaml), "--workers", "0",
+                 "--output", str(out), "--threshold", "0.3"]) == 0
+    assert f"confusion_matrix.png to {out}" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = json.loads((out / "predictions.json").read_text())
+    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    # the records are in the annotation file's own ids: scoring them against that file gives val's AP
+    annotations = tiny_yaml.parent / "annotations" / "instances_val.json"
+    assert {r["category_id"] for r in records} <= {1, 2, 3} and all(r["file_name"] for r in records)
+    truth = COCO(str(annotations), print_function=lambda *a, **k: None)
+    scored = COCOeval_faster(truth, truth.loadRes(records), iouType="bbox", print_function=lambda *a, **k: None)
+    scored.evaluate()
+    scored.accumulate()
+    scored.summarize()
+    assert scored.stats[0] == pytest.approx(metrics["AP"], abs=1e-9)
+    assert metrics["AP"] == pytest.approx(trained_run.metrics["AP"], abs=1e-9)
+
+
+def test_val_output_must_be_a_folder(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "taken").write_text("x")
+    assert main(["val", "--model", "dfine-n-coco", "--data", str(tiny_yaml), "--output", str(tmp_path / "taken")]) == 2
+    assert f"{tmp_path / 'taken'}: is a file: output needs a folder" in capsys.readouterr().err
+
+
 def test_val_class_count_mismatch(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     coco = DFineForObjectDetection(preset_config("dfine-n-coco")).save_pretrained(tmp_path / "coco80")
     assert main(["val", "--model", str(coco), "--data", str(tiny_yaml), "--workers", "0"]) == 2

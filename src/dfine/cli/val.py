@@ -27,6 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --half or --bf16: the head (query selection, decoder, box decoding) in that "
                         "precision too")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--output", default=None,
+                   help="also write metrics.json, predictions.json (COCO results), per_class_ap.png, pr_curve.png "
+                        "and confusion_matrix.png to this folder")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="with --output: the score from which a detection counts in the confusion matrix (default "
+                        "0.5, as dfine predict)")
     p.set_defaults(func=run)
 
 
@@ -40,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
     dtype = half_precision(args)
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty(),
-                 dtype=dtype, half_head=args.half_head)
+                 dtype=dtype, half_head=args.half_head, output=args.output, score_threshold=args.threshold)
     if args.json:
         print(json.dumps(result.as_dict(), allow_nan=False))
     else:
         print(result.table())
+        if args.output is not None:
+            print(f"wrote metrics.json, predictions.json, per_class_ap.png, pr_curve.png and confusion_matrix.png to "
+                  f"{args.output}")
     return 0

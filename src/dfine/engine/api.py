@@ -417,11 +417,18 @@ def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, A
 
 # ---------------------------------------------------------------------------------------------------- val
 def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
-                         workers: Any, progress: Any, dtype: Any, half_head: Any) -> torch.dtype | None:
+                         workers: Any, progress: Any, dtype: Any, half_head: Any, output: Any = None,
+                         score_threshold: Any = 0.5) -> torch.dtype | None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download); returns
     ``dtype`` as a torch dtype."""
-    from dfine.arguments import check_device, check_flag, check_integer, check_path, shown
-    from dfine.errors import ConfigError
+    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_path, shown
+    from dfine.errors import ConfigError, InputFileError
+
+    if output is not None:
+        check_path(output, "output", "a folder")
+        if Path(output).expanduser().is_file():
+            raise InputFileError(Path(output), "is a file: output needs a folder")
+    check_number(score_threshold, "score_threshold", low=0.0, high=1.0)
 
     _check_model(model, trainable=False)
     check_path(data, "data", "a data YAML or data set folder")
@@ -454,6 +461,8 @@ def val(
     progress: bool = False,
     dtype: str | torch.dtype | None = None,
     half_head: bool = False,
+    output: str | Path | None = None,
+    score_threshold: float = 0.5,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
 
@@ -471,6 +480,10 @@ def val(
             (:func:`~dfine.export.fast.optimize_for_inference`: deploy form, this body precision, float32 head):
             what a deployed model scores.
         half_head: with ``dtype`` float16 or bfloat16, run the head in that precision too (``--half-head``).
+        output: a folder to also write ``metrics.json``, ``predictions.json`` (COCO results in the data set's
+            category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png`` and
+            ``confusion_matrix.png`` to (:func:`dfine.engine.analysis.write_report`).
+        score_threshold: the score from which a detection counts in the confusion matrix.
 
     Returns:
         The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``; ``result["AP"]``
@@ -491,7 +504,7 @@ def val(
     from dfine.model import DFineForObjectDetection
 
     dtype = _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype,
-                                 half_head)
+                                 half_head, output, score_threshold)
     dev = resolve_device(device)  # cheap, and a missing GPU should not wait for the data check
     if dtype == torch.float16 and dev.type != "cuda":
         raise DFineError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
@@ -519,4 +532,13 @@ def val(
 
         net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
                                      head_dtype=None if half_head else torch.float32)
-    return evaluate(net, loader, dataset.coco_ground_truth(), names, dev, None, progress=progress)
+    from dfine.engine.evaluator import CocoEvaluator
+
+    ground_truth = dataset.coco_ground_truth()
+    evaluator = CocoEvaluator(ground_truth, names)
+    result = evaluate(net, loader, ground_truth, names, dev, None, progress=progress, evaluator=evaluator)
+    if output is not None:
+        from dfine.engine.analysis import write_report
+
+        write_report(output, result, evaluator, dataset.index.categories.ids, names, score_threshold)
+    return result

@@ -110,6 +110,9 @@ class EvalResult:
     num_images: int = 0
     num_detections: int = 0
     num_non_finite: int = 0
+    # (classes, 101): COCO's interpolated precision at IoU 0.5 at recall 0, 0.01, ..., 1 (all areas, 100 detections
+    # per image), NaN for a class without ground truth; what plots.plot_pr_curves draws
+    precision50: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def stats(self) -> list[float]:
@@ -343,13 +346,22 @@ class CocoEvaluator:
         raw = [float(v) for v in evaluator.all_stats[: len(STAT_NAMES)]]
         stats = {name: (math.nan if value < 0 else value) for name, value in zip(STAT_NAMES, raw)}
         per_class = self._per_class(evaluator, set(image_ids))
+        precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)
+        iou50 = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - 0.5)))
+        precision50 = precision[iou50, :, :, 0, -1].T.copy()
+        precision50[precision50 < 0] = np.nan
         return EvalResult(
             **stats,
             per_class=per_class,
             num_images=len(image_ids),
             num_detections=len(detections),
             num_non_finite=sum(self._non_finite.values()),
+            precision50=precision50,
         )
+
+    def predictions(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Image id -> (boxes xyxy (N, 4), scores (N,), labels (N,)) as received (NaN/inf dropped); not copies."""
+        return self._predictions
 
     def _per_class(self, evaluator: Any, image_ids: set[int]) -> list[ClassAP]:
         # precision: [T iou thresholds, R recall points, K categories, A area ranges, M maxDets]; -1 marks "no GT".

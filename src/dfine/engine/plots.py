@@ -1,4 +1,5 @@
-"""Training curves and per-class AP charts from the files the training loop writes.
+"""Training curves from the files the training loop writes, and the charts of an evaluation (per-class AP,
+precision-recall curves, confusion matrix).
 
 Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches ``pyplot``'s global state
 or the user's chosen backend (safe in a headless training job and inside a notebook alike).
@@ -234,9 +235,95 @@ def plot_per_class_ap(
     return _save(figure, out_png)
 
 
+def plot_pr_curves(result: EvalResult, out_png: str | Path, max_labelled: int = 10) -> Path:
+    """Precision-recall curves at IoU 0.5: one per class (named in the legend when there are at most
+    ``max_labelled`` classes, thin grey lines otherwise) and their mean, whose area is AP50.
+
+    Args:
+        result: an evaluation result with ``precision50`` (from :meth:`CocoEvaluator.compute`).
+        out_png: where to write the PNG.
+    """
+    import numpy as np
+
+    figure = _new_figure(6.4, 5.2)
+    ax = figure.add_subplot(1, 1, 1)
+    precision = result.precision50 if result.precision50 is not None else np.full((0, 101), np.nan)
+    recall = np.linspace(0.0, 1.0, precision.shape[1])
+    names = [c.name for c in result.per_class] if len(result.per_class) == len(precision) else [
+        str(k) for k in range(len(precision))]
+    has_gt = ~np.isnan(precision).all(axis=1)
+    labelled = int(has_gt.sum()) <= max_labelled
+    for k in np.flatnonzero(has_gt):
+        curve = precision[k]
+        if labelled:
+            ax.plot(recall, curve, linewidth=1.0, label=f"{names[k]} {100 * np.nanmean(curve):.1f}")
+        else:
+            ax.plot(recall, curve, linewidth=0.6, color="0.75")
+    if has_gt.any():
+        mean = np.nanmean(precision[has_gt], axis=0)
+        ax.plot(recall, mean, linewidth=2.5, color="C3",
+                label=f"all classes {100 * float(np.mean(mean)):.1f} AP50")
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall", fontsize=9)
+    ax.set_ylabel("precision", fontsize=9)
+    ax.set_title("Precision-recall at IoU 0.5 (legend: AP50, %)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, out_png)
+
+
+def plot_confusion_matrix(matrix: Any, class_names: list[str], out_png: str | Path, *, score_threshold: float,
+                          iou: float = 0.5, max_classes: int = 30) -> Path:
+    """The confusion matrix of :func:`dfine.engine.analysis.confusion_matrix`, each row divided by its total (so a
+    row reads "where this class's boxes went"), with the counts written in the cells that are not empty.
+
+    Data sets with more than ``max_classes`` classes show the most frequent ones (by ground-truth boxes); the
+    title says so.
+    """
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    num_classes = len(class_names)
+    order = list(range(num_classes))
+    shown_note = ""
+    if num_classes > max_classes:
+        totals = matrix[:num_classes].sum(axis=1)
+        order = sorted(np.argsort(-totals, kind="stable")[:max_classes].tolist())
+        shown_note = f" ({max_classes} most frequent of {num_classes} classes)"
+    index = order + [num_classes]
+    shown = matrix[np.ix_(index, index)].astype(np.float64)
+    rows = shown.sum(axis=1, keepdims=True)
+    fractions = np.divide(shown, rows, out=np.zeros_like(shown), where=rows > 0)
+    labels = [class_names[k] for k in order]
+    size = min(16.0, 3.0 + 0.42 * len(index))
+    figure = _new_figure(size + 1.2, size)
+    ax = figure.add_subplot(1, 1, 1)
+    image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    positions = list(range(len(index)))
+    ax.set_xticks(positions, labels + ["missed"], rotation=90, fontsize=7)
+    ax.set_yticks(positions, labels + ["background"], fontsize=7)
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true", fontsize=9)
+    if len(index) <= 40:
+        for r in positions:
+            for c in positions:
+                if shown[r, c]:
+                    ax.text(c, r, str(int(shown[r, c])), ha="center", va="center", fontsize=6,
+                            color="white" if fractions[r, c] > 0.5 else "black")
+    ax.set_title(f"Confusion matrix at score >= {score_threshold:g}, IoU >= {iou:g}{shown_note}\n"
+                 "rows: where each class's boxes went; background row: false positives", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, out_png)
+
+
 def _save(figure: Any, out_png: str | Path) -> Path:
     path = Path(out_png)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    figure.savefig(path, format="png")  # explicit: callers may write to a temporary name without the suffix
     return path
 

@@ -27,6 +27,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "val",
+    evaluator: CocoEvaluator | None = None,
 ) -> EvalResult:
     """COCO box metrics of ``model`` on the images of ``loader``.
 
@@ -43,12 +44,14 @@ def evaluate(
         amp_dtype: autocast dtype (None = full precision).
         progress: show a progress bar.
         desc: progress-bar label.
+        evaluator: the evaluator to fill (default: a new one on ``ground_truth``); pass one to read its
+            predictions afterwards (:func:`dfine.engine.analysis.write_report`).
     """
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
-    evaluator = CocoEvaluator(ground_truth, class_names)
+    evaluator = evaluator if evaluator is not None else CocoEvaluator(ground_truth, class_names)
     postprocess = DFineImageProcessor().post_process_object_detection
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     try:
