@@ -218,14 +218,26 @@ def label_path(image: Path, root: Path | None = None) -> Path:
     Only folders below ``root`` count: a data set stored under, say, ``/home/u/images/`` has no ``/home/u/labels/``.
     An image outside ``root`` (an absolute path in a list) may swap any of its folders, as Ultralytics does.
     """
+    candidates = _label_candidates(image, root)
+    return _existing_label_file(candidates) or candidates[0]
+
+
+def _label_candidates(image: Path, root: Path | None) -> tuple[Path, ...]:
+    """The files :func:`label_path` chooses from, most preferred first: the swapped ``labels/`` file (when the image
+    is in an ``images`` folder below ``root``), then ``<image>.txt`` beside the image. No file is looked at."""
     beside = image.with_suffix(".txt")
     parts = image.parts
     below = _parts_above(image, root)
     for i in range(len(parts) - 2, below - 1, -1):
         if parts[i] == "images":
-            swapped = Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
-            return beside if not swapped.is_file() and beside.is_file() else swapped
-    return beside
+            return Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt"), beside
+    return (beside,)
+
+
+def _existing_label_file(candidates: tuple[Path, ...]) -> Path | None:
+    """The first of ``candidates`` that is a file, or None: one stat per candidate tried, stopping at the first
+    found (data sets of a million images pay for every extra one)."""
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
 def _parts_above(image: Path, root: Path | None) -> int:
@@ -287,15 +299,17 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _shared_label_files(images: list[Path], root: Path | None) -> dict[Path, list[Path]]:
+def _shared_label_files(images: list[Path], label_files: list[Path | None]) -> dict[Path, list[Path]]:
     """Existing label files that more than one image maps to (``a.jpg`` and ``a.png`` both -> ``a.txt``).
 
-    A missing one is not listed: both images are then backgrounds, which is not wrong in itself.
+    ``label_files`` holds each image's existing label file, or None. A missing one is not listed: both images are
+    then backgrounds, which is not wrong in itself.
     """
     owners: dict[Path, list[Path]] = {}
-    for image in images:
-        owners.setdefault(label_path(image, root), []).append(image)
-    return {label: found for label, found in owners.items() if len(found) > 1 and label.is_file()}
+    for image, label_file in zip(images, label_files, strict=True):
+        if label_file is not None:
+            owners.setdefault(label_file, []).append(image)
+    return {label: found for label, found in owners.items() if len(found) > 1}
 
 
 def _shared_label_problem(label_file: Path, images: list[Path]) -> str:
@@ -332,11 +346,13 @@ def load_yolo_index(
     for path in sorted(left_out):
         builder.repairs.add(f"{path.suffix.lower()} image left out: not a type the loader reads (convert it to one of "
                             f"{accepted})", str(path))
-    shared = _shared_label_files(images, root)
+    # each image's label file, looked up once: both the shared-file check and the parsing below use it
+    label_files = [_existing_label_file(_label_candidates(image, root)) for image in images]
+    shared = _shared_label_files(images, label_files)
     builder.problems.extend(_shared_label_problem(label_file, owners) for label_file, owners in shared.items())
     infos = probe_images(images, progress=progress)
     found_labels = 0
-    for image_id, (image, info) in enumerate(zip(images, infos, strict=True)):
+    for image_id, (image, info, label_file) in enumerate(zip(images, infos, label_files, strict=True)):
         if isinstance(info, InputFileError):
             builder.problem(info.path, info.problem)
             continue
@@ -345,8 +361,7 @@ def load_yolo_index(
         except ValueError:  # another drive on Windows
             file_name = str(image)
         builder.add_image(image_id, image, file_name, info.width, info.height)
-        label_file = label_path(image, root)
-        if label_file.is_file():
+        if label_file is not None:
             found_labels += 1
             # A shared label file belongs to at most one of its images, and which one is unknown: it is reported
             # above, and its boxes given to neither.
