@@ -32,6 +32,9 @@ logger = logging.getLogger("dfine")
 NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU); "
                  "export --format onnx works everywhere")
 
+# the builder's workspace limit, in GiB, for build_engine and export_engine
+WORKSPACE_GIB = 4.0
+
 
 def require_tensorrt() -> Any:
     """The ``tensorrt`` module, or a one-line :class:`DFineError` saying it is not installed."""
@@ -62,7 +65,7 @@ def keep_sensitive_layers_fp32(trt: Any, network: Any) -> int:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = True,
-                 batch_sizes: tuple[int, int, int] = (1, 1, 1), workspace_gib: float = 4.0,
+                 batch_sizes: tuple[int, int, int] = (1, 1, 1), workspace_gib: float = WORKSPACE_GIB,
                  shown_as: str | Path | None = None) -> Path:
     """Build and write a TensorRT engine for an exported ONNX graph.
 
@@ -78,8 +81,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
     Raises:
         DFineError: TensorRT missing, a parser error, or a failed build (one line).
     """
+    serialized = _serialized_engine(onnx_path, fp16, batch_sizes, workspace_gib, shown_as)
+    from dfine.hub.files import atomic_write
+
+    # an interrupted write must not leave a truncated engine, which would only fail when deserialised
+    return atomic_write(engine_path, lambda tmp: tmp.write_bytes(serialized))
+
+
+def _serialized_engine(onnx_path: str | Path, fp16: bool, batch_sizes: tuple[int, int, int], workspace_gib: float,
+                       shown_as: str | Path | None) -> bytes:
+    """The engine :func:`build_engine` writes, as bytes: :func:`export_engine` writes them into a temporary file of
+    its own, which is already renamed into place atomically (a second temporary file, fsync and rename inside it
+    would buy nothing)."""
     trt = require_tensorrt()
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    onnx_path = Path(onnx_path)
     shown = Path(shown_as) if shown_as is not None else onnx_path
     if not onnx_path.is_file():
         raise InputFileError(shown, "no such ONNX file")
@@ -114,10 +129,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise DFineError(f"TensorRT could not build an engine from {shown} (see the TensorRT log above)")
-    from dfine.hub.files import atomic_write
-
-    # an interrupted write must not leave a truncated engine, which would only fail when deserialised
-    return atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
+    return bytes(serialized)
 
 
 class TensorRTRunner:
@@ -235,7 +247,8 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
     check_batch = min(2, max_batch) if dynamic_batch else batch_size
 
     def write_engine(onnx_tmp: Path, engine_tmp: Path) -> None:
-        build_engine(onnx_tmp, engine_tmp, fp16=half, batch_sizes=batches, shown_as=onnx_path)
+        # engine_tmp is atomic_write's temporary file (see write_both): a plain write suffices
+        engine_tmp.write_bytes(_serialized_engine(onnx_tmp, half, batches, WORKSPACE_GIB, onnx_path))
         if check:
             runner = TensorRTRunner(engine_tmp)
             report = onnx_export.compare_with_torch(model, runner.run, size, check_batch, half, "TensorRT", processor)
