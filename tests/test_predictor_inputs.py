@@ -148,3 +148,30 @@ def test_from_pretrained_points_a_model_object_to_the_constructor() -> None:
                                           r"Predictor\(model.eval\(\)\) instead$") as info:
         Predictor.from_pretrained(model)
     assert "\n" not in str(info.value)
+
+
+class _BoxAroundPicture(torch.nn.Module):
+    """A stand-in model that finds the picture in its input (the non-zero pixels) and reports one box around it,
+    as fractions of the whole input, as a detector does."""
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        boxes = []
+        for image in pixel_values:
+            filled = image.abs().sum(0) > 0
+            rows, columns = filled.any(1).nonzero(), filled.any(0).nonzero()
+            x1, x2, y1, y2 = columns.min(), columns.max() + 1, rows.min(), rows.max() + 1
+            height, width = filled.shape
+            boxes.append(torch.stack([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
+                                      (y2 - y1) / height]).float())
+        logits = torch.tensor([[[10.0, -10.0]]]).expand(len(boxes), 1, 2)
+        return type("Outputs", (), {"logits": logits, "pred_boxes": torch.stack(boxes)[:, None]})()
+
+
+@pytest.mark.parametrize("options", [{}, {"do_pad": True, "pad_size": (96, 128)},
+                                     {"do_resize": False, "do_pad": True}])
+def test_boxes_are_in_the_picture_pixels_with_a_padding_processor(options) -> None:
+    # with do_pad the picture fills only the top-left part of the input: its boxes used to come out shrunk
+    predictor = Predictor(_BoxAroundPicture(), dfine.DFineImageProcessor(size=(64, 64), **options))
+    pictures = [Image.new("RGB", (100, 80), (200, 100, 50)), Image.new("RGB", (50, 40), (1, 2, 3))]
+    results = predictor.predict(pictures)
+    assert [r["boxes"].tolist() for r in results] == [[[0.0, 0.0, 100.0, 80.0]], [[0.0, 0.0, 50.0, 40.0]]]

@@ -190,9 +190,17 @@ class Predictor:
         # read as the processor reads them, so that boxes are scaled to the size it resized from; passing the
         # standardised images to the processor again leaves them as they are
         pictures = [standardize_image(im) for im in _image_list(images)]
-        pixel_values = self.processor(pictures)["pixel_values"].to(self.device, self.dtype)
+        features = self.processor(pictures)
+        pixel_values = features["pixel_values"].to(self.device, self.dtype)
         outputs = self.model(pixel_values)
-        sizes = torch.tensor([_height_width(p) for p in pictures], device=self.device)
+        sizes = torch.tensor([_height_width(p) for p in pictures])
+        if "pixel_mask" in features:
+            # a padding processor (do_pad) puts each picture in the top-left part of a larger input, and the boxes
+            # are fractions of that whole input: scale them to the picture as if it filled the input
+            mask = features["pixel_mask"].bool()
+            filled = torch.stack([mask.any(2).sum(1), mask.any(1).sum(1)], dim=1).double()
+            sizes = sizes.double() * torch.tensor(mask.shape[1:], dtype=torch.float64) / filled
+        sizes = sizes.to(self.device)
         results = self.processor.post_process_object_detection(
             {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()},
             threshold=threshold, target_sizes=sizes)
