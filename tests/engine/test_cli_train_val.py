@@ -60,6 +60,17 @@ def test_val_output_writes_scoreable_predictions_and_pictures(trained_run, tiny_
     assert metrics["AP"] == pytest.approx(trained_run.metrics["AP"], abs=1e-9)
 
 
+def test_a_training_run_leaves_the_best_epochs_validation_report(trained_run, tmp_path: Path) -> None:
+    """val/ in the run folder holds what dfine val --output writes, for the best epoch: the same numbers."""
+    report = trained_run.output_dir / "val"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["AP"] == pytest.approx(trained_run.metrics["AP"], abs=1e-12)
+    records = json.loads((report / "predictions.json").read_text())
+    assert records and {r["category_id"] for r in records} <= {1, 2, 3}  # the COCO file's own ids
+    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
 def test_val_output_must_be_a_folder(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "taken").write_text("x")
     assert main(["val", "--model", "dfine-n-coco", "--data", str(tiny_yaml), "--output", str(tmp_path / "taken")]) == 2

@@ -44,7 +44,7 @@ from dfine.data import EpochDataLoader
 from dfine.engine import checkpoint as ckpt
 from dfine.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from dfine.engine.ema import ModelEMA
-from dfine.engine.evaluator import EvalResult, format_ap
+from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
 from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import WarmupConstantLR, current_lrs
@@ -139,6 +139,9 @@ class Trainer:
     _snapshot: dict[str, Any] | None = field(default=None, repr=False)
     _best_result: EvalResult | None = field(default=None, repr=False)
     _last_result: EvalResult | None = field(default=None, repr=False)
+    # the evaluators (their predictions) of the latest and the best evaluation, for the val/ pictures at the end
+    _last_evaluator: CocoEvaluator | None = field(default=None, repr=False)
+    _best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------------------ helpers
     def say(self, message: str) -> None:
@@ -321,8 +324,9 @@ class Trainer:
     def validate(self) -> EvalResult:
         """COCO metrics of the EMA weights on the validation loader."""
         assert self.val_loader is not None and self.val_ground_truth is not None
+        self._last_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
         return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
-                        self.amp_dtype, progress=self.progress and is_main_process())
+                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator)
 
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
@@ -335,6 +339,7 @@ class Trainer:
             assert result is not None
             s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
             self._best_result = result
+            self._best_evaluator = self._last_evaluator
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
         if is_main_process():
             state = self.checkpoint_state(epoch, rng)
@@ -401,6 +406,21 @@ class Trainer:
         return read_metrics(self.output_dir) if is_main_process() and (self.output_dir / "metrics.jsonl").exists() \
             else []
 
+    def _write_val_report(self) -> None:
+        """``val/`` in the run folder: the pictures and predictions of ``dfine val --output`` for the best epoch."""
+        if not is_main_process() or self._best_result is None or self._best_evaluator is None:
+            return
+        from dfine.engine.analysis import write_report
+
+        ids = getattr(self.ema.module.config, "dataset_category_ids", None) or list(range(len(self.class_names)))
+        try:
+            write_report(self.output_dir / "val", self._best_result, self._best_evaluator, ids, self.class_names)
+        except Exception as e:  # a plotting problem must never end a long training run
+            logger.warning("could not write the validation report to %s: %s", self.output_dir / "val", e)
+            return
+        self.say(f"Precision-recall curves, confusion matrix and per-class AP of epoch {self.state.best_epoch + 1}: "
+                 f"{self.output_dir / 'val'}")
+
     def _finish(self) -> None:
         best = self._paths["best"]
         if is_main_process() and not best.exists():
@@ -410,6 +430,7 @@ class Trainer:
         if self._best_result is not None:
             self.say(f"\nValidation of the best EMA weights (epoch {self.state.best_epoch + 1}):\n"
                      f"{self._best_result.table()}")
+            self._write_val_report()
         elif self._last_result is not None:
             self.say(f"\nLast validation:\n{self._last_result.table()}")
         barrier()
