@@ -31,6 +31,9 @@ def test_demo_smoke_run(tmp_path, capsys):
     preview = result.model_dir.parent / "train_batch0.jpg"
     assert f"{preview}   a training batch after augmentation" in out
     Image.open(preview).verify()
+    report = result.model_dir.parent / "val"
+    assert f"{report}/   confusion matrix, precision-recall curves" in out
+    Image.open(report / "confusion_matrix.png").verify()
     # deterministic for a seed: a second run trains to the same weights
     from safetensors.torch import load_file
 

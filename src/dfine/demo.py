@@ -5,7 +5,8 @@ The demo needs no download and no GPU: it draws a small data set of coloured cir
 :func:`dfine.train`, evaluates the best weights on the validation images and writes
 
 * ``predictions_grid.jpg``: validation images side by side, "ground truth | prediction" (look at this first);
-* ``train/results.png``: the training curves (written by the trainer);
+* ``train/results.png``: the training curves, ``train/val/``: confusion matrix, precision-recall curves and
+  per-class AP of the best epoch (both written by the trainer);
 * ``predictions/``: every validation image annotated, plus ``predictions.json``;
 * ``metrics.json``: COCO AP of the best model on the validation images;
 * the trained model itself (a folder ``DFineForObjectDetection.from_pretrained`` and ``dfine predict`` load).
@@ -219,6 +220,9 @@ def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) 
     batch_preview = result.model_dir.parent / PREVIEW_NAME  # the training run's folder holds best/ and the preview
     if batch_preview.exists():
         lines.append(f"    {batch_preview}   a training batch after augmentation, with its boxes")
+    report = result.model_dir.parent / "val"  # the trainer's report of the best epoch
+    if (report / "confusion_matrix.png").exists():
+        lines.append(f"    {report}/   confusion matrix, precision-recall curves, per-class AP")
     lines += [
         f"    {result.predictions_dir}/   every validation image annotated, predictions.json",
         f"    {result.model_dir}/   the trained model",
