@@ -281,6 +281,30 @@ def test_from_pretrained_errors(tmp_path):
         )
 
 
+
+@pytest.mark.parametrize("options, problem", [
+    ({"resample": "bilinear"}, "resample must be a PIL filter code"),
+    ({"rescale_factor": None}, "rescale_factor must be a number"),
+    ({"image_mean": 0.5}, "image_mean must be three numbers"),
+    ({"size": {"height": "640", "width": "x"}}, "size must be whole numbers"),
+    ({"size": {"shortest_edge": 800, "longest_edge": 1333}}, "size must give 'height' and 'width'"),
+    ({"pad_size": {"height": 0, "width": 640}}, "pad_size must be positive"),
+])
+def test_from_pretrained_names_the_file_of_a_wrong_option(tmp_path, options, problem):
+    # these were int() / float() tracebacks, or errors that did not say which file held the value
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(options))
+    with pytest.raises(InputFileError) as caught:
+        DFineImageProcessor.from_pretrained(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'preprocessor_config.json'}: {problem}") and "\n" not in message
+    if "size" in options:  # a correct override is not blamed on the file, and a wrong one is not blamed on it
+        assert DFineImageProcessor.from_pretrained(tmp_path, size=320).size == {"height": 320, "width": 320}
+    (tmp_path / "preprocessor_config.json").write_text("{}")
+    with pytest.raises(DFineError, match="^resample must be") as caught:
+        DFineImageProcessor.from_pretrained(tmp_path, resample="bilinear")
+    assert not isinstance(caught.value, InputFileError)
+
+
 # ------------------------------------------------------------------------------------- channel-axis inference
 def test_hwc_tensors_are_read_like_transformers(processor):
     array = _random_image(50, 60, seed=10)

@@ -96,21 +96,31 @@ def _to_device(value: Any, device: Any, kwargs: dict[str, Any]) -> Any:
     return value
 
 
-def _parse_size(size: Any) -> dict[str, int]:
+def _converted(convert: Any, value: Any, name: str, expected: str) -> Any:
+    """``convert(value)``, or a ConfigError naming the option (a preprocessor_config.json value of a wrong type
+    would otherwise surface as a bare ``int()`` / ``float()`` error)."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {expected}, got {value!r}") from None
+
+
+def _parse_size(size: Any, name: str = "size") -> dict[str, int]:
     """Normalise a size option: ``{"height", "width"}``, ``(height, width)`` or an int n meaning n×n."""
     if isinstance(size, Mapping):
         if "height" not in size or "width" not in size:
-            raise ConfigError(f"size must give 'height' and 'width' (stretch resize), got {dict(size)}")
+            raise ConfigError(f"{name} must give 'height' and 'width' (stretch resize), got {dict(size)}")
         height, width = size["height"], size["width"]
     elif isinstance(size, int):
         height = width = size
     elif isinstance(size, Sequence) and len(size) == 2:
         height, width = size
     else:
-        raise ConfigError(f"size must be {{'height': H, 'width': W}}, (H, W) or an int, got {size!r}")
-    if int(height) <= 0 or int(width) <= 0:
-        raise ConfigError(f"size must be positive, got height={height}, width={width}")
-    return {"height": int(height), "width": int(width)}
+        raise ConfigError(f"{name} must be {{'height': H, 'width': W}}, (H, W) or an int, got {size!r}")
+    height, width = (_converted(int, value, name, "whole numbers of pixels") for value in (height, width))
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"{name} must be positive, got height={height}, width={width}")
+    return {"height": height, "width": width}
 
 
 def _target_to_feature(target: Mapping[str, np.ndarray], return_tensors: str | None) -> BatchFeature:
@@ -156,18 +166,20 @@ class DFineImageProcessor:
     ) -> None:
         self.do_resize = bool(do_resize)
         self.size = _parse_size(size if size is not None else {"height": 640, "width": 640})
-        self.resample = int(resample)
+        self.resample = _converted(int, resample, "resample", "a PIL filter code 0..5")
         if self.resample not in (0, 1, 2, 3, 4, 5):
             raise ConfigError(f"resample must be a PIL filter code 0..5, got {resample!r}")
         self.do_rescale = bool(do_rescale)
-        self.rescale_factor = float(rescale_factor)
+        self.rescale_factor = _converted(float, rescale_factor, "rescale_factor", "a number")
         self.do_normalize = bool(do_normalize)
-        self.image_mean = [float(v) for v in (image_mean if image_mean is not None else IMAGENET_MEAN)]
-        self.image_std = [float(v) for v in (image_std if image_std is not None else IMAGENET_STD)]
+        self.image_mean = _converted(lambda v: [float(x) for x in v], image_mean if image_mean is not None
+                                     else IMAGENET_MEAN, "image_mean", "three numbers")
+        self.image_std = _converted(lambda v: [float(x) for x in v], image_std if image_std is not None
+                                    else IMAGENET_STD, "image_std", "three numbers")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ConfigError("image_mean and image_std need three values each, with std > 0")
         self.do_pad = bool(do_pad)
-        self.pad_size = _parse_size(pad_size) if pad_size is not None else None
+        self.pad_size = _parse_size(pad_size, "pad_size") if pad_size is not None else None
         self.do_convert_annotations = bool(do_convert_annotations)
         self.format = str(getattr(format, "value", format))  # transformers' AnnotationFormat enum, or a string
         if self.format not in _FORMATS:
@@ -443,7 +455,14 @@ class DFineImageProcessor:
             raise InputFileError(path, f"not a readable JSON file ({error})") from error
         if not isinstance(config, dict):
             raise InputFileError(path, "expected a JSON object")
-        return cls.from_dict(config, **overrides)
+        try:
+            return cls.from_dict(config, **overrides)
+        except ConfigError as error:
+            try:
+                cls.from_dict(config)
+            except ConfigError:  # the file's own value is wrong (not an override): name the file
+                raise InputFileError(path, str(error)) from None
+            raise
 
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={getattr(self, name)!r}" for name in _OPTION_NAMES)
