@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size, multiple of 32 (default: the model's own: an exported file's, a "
                         "training checkpoint's or the preprocessor_config.json's beside the weights, else 640)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torch backend; default auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (torch and onnxruntime backends; default auto)")
     p.add_argument("--half", action="store_true", help="fp16 (CUDA; torch backend keeps the head in fp32)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 backbone and encoder (torch backend)")
     p.add_argument("--half-head", action="store_true",
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dfine.arguments import resolve_device, validate_image_size
     from dfine.cli.precision import half_precision
+    from dfine.cli.predict import onnx_providers
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
 
@@ -144,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         require_tensorrt()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # before any export: ONNX Runtime would otherwise run wherever it can, whatever --device says
+    providers = onnx_providers(args.device) if args.backend == "onnxruntime" else None
 
     model = None
     params = gflops = None
@@ -165,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         gflops = count_flops(deploy(model, size), size)
 
     device = resolve_device(args.device if args.backend == "torch" else "cpu")
+    where = str(device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend == "torch":
             call, description = _torch_runner(args, model, device, size, batch)
@@ -173,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
             if args.backend == "onnxruntime":
                 from dfine.runtime import OnnxDetector
 
-                detector = OnnxDetector(path, threads=args.threads)
-                description = f"ONNX Runtime {detector.session.get_providers()[0]}, {detector.precision}"
+                detector = OnnxDetector(path, providers=providers, threads=args.threads)
+                provider = detector.session.get_providers()[0]
+                description = f"ONNX Runtime {provider}, {detector.precision}"
+                if provider == "CUDAExecutionProvider":  # timed from the host: the run returns NumPy arrays
+                    options = detector.session.get_provider_options().get(provider, {})
+                    where = f"cuda:{options.get('device_id', 0)}"
                 runner: Any = detector.run
                 graph = detector.batch, detector.image_size
             else:
@@ -187,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 # graph beside it is fp32 whatever the engine, since TensorRT makes the fp16 engine itself)
                 description = "TensorRT" + ("" if exported_given else " fp16" if args.half else " fp32")
                 device = torch.device("cuda")
+                where = str(device)
             if exported_given:
                 batch, size = _graph_input(args, path, *graph)
             images = np.random.rand(batch, 3, *size).astype(np.float32)
@@ -200,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         timing = time_callable(call, iters=args.iters, warmup=args.warmup, device=device, batch=batch)
         memory = peak_memory_mib(device)
 
-    where = f"{device}" + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+    where += f" ({torch.get_num_threads()} threads)" if where == "cpu" else ""
     print(f"model:       {args.model}")
     print(f"backend:     {args.backend}: {description}")
     print(f"device:      {where}, input {batch}x3x{size[0]}x{size[1]}")

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if args.half or args.bf16 or args.half_head or args.compile or args.image_size is not None:
             raise DFineError("--half, --bf16, --half-head, --compile and --image-size do not apply to the "
                              "onnxruntime backend (precision and input size are fixed at export time)")
-        predictor = OnnxDetector(args.model, providers=_onnx_providers(args.device))
+        predictor = OnnxDetector(args.model, providers=onnx_providers(args.device))
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _onnx_providers(device: str) -> list[Any] | None:
+def onnx_providers(device: str) -> list[Any] | None:
     """The ONNX Runtime execution providers ``--device`` asks for: None (CUDA when there, else the CPU) for auto.
 
     ONNX Runtime itself falls back to the CPU without a word when a provider it is given is not installed, so a
