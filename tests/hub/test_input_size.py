@@ -40,3 +40,26 @@ def test_presets_and_unknown_names_use_640() -> None:
     assert processor_folder("dfine-n-coco") is None
     assert model_input_size("dfine-n-coco") == (640, 640)
     assert load_processor("dfine-n-coco").size == {"height": 640, "width": 640}
+
+
+def test_hub_repository_processor_config_is_used(tmp_path: Path, monkeypatch) -> None:
+    # a model trained by dfine and pushed to the hub used to run at 640 with the default processor, whatever its
+    # preprocessor_config.json said
+    repo = tmp_path / "snapshot"
+    DFineImageProcessor(size=(320, 320), do_normalize=True).save_pretrained(repo)
+    asked = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        asked.append((repo_id, filename))
+        if repo_id == "someone/no-processor":
+            raise FileNotFoundError(f"{repo_id} has no {filename}")
+        return str(repo / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    assert processor_folder("someone/dfine-trained") == repo
+    assert model_input_size("someone/dfine-trained") == (320, 320)
+    processor = load_processor("someone/dfine-trained")
+    assert processor.size == {"height": 320, "width": 320} and processor.do_normalize
+    assert ("someone/dfine-trained", "preprocessor_config.json") in asked
+    assert processor_folder("someone/no-processor") is None
+    assert load_processor("someone/no-processor").to_dict() == DFineImageProcessor().to_dict()

@@ -309,14 +309,24 @@ def _training_image_size(path: Path) -> tuple[int, int] | None:
 
 
 def processor_folder(name_or_path: str | Path) -> Path | None:
-    """The local folder whose ``preprocessor_config.json`` goes with a model: the model's folder, or the folder of
-    a model file; None when there is none (presets, hub ids, bare files)."""
+    """The local folder whose ``preprocessor_config.json`` goes with a model: the model's folder, the folder of
+    a model file, or for a hub id the hub cache's copy of the repository's file; None when there is none (presets,
+    bare files, hub repositories without one)."""
     from dfine.processor import PREPROCESSOR_CONFIG_NAME
 
     path = Path(name_or_path).expanduser()
-    for folder in (path, path.parent) if path.exists() else ():
-        if folder.is_dir() and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
-            return folder
+    if path.exists():
+        for folder in (path, path.parent):
+            if folder.is_dir() and (folder / PREPROCESSOR_CONFIG_NAME).is_file():
+                return folder
+        return None
+    text = str(name_or_path)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not is_preset(text):
+        # a model pushed from a dfine run carries its input size and normalisation there, as a local folder does
+        try:
+            return download_from_hub(text, PREPROCESSOR_CONFIG_NAME).parent
+        except CheckpointError:  # the repository has none (or it is offline and not cached): the defaults apply
+            return None
     return None
 
 
