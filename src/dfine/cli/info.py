@@ -63,8 +63,14 @@ def describe_onnx(path: Path) -> list[str]:
                  f"detections, exported by dfine {meta['dfine_version']}")
     if "preprocessing" in meta:
         lines.append(f"images:      {meta['preprocessing']}")
-    names = json.loads(meta.get("class_names") or "[]")
-    return lines + _class_lines(names)
+    try:
+        names = json.loads(meta.get("class_names") or "[]")
+    except ValueError:  # an edited or damaged file: the message names it instead of a JSON traceback
+        names = None
+    if not isinstance(names, list):
+        raise InputFileError(path, f"its class_names metadata is not a JSON list of names: "
+                                   f"{meta['class_names'][:60]!r}")
+    return lines + _class_lines([str(name) for name in names])
 
 
 def run(args: argparse.Namespace) -> int:

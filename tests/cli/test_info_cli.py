@@ -1,0 +1,34 @@
+"""`dfine info` on an exported file whose metadata cannot be read: one line, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from test_predict_cli import _error_line, _tiny_onnx
+
+from dfine.cli.main import main
+
+
+@pytest.mark.parametrize("class_names", ["[not json", "5", '{"0": "cat"}'])
+def test_info_on_malformed_class_names_metadata(class_names, tmp_path, capsys) -> None:
+    model = tmp_path / "tiny.onnx"
+    _tiny_onnx(model)
+    import onnx
+
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {"dfine_version": "0.1", "class_names": class_names})
+    onnx.save(proto, str(model))
+    assert main(["info", str(model)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"dfine info: error: {model}: its class_names metadata is not a JSON list of names")
+
+
+def test_info_lists_the_class_names_of_an_export(tmp_path, capsys) -> None:
+    model = tmp_path / "tiny.onnx"
+    _tiny_onnx(model)
+    import onnx
+
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {"dfine_version": "0.1", "class_names": '["cat", "dog"]'})
+    onnx.save(proto, str(model))
+    assert main(["info", str(model)]) == 0
+    assert "classes:     2\n             cat, dog\n" in capsys.readouterr().out
