@@ -15,7 +15,7 @@ import dfine.loss
 from dfine.engine import trainer as trainer_module
 from dfine.engine.evaluator import EvalResult
 from dfine.engine.logger import read_metrics
-from dfine.errors import DFineError
+from dfine.errors import ConfigError, DFineError
 
 
 class NaNAfter(nn.Module):
@@ -198,3 +198,53 @@ def test_a_batch_preview_that_cannot_be_drawn_does_not_stop_training(tmp_path: P
     monkeypatch.undo()
     trainer._save_batch_preview(batch)
     assert [p.name for p in tmp_path.iterdir()] == ["train_batch0.jpg"]
+
+
+def _scripted_ap(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> list[float]:
+    """Validation returns these APs in turn; returns the list of those already given."""
+    given: list[float] = []
+
+    def validate(self):
+        given.append(values[len(given)])
+        return EvalResult(*([given[-1]] * 14))
+
+    monkeypatch.setattr(trainer_module.Trainer, "validate", validate)
+    return given
+
+
+def test_patience_ends_stage_1_early_and_stage_2_follows(tmp_path: Path, tiny_yaml: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    given = _scripted_ap(monkeypatch, [0.5, 0.4, 0.5, 0.2, 0.1, 0.0])  # a tie is no gain either
+    result = dfine.train(tiny_yaml, epochs=8, batch_size=8, output=tmp_path / "run", stop_epoch=6, patience=2,
+                         **TINY)
+    out = capsys.readouterr().out
+    assert "early stopping" in out and "after 2 evaluations without a better AP" in out
+    assert "No better AP in 2 evaluations (patience 2): stage 1 ends after epoch 3; stage 2 runs epochs 7..8" in out
+    # the tie at epoch 3 is the best (the latest of equals) without resetting the patience
+    assert ("Stop epoch 7: strong augmentation and multi-scale off; restarting from the best stage-1 state "
+            "(epoch 3") in out
+    assert "epoch 4/8" not in out and "epoch 7/8" in out and "epoch 8/8" in out
+    assert len(given) == 5  # epochs 1-3, then 7 and 8
+    last = torch.load(result.last_checkpoint, weights_only=True)
+    assert last["epoch"] == 7 and last["stage"] == 2 and last["best_epoch"] == 2
+    assert last["extra"]["stale_evals"] == 2  # stage 2 counted from zero: two evaluations without a gain
+
+
+def test_patience_without_stage_2_stops_and_a_resume_stays_stopped(tmp_path: Path, tiny_yaml: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    given = _scripted_ap(monkeypatch, [0.3, 0.3, 0.3, 0.9])
+    result = dfine.train(tiny_yaml, epochs=6, batch_size=8, output=tmp_path / "run", stop_epoch=6, patience=2,
+                         **TINY)
+    assert "No better AP in 2 evaluations (patience 2): stopping after epoch 3 of 6" in capsys.readouterr().out
+    assert len(given) == 3 and torch.load(result.last_checkpoint, weights_only=True)["epoch"] == 2
+    again = dfine.train(tiny_yaml, output=tmp_path / "run", resume=True, **TINY)
+    assert len(given) == 3  # the resumed run makes the same decision: nothing more is trained
+    assert "stopping after epoch 3 of 6" in capsys.readouterr().out
+    assert torch.load(again.last_checkpoint, weights_only=True)["epoch"] == 2
+
+
+def test_patience_must_not_be_negative(tmp_path: Path, tiny_yaml: Path) -> None:
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
+        dfine.train(tiny_yaml, epochs=2, batch_size=8, output=tmp_path / "run", patience=-1, **TINY)

@@ -60,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="base learning rate, used as given (default: the recipe's, "
                                                           "scaled to the batch size)")
     p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early stopping: after N evaluations without a better AP, stage 1 ends (stage 2 follows from "
+                        "the best weights) and stage 2 ends the run (default: off)")
     p.add_argument("--no-pretrained-backbone", action="store_true",
                    help="start the backbone from random weights instead of ImageNet (presets only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from dfine.errors import ConfigError
 
     overrides = dict(parse_assignment(text) for text in args.overrides)
+    if args.patience is not None:
+        if "patience" in overrides:
+            raise ConfigError("give patience once: --patience or --set patience=..., not both")
+        overrides["patience"] = args.patience
     # train()'s named parameters have options of their own; --set is for the **overrides
     named = {name for name, p in inspect.signature(train).parameters.items() if p.kind is not p.VAR_KEYWORD}
     clash = set(overrides) & named

@@ -70,6 +70,8 @@ class Hyperparameters:
         backbone_norm_decay: apply weight decay to backbone BN and learnable-affine parameters (see
             :mod:`dfine.engine.optim` for why this reproduces the original).
         fine_tune: the run starts from trained detection weights.
+        patience: early stopping (0 = off): after this many evaluations in a row without a better AP, stage 1 ends
+            early (training goes on with stage 2 from the best stage-1 weights) and stage 2 ends the run.
         notes: human-readable record of every adjustment made to the recipe.
     """
 
@@ -91,6 +93,7 @@ class Hyperparameters:
     backbone_norm_decay: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
     fine_tune: bool = False
+    patience: int = 0
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -130,6 +133,9 @@ class Hyperparameters:
             ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
             ("backbone norm", "frozen BN + frozen stem" if self.freeze_backbone_norm else "trainable BN"),
         ]
+        if self.patience:
+            rows.append(("early stopping", f"after {count_noun(self.patience, 'evaluation')} without a better AP: "
+                                           "stage 1 ends (stage 2 follows), stage 2 ends the run"))
         width = max(len(name) for name, _ in rows)
         lines = ["Training hyper-parameters:"] + [f"  {name:<{width}}  {value}" for name, value in rows]
         lines += [f"  - {note}" for note in self.notes]
@@ -355,6 +361,8 @@ def _validate(hp: Hyperparameters) -> None:
         raise ConfigError(f"epochs must be at least 1, got {hp.epochs}")
     if hp.stop_epoch < 0:
         raise ConfigError(f"stop_epoch must be >= 0, got {hp.stop_epoch}")
+    if hp.patience < 0:
+        raise ConfigError(f"patience must be >= 0 (0: no early stopping), got {hp.patience}")
     if hp.warmup_iters < 0 or hp.ema_warmups < 0:
         raise ConfigError("warm-up iterations must be >= 0")
     for name in ("ema_decay", "ema_restart_decay"):

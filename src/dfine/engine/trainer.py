@@ -68,6 +68,7 @@ class TrainState:
     best_eval: dict[str, Any] | None = None
     rollbacks: int = 0
     lr_scale: float = 1.0  # product of the divergence back-offs applied so far
+    stale_evals: int = 0  # evaluations in a row without a better AP, in this stage (early stopping)
 
 
 class _Diverged(Exception):
@@ -177,7 +178,8 @@ class Trainer:
             "best_eval": s.best_eval, **self._module_states(), "config": self.model.config.to_dict(),
             "class_names": list(self.class_names), "hparams": self.hparams.to_dict(),
             "image_size": list(self.image_size), "rng": rng,
-            "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "world_size": get_world_size(),
+            "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "stale_evals": s.stale_evals,
+                      "world_size": get_world_size(),
                       "seed": self.seed, "data": self.data_source},
         }
 
@@ -188,7 +190,8 @@ class Trainer:
         self.state = TrainState(start_epoch=int(data["epoch"]) + 1, stage=int(data.get("stage", 1)),
                                 best_metric=float(data.get("best_metric", -1.0)),
                                 best_epoch=int(data.get("best_epoch", -1)), best_eval=data.get("best_eval"),
-                                rollbacks=int(extra.get("rollbacks", 0)), lr_scale=float(extra.get("lr_scale", 1.0)))
+                                rollbacks=int(extra.get("rollbacks", 0)), lr_scale=float(extra.get("lr_scale", 1.0)),
+                                stale_evals=int(extra.get("stale_evals", 0)))
         rng = data.get("rng") or []
         if get_rank() < len(rng) and int(extra.get("world_size", len(rng))) == get_world_size():
             self._pending_rng = rng[get_rank()]
@@ -229,6 +232,7 @@ class Trainer:
             where = "no best stage-1 state exists (nothing was evaluated yet), so training continues as it is"
         self.ema.restart(hp.ema_restart_decay)
         self.state.stage = 2
+        self.state.stale_evals = 0  # stage 2 trains differently (no strong augmentation): its own patience
         if epoch == 0:  # stop_epoch 0: the whole run is stage 2, there is nothing to restart from
             self.say(f"No strong augmentation or multi-scale in this run (stop epoch 0); EMA decay "
                      f"{hp.ema_restart_decay:.6g}")
@@ -335,6 +339,9 @@ class Trainer:
         # longest, and keeping the first would make the stop epoch throw away every epoch since. best/ and
         # best_stage1.pt are written on the same condition, so they always hold the same epoch.
         improved = result is not None and not math.isnan(result.AP) and result.AP >= s.best_metric
+        if result is not None:  # early stopping counts strict gains: a flat AP is no progress
+            better = not math.isnan(result.AP) and result.AP > s.best_metric
+            s.stale_evals = 0 if better else s.stale_evals + 1
         if improved:
             assert result is not None
             s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
@@ -385,6 +392,11 @@ class Trainer:
         with MetricsLogger(self.output_dir) as metrics_logger:
             epoch = self.state.start_epoch
             while epoch < hp.epochs:
+                if hp.patience and self.state.stale_evals >= hp.patience:
+                    # decided here, from the state last.pt holds, so a resumed run makes the same decision
+                    if not self._out_of_patience(epoch):
+                        break
+                    epoch = hp.stop_epoch
                 if epoch >= hp.stop_epoch and self.state.stage == 1:
                     self._enter_stage2(epoch)
                 started = time.perf_counter()
@@ -405,6 +417,17 @@ class Trainer:
         self._finish()
         return read_metrics(self.output_dir) if is_main_process() and (self.output_dir / "metrics.jsonl").exists() \
             else []
+
+    def _out_of_patience(self, epoch: int) -> bool:
+        """Say what early stopping does at ``epoch``: True when stage 1 ends and stage 2 follows, False to stop."""
+        hp, s = self.hparams, self.state
+        why = f"No better AP in {count_noun(s.stale_evals, 'evaluation')} (patience {hp.patience})"
+        if s.stage == 1 and hp.stop_epoch < hp.epochs:  # in stage 1, epoch <= stop_epoch
+            first = hp.stop_epoch + 1
+            self.say(f"{why}: stage 1 ends after epoch {epoch}; stage 2 runs epochs {first}..{hp.epochs}")
+            return True
+        self.say(f"{why}: stopping after epoch {epoch} of {hp.epochs}")
+        return False
 
     def _write_val_report(self) -> None:
         """``val/`` in the run folder: the pictures and predictions of ``dfine val --output`` for the best epoch."""
