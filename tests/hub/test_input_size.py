@@ -1,4 +1,5 @@
-"""Every command sees one input size per model: a training checkpoint's, its folder's processor config, or 640."""
+"""Every command sees one input size per model: a training checkpoint's, its folder's processor config, the
+training size its config.json records, or 640."""
 
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ def test_hub_repository_processor_config_is_used(tmp_path: Path, monkeypatch) ->
     assert ("someone/dfine-trained", "preprocessor_config.json") in asked
     assert processor_folder("someone/no-processor") is None
     assert load_processor("someone/no-processor").to_dict() == DFineImageProcessor().to_dict()
+
+
+def test_a_saved_model_without_a_processor_config_keeps_its_training_size(tmp_path: Path) -> None:
+    """save_pretrained of a model trained by dfine writes config.json only: its training size still applies."""
+    from dfine.config import DFineConfig
+
+    trained, plain = tmp_path / "trained", tmp_path / "plain"
+    config = DFineConfig.from_preset("dfine-n-coco")
+    config.training_image_size = (288, 352)
+    config.save_pretrained(trained)
+    (trained / "model.safetensors").write_bytes(b"")
+    assert model_input_size(trained) == (288, 352)
+    assert model_input_size(trained / "model.safetensors") == (288, 352)
+    assert load_processor(trained).size == {"height": 288, "width": 352}
+    DFineConfig.from_preset("dfine-n-coco").save_pretrained(plain)
+    assert model_input_size(plain) == (640, 640)
+    _processor_at(trained, 320)  # a processor config, when there is one, is what the processor was saved with
+    assert model_input_size(trained) == (320, 320)

@@ -330,10 +330,23 @@ def processor_folder(name_or_path: str | Path) -> Path | None:
     return None
 
 
+def _saved_training_size(path: Path) -> tuple[int, int] | None:
+    """The ``training_image_size`` in the ``config.json`` of a local model folder (or beside a weights file): what
+    ``save_pretrained`` of a model trained by dfine keeps when no processor config was saved with it."""
+    folder = path if path.is_dir() else path.parent if path.is_file() else None
+    if folder is None or not (folder / CONFIG_NAME).is_file():
+        return None
+    try:
+        return DFineConfig.from_json_file(folder / CONFIG_NAME).training_image_size
+    except Exception:  # an unreadable config is reported by the model load itself, with its file named
+        return None
+
+
 def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
     """The (height, width) a model was made for, which every command uses by default: the training size a
     ``dfine train`` checkpoint (``last.pt``) records, else its :func:`processor_folder`'s
-    ``preprocessor_config.json``, else 640 (the released checkpoints')."""
+    ``preprocessor_config.json``, else the training size its ``config.json`` records, else 640 (the released
+    checkpoints')."""
     from dfine.processor import DFineImageProcessor
 
     path = Path(name_or_path).expanduser()
@@ -345,4 +358,4 @@ def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
     if folder is not None:
         size = DFineImageProcessor.from_pretrained(folder).size
         return size["height"], size["width"]
-    return 640, 640
+    return _saved_training_size(path) or (640, 640)
