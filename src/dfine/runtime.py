@@ -188,14 +188,29 @@ class OnnxDetector:
         self.image_size: tuple[int, int] = self._input_size(shape, meta)
         if meta.get("orig_target_sizes", "width,height") != "width,height":
             raise InputFileError(self.path, f"unsupported orig_target_sizes order {meta['orig_target_sizes']!r}")
-        names = meta.get("class_names")
-        self.class_names: list[str] = json.loads(names) if names else []
-        ids = meta.get("dataset_category_ids")
-        self.dataset_category_ids: list[int] | None = json.loads(ids) if ids else None
+        self.class_names: list[str] = [str(name) for name in self._json_list(meta, "class_names") or []]
+        ids = self._json_list(meta, "dataset_category_ids")
+        if ids is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InputFileError(self.path, "its dataset_category_ids metadata is not a list of integers")
+        self.dataset_category_ids: list[int] | None = ids
         self.precision = meta.get("precision", "fp32")
         self.resample = meta.get("resample", "bilinear")  # older exports: the processor default
         if self.resample not in _RESAMPLE:
             raise InputFileError(self.path, f"unknown resample filter {self.resample!r} in the metadata")
+
+    def _json_list(self, meta: dict[str, str], key: str) -> list[Any] | None:
+        """The JSON list stored under ``key``, None when absent; an edited or damaged value is a one-line error
+        naming the file (predictions would otherwise fail later, with a traceback)."""
+        text = meta.get(key)
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, list):
+            raise InputFileError(self.path, f"its {key} metadata is not a JSON list: {text[:60]!r}")
+        return value
 
     def _input_size(self, shape: Sequence[Any], meta: dict[str, str]) -> tuple[int, int]:
         """(H, W) of the ``images`` input: the graph's, or its ``image_size`` metadata when the graph leaves them
