@@ -104,9 +104,11 @@ class _Recorder:
     is never held in memory.
     """
 
-    def __init__(self, predictor: Detector, threshold: float, stream: TextIO) -> None:
+    def __init__(self, predictor: Detector, threshold: float, stream: TextIO,
+                 classes: Sequence[int] | None = None) -> None:
         self.predictor = predictor
         self.threshold = threshold
+        self.classes = None if classes is None else np.asarray(sorted(set(classes)), dtype=np.int64)
         self.names = predictor.class_names
         self.dataset_ids = getattr(predictor, "dataset_category_ids", None)
         self.stream = stream
@@ -131,8 +133,12 @@ class _Recorder:
         detections = self.predictor.predict([picture for _, picture, _ in items], self.threshold)
         for (path, picture, frame), det in zip(items, detections, strict=True):
             boxes = _clip_boxes(det["boxes"], picture.width, picture.height)
-            labels = np.asarray(det["labels"]).reshape(-1).tolist()
-            scores = np.asarray(det["scores"]).reshape(-1).tolist()
+            labels_array = np.asarray(det["labels"]).reshape(-1)
+            scores_array = np.asarray(det["scores"]).reshape(-1)
+            if self.classes is not None:
+                keep = np.isin(labels_array, self.classes)
+                boxes, labels_array, scores_array = boxes[keep], labels_array[keep], scores_array[keep]
+            labels, scores = labels_array.tolist(), scores_array.tolist()
             where: dict[str, Any] = {"image_id": self.next_id, "file_name": str(path)}
             if frame is not None:
                 where.update(frame=frame.index, time=round(frame.time, 3))
@@ -200,8 +206,42 @@ def _predict_frames(recorder: _Recorder, path: Path, frames: list[VideoFrame], w
     return len(frames)
 
 
+def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]) -> list[int]:
+    """The label indices of ``classes``: names (any case) or indices, as a list or a comma-separated string
+    (``"person,car"``, ``"0,2"``).
+
+    Raises:
+        DFineError: a name the model does not know (with the closest names) or an index out of range.
+    """
+    import difflib
+
+    items = classes.split(",") if isinstance(classes, str) else list(classes)
+    by_name = {name.casefold(): i for i, name in reversed(list(enumerate(class_names)))}
+    indices = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if text.casefold() in by_name:
+            indices.append(by_name[text.casefold()])
+        elif text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < len(class_names):
+                raise DFineError(f"class index {index} is out of range: the model has {len(class_names)} classes "
+                                 f"(0..{len(class_names) - 1})")
+            indices.append(index)
+        else:
+            close = difflib.get_close_matches(text, list(class_names), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise DFineError(f"the model has no class {text!r}{hint} (dfine info --model M lists its classes)")
+    if not indices:
+        raise DFineError("no class given: name at least one, e.g. --classes person,car")
+    return sorted(set(indices))
+
+
 def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
-                   batch_size: int = 1, save_images: bool = True, progress: bool = True) -> PredictionRun:
+                   batch_size: int = 1, save_images: bool = True, progress: bool = True,
+                   classes: str | Sequence[str | int] | None = None) -> PredictionRun:
     """Run ``predictor`` on an image or video, a folder or a glob; write annotated copies and ``predictions.json``.
 
     ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
@@ -217,6 +257,9 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
     av``); their frames are read upright (display rotation applied), and any audio is not copied.
 
+    ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
+    the records and the pictures alike.
+
     When the source is several files (a folder or a glob), a file that cannot be read is skipped with a warning
     naming it and listed in the result's ``skipped``; a single named file that cannot be read, or a source none
     of whose files can, raises.
@@ -228,9 +271,10 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     """
     from dfine.hub.files import atomic_write
 
+    wanted = class_indices(classes, predictor.class_names) if classes is not None else None
     files = list_images(source, videos=True)
     job = _Job(predictor, source, files, prepare_output_dir(output_dir), threshold, batch_size, save_images,
-               progress)
+               progress, wanted)
     # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
     atomic_write(job.run.predictions, job.write)
     return job.run
@@ -240,8 +284,10 @@ class _Job:
     """One :func:`predict_source` run: the files in order, batching images, each video on its own."""
 
     def __init__(self, predictor: Detector, source: str | Path, files: list[Path], output_dir: Path,
-                 threshold: float, batch_size: int, save_images: bool, progress: bool) -> None:
+                 threshold: float, batch_size: int, save_images: bool, progress: bool,
+                 classes: list[int] | None = None) -> None:
         self.predictor, self.source, self.files, self.output_dir = predictor, source, files, output_dir
+        self.classes = classes
         self.threshold, self.batch_size, self.save_images, self.progress = threshold, batch_size, save_images, progress
         self.run = PredictionRun(output_dir / "predictions.json", 0, 0)
         self.used_names: set[str] = set()
@@ -250,7 +296,7 @@ class _Job:
     def write(self, tmp: Path) -> None:
         """Predict everything, writing the records to ``tmp``."""
         with open(tmp, "w", encoding="utf-8") as stream:
-            recorder = _Recorder(self.predictor, self.threshold, stream)
+            recorder = _Recorder(self.predictor, self.threshold, stream, self.classes)
             self._predict_all(recorder)
             recorder.finish()
         run = self.run

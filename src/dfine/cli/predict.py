@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="hub id, local model directory, .pth/.safetensors file, or an exported .onnx file; a "
                         "preset name (dfine-n-coco ...) has random weights")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep (default 0.5)")
+    p.add_argument("--classes", default=None, metavar="NAMES",
+                   help="keep only these classes: names or label indices, comma-separated (e.g. person,car)")
     p.add_argument("--output", default="runs/predict", help="output folder (default runs/predict)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=1, help="images (or video frames) per forward pass (default 1)")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                                               half_head=args.half_head, bf16=args.bf16)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, classes=args.classes)
     inputs = []
     if result.images or not result.videos:
         inputs.append(_count(result.images, "image"))
