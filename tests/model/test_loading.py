@@ -100,14 +100,42 @@ def test_hub_ids_resolve_through_huggingface_hub(saved_nano, monkeypatch) -> Non
 
 def test_new_class_list_reinitialises_only_class_sized_tensors(saved_nano, caplog) -> None:
     directory, model = saved_nano
-    loaded = dfine.DFineForObjectDetection.from_pretrained(directory, id2label={0: "cat", 1: "dog", 2: "bird"})
-    assert loaded.config.class_names == ["cat", "dog", "bird"]
+    names = {0: "circle", 1: "square", 2: "triangle"}  # none of them a COCO class
+    loaded = dfine.DFineForObjectDetection.from_pretrained(directory, id2label=names)
+    assert loaded.config.class_names == ["circle", "square", "triangle"]
     assert loaded.model.enc_score_head.weight.shape == (3, 128)
     assert loaded.model.denoising_class_embed.weight.shape == (4, 128)
     assert "re-initialised" in caplog.text
     assert torch.equal(loaded.model.enc_output[0].weight, model.model.enc_output[0].weight)
     assert torch.equal(loaded.model.decoder.bbox_embed[2].layers[0].weight,
                        model.model.decoder.bbox_embed[2].layers[0].weight)
+
+
+def test_classes_the_checkpoint_knows_keep_their_rows_by_name(saved_nano, caplog) -> None:
+    """id2label naming COCO classes in another order (and one new class): those rows come from the checkpoint."""
+    directory, model = saved_nano
+    coco = model.config.class_names
+    loaded = dfine.DFineForObjectDetection.from_pretrained(directory, id2label={0: "dog", 1: "forklift", 2: "Person"})
+    assert "2 of 3 classes start from the checkpoint's class rows of the same name; 1 start fresh: forklift" in (
+        caplog.text)
+    assert "re-initialised" not in caplog.text
+    dog, person = coco.index("dog"), coco.index("person")
+    old, new = model.state_dict(), loaded.state_dict()
+    for key in ("model.enc_score_head.weight", "model.enc_score_head.bias", "model.decoder.class_embed.2.weight",
+                "model.denoising_class_embed.weight"):
+        assert torch.equal(new[key][0], old[key][dog]) and torch.equal(new[key][2], old[key][person]), key
+    assert torch.equal(new["model.denoising_class_embed.weight"][3], old["model.denoising_class_embed.weight"][80])
+
+
+def test_a_renamed_class_keeps_every_row_in_place(saved_nano, caplog) -> None:
+    directory, model = saved_nano
+    names = dict(enumerate(model.config.class_names))
+    names[62] = "television"  # COCO's "tv"
+    loaded = dfine.DFineForObjectDetection.from_pretrained(directory, id2label=names)
+    assert loaded.config.class_names[62] == "television"
+    old = model.state_dict()
+    assert all(torch.equal(v, old[k]) for k, v in loaded.state_dict().items() if "num_batches" not in k)
+    assert "start fresh" not in caplog.text and "re-initialised" not in caplog.text
 
 
 def test_num_denoising_zero_drops_the_embedding(saved_nano) -> None:

@@ -227,10 +227,10 @@ def test_config_argument_replaces_the_checkpoint_config(saved_nano) -> None:
 
 def test_config_argument_with_other_classes_reinitialises_the_heads(saved_nano, caplog) -> None:
     directory, model = saved_nano
-    config = dfine.DFineConfig.from_pretrained(directory, id2label={0: "cat", 1: "dog"})
+    config = dfine.DFineConfig.from_pretrained(directory, id2label={0: "circle", 1: "square"})  # not COCO classes
     with caplog.at_level(logging.WARNING, logger="dfine"):
         loaded = dfine.DFineForObjectDetection.from_pretrained(directory, config=config)
-    assert loaded.config.id2label == {0: "cat", 1: "dog"}
+    assert loaded.config.id2label == {0: "circle", 1: "square"}
     assert loaded.model.enc_score_head.weight.shape[0] == 2
     assert "re-initialised 9 class-sized tensors for 2 classes" in caplog.text
     assert torch.equal(loaded.model.enc_output[0].weight, model.model.enc_output[0].weight)

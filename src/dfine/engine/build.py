@@ -8,9 +8,9 @@ Two ways to start (:func:`build_training_model`):
 - **anything else** ``from_pretrained`` accepts (hub id, folder, ``.pth``/``.safetensors``, a ``last.pt``): its weights
   are fine-tuned. The class-sized tensors (the encoder and decoder score heads, and the denoising label embedding
   whose rows are the classes + 1) follow the class names: a data-set class the checkpoint also has starts from the
-  checkpoint's rows for it, wherever it sits in either list (:mod:`dfine.engine.class_rows`); the other rows start
-  fresh. When no name is shared, the tensors are re-initialised and listed, unless the class count is the same
-  (then they are kept in label order, for a data set whose classes were only renamed).
+  checkpoint's rows for it, wherever it sits in either list (:mod:`dfine.hub.class_rows`); the other rows start
+  fresh. A list of the same length whose shared names keep their positions is a renaming: its rows stay in label
+  order. When no name is shared and the count differs, the tensors are re-initialised and listed.
 
 Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
 frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from dfine.config import DFineConfig, check_field_range
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
 from dfine.data.transforms import image_size_hw
-from dfine.engine.class_rows import carry_class_rows, describe_carried_rows, match_class_names
 from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
+from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, is_renaming, match_class_names
 from dfine.model import DFineForObjectDetection
 from dfine.presets import SIZES, is_preset, preset_config, size_of
 
@@ -248,13 +248,14 @@ def build_training_model(
         weights = resolved.state_dict
         if not same_classes:
             matches = match_class_names(resolved.config.class_names, class_names)
-            if any(m is not None for m in matches):
+            if is_renaming(resolved.config.class_names, class_names, matches):
+                renamed = sum(m is None for m in matches)
+                notes.append(f"{renamed} of the {len(class_names)} classes have other names in the data set, in the "
+                             "same order: the class rows are kept in label order and the data set's names are used")
+            elif any(m is not None for m in matches):
                 # rows follow the names, so a reordered or extended class list keeps what each class learnt
                 weights = carry_class_rows(weights, model.state_dict(), matches)
                 notes.append(describe_carried_rows(class_names, matches))
-            elif resolved.config.num_labels == len(class_names):
-                notes.append(f"none of the data set's {len(class_names)} class names is the checkpoint's; the class "
-                             "rows are kept in label order (same count) and the data set's names are used")
         # a transformers DFineModel file has no decoder class/box heads: fine-tuning starts them fresh
         fresh = absent_detection_heads(weights)
         skipped = load_state_dict_checked(model, weights, resolved.source,

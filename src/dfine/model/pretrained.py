@@ -101,7 +101,8 @@ class PretrainedMixin:
         """Load a model from a directory, a file, a hub id or a preset name (see :mod:`dfine.hub.resolve`).
 
         ``overrides`` replace config fields, e.g. ``num_labels=5`` or ``id2label={...}`` to fine-tune on other
-        classes (the class heads are then re-initialised and reported), or ``num_denoising=0``; any other keyword
+        classes (the rows of classes the checkpoint also names are carried over by name, whatever their order; the
+        others are re-initialised; both are reported), or ``num_denoising=0``; any other keyword
         is an error. As in transformers, ``dtype`` (or its older name ``torch_dtype``: a torch dtype, its name, or
         ``"auto"`` for the stored weights' dtype) casts the model, ``device_map`` (one device: ``"cpu"``,
         ``"cuda:0"``, a ``torch.device``) or ``map_location`` moves it, and ``revision`` / ``cache_dir`` /
@@ -111,7 +112,7 @@ class PretrainedMixin:
         """
         from dfine.config import DFineConfig
         from dfine.hub.convert import absent_detection_heads
-        from dfine.hub.resolve import resolve_checkpoint
+        from dfine.hub.resolve import ResolvedCheckpoint, resolve_checkpoint
 
         DFineConfig.check_keywords(overrides, f"{cls.__name__}.from_pretrained", _LOADING_OPTIONS)
         if config is not None:
@@ -120,10 +121,21 @@ class PretrainedMixin:
         device = requested_device(device_map, map_location)
         hub = {k: v for k, v in (("cache_dir", cache_dir), ("token", token), ("local_files_only", local_files_only),
                                  ("force_download", force_download)) if v is not None}
-        resolved = resolve_checkpoint(name_or_path, revision=revision, hub_options=hub, **overrides)
+        # the class list is applied after resolving, so that the checkpoint's own class names are known: rows of
+        # the classes both lists name are carried over by name (dfine.hub.class_rows)
+        class_overrides = {k: v for k, v in overrides.items() if k in _CLASS_LIST_FIELDS}
+        others = {k: v for k, v in overrides.items() if k not in _CLASS_LIST_FIELDS}
+        resolved = resolve_checkpoint(name_or_path, revision=revision, hub_options=hub, **others)
+        source_names = resolved.config.class_names
+        if class_overrides:
+            resolved = ResolvedCheckpoint(DFineConfig.from_dict(resolved.config.to_dict(), **class_overrides),
+                                          resolved.state_dict, resolved.source)
         model = cls(resolved.config)  # type: ignore[call-arg]
         if resolved.state_dict is not None:
             own = cls._to_own_keys(resolved.state_dict)
+            if class_overrides:
+                own = _carry_rows_by_name(own, model.state_dict(), source_names,  # type: ignore[attr-defined]
+                                          resolved.config.class_names)
             new_heads = any(k in overrides for k in ("num_labels", "id2label", "label2id", "num_denoising"))
             # transformers' DFineModel files have no detection heads: ours get fresh ones, as in transformers
             fresh = absent_detection_heads(resolved.state_dict)
@@ -253,6 +265,25 @@ def _auto_dtype(resolved: Any) -> torch.dtype:
             if tensor.is_floating_point():
                 return tensor.dtype
     return _DTYPES.get(str(resolved.config.extra.get("dtype", "float32")), torch.float32)
+
+
+# config fields that set the class list (the class heads' rows)
+_CLASS_LIST_FIELDS = frozenset({"id2label", "label2id", "num_labels"})
+
+
+def _carry_rows_by_name(state_dict: dict[str, Tensor], fresh: Mapping[str, Tensor], source: list[str],
+                        target: list[str]) -> dict[str, Tensor]:
+    """``state_dict`` with its class rows rearranged for the ``target`` class list, when it shares names with the
+    checkpoint's ``source`` list other than by a plain renaming (see :mod:`dfine.hub.class_rows`); said in the log."""
+    from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, is_renaming, match_class_names
+
+    if source == target:
+        return state_dict
+    matches = match_class_names(source, target)
+    if is_renaming(source, target, matches) or not any(m is not None for m in matches):
+        return state_dict
+    logger.warning("class heads for the new class list: %s", describe_carried_rows(target, matches))
+    return carry_class_rows(state_dict, dict(fresh), matches)
 
 
 def _report_skipped(skipped: list[str], expected: Mapping[str, Tensor], num_labels: int,

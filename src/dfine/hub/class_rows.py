@@ -5,7 +5,8 @@ class. A checkpoint trained on COCO already knows what a "person" or a "dog" loo
 the same classes, possibly in another order or among new ones, starting those rows from the checkpoint's rows for the
 same name converges faster than starting them fresh. The original repository does this for Objects365 -> COCO with a
 fixed id table, and tells users with other classes to edit that table by hand; matching by name does the same for
-any pair of class lists.
+any pair of class lists. A list of the same length whose shared names all sit at their own positions is taken for a
+renaming (``["0", "1"]`` -> ``["cat", "dog"]``, or one class spelled anew): its rows stay in label order.
 
 Names match after case folding, with ``_`` and ``-`` read as spaces and ``a/b`` standing for both ``a`` and ``b``
 (Objects365 spells several classes that way, e.g. "Moniter/TV"). A few COCO classes have other names in Objects365;
@@ -65,6 +66,12 @@ def match_class_names(source: Sequence[str], target: Sequence[str]) -> list[int 
     return matches
 
 
+def is_renaming(source: Sequence[str], target: Sequence[str], matches: list[int | None]) -> bool:
+    """Whether ``target`` is ``source`` with some classes renamed: the same count, and every shared name at its own
+    position. Such a list keeps all rows in label order (a renamed class keeps what it learnt)."""
+    return len(source) == len(target) and all(m is None or m == i for i, m in enumerate(matches))
+
+
 def carry_class_rows(checkpoint: dict[str, Tensor], fresh: dict[str, Tensor],
                      matches: list[int | None]) -> dict[str, Tensor]:
     """``checkpoint`` with its class-sized tensors rebuilt for the target classes.
@@ -106,4 +113,4 @@ def describe_carried_rows(target: Sequence[str], matches: list[int | None], limi
     return line
 
 
-__all__ = ["SYNONYMS", "carry_class_rows", "describe_carried_rows", "match_class_names"]
+__all__ = ["SYNONYMS", "carry_class_rows", "describe_carried_rows", "is_renaming", "match_class_names"]

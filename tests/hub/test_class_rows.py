@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dfine.engine.class_rows import carry_class_rows, describe_carried_rows, match_class_names
+from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, match_class_names
 from dfine.presets import COCO_CLASSES, preset_config
 
 
@@ -57,3 +57,13 @@ def test_the_log_line_counts_and_names_the_fresh_classes() -> None:
     line = describe_carried_rows(["a", "b", "c"], [0, None, None])
     assert line == "1 of 3 classes start from the checkpoint's class rows of the same name; 2 start fresh: b, c"
     assert describe_carried_rows(["a"], [0]).endswith("of the same name")
+
+
+def test_a_list_in_the_same_order_with_new_names_is_a_renaming() -> None:
+    from dfine.hub.class_rows import is_renaming
+
+    for source, target in ((["0", "1"], ["cat", "dog"]), (["cat", "tv"], ["cat", "television"])):
+        assert is_renaming(source, target, match_class_names(source, target))
+    for source, target in ((["cat", "dog"], ["dog", "cat"]), (["cat", "dog"], ["cat", "dog", "bird"]),
+                           (["cat", "dog", "bird"], ["cat", "fish", "dog"])):
+        assert not is_renaming(source, target, match_class_names(source, target))
