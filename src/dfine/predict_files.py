@@ -226,10 +226,15 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
             indices.append(by_name[text.casefold()])
         elif text.lstrip("-").isdigit():
             index = int(text)
-            if not 0 <= index < len(class_names):
+            if not class_names and index < 0:  # an export without class_names metadata: any label may occur
+                raise DFineError(f"class index {index} is not a label (labels count from 0)")
+            if class_names and not 0 <= index < len(class_names):
                 raise DFineError(f"class index {index} is out of range: the model has {len(class_names)} classes "
                                  f"(0..{len(class_names) - 1})")
             indices.append(index)
+        elif not class_names:
+            raise DFineError(f"the model names no classes (its file has no class_names metadata), so {text!r} "
+                             "cannot be found: give label indices, e.g. --classes 0,2")
         else:
             close = difflib.get_close_matches(text, list(class_names), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

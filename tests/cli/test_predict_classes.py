@@ -57,3 +57,26 @@ def test_class_indices_accepts_lists_and_names_in_any_case() -> None:
     assert class_indices("1", ["2", "0", "1"]) == [2]  # classes named by numbers: the name wins over the index
     with pytest.raises(DFineError, match="no class 'bird'"):
         class_indices("bird", ["cat", "dog"])
+
+
+def test_an_export_without_class_names_takes_label_indices(tmp_path) -> None:
+    """An .onnx file without class_names metadata still has labels: --classes 1 keeps label 1, and a name is
+    refused for what it is (no names), not as 'out of range: the model has 0 classes (0..-1)'."""
+    import onnx
+
+    path = tmp_path / "tiny.onnx"
+    _tiny_onnx(path)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(path))
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(path), "--output", str(out), "--no-progress",
+                 "--threshold", "0.1", "--classes", "1"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["category_id"] for r in records] == [1]
+    with pytest.raises(DFineError, match="names no classes"):
+        class_indices("cat", [])
+    with pytest.raises(DFineError, match="class index -1 is not a label"):
+        class_indices("-1", [])
+
