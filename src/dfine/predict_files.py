@@ -216,14 +216,16 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
     import difflib
 
     items = classes.split(",") if isinstance(classes, str) else list(classes)
-    by_name = {name.casefold(): i for i, name in reversed(list(enumerate(class_names)))}
+    by_name: dict[str, list[int]] = {}  # a name may label several classes: each of them is kept
+    for i, name in enumerate(class_names):
+        by_name.setdefault(name.casefold(), []).append(i)
     indices = []
     for item in items:
         text = str(item).strip()
         if not text:
             continue
         if text.casefold() in by_name:
-            indices.append(by_name[text.casefold()])
+            indices += by_name[text.casefold()]
         elif text.lstrip("-").isdigit():
             index = int(text)
             if not class_names and index < 0:  # an export without class_names metadata: any label may occur

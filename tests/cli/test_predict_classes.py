@@ -80,3 +80,9 @@ def test_an_export_without_class_names_takes_label_indices(tmp_path) -> None:
     with pytest.raises(DFineError, match="class index -1 is not a label"):
         class_indices("-1", [])
 
+
+def test_a_name_given_to_several_classes_keeps_them_all() -> None:
+    """A model whose class list repeats a name (two 'person' rows, or 'Car' and 'car') keeps every class of that
+    name: records only show the name, so keeping one of them would silently drop detections the user asked for."""
+    assert class_indices("person", ["person", "car", "Person"]) == [0, 2]
+    assert class_indices("car,0", ["person", "car", "Person"]) == [0, 1]
