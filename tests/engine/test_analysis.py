@@ -93,3 +93,17 @@ def test_the_pictures(tmp_path: Path) -> None:
     many = np.random.default_rng(0).integers(0, 9, (81, 81))
     names = [f"class {k}" for k in range(80)]
     assert_png(plot_confusion_matrix(many, names, tmp_path / "cm80.png", score_threshold=0.5))
+
+
+def test_the_report_folder_expands_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    """val() checks ``output`` with ``~`` expanded (as train's output): the report must land in that same folder,
+    not in a literal ``~`` folder below the working directory."""
+    from dfine.engine.analysis import write_report
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    evaluator = CocoEvaluator(_truth(), ["cat", "dog"])
+    evaluator.update({1: {"boxes": np.array([[0, 0, 20, 20]]), "scores": np.array([0.9]), "labels": np.array([0])}})
+    written = write_report("~/report", evaluator.compute(), evaluator, [0, 1], ["cat", "dog"])
+    assert (tmp_path / "home" / "report" / "metrics.json").is_file() and not (tmp_path / "~").exists()
+    assert all(path.parent == tmp_path / "home" / "report" for path in written)

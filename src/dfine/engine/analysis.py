@@ -128,7 +128,7 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
     from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves
     from dfine.hub.files import atomic_write, atomic_write_text
 
-    folder = Path(output)
+    folder = Path(output).expanduser()  # as val() checks it, and train's output is taken
     folder.mkdir(parents=True, exist_ok=True)
     ground_truth = evaluator.ground_truth()
     predictions = evaluator.predictions()
