@@ -268,10 +268,8 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     if workers is None:
         workers = default_workers()
     output_dir = Path(output if output is not None else DEFAULT_OUTPUT).expanduser()
-    resume_from = ckpt.resume_path(resume, output_dir)
-    state = None
+    resume_from, state = _resume_checkpoint(resume, output_dir)
     if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from)
         # The run's files (metrics.jsonl, best/, best_stage1.pt) live next to its checkpoint: continuing them in
         # another folder would split one run over two, so the checkpoint's folder wins and the user is told.
         if main and output is not None and output_dir.resolve() != resume_from.parent.resolve():
@@ -387,6 +385,52 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     s = trainer.state
     return TrainResult(best_model=output_dir / ckpt.BEST_DIR_NAME, last_checkpoint=output_dir / ckpt.LAST_NAME,
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
+
+
+def _resume_checkpoint(resume: bool | str | Path, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint ``resume`` names and its contents, the same on every rank.
+
+    Rank 0 decides: its error, if the checkpoint is missing or unreadable, is raised on every rank (an error on one
+    node only would leave the others waiting), and nodes that do not have the run folder get rank 0's copy.
+    """
+    from dfine.engine import checkpoint as ckpt
+    from dfine.engine.distributed import (
+        all_gather_object,
+        broadcast_object,
+        get_rank,
+        get_world_size,
+        read_on_every_rank,
+    )
+    from dfine.errors import DFineError, InputFileError
+
+    if get_world_size() == 1:
+        path = ckpt.resume_path(resume, output_dir)
+        return path, (ckpt.load_checkpoint(path) if path is not None else None)
+    decided: Path | DFineError | None = None
+    if get_rank() == 0:
+        try:
+            decided = ckpt.resume_path(resume, output_dir)
+        except DFineError as error:
+            decided = error
+    decided = broadcast_object(str(decided) if isinstance(decided, DFineError) else decided)
+    if isinstance(decided, str):
+        raise DFineError(decided)
+    if decided is None:
+        return None, None
+
+    def read(path: Path) -> dict[str, Any] | str:
+        try:
+            return ckpt.load_checkpoint(path)
+        except DFineError as error:
+            return str(error)
+
+    state = read_on_every_rank(decided, read)
+    if state is None:  # rank 0 has no such file: every rank says so
+        raise InputFileError(decided, "no such checkpoint to resume")
+    problem = next((p for p in all_gather_object(state if isinstance(state, str) else None) if p), None)
+    if problem is not None:
+        raise DFineError(problem)
+    return decided, state
 
 
 def _plain(value: Any) -> Any:

@@ -15,7 +15,8 @@ import datetime
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,36 @@ def all_gather_object(obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable ``obj`` on every rank (what the others pass is ignored); ``obj`` itself when not
+    distributed. Every rank must call it."""
+    if get_world_size() == 1:
+        return obj
+    holder = [obj if get_rank() == src else None]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def read_on_every_rank(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)``'s result on every rank, or None on every rank when rank 0 has no such file; every rank must
+    call it.
+
+    Ranks read the file themselves when all of them see it (one shared run folder). When some do not (nodes that
+    each keep the run folder on their own disk), rank 0 reads it and sends the result to all: ranks that went on
+    with their own state instead would train diverging models without a word.
+    """
+    if get_world_size() == 1:
+        return load(path) if path.is_file() else None
+    seen = all_gather_object(path.is_file())
+    if not seen[0]:
+        return None
+    if all(seen):
+        return load(path)
+    if get_rank() == 0:
+        logger.info("%s is not on every node: rank 0 sends its copy", path)
+    return broadcast_object(load(path) if get_rank() == 0 else None)
 
 
 def _env_int(name: str) -> int | None:

@@ -42,7 +42,14 @@ from torch.optim import Optimizer
 
 from dfine.data import EpochDataLoader
 from dfine.engine import checkpoint as ckpt
-from dfine.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
+from dfine.engine.distributed import (
+    all_gather_object,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    read_on_every_rank,
+)
 from dfine.engine.ema import ModelEMA
 from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
 from dfine.engine.hparams import Hyperparameters, count_noun
@@ -213,23 +220,32 @@ class Trainer:
         hp = self.hparams
         barrier()  # rank 0 may have just written best_stage1.pt
         path = self._paths["stage1"]
-        restored = None
-        if path.is_file():
+
+        def read(file: Path) -> dict[str, Any] | str:
             try:
-                data = ckpt.load_checkpoint(path)
-                self._load_module_states(data)
-                # a divergence after that epoch halved the learning rate: the restored scheduler predates the
-                # back-off, which must survive the restart (the same weights diverged at the higher rate)
-                saved_scale = float(data.get("extra", {}).get("lr_scale", 1.0))
-                if saved_scale != self.state.lr_scale:
-                    self.scheduler.scale_base_lrs(self.state.lr_scale / saved_scale)
-                restored = (int(data["epoch"]), float(data.get("best_metric", math.nan)))
-            except (DFineError, RuntimeError, KeyError, ValueError) as e:
-                logger.warning("could not reload %s (%s): continuing from the current weights", path, e)
+                return ckpt.load_checkpoint(file)
+            except (DFineError, RuntimeError, KeyError, ValueError) as e:  # damaged: said below, and skipped
+                return str(e) or type(e).__name__
+
+        # every rank restores the same state or none does (read_on_every_rank sends rank 0's file to nodes that do
+        # not share the run folder): ranks on different states would train diverging models without a word
+        data = read_on_every_rank(path, read)
+        problem = next((p for p in all_gather_object(data if isinstance(data, str) else None) if p), None)
+        restored = None
+        if problem is not None:
+            logger.warning("could not reload %s (%s): continuing from the current weights", path, problem)
+        elif isinstance(data, dict):
+            self._load_module_states(data)
+            # a divergence after that epoch halved the learning rate: the restored scheduler predates the
+            # back-off, which must survive the restart (the same weights diverged at the higher rate)
+            saved_scale = float(data.get("extra", {}).get("lr_scale", 1.0))
+            if saved_scale != self.state.lr_scale:
+                self.scheduler.scale_base_lrs(self.state.lr_scale / saved_scale)
+            restored = (int(data["epoch"]), float(data.get("best_metric", math.nan)))
         if restored:
             where = f"restarting from the best stage-1 state (epoch {restored[0] + 1}, AP {format_ap(restored[1])})"
         else:
-            where = "no best stage-1 state exists (nothing was evaluated yet), so training continues as it is"
+            where = "no best stage-1 state exists (no evaluation gave an AP yet), so training continues as it is"
         self.ema.restart(hp.ema_restart_decay)
         self.state.stage = 2
         self.state.stale_evals = 0  # stage 2 trains differently (no strong augmentation): its own patience
