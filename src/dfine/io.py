@@ -33,7 +33,7 @@ __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "read_images", "to_r
 
 #: File extensions (lower case, with the dot) treated as images when listing folders and glob matches.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 )
 
 _GLOB_CHARS = set("*?[")

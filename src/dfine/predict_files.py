@@ -226,7 +226,7 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
             continue
         if text.casefold() in by_name:
             indices += by_name[text.casefold()]
-        elif text.lstrip("-").isdigit():
+        elif text.lstrip("-").isdecimal():
             index = int(text)
             if not class_names and index < 0:  # an export without class_names metadata: any label may occur
                 raise DFineError(f"class index {index} is not a label (labels count from 0)")

@@ -86,3 +86,8 @@ def test_a_name_given_to_several_classes_keeps_them_all() -> None:
     name: records only show the name, so keeping one of them would silently drop detections the user asked for."""
     assert class_indices("person", ["person", "car", "Person"]) == [0, 2]
     assert class_indices("car,0", ["person", "car", "Person"]) == [0, 1]
+
+
+def test_a_superscript_digit_is_an_unknown_name() -> None:
+    with pytest.raises(DFineError, match="no class '²'"):  # a digit to str.isdigit, not to int()
+        class_indices("²", ["cat", "dog"])
