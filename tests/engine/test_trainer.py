@@ -248,3 +248,11 @@ def test_patience_without_stage_2_stops_and_a_resume_stays_stopped(tmp_path: Pat
 def test_patience_must_not_be_negative(tmp_path: Path, tiny_yaml: Path) -> None:
     with pytest.raises(ConfigError, match="patience must be >= 0"):
         dfine.train(tiny_yaml, epochs=2, batch_size=8, output=tmp_path / "run", patience=-1, **TINY)
+
+
+def test_patience_without_evaluations_says_it_does_nothing(tmp_path: Path, tiny_yaml: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        dfine.train(tiny_yaml, epochs=1, batch_size=8, output=tmp_path / "run", eval_interval=0, patience=3, **TINY)
+    assert "patience=3 has nothing to count without evaluations (eval_interval 0): the run trains for 1 epoch" in (
+        caplog.text)

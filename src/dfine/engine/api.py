@@ -378,6 +378,10 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     precision = "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", "") + " autocast"
     say(model_report.summary())
     say(hp.summary())
+    if hp.patience and (val_set is None or eval_interval <= 0):
+        logger.warning("patience=%d has nothing to count without evaluations (%s): the run trains for %s",
+                       hp.patience, "no validation split" if val_set is None else "eval_interval 0",
+                       count_noun(hp.epochs, "epoch"))
     say(f"Device: {dev} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
         f"{count_noun(len(train_loader), 'step')} per epoch; output: {output_dir}")
 
