@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image, ImageDraw
 from dfine.errors import DFineError, InputFileError
 
 av = pytest.importorskip("av")
+
+from videohelpers import video_with_sound  # noqa: E402
 
 from dfine.video import VideoReader, VideoWriter, is_video_file  # noqa: E402
 
@@ -133,3 +136,61 @@ def test_without_pyav_the_error_says_what_to_install(tmp_path, monkeypatch) -> N
 def test_is_video_file() -> None:
     assert is_video_file("a/b.MP4") and is_video_file("x.mov") and is_video_file("x.webm")
     assert not is_video_file("x.jpg") and not is_video_file("mp4")
+
+
+def _annotated(source, tmp_path):
+    """What dfine predict writes first: the frames alone, re-encoded."""
+    silent = tmp_path / "frames.mp4"
+    with VideoReader(source) as video, VideoWriter(silent, video.fps) as writer:
+        for frame in video:
+            writer.write(frame.image)
+    return silent
+
+
+def test_the_sound_is_copied_along(tmp_path) -> None:
+    from dfine.video import copy_audio
+
+    source = video_with_sound(tmp_path / "talk.mp4")
+    out = tmp_path / "out.mp4"
+    assert copy_audio(_annotated(source, tmp_path), source, out)
+    with av.open(str(out)) as result, av.open(str(source)) as original:
+        assert [s.type for s in result.streams] == ["video", "audio"]
+        assert result.streams.audio[0].codec_context.name == "aac"
+        copied = [bytes(p) for p in result.demux(audio=0) if p.size]
+        assert copied == [bytes(p) for p in original.demux(audio=0) if p.size]  # copied, not re-encoded
+    assert len(list(VideoReader(out))) == 25
+    # interleaved by time: the file does not hold all video before all audio
+    with av.open(str(out)) as result:
+        kinds = [p.stream.type for p in result.demux() if p.size]
+    assert kinds.index("audio") < len(kinds) // 2
+
+
+def test_no_sound_or_sound_an_mp4_cannot_hold(tmp_path, caplog) -> None:
+    from dfine.video import copy_audio
+
+    silent_source = tmp_path / "silent.mp4"
+    with VideoWriter(silent_source, 10) as writer:
+        writer.write(Image.new("RGB", (32, 32)))
+    assert not copy_audio(_annotated(silent_source, tmp_path), silent_source, tmp_path / "a.mp4")
+    pcm = video_with_sound(tmp_path / "camera.mov", codec="pcm_s16le")
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        assert not copy_audio(_annotated(pcm, tmp_path), pcm, tmp_path / "b.mp4")
+    assert "its pcm_s16le audio is not copied" in caplog.text
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def test_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
+    """A camera file whose video starts 0.4 s after its sound: the annotated video starts at its first frame, and
+    the sound is shifted to stay in sync with it."""
+    from dfine.video import copy_audio
+
+    source = video_with_sound(tmp_path / "late.mp4", video_start=10)  # 10 frames of 25 fps
+    out = tmp_path / "out.mp4"
+    assert copy_audio(_annotated(source, tmp_path), source, out)
+    with av.open(str(out)) as result, av.open(str(source)) as original:
+        starts = [float(p.pts * p.time_base) for p in result.demux(audio=0) if p.size]
+        total = sum(1 for p in original.demux(audio=0) if p.size)
+    kept = len(starts)
+    assert -0.13 < starts[0] <= 0.0  # the packet holding t = 0.4 s of the source now starts at about 0
+    assert total - kept == pytest.approx(0.4 * 8000 / 1024, abs=1.5)  # about 3 packets of 1024 samples dropped
+

@@ -19,9 +19,9 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from PIL import Image
 
-from dfine.errors import DFineError, InputFileError
+from dfine.errors import DFineError, InputFileError, first_line
 from dfine.io import list_images, load_image
-from dfine.video import VideoFrame, VideoReader, VideoWriter, is_video_file
+from dfine.video import VideoFrame, VideoReader, VideoWriter, copy_audio, is_video_file
 
 __all__ = ["Detector", "PICTURE_SUFFIXES", "PredictionRun", "picture_name", "predict_source", "prepare_output_dir"]
 
@@ -190,12 +190,30 @@ def _run_video(recorder: _Recorder, path: Path, target: Path | None, batch_size:
 
         def write(tmp: Path) -> None:
             nonlocal frames
-            with VideoWriter(tmp, video.fps) as writer:
-                frames = predict_frames(writer)
+            silent = tmp.with_name(tmp.name + ".frames.mp4")
+            try:
+                with VideoWriter(silent, video.fps) as writer:
+                    frames = predict_frames(writer)
+                if not _with_audio(silent, path, tmp):
+                    silent.replace(tmp)
+            finally:
+                silent.unlink(missing_ok=True)
 
         # an interrupted run leaves no half-written video under the final name
         atomic_write(target, write)
         return frames
+
+
+def _with_audio(frames: Path, source: Path, output: Path) -> bool:
+    """``frames`` with ``source``'s audio into ``output`` (:func:`dfine.video.copy_audio`); False, leaving the
+    silent video to be kept, when there is no audio to copy or copying it fails (the annotated frames matter more)."""
+    try:
+        return copy_audio(frames, source, output)
+    except Exception as error:  # a damaged or exotic audio track: the annotated video is kept without it
+        logger.warning("%s: the audio could not be copied (%s); the annotated video has none", source,
+                       first_line(error))
+        output.unlink(missing_ok=True)
+        return False
 
 
 def _predict_frames(recorder: _Recorder, path: Path, frames: list[VideoFrame], writer: VideoWriter | None) -> int:
@@ -262,7 +280,8 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
 
     Annotated pictures are named by :func:`picture_name` and show the same clipped boxes; a video's annotated frames
     go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
-    av``); their frames are read upright (display rotation applied), and any audio is not copied.
+    av``); their frames are read upright (display rotation applied), and the first audio track is copied along
+    when an MP4 can hold its codec.
 
     ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
     the records and the pictures alike.

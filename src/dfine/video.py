@@ -19,7 +19,7 @@ from PIL import Image
 
 from dfine.errors import DFineError, InputFileError, first_line
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoReader", "VideoWriter", "is_video_file"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoFrame", "VideoReader", "VideoWriter", "copy_audio", "is_video_file"]
 
 logger = logging.getLogger("dfine")
 
@@ -214,3 +214,60 @@ class VideoWriter:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+# Audio codecs an MP4 file holds as they are (copied without re-encoding, so without loss).
+_MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+
+
+def copy_audio(video: str | Path, source: str | Path, output: str | Path) -> bool:
+    """Write ``output``: the frames of ``video`` (an MP4 whose frames start at 0, as :class:`VideoWriter` writes
+    them) with the first audio track of ``source``, both copied as they are.
+
+    The audio keeps its timing relative to the start of ``source``'s video, and packets are interleaved by time, as
+    players and streaming expect. Nothing is written when ``source`` has no audio track, or one in a codec an MP4
+    cannot hold (e.g. the PCM of many ``.mov``/``.avi`` files; said in the log).
+
+    Returns:
+        Whether ``output`` was written.
+    """
+    av = _import_av()
+    with av.open(str(source)) as src:
+        audio = next(iter(src.streams.audio), None)
+        if audio is None:
+            return False
+        codec = audio.codec_context.name
+        if codec not in _MP4_AUDIO_CODECS:
+            logger.warning("%s: its %s audio is not copied (an MP4 holds %s)", source, codec,
+                           ", ".join(sorted(_MP4_AUDIO_CODECS)))
+            return False
+        # audio before the first video frame has no frame to go with: the annotated video starts at that frame
+        starts = [s.start_time * s.time_base for s in src.streams.video if s.start_time is not None]
+        origin = min(starts) if starts else 0
+        with av.open(str(video)) as frames, av.open(str(output), mode="w", format="mp4") as out:
+            video_in = frames.streams.video[0]
+            video_out = out.add_stream_from_template(video_in)
+            audio_out = out.add_stream_from_template(audio)
+            offset = int(origin / audio.time_base) if audio.time_base else 0
+            pending = {"video": _packets(frames.demux(video_in)), "audio": _packets(src.demux(audio))}
+            heads = {kind: next(stream, None) for kind, stream in pending.items()}
+            while any(head is not None for head in heads.values()):
+                # the earlier of the two next packets, in seconds on the output's clock
+                kind = min((k for k, p in heads.items() if p is not None),
+                           key=lambda k: heads[k].dts * heads[k].time_base - (origin if k == "audio" else 0))
+                packet = heads[kind]
+                heads[kind] = next(pending[kind], None)
+                if kind == "audio" and offset:
+                    packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
+                    if packet.pts + (packet.duration or 0) <= 0:  # all of it before the first frame
+                        continue
+                packet.stream = video_out if kind == "video" else audio_out
+                out.mux(packet)
+    return True
+
+
+def _packets(demuxed: Iterator[Any]) -> Iterator[Any]:
+    """The packets of a demuxer that carry data and timestamps (FFmpeg ends each stream with an empty one)."""
+    for packet in demuxed:
+        if packet.size and packet.dts is not None and packet.pts is not None:
+            yield packet

@@ -133,3 +133,35 @@ def test_a_video_through_onnxruntime(video, tmp_path) -> None:
     assert records[1]["bbox"] == [150.0, 100.0, 10.0, 60.0]
     with VideoReader(out / "street.mp4") as annotated:
         assert sum(1 for _ in annotated) == FRAMES
+
+
+def test_the_annotated_video_keeps_the_sound(model_dir, tmp_path) -> None:
+    from videohelpers import video_with_sound
+
+    source = video_with_sound(tmp_path / "talk.mp4", frames=4)
+    out = tmp_path / "out"
+    assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--no-progress"]) == 0
+    with av.open(str(out / "talk.mp4")) as annotated:
+        assert [s.type for s in annotated.streams] == ["video", "audio"]
+        assert sum(1 for _ in annotated.decode(video=0)) == 4
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json", "talk.mp4"]  # no temporary files left
+
+
+def test_a_failed_sound_copy_keeps_the_annotated_video(model_dir, tmp_path, monkeypatch, caplog) -> None:
+    from videohelpers import video_with_sound
+
+    import dfine.predict_files
+
+    def broken(frames, source, output):
+        output.write_bytes(b"half")
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(dfine.predict_files, "copy_audio", broken)
+    source = video_with_sound(tmp_path / "talk.mp4", frames=3)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="dfine"):
+        assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--no-progress"]) == 0
+    assert "the audio could not be copied (" in caplog.text and "the annotated video has none" in caplog.text
+    with av.open(str(out / "talk.mp4")) as annotated:
+        assert [s.type for s in annotated.streams] == ["video"]
+        assert sum(1 for _ in annotated.decode(video=0)) == 3
