@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import numpy as np
@@ -165,18 +164,30 @@ def test_the_sound_is_copied_along(tmp_path) -> None:
     assert kinds.index("audio") < len(kinds) // 2
 
 
-def test_no_sound_or_sound_an_mp4_cannot_hold(tmp_path, caplog) -> None:
+def test_no_sound_nothing_to_write(tmp_path) -> None:
     from dfine.video import copy_audio
 
     silent_source = tmp_path / "silent.mp4"
     with VideoWriter(silent_source, 10) as writer:
         writer.write(Image.new("RGB", (32, 32)))
     assert not copy_audio(_annotated(silent_source, tmp_path), silent_source, tmp_path / "a.mp4")
+    assert not (tmp_path / "a.mp4").exists()
+
+
+def test_sound_an_mp4_cannot_hold_is_re_encoded(tmp_path) -> None:
+    """The PCM of a camera's .mov becomes AAC, as long as before and in time with the frames."""
+    from dfine.video import copy_audio
+
     pcm = video_with_sound(tmp_path / "camera.mov", codec="pcm_s16le")
-    with caplog.at_level(logging.WARNING, logger="dfine"):
-        assert not copy_audio(_annotated(pcm, tmp_path), pcm, tmp_path / "b.mp4")
-    assert "its pcm_s16le audio is not copied" in caplog.text
-    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+    out = tmp_path / "b.mp4"
+    assert copy_audio(_annotated(pcm, tmp_path), pcm, out)
+    with av.open(str(out)) as result, av.open(str(pcm)) as original:
+        assert [s.type for s in result.streams] == ["video", "audio"]
+        assert result.streams.audio[0].codec_context.name == "aac"
+        samples = sum(f.samples for f in result.decode(audio=0))
+        expected = sum(f.samples for f in original.decode(audio=0))
+    assert abs(samples - expected) <= 1024  # AAC works in frames of 1024 samples
+    assert len(list(VideoReader(out))) == 25
 
 
 def test_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
@@ -194,3 +205,15 @@ def test_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
     assert -0.13 < starts[0] <= 0.0  # the packet holding t = 0.4 s of the source now starts at about 0
     assert total - kept == pytest.approx(0.4 * 8000 / 1024, abs=1.5)  # about 3 packets of 1024 samples dropped
 
+
+
+def test_re_encoded_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
+    from dfine.video import copy_audio
+
+    pcm = video_with_sound(tmp_path / "late.mov", codec="pcm_s16le", video_start=10)  # video 0.4 s after sound
+    out = tmp_path / "out.mp4"
+    assert copy_audio(_annotated(pcm, tmp_path), pcm, out)
+    with av.open(str(out)) as result, av.open(str(pcm)) as original:
+        samples = sum(f.samples for f in result.decode(audio=0))
+        expected = sum(f.samples for f in original.decode(audio=0)) - int(0.4 * 8000)
+    assert abs(samples - expected) <= 2048

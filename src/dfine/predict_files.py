@@ -281,7 +281,7 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     Annotated pictures are named by :func:`picture_name` and show the same clipped boxes; a video's annotated frames
     go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
     av``); their frames are read upright (display rotation applied), and the first audio track is copied along
-    when an MP4 can hold its codec.
+    (re-encoded to AAC when an MP4 cannot hold its codec).
 
     ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
     the records and the pictures alike.

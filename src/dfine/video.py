@@ -216,17 +216,18 @@ class VideoWriter:
         self.close()
 
 
-# Audio codecs an MP4 file holds as they are (copied without re-encoding, so without loss).
+# Audio codecs an MP4 file holds as they are (copied without re-encoding, so without loss); others (the PCM of many
+# .mov/.avi camera files) are re-encoded to AAC.
 _MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 
 
 def copy_audio(video: str | Path, source: str | Path, output: str | Path) -> bool:
     """Write ``output``: the frames of ``video`` (an MP4 whose frames start at 0, as :class:`VideoWriter` writes
-    them) with the first audio track of ``source``, both copied as they are.
+    them) with the first audio track of ``source``.
 
-    The audio keeps its timing relative to the start of ``source``'s video, and packets are interleaved by time, as
-    players and streaming expect. Nothing is written when ``source`` has no audio track, or one in a codec an MP4
-    cannot hold (e.g. the PCM of many ``.mov``/``.avi`` files; said in the log).
+    The track is copied as it is when an MP4 can hold its codec, else re-encoded to AAC. It keeps its timing
+    relative to the start of ``source``'s video (sound before the first frame is left out), and packets are
+    interleaved by time, as players and streaming expect. Nothing is written when ``source`` has no audio.
 
     Returns:
         Whether ``output`` was written.
@@ -236,34 +237,32 @@ def copy_audio(video: str | Path, source: str | Path, output: str | Path) -> boo
         audio = next(iter(src.streams.audio), None)
         if audio is None:
             return False
-        codec = audio.codec_context.name
-        if codec not in _MP4_AUDIO_CODECS:
-            logger.warning("%s: its %s audio is not copied (an MP4 holds %s)", source, codec,
-                           ", ".join(sorted(_MP4_AUDIO_CODECS)))
-            return False
-        # audio before the first video frame has no frame to go with: the annotated video starts at that frame
+        # the annotated video starts at the source's first frame: sound keeps its distance to that frame
         starts = [s.start_time * s.time_base for s in src.streams.video if s.start_time is not None]
-        origin = min(starts) if starts else 0
+        origin = Fraction(min(starts)) if starts else Fraction(0)
         with av.open(str(video)) as frames, av.open(str(output), mode="w", format="mp4") as out:
             video_in = frames.streams.video[0]
             video_out = out.add_stream_from_template(video_in)
-            audio_out = out.add_stream_from_template(audio)
-            offset = int(origin / audio.time_base) if audio.time_base else 0
-            pending = {"video": _packets(frames.demux(video_in)), "audio": _packets(src.demux(audio))}
-            heads = {kind: next(stream, None) for kind, stream in pending.items()}
-            while any(head is not None for head in heads.values()):
-                # the earlier of the two next packets, in seconds on the output's clock
-                kind = min((k for k, p in heads.items() if p is not None),
-                           key=lambda k: heads[k].dts * heads[k].time_base - (origin if k == "audio" else 0))
-                packet = heads[kind]
-                heads[kind] = next(pending[kind], None)
-                if kind == "audio" and offset:
-                    packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
-                    if packet.pts + (packet.duration or 0) <= 0:  # all of it before the first frame
-                        continue
-                packet.stream = video_out if kind == "video" else audio_out
-                out.mux(packet)
+            if audio.codec_context.name in _MP4_AUDIO_CODECS:
+                audio_out = out.add_stream_from_template(audio)
+                sound = _shifted(_packets(src.demux(audio)), origin)
+            else:
+                context = audio.codec_context
+                audio_out = out.add_stream("aac", rate=context.sample_rate, layout=context.layout.name)
+                sound = _encoded(src.decode(audio), audio_out, origin)
+            _interleave(out, {video_out: _packets(frames.demux(video_in)), audio_out: sound})
     return True
+
+
+def _interleave(out: Any, streams: dict[Any, Iterator[Any]]) -> None:
+    """Mux the packets of each output stream's iterator (each in time order) into ``out``, earliest first."""
+    heads = {stream: next(packets, None) for stream, packets in streams.items()}
+    while any(packet is not None for packet in heads.values()):
+        stream = min((s for s, p in heads.items() if p is not None), key=lambda s: heads[s].dts * heads[s].time_base)
+        packet = heads[stream]
+        heads[stream] = next(streams[stream], None)
+        packet.stream = stream
+        out.mux(packet)
 
 
 def _packets(demuxed: Iterator[Any]) -> Iterator[Any]:
@@ -271,3 +270,31 @@ def _packets(demuxed: Iterator[Any]) -> Iterator[Any]:
     for packet in demuxed:
         if packet.size and packet.dts is not None and packet.pts is not None:
             yield packet
+
+
+def _shifted(packets: Iterator[Any], origin: Fraction) -> Iterator[Any]:
+    """Copied audio packets moved ``origin`` seconds earlier; those wholly before the new 0 are left out."""
+    for packet in packets:
+        if origin:
+            offset = int(origin / packet.time_base)
+            packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
+            if packet.pts + (packet.duration or 0) <= 0:
+                continue
+        yield packet
+
+
+def _encoded(frames: Iterator[Any], stream: Any, origin: Fraction) -> Iterator[Any]:
+    """Decoded audio ``frames`` encoded by ``stream`` (AAC), timed from ``origin`` seconds of the source."""
+    rate = stream.codec_context.sample_rate
+    position: int | None = None  # in samples on the output's clock
+    for frame in frames:
+        if position is None:
+            start = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else Fraction(0)
+            position = round((start - origin) * rate)
+        samples = frame.samples
+        position, first = position + samples, position
+        if first + samples <= 0:  # all of it before the first video frame
+            continue
+        frame.pts, frame.time_base = first, Fraction(1, rate)
+        yield from (p for p in stream.encode(frame) if p.dts is not None)
+    yield from (p for p in stream.encode(None) if p.dts is not None)
