@@ -77,6 +77,24 @@ def test_val_output_must_be_a_folder(tmp_path: Path, tiny_yaml: Path, capsys: py
     assert f"{tmp_path / 'taken'}: is a file: output needs a folder" in capsys.readouterr().err
 
 
+def test_val_output_inside_a_yolo_image_folder_is_refused(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """YOLO image folders are searched for pictures: the report's PNGs there would become part of the data set."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "images" / split / "a.png")
+        (tmp_path / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = tmp_path / "data.yaml"
+    data.write_text(json.dumps({"train": "images/train", "val": "images/val", "names": ["x"]}))
+    inside = tmp_path / "images" / "val" / "report"
+    assert main(["val", "--model", "dfine-n-coco", "--data", str(data), "--output", str(inside)]) == 2
+    assert f"{inside}: inside the image folder" in capsys.readouterr().err
+    assert not inside.exists()
+
+
 def test_val_class_count_mismatch(tmp_path: Path, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
     coco = DFineForObjectDetection(preset_config("dfine-n-coco")).save_pretrained(tmp_path / "coco80")
     assert main(["val", "--model", str(coco), "--data", str(tiny_yaml), "--workers", "0"]) == 2

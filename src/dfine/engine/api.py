@@ -391,6 +391,21 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
 
 
+def _check_report_folder(output: Path, spec: Any) -> None:
+    """Refuse a ``val --output`` folder inside a YOLO image folder: folders are searched for images, so the report's
+    pictures would join the data set the next time it is read."""
+    from dfine.errors import DFineError
+
+    if spec.format != "yolo":
+        return  # a COCO file lists its images: other files beside them are never read
+    target = output.resolve()
+    for split in spec.splits.values():
+        for folder in split.images:
+            if folder.is_dir() and target.is_relative_to(folder.resolve()):
+                raise DFineError(f"{output}: inside the image folder {folder} of {spec.source}, where the report's "
+                                 "pictures would be read as images of the data set: choose a folder outside it")
+
+
 def _resume_checkpoint(resume: bool | str | Path, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
     """The checkpoint ``resume`` names and its contents, the same on every rank.
 
@@ -559,6 +574,8 @@ def val(
     spec = resolve_dataset(data)
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
+    if output is not None:
+        _check_report_folder(Path(output).expanduser(), spec)
     check_dataset(spec, [split], progress=progress)
     net = model if isinstance(model, nn.Module) else DFineForObjectDetection.from_pretrained(model)
     names = list(spec.names)
