@@ -77,16 +77,24 @@ def test_export_half(tmp_path, model_n) -> None:
     assert {p.key: p.value for p in proto.metadata_props}["precision"] == "fp16"
 
 
-def test_mismatch_is_reported_in_one_line(model_n) -> None:
-    """compare_with_torch accepts a faithful runner and rejects one whose boxes are off, in one line."""
+def _runner_of(model):
+    """A stand-in for an exported graph: ``model`` in PyTorch, with the graph's inputs and top-300 outputs."""
 
-    def faithful(images, sizes):
+    def run(images, sizes):
         with torch.inference_mode():
-            out = model_n(torch.from_numpy(images))
+            out = model(torch.from_numpy(images))
         dets = top_detections(out.logits.numpy(), out.pred_boxes.numpy(), k=300,
                               scale=np.concatenate([sizes, sizes], 1))
         return (np.stack([d.labels for d in dets]), np.stack([d.boxes for d in dets]).astype(np.float32),
                 np.stack([d.scores for d in dets]).astype(np.float32))
+
+    return run
+
+
+def test_mismatch_is_reported_in_one_line(model_n) -> None:
+    """compare_with_torch accepts a faithful runner and rejects one whose boxes are off, in one line."""
+
+    faithful = _runner_of(model_n)
 
     def shifted(images, sizes):
         labels, boxes, scores = faithful(images, sizes)
@@ -194,13 +202,7 @@ def test_compare_with_torch_leaves_the_callers_model_alone(model_n) -> None:
     model = copy.deepcopy(model_n).to(torch.bfloat16).train()
     reference = copy.deepcopy(model).float().eval()  # what the comparison should compare with
 
-    def faithful(images, sizes):
-        with torch.inference_mode():
-            out = reference(torch.from_numpy(images))
-        dets = top_detections(out.logits.numpy(), out.pred_boxes.numpy(), k=300,
-                              scale=np.concatenate([sizes, sizes], 1))
-        return (np.stack([d.labels for d in dets]), np.stack([d.boxes for d in dets]).astype(np.float32),
-                np.stack([d.scores for d in dets]).astype(np.float32))
+    faithful = _runner_of(reference)
 
     assert compare_with_torch(model, faithful, (256, 256), 1, False, "fake").fraction == 1.0
     assert model.training and {p.dtype for p in model.parameters()} == {torch.bfloat16}
