@@ -16,6 +16,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,31 @@ def read_on_every_rank(path: Path, load: Callable[[Path], Any]) -> Any:
     if get_rank() == 0:
         logger.info("%s is not on every node: rank 0 sends its copy", path)
     return broadcast_object(load(path) if get_rank() == 0 else None)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """What a rank sends in place of a file it could not load."""
+
+    reason: str
+
+
+def read_agreed(path: Path, load: Callable[[Path], Any],
+                errors: tuple[type[BaseException], ...]) -> tuple[Any, str | None]:
+    """:func:`read_on_every_rank`, with every rank agreeing on failure: ``(result, None)``, or ``(None, reason)`` on
+    every rank when any rank's ``load`` raised one of ``errors`` (a rank going on alone would diverge, or wait).
+    ``result`` is None when rank 0 has no such file. Every rank must call it."""
+
+    def attempt(file: Path) -> Any:
+        try:
+            return load(file)
+        except errors as error:
+            return _Unreadable(str(error) or type(error).__name__)
+
+    result = read_on_every_rank(path, attempt)
+    reasons = all_gather_object(result.reason if isinstance(result, _Unreadable) else None)
+    reason = next((r for r in reasons if r), None)
+    return (None, reason) if reason is not None else (result, None)
 
 
 def _env_int(name: str) -> int | None:

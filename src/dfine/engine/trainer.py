@@ -48,7 +48,7 @@ from dfine.engine.distributed import (
     get_rank,
     get_world_size,
     is_main_process,
-    read_on_every_rank,
+    read_agreed,
 )
 from dfine.engine.ema import ModelEMA
 from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
@@ -220,21 +220,13 @@ class Trainer:
         hp = self.hparams
         barrier()  # rank 0 may have just written best_stage1.pt
         path = self._paths["stage1"]
-
-        def read(file: Path) -> dict[str, Any] | str:
-            try:
-                return ckpt.load_checkpoint(file)
-            except (DFineError, RuntimeError, KeyError, ValueError) as e:  # damaged: said below, and skipped
-                return str(e) or type(e).__name__
-
-        # every rank restores the same state or none does (read_on_every_rank sends rank 0's file to nodes that do
-        # not share the run folder): ranks on different states would train diverging models without a word
-        data = read_on_every_rank(path, read)
-        problem = next((p for p in all_gather_object(data if isinstance(data, str) else None) if p), None)
+        # every rank restores the same state or none does (rank 0's file goes to nodes that do not share the run
+        # folder): ranks on different states would train diverging models without a word
+        data, problem = read_agreed(path, ckpt.load_checkpoint, (DFineError, RuntimeError, KeyError, ValueError))
         restored = None
-        if problem is not None:
+        if problem is not None:  # a damaged file: said, and skipped
             logger.warning("could not reload %s (%s): continuing from the current weights", path, problem)
-        elif isinstance(data, dict):
+        elif data is not None:
             self._load_module_states(data)
             # a divergence after that epoch halved the learning rate: the restored scheduler predates the
             # back-off, which must survive the restart (the same weights diverged at the higher rate)
