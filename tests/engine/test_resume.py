@@ -117,8 +117,8 @@ def test_resuming_on_another_data_set_says_so(trained_run, tmp_path: Path, tiny_
 @pytest.mark.parametrize(("betas", "refused"), [([0.9, 0.999], False), ((0.9, 0.999), False), ([0.8, 0.999], True)])
 def test_resuming_with_the_same_list_option_is_not_a_change(betas, refused: bool) -> None:
     # The checkpoint stores betas as a list (JSON-like hparams), --set betas=[...] gives a tuple: same values.
-    from dfine.engine.api import _check_resume_options
     from dfine.engine.hparams import check_overrides, resolve_hyperparameters
+    from dfine.engine.resuming import check_resume_options
     from dfine.errors import ConfigError
 
     hp = resolve_hyperparameters("n", num_train_images=8, overrides={"betas": [0.9, 0.999]})
@@ -126,6 +126,6 @@ def test_resuming_with_the_same_list_option_is_not_a_change(betas, refused: bool
     overrides = check_overrides({"betas": betas})
     if refused:
         with pytest.raises(ConfigError, match="betas differ from the checkpoint's"):
-            _check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)
+            check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)
     else:
-        _check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)
+        check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)

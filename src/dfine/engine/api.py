@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dfine.engine.evaluator import EvalResult
+from dfine.engine.resuming import check_resume_options, resume_checkpoint
 
 logger = logging.getLogger("dfine")
 
@@ -268,7 +269,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     if workers is None:
         workers = default_workers()
     output_dir = Path(output if output is not None else DEFAULT_OUTPUT).expanduser()
-    resume_from, state = _resume_checkpoint(resume, output_dir)
+    resume_from, state = resume_checkpoint(resume, output_dir)
     if resume_from is not None:
         # The run's files (metrics.jsonl, best/, best_stage1.pt) live next to its checkpoint: continuing them in
         # another folder would split one run over two, so the checkpoint's folder wins and the user is told.
@@ -305,7 +306,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
             raise DFineError(f"{resume_from} was trained on classes {state.get('class_names')}, but {data} has "
                              f"{class_names}: resume with the same data set")
         hp = Hyperparameters.from_dict(state["hparams"])
-        _check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
+        check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
         trained_on = state.get("extra", {}).get("data")
         if trained_on is not None and trained_on != data_source:
             # same classes, so it may be the same data moved; if not, best/ compares AP across validation sets
@@ -404,78 +405,6 @@ def _check_report_folder(output: Path, spec: Any) -> None:
             if folder.is_dir() and target.is_relative_to(folder.resolve()):
                 raise DFineError(f"{output}: inside the image folder {folder} of {spec.source}, where the report's "
                                  "pictures would be read as images of the data set: choose a folder outside it")
-
-
-def _resume_checkpoint(resume: bool | str | Path, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    """The checkpoint ``resume`` names and its contents, the same on every rank.
-
-    Rank 0 decides: its error, if the checkpoint is missing or unreadable, is raised on every rank (an error on one
-    node only would leave the others waiting), and nodes that do not have the run folder get rank 0's copy.
-    """
-    from dfine.engine import checkpoint as ckpt
-    from dfine.engine.distributed import (
-        all_gather_object,
-        broadcast_object,
-        get_rank,
-        get_world_size,
-        read_on_every_rank,
-    )
-    from dfine.errors import DFineError, InputFileError
-
-    if get_world_size() == 1:
-        path = ckpt.resume_path(resume, output_dir)
-        return path, (ckpt.load_checkpoint(path) if path is not None else None)
-    decided: Path | DFineError | None = None
-    if get_rank() == 0:
-        try:
-            decided = ckpt.resume_path(resume, output_dir)
-        except DFineError as error:
-            decided = error
-    decided = broadcast_object(str(decided) if isinstance(decided, DFineError) else decided)
-    if isinstance(decided, str):
-        raise DFineError(decided)
-    if decided is None:
-        return None, None
-
-    def read(path: Path) -> dict[str, Any] | str:
-        try:
-            return ckpt.load_checkpoint(path)
-        except DFineError as error:
-            return str(error)
-
-    state = read_on_every_rank(decided, read)
-    if state is None:  # rank 0 has no such file: every rank says so
-        raise InputFileError(decided, "no such checkpoint to resume")
-    problem = next((p for p in all_gather_object(state if isinstance(state, str) else None) if p), None)
-    if problem is not None:
-        raise DFineError(problem)
-    return decided, state
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists: checkpoints store sequences as lists (``Hyperparameters.to_dict``), while
-    checked overrides hold the fields' tuples, and the two must compare equal when the numbers are."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, Any], *, batch_size: int | None,
-                          lr: float | None, image_size: int) -> None:
-    """A resumed run keeps the checkpoint's settings: the same options are fine, different ones are refused (model
-    options) or ignored with a warning (batch size, learning rate, image size)."""
-    from dfine.errors import ConfigError
-
-    saved = {**state["config"], **state["hparams"]}
-    changed = sorted(k for k, v in overrides.items() if k not in saved or _plain(saved[k]) != _plain(v))
-    if changed:
-        raise ConfigError(f"options cannot change when resuming: {', '.join(changed)} differ from the checkpoint's")
-    for name, given, kept in (("batch_size", batch_size, hp.batch_size), ("lr", lr, hp.lr),
-                              ("image_size", image_size, state["image_size"][0])):
-        if given is not None and given != kept and not (name == "image_size" and given == 640):
-            logger.warning("resuming: %s=%s ignored, the checkpoint's %s is kept", name, given, kept)
 
 
 # ---------------------------------------------------------------------------------------------------- val

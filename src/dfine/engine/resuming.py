@@ -1,0 +1,67 @@
+"""Resuming a training run: which checkpoint, read the same on every rank, and which options may differ."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dfine.engine import checkpoint as ckpt
+from dfine.engine.distributed import broadcast_object, get_rank, get_world_size, read_agreed
+from dfine.errors import ConfigError, DFineError, InputFileError
+
+logger = logging.getLogger("dfine")
+
+__all__ = ["check_resume_options", "resume_checkpoint"]
+
+
+def resume_checkpoint(resume: bool | str | Path, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint ``resume`` names and its contents, the same on every rank.
+
+    Rank 0 decides: its error, if the checkpoint is missing or unreadable, is raised on every rank (an error on one
+    node only would leave the others waiting), and nodes that do not have the run folder get rank 0's copy.
+    """
+    if get_world_size() == 1:
+        path = ckpt.resume_path(resume, output_dir)
+        return path, (ckpt.load_checkpoint(path) if path is not None else None)
+    decided: Path | DFineError | None = None
+    if get_rank() == 0:
+        try:
+            decided = ckpt.resume_path(resume, output_dir)
+        except DFineError as error:
+            decided = error
+    decided = broadcast_object(str(decided) if isinstance(decided, DFineError) else decided)
+    if isinstance(decided, str):
+        raise DFineError(decided)
+    if decided is None:
+        return None, None
+    state, problem = read_agreed(decided, ckpt.load_checkpoint, (DFineError,))
+    if problem is not None:
+        raise DFineError(problem)
+    if state is None:  # rank 0 has no such file: every rank says so
+        raise InputFileError(decided, "no such checkpoint to resume")
+    return decided, state
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists: checkpoints store sequences as lists (``Hyperparameters.to_dict``), while
+    checked overrides hold the fields' tuples, and the two must compare equal when the numbers are."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, Any], *, batch_size: int | None,
+                          lr: float | None, image_size: int) -> None:
+    """A resumed run keeps the checkpoint's settings: the same options are fine, different ones are refused (model
+    options) or ignored with a warning (batch size, learning rate, image size)."""
+    saved = {**state["config"], **state["hparams"]}
+    changed = sorted(k for k, v in overrides.items() if k not in saved or _plain(saved[k]) != _plain(v))
+    if changed:
+        raise ConfigError(f"options cannot change when resuming: {', '.join(changed)} differ from the checkpoint's")
+    for name, given, kept in (("batch_size", batch_size, hp.batch_size), ("lr", lr, hp.lr),
+                              ("image_size", image_size, state["image_size"][0])):
+        if given is not None and given != kept and not (name == "image_size" and given == 640):
+            logger.warning("resuming: %s=%s ignored, the checkpoint's %s is kept", name, given, kept)
