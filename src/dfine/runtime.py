@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -32,7 +33,7 @@ from PIL import Image
 from dfine.errors import ConfigError, DFineError, InputFileError, first_line
 from dfine.io import load_image, to_rgb
 
-__all__ = ["OnnxDetector", "create_session", "preprocess"]
+__all__ = ["OnnxDetector", "create_session", "preprocess", "providers_for_device"]
 
 # uint8 -> float32 of v / 255, computed in float64 and rounded once: the processor's exact values
 _RESCALE = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
@@ -105,10 +106,9 @@ def _size(picture: Image.Image | np.ndarray) -> tuple[int, int]:
                                                                                         picture.shape[0])
 
 
-# the ``resample`` metadata of an export (the model's processor's filter) -> PIL's filter
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
-             "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "box": Image.Resampling.BOX,
-             "hamming": Image.Resampling.HAMMING}
+#: PIL's filter codes (a processor's ``resample``) by the name an export's ``resample`` metadata gives them
+RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_RESAMPLE = {name: Image.Resampling(code) for code, name in RESAMPLE_NAMES.items()}
 
 
 def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, int],
@@ -133,6 +133,30 @@ def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, in
         resized = to_rgb(picture).resize((width, height), resample=flt)
         arrays.append(_RESCALE[np.asarray(resized)].transpose(2, 0, 1))
     return np.ascontiguousarray(np.stack(arrays))
+
+
+def providers_for_device(device: str) -> list[Any] | None:
+    """The ONNX Runtime execution providers ``--device`` asks for: None (CUDA when there, else the CPU) for auto.
+
+    ONNX Runtime itself falls back to the CPU without a word when a provider it is given is not installed, so a
+    ``--device cuda`` that cannot be honoured is refused here instead of running elsewhere.
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
+        return None
+    if text == "cpu":
+        return ["CPUExecutionProvider"]
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise DFineError(f"unknown device {device!r} for the onnxruntime backend: use auto, cpu, cuda or cuda:N")
+    try:
+        import onnxruntime as ort
+    except ImportError:  # OnnxDetector says how to install it
+        return None
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DFineError(f"--device {device} was asked for, but ONNX Runtime has no CUDAExecutionProvider here "
+                         "(pip install onnxruntime-gpu, or leave --device out)")
+    return [("CUDAExecutionProvider", {"device_id": int(match[1] or 0)}), "CPUExecutionProvider"]
 
 
 def create_session(path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:

@@ -36,9 +36,10 @@ import torch
 from dfine.errors import DFineError, InputFileError, first_line
 from dfine.export.deploy import deploy, normalize_image_size
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
-from dfine.export.preprocess import RESAMPLE_NAMES, InputAffine, check_exportable, graph_processor, input_affine
+from dfine.export.preprocess import InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
 from dfine.model.dfine import DFineForObjectDetection
+from dfine.runtime import RESAMPLE_NAMES
 
 if TYPE_CHECKING:
     from dfine.processor import DFineImageProcessor

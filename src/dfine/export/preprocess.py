@@ -23,8 +23,6 @@ from dfine.errors import DFineError
 if TYPE_CHECKING:
     from dfine.processor import DFineImageProcessor
 
-# PIL's filter codes, as the processor's ``resample`` stores them, by the name the metadata uses
-RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 def input_affine(processor: DFineImageProcessor) -> tuple[list[float], list[float]] | None:
