@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dfine.arguments import resolve_device, validate_image_size
     from dfine.cli.precision import half_precision
-    from dfine.cli.predict import onnx_providers
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
+    from dfine.runtime import providers_for_device
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
     given = Path(args.model)
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     # before any export: ONNX Runtime would otherwise run wherever it can, whatever --device says
-    providers = onnx_providers(args.device) if args.backend == "onnxruntime" else None
+    providers = providers_for_device(args.device) if args.backend == "onnxruntime" else None
 
     model = None
     params = gflops = None

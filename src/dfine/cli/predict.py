@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
-from typing import Any
 
 _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
@@ -71,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     # Before loading the model, which can mean a download: a bad --output should not cost that.
     prepare_output_dir(args.output)
     if backend == "onnxruntime":
-        from dfine.runtime import OnnxDetector
+        from dfine.runtime import OnnxDetector, providers_for_device
 
         if args.half or args.bf16 or args.half_head or args.compile or args.image_size is not None:
             raise DFineError("--half, --bf16, --half-head, --compile and --image-size do not apply to the "
                              "onnxruntime backend (precision and input size are fixed at export time)")
-        predictor = OnnxDetector(args.model, providers=onnx_providers(args.device))
+        predictor = OnnxDetector(args.model, providers=providers_for_device(args.device))
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,
@@ -99,32 +97,6 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; skipped {_count(len(result.skipped), 'unreadable ' + kind)} (see the warnings above)"
     print(summary)
     return 0
-
-
-def onnx_providers(device: str) -> list[Any] | None:
-    """The ONNX Runtime execution providers ``--device`` asks for: None (CUDA when there, else the CPU) for auto.
-
-    ONNX Runtime itself falls back to the CPU without a word when a provider it is given is not installed, so a
-    ``--device cuda`` that cannot be honoured is refused here instead of running elsewhere.
-    """
-    from dfine.errors import DFineError
-
-    text = str(device).strip().lower()
-    if text == "auto":
-        return None
-    if text == "cpu":
-        return ["CPUExecutionProvider"]
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if match is None:
-        raise DFineError(f"unknown device {device!r} for the onnxruntime backend: use auto, cpu, cuda or cuda:N")
-    try:
-        import onnxruntime as ort
-    except ImportError:  # OnnxDetector says how to install it
-        return None
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise DFineError(f"--device {device} was asked for, but ONNX Runtime has no CUDAExecutionProvider here "
-                         "(pip install onnxruntime-gpu, or leave --device out)")
-    return [("CUDAExecutionProvider", {"device_id": int(match[1] or 0)}), "CPUExecutionProvider"]
 
 
 def _count(number: int, noun: str) -> str:
