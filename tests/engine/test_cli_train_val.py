@@ -77,21 +77,39 @@ def test_val_output_must_be_a_folder(tmp_path: Path, tiny_yaml: Path, capsys: py
     assert f"{tmp_path / 'taken'}: is a file: output needs a folder" in capsys.readouterr().err
 
 
-def test_val_output_inside_a_yolo_image_folder_is_refused(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """YOLO image folders are searched for pictures: the report's PNGs there would become part of the data set."""
+def _two_split_yolo(root: Path) -> Path:
     from PIL import Image
 
     for split in ("train", "val"):
-        (tmp_path / "images" / split).mkdir(parents=True)
-        (tmp_path / "labels" / split).mkdir(parents=True)
-        Image.new("RGB", (32, 32)).save(tmp_path / "images" / split / "a.png")
-        (tmp_path / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    data = tmp_path / "data.yaml"
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / "images" / split / "a.png")
+        (root / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = root / "data.yaml"
     data.write_text(json.dumps({"train": "images/train", "val": "images/val", "names": ["x"]}))
+    return data
+
+
+def test_val_output_inside_a_yolo_image_folder_is_refused(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """YOLO image folders are searched for pictures: the report's PNGs there would become part of the data set."""
+    data = _two_split_yolo(tmp_path)
     inside = tmp_path / "images" / "val" / "report"
     assert main(["val", "--model", "dfine-n-coco", "--data", str(data), "--output", str(inside)]) == 2
     assert f"{inside}: inside the image folder" in capsys.readouterr().err
+    assert not inside.exists()
+
+
+def test_train_output_inside_a_yolo_image_folder_is_refused(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder gets train_batch0.jpg, results.png and val/*.png: inside an image folder they would be trained
+    on."""
+    data = _two_split_yolo(tmp_path)
+    inside = tmp_path / "images" / "train" / "run"
+    assert main(["train", "--model", "dfine-n", "--data", str(data), "--output", str(inside), "--epochs", "1",
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{inside}: inside the image folder" in err
     assert not inside.exists()
 
 

@@ -288,6 +288,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
 
     # -- data: checked first, so that problems surface before anything slow happens
     spec = resolve_dataset(data)
+    _check_output_outside_images(output_dir, spec)
     data_source = str(Path(spec.source).resolve())  # recorded in last.pt; a resume compares it
     splits = [s for s in ("train", "val") if s in spec.splits]
     if "train" not in splits:
@@ -392,9 +393,10 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
 
 
-def _check_report_folder(output: Path, spec: Any) -> None:
-    """Refuse a ``val --output`` folder inside a YOLO image folder: folders are searched for images, so the report's
-    pictures would join the data set the next time it is read."""
+def _check_output_outside_images(output: Path, spec: Any) -> None:
+    """Refuse an output folder (a training run's, or ``val --output``) inside a YOLO image folder: folders are
+    searched for images, so the pictures written there (plots, training batches, reports) would join the data set
+    the next time it is read."""
     from dfine.errors import DFineError
 
     if spec.format != "yolo":
@@ -403,8 +405,8 @@ def _check_report_folder(output: Path, spec: Any) -> None:
     for split in spec.splits.values():
         for folder in split.images:
             if folder.is_dir() and target.is_relative_to(folder.resolve()):
-                raise DFineError(f"{output}: inside the image folder {folder} of {spec.source}, where the report's "
-                                 "pictures would be read as images of the data set: choose a folder outside it")
+                raise DFineError(f"{output}: inside the image folder {folder} of {spec.source}, where the pictures "
+                                 "written there would be read as images of the data set: choose a folder outside it")
 
 
 # ---------------------------------------------------------------------------------------------------- val
@@ -504,7 +506,7 @@ def val(
     if split not in spec.splits:
         raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
     if output is not None:
-        _check_report_folder(Path(output).expanduser(), spec)
+        _check_output_outside_images(Path(output).expanduser(), spec)
     check_dataset(spec, [split], progress=progress)
     net = model if isinstance(model, nn.Module) else DFineForObjectDetection.from_pretrained(model)
     names = list(spec.names)
