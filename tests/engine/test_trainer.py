@@ -245,6 +245,27 @@ def test_patience_without_stage_2_stops_and_a_resume_stays_stopped(tmp_path: Pat
     assert torch.load(again.last_checkpoint, weights_only=True)["epoch"] == 2
 
 
+def test_patience_may_change_on_resume(tmp_path: Path, tiny_yaml: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that levelled off resumes with more patience and trains on; a run saved before the option existed
+    accepts it."""
+    given = _scripted_ap(monkeypatch, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3])
+    run = tmp_path / "run"
+    dfine.train(tiny_yaml, epochs=6, batch_size=8, output=run, stop_epoch=6, patience=2, **TINY)
+    assert len(given) == 3
+    again = dfine.train(tiny_yaml, output=run, resume=True, patience=3, **TINY)
+    out = capsys.readouterr().out
+    assert "patience changed from 2 to 3 on resume" in out
+    assert len(given) == 4 and "stopping after epoch 4 of 6" in out  # one more evaluation, then out of patience
+    last = torch.load(again.last_checkpoint, weights_only=True)
+    assert last["epoch"] == 3 and last["hparams"]["patience"] == 3  # kept for the next resume
+    # a checkpoint from before patience existed: no such key in its options
+    del last["hparams"]["patience"]
+    torch.save(last, again.last_checkpoint)
+    dfine.train(tiny_yaml, output=run, resume=True, patience=0, **TINY)
+    assert len(given) == 6  # patience 0 is off: the run trains to its end
+
+
 def test_patience_must_not_be_negative(tmp_path: Path, tiny_yaml: Path) -> None:
     with pytest.raises(ConfigError, match="patience must be >= 0"):
         dfine.train(tiny_yaml, epochs=2, batch_size=8, output=tmp_path / "run", patience=-1, **TINY)

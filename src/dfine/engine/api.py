@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from dfine.engine.evaluator import EvalResult
-from dfine.engine.resuming import check_resume_options, resume_checkpoint
+from dfine.engine.resuming import apply_resume_changes, check_resume_options, resume_checkpoint
 
 logger = logging.getLogger("dfine")
 
@@ -308,6 +308,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
                              f"{class_names}: resume with the same data set")
         hp = Hyperparameters.from_dict(state["hparams"])
         check_resume_options(state, hp, overrides, batch_size=batch_size, lr=lr, image_size=image_size)
+        apply_resume_changes(hp, overrides)
         trained_on = state.get("extra", {}).get("data")
         if trained_on is not None and trained_on != data_source:
             # same classes, so it may be the same data moved; if not, best/ compares AP across validation sets

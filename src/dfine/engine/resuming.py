@@ -12,7 +12,11 @@ from dfine.errors import ConfigError, DFineError, InputFileError
 
 logger = logging.getLogger("dfine")
 
-__all__ = ["check_resume_options", "resume_checkpoint"]
+__all__ = ["CHANGEABLE_ON_RESUME", "apply_resume_changes", "check_resume_options", "resume_checkpoint"]
+
+# Options that only decide when a run stops, like the number of epochs: a resume may change them. Seeing a run level
+# off and resuming it with --patience is the common case; a run that predates the option must accept it too.
+CHANGEABLE_ON_RESUME = ("patience",)
 
 
 def resume_checkpoint(resume: bool | str | Path, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
@@ -56,12 +60,23 @@ def _plain(value: Any) -> Any:
 def check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, Any], *, batch_size: int | None,
                           lr: float | None, image_size: int) -> None:
     """A resumed run keeps the checkpoint's settings: the same options are fine, different ones are refused (model
-    options) or ignored with a warning (batch size, learning rate, image size)."""
+    options) or ignored with a warning (batch size, learning rate, image size); :data:`CHANGEABLE_ON_RESUME` are
+    left to :func:`apply_resume_changes`."""
     saved = {**state["config"], **state["hparams"]}
-    changed = sorted(k for k, v in overrides.items() if k not in saved or _plain(saved[k]) != _plain(v))
+    changed = sorted(k for k, v in overrides.items()
+                     if k not in CHANGEABLE_ON_RESUME and (k not in saved or _plain(saved[k]) != _plain(v)))
     if changed:
         raise ConfigError(f"options cannot change when resuming: {', '.join(changed)} differ from the checkpoint's")
     for name, given, kept in (("batch_size", batch_size, hp.batch_size), ("lr", lr, hp.lr),
                               ("image_size", image_size, state["image_size"][0])):
         if given is not None and given != kept and not (name == "image_size" and given == 640):
             logger.warning("resuming: %s=%s ignored, the checkpoint's %s is kept", name, given, kept)
+
+
+def apply_resume_changes(hp: Any, overrides: dict[str, Any]) -> None:
+    """Give ``hp`` the :data:`CHANGEABLE_ON_RESUME` options of ``overrides`` that differ, with a note for the run's
+    summary. The new values are saved in the next checkpoint, so a later resume keeps them."""
+    for name in CHANGEABLE_ON_RESUME:
+        if name in overrides and overrides[name] != getattr(hp, name):
+            hp.notes.append(f"{name} changed from {getattr(hp, name)} to {overrides[name]} on resume")
+            setattr(hp, name, overrides[name])
