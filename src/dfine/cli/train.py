@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early stopping: after N evaluations without a better AP, stage 1 ends (stage 2 follows from "
-                        "the best weights) and stage 2 ends the run (default: off)")
+                        "the best weights) and stage 2 ends the run (default: off; a resume may change it)")
     p.add_argument("--no-pretrained-backbone", action="store_true",
                    help="start the backbone from random weights instead of ImageNet (presets only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
