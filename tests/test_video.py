@@ -53,6 +53,30 @@ def test_frames_round_trip(size, tmp_path) -> None:
         frames[0].image.crop((0, 0, *size)), pictures[0])
 
 
+def test_frames_keep_the_times_they_are_written_at(tmp_path) -> None:
+    """Phones record at a variable rate: each frame keeps its own time, not its index over the average rate."""
+    times = [0.0, 0.04, 0.2, 0.25, 0.9, 1.0]
+    path = tmp_path / "variable.mp4"
+    with VideoWriter(path, 30) as writer:
+        for picture, time in zip(_pictures(len(times), (64, 48)), times, strict=True):
+            writer.write(picture, time)
+    with VideoReader(path) as video:
+        assert [f.time for f in video] == pytest.approx(times, abs=1e-4)
+
+
+def test_repeated_or_backward_times_still_make_a_playable_video(tmp_path) -> None:
+    """A damaged source can repeat a time; the encoder needs strictly increasing ones, so such a frame follows its
+    predecessor by one clock tick."""
+    path = tmp_path / "repeated.mp4"
+    with VideoWriter(path, 25) as writer:
+        for picture, time in zip(_pictures(4, (64, 48)), [0.0, 0.08, 0.08, 0.04], strict=True):
+            writer.write(picture, time)
+    with VideoReader(path) as video:
+        got = [f.time for f in video]
+    assert len(got) == 4 and all(b > a for a, b in zip(got, got[1:], strict=False))
+    assert got[:2] == pytest.approx([0.0, 0.08], abs=1e-4) and got[3] - got[1] < 1e-3
+
+
 @pytest.mark.parametrize("rotation, transpose", [(90, Image.Transpose.ROTATE_90), (-90, Image.Transpose.ROTATE_270),
                                                  (180, Image.Transpose.ROTATE_180)])
 def test_display_rotation_gives_upright_frames(rotation, transpose, tmp_path) -> None:

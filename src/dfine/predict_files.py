@@ -219,8 +219,8 @@ def _with_audio(frames: Path, source: Path, output: Path) -> bool:
 def _predict_frames(recorder: _Recorder, path: Path, frames: list[VideoFrame], writer: VideoWriter | None) -> int:
     annotated = recorder.predict([(path, frame.image, frame) for frame in frames], draw=writer is not None)
     if writer is not None:
-        for picture in annotated:
-            writer.write(picture)
+        for picture, frame in zip(annotated, frames, strict=True):
+            writer.write(picture, frame.time)
     return len(frames)
 
 

@@ -31,6 +31,10 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 # A frame rate for containers that do not say (raw streams, some AVIs): the usual camera rate.
 _FALLBACK_FPS = Fraction(30)
 
+# The 90 kHz clock of MPEG timestamps: whole ticks for the usual rates (3003 at 29.97 fps, 3600 at 25, 1500 at 60),
+# and fine enough for the times of variable-rate video.
+_TIME_BASE = Fraction(1, 90_000)
+
 # Display rotations (counter-clockwise degrees, as FFmpeg reports them) -> the transpose that shows the frame upright.
 _UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
@@ -152,8 +156,8 @@ class VideoReader:
 
 
 class VideoWriter:
-    """Encode RGB frames (PIL images) to an MP4 file, at ``fps`` frames per second, in the size of the first frame
-    (later frames of another size are scaled to it).
+    """Encode RGB frames (PIL images) to an MP4 file, in the size of the first frame (later frames of another size
+    are scaled to it), each at its own time when :meth:`write` is given one, else at ``fps`` frames per second.
 
     H.264 (libx264) where PyAV's FFmpeg has it, else MPEG-4 part 2; 4:2:0 colour, which needs even sizes, so a
     frame with an odd width or height gets one black row or column. Use it in a ``with`` block: leaving it flushes
@@ -161,7 +165,8 @@ class VideoWriter:
 
     Args:
         path: the file to write (its extension does not matter: the container is always MP4).
-        fps: frames per second, e.g. :attr:`VideoReader.fps`.
+        fps: frames per second, e.g. :attr:`VideoReader.fps`: the nominal rate, and the timing of frames written
+            without a time.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float = _FALLBACK_FPS) -> None:
@@ -176,13 +181,17 @@ class VideoWriter:
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
         self._av = av
+        self._last_pts = -1
         self.frames = 0
 
-    def write(self, image: Image.Image) -> None:
-        """Append one frame."""
+    def write(self, image: Image.Image, time: float | None = None) -> None:
+        """Append one frame, shown ``time`` seconds after the first (:attr:`VideoFrame.time`); None: one frame
+        period after the previous one. Phones record at a variable rate, and the source's own times keep the
+        annotated video, and the sound copied beside it, in step with the original."""
         if self._stream is None:
             self._size = image.size
             self._stream = self._container.add_stream(self._codec, rate=self.fps)
+            self._stream.codec_context.time_base = _TIME_BASE
             self._stream.width, self._stream.height = (side + side % 2 for side in image.size)
             self._stream.pix_fmt = "yuv420p"
             if self._codec == "libx264":
@@ -196,7 +205,10 @@ class VideoWriter:
             padded.paste(image)
             image = padded
         frame = self._av.VideoFrame.from_image(image)
-        frame.pts = self.frames
+        seconds = Fraction(self.frames) / self.fps if time is None else Fraction(time)
+        # strictly increasing, as the encoder requires, even where a damaged source repeats or reorders a time
+        frame.pts = self._last_pts = max(round(seconds / _TIME_BASE), self._last_pts + 1)
+        frame.time_base = _TIME_BASE
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1

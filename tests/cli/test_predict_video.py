@@ -52,6 +52,22 @@ def test_every_frame_is_predicted_and_drawn(model_dir, video, tmp_path, capsys) 
     assert "annotated videos in" in summary
 
 
+def test_a_variable_rate_video_keeps_its_frame_times(model_dir, tmp_path) -> None:
+    """Frames shown at uneven times (a phone's variable rate) keep those times in the annotated video, so it stays
+    in step with the original and its sound; the average rate alone would drift."""
+    times = [0.0, 0.1, 0.15, 0.6, 0.7]
+    source = tmp_path / "phone.mp4"
+    with VideoWriter(source, 10) as writer:
+        for picture, time in zip(natural_images(len(times), 96, seed=4), times, strict=True):
+            writer.write(picture, time)
+    out = tmp_path / "out"
+    assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--threshold", "0.0",
+                 "--no-progress"]) == 0
+    with VideoReader(out / "phone.mp4") as annotated:
+        assert [f.time for f in annotated] == pytest.approx(times, abs=1e-4)
+    assert sorted({r["time"] for r in _records(out)}) == pytest.approx(times, abs=1e-4)
+
+
 def test_frames_get_the_detections_of_the_same_pictures(model_dir, video, tmp_path) -> None:
     predictor = dfine.Predictor.from_pretrained(model_dir, device="cpu")
     with VideoReader(video) as frames:
@@ -140,7 +156,8 @@ def test_the_annotated_video_keeps_the_sound(model_dir, tmp_path) -> None:
 
     source = video_with_sound(tmp_path / "talk.mp4", frames=4)
     out = tmp_path / "out"
-    assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--no-progress"]) == 0
+    assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--threshold", "0.0",
+                 "--no-progress"]) == 0
     with av.open(str(out / "talk.mp4")) as annotated:
         assert [s.type for s in annotated.streams] == ["video", "audio"]
         assert sum(1 for _ in annotated.decode(video=0)) == 4
@@ -160,7 +177,8 @@ def test_a_failed_sound_copy_keeps_the_annotated_video(model_dir, tmp_path, monk
     source = video_with_sound(tmp_path / "talk.mp4", frames=3)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="dfine"):
-        assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--no-progress"]) == 0
+        assert main(["predict", str(source), "--model", str(model_dir), "--output", str(out), "--threshold", "0.0",
+                 "--no-progress"]) == 0
     assert "the audio could not be copied (" in caplog.text and "the annotated video has none" in caplog.text
     with av.open(str(out / "talk.mp4")) as annotated:
         assert [s.type for s in annotated.streams] == ["video"]
