@@ -13,7 +13,8 @@ category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and 
 add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
 .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg added (x.tif -> x.tif.jpg); a name already
 used in the run gets _1, _2, ... before the extension. Videos (.mp4, .mov, .avi, .mkv, .webm, ...; needs PyAV: pip
-install av) give an annotated MP4 the same way (x.mov -> x.mov.mp4), without the audio. In a folder or glob, files
+install av) give an annotated MP4 the same way (x.mov -> x.mov.mp4), each frame at its source time, with the
+first audio track copied along. In a folder or glob, files
 that cannot be read are skipped with a warning; a single unreadable file is an error."""
 
 
