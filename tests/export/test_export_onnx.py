@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import onnx
@@ -104,6 +105,38 @@ def test_mismatch_is_reported_in_one_line(model_n) -> None:
     with pytest.raises(DFineError, match="fake check failed") as error:
         compare_with_torch(model_n, shifted, (320, 320), 1, False, "fake")
     assert "\n" not in str(error.value)
+
+
+class _FewQueries(torch.nn.Module):
+    """A model with 20 queries whose 20 best detections are all class 0 (class 1 and 2 come next): like a short
+    fine-tune run with --set num_queries=20."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        queries = torch.arange(20, dtype=torch.float32)
+        self.logits = torch.stack([2.0 - queries / 100, -queries / 100, -1.0 - queries / 100], dim=-1)[None]
+        self.boxes = torch.stack([(queries + 1) / 22, (queries + 1) / 22, torch.full_like(queries, 0.1),
+                                  torch.full_like(queries, 0.1)], dim=-1)[None]
+
+    def forward(self, pixel_values):
+        batch = len(pixel_values)
+        return types.SimpleNamespace(logits=self.logits.expand(batch, -1, -1),
+                                     pred_boxes=self.boxes.expand(batch, -1, -1))
+
+
+def test_a_graph_with_fewer_than_100_detections_is_not_called_empty() -> None:
+    """A graph keeps one detection per query: with 20 queries its top-20 labels are compared with PyTorch's top-20,
+    not with labels further down PyTorch's list that the graph rightly leaves out."""
+    model = _FewQueries()
+
+    def faithful(images, sizes):
+        dets = top_detections(model.logits.numpy(), model.boxes.numpy(), k=20,
+                              scale=np.concatenate([sizes, sizes], 1))
+        return (np.stack([d.labels for d in dets]), np.stack([d.boxes for d in dets]).astype(np.float32),
+                np.stack([d.scores for d in dets]).astype(np.float32))
+
+    assert compare_with_torch(model, faithful, (320, 320), 1, False, "fake").fraction == 1.0
 
 
 def test_cli_checker_failure_is_one_line(n_model_dir, tmp_path, monkeypatch, error_line) -> None:
