@@ -105,3 +105,12 @@ def test_yolo_folder_without_names(tmp_path):
 def test_missing_split_is_a_clear_error(synthetic_pair):
     with pytest.raises(InputFileError, match="has no 'test' split"):
         resolve_dataset(synthetic_pair[0]).build("test")
+
+
+def test_binary_data_yaml_is_one_line_naming_it(tmp_path):
+    # a data.yaml that is not UTF-8 text raised a UnicodeDecodeError from inside PyYAML
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.1 0.1\n"}, ["x"])
+    data.write_bytes(b"\xff\xfe\x00\x01names")
+    for given in (tmp_path, data):
+        with pytest.raises(InputFileError, match=r"data\.yaml: not a UTF-8 text file"):
+            resolve_dataset(given)

@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from dfine.data.coco import load_coco_index
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.index import CategoryTable, DetectionIndex
-from dfine.data.yolo import data_root, load_yolo_index, read_yolo_yaml, split_entries
+from dfine.data.yolo import data_root, load_yaml, load_yolo_index, read_yolo_yaml, split_entries
 from dfine.errors import InputFileError
 
 ACCEPTED_LAYOUTS = (
@@ -145,14 +143,6 @@ class DatasetSpec:
         return DetectionDataset(self.index(split), transforms)
 
 
-def _load_yaml(path: Path) -> object:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise InputFileError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
-
-
 def _is_coco_yaml(data: object) -> bool:
     return isinstance(data, dict) and any(
         isinstance(data.get(s), dict) and "annotations" in data[s] for s in ("train", "val")
@@ -183,7 +173,7 @@ def _is_nameless_yolo_yaml(data: object) -> bool:
 
 
 def _yaml_spec(path: Path) -> DatasetSpec | None:
-    data = _load_yaml(path)
+    data = load_yaml(path)
     if _is_coco_yaml(data):
         return _coco_yaml_spec(path, data)  # type: ignore[arg-type]
     if isinstance(data, dict) and "names" in data:

@@ -108,6 +108,23 @@ def split_entries(data: dict[str, Any], yaml_file: Path) -> dict[str, list[str]]
     return splits
 
 
+def load_yaml(path: Path) -> Any:
+    """The content of a data YAML.
+
+    Raises:
+        InputFileError: the file is missing, unreadable, not text or not valid YAML.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise InputFileError(path, "data YAML is missing") from None
+    except UnicodeDecodeError:  # a ValueError, not an OSError: a binary file (or a YAML saved in another encoding)
+        raise InputFileError(path, "not a UTF-8 text file: a data YAML must be text") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise InputFileError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
+
+
 def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
     """Parse an Ultralytics-style ``data.yaml``.
 
@@ -115,13 +132,7 @@ def read_yolo_yaml(yaml_file: str | Path) -> YoloConfig:
         InputFileError: a missing or invalid file, missing ``names``, or a split entry of the wrong type.
     """
     path = Path(yaml_file)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise InputFileError(path, "data YAML is missing") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise InputFileError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
+    data = load_yaml(path)
     if not isinstance(data, dict) or "names" not in data:
         raise InputFileError(path, "not a YOLO data.yaml: it needs 'names' and 'train'/'val' entries")
     categories = _names(data["names"], data.get("nc"), path)
