@@ -301,3 +301,12 @@ def test_summary_of_a_clean_data_set(synthetic_pair):
     summary = report.summary()
     assert "3 classes: 0 circle, 1 square, 2 triangle" in summary
     assert "train: 12 images" in summary and summary.endswith("Data set OK.")
+
+
+def test_unreadable_image_with_a_label_file_is_not_said_to_lack_one(tmp_path):
+    # the label files of images that cannot be read were not counted: "none of the 1 images has a label file"
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    (tmp_path / "images" / "train" / "a.png").write_bytes(b"")
+    problems = _problems(data)
+    assert any(p.startswith(str(tmp_path / "images" / "train" / "a.png")) for p in problems), problems
+    assert not any("has a label file" in p for p in problems), problems

@@ -362,7 +362,6 @@ def load_yolo_index(
     shared = _shared_label_files(images, label_files)
     builder.problems.extend(_shared_label_problem(label_file, owners) for label_file, owners in shared.items())
     infos = probe_images(images, progress=progress)
-    found_labels = 0
     for image_id, (image, info, label_file) in enumerate(zip(images, infos, label_files, strict=True)):
         if isinstance(info, InputFileError):
             builder.problem(info.path, info.problem)
@@ -373,12 +372,13 @@ def load_yolo_index(
             file_name = str(image)
         builder.add_image(image_id, image, file_name, info.width, info.height)
         if label_file is not None:
-            found_labels += 1
             # A shared label file belongs to at most one of its images, and which one is unknown: it is reported
             # above, and its boxes given to neither.
             if label_file not in shared:
                 _parse_label_file(builder, image_id, label_file, info.width, info.height)
-    if images and not found_labels:
+    # counted over every image, read or not: the label files of unreadable images exist all the same, and saying
+    # they do not would send the user looking for a layout problem instead of at the images reported above
+    if images and not any(label_files):
         builder.problem(
             str(source),
             f"none of the {len(images)} images has a label file (expected e.g. {label_path(images[0], root)})",
