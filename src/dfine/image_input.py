@@ -7,7 +7,6 @@ with the same functions, so the size it scales boxes to is the one the processor
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_forma
 def standardize_image(image: Any, input_data_format: str | None = None) -> Image.Image | np.ndarray:
     """One input image -> an RGB PIL image (integer data) or a float32 (H, W, 3) array in [0, 1]."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(Path(image))
+        return load_image(image)  # a path, or a URL string
     if isinstance(image, Image.Image):
         return to_rgb(image)
     from_tensor = isinstance(image, Tensor)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dfine.download import is_url
 from dfine.errors import DFineError, InputFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "read_images", "to_rgb"]
@@ -130,11 +132,24 @@ def decode_image_file(path: Path) -> tuple[Image.Image, bool]:
     return _decode_without_end_marker(path), True
 
 
+def _load_url_image(url: str, exif_transpose: bool) -> Image.Image:
+    """The image at ``url``, through a temporary file (JPEGs missing their end marker are read as from disk); its
+    problems name the URL."""
+    from dfine.download import download
+
+    with tempfile.TemporaryDirectory(prefix="dfine-download-") as folder:
+        path = download(url, folder)
+        try:
+            return load_image(path, exif_transpose)
+        except InputFileError as error:
+            raise InputFileError(url, error.problem) from None
+
+
 def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
     """Read an image file as an RGB PIL image.
 
     Args:
-        path: the image file.
+        path: the image file, or an http(s) URL of one (a string; :mod:`dfine.download`).
         exif_transpose: rotate/flip the pixels as the EXIF ``Orientation`` tag says, so the image looks the way
             viewers show it. Data loaders whose annotations were drawn on the raw pixel grid (as COCO's were) should
             pass ``False``.
@@ -145,7 +160,10 @@ def load_image(path: str | Path, exif_transpose: bool = True) -> Image.Image:
     Raises:
         InputFileError: the file is missing, is a folder, cannot be read, is not an image, or is corrupt or
             truncated.
+        DFineError: a URL could not be downloaded.
     """
+    if is_url(path):
+        return _load_url_image(str(path).strip(), exif_transpose)
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "no such file")

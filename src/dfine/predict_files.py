@@ -1,8 +1,8 @@
 """From files on disk to detections on disk: what ``dfine predict SOURCE`` does with images and videos.
 
-:func:`predict_source` takes an image or video file, a folder or a glob, and writes ``predictions.json`` with an
-annotated copy of each image (and an annotated MP4 of each video); any detector with a ``predict(images,
-threshold)`` method and ``class_names`` fits (:class:`dfine.inference.Predictor`,
+:func:`predict_source` takes an image or video file, a folder, a glob or an http(s) URL, and writes
+``predictions.json`` with an annotated copy of each image (and an annotated MP4 of each video); any detector with a
+``predict(images, threshold)`` method and ``class_names`` fits (:class:`dfine.inference.Predictor`,
 :class:`dfine.runtime.OnnxDetector`).
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -19,6 +20,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from PIL import Image
 
+from dfine.download import download, is_url
 from dfine.errors import DFineError, InputFileError, first_line
 from dfine.io import list_images, load_image
 from dfine.video import VideoFrame, VideoReader, VideoWriter, copy_audio, is_video_file
@@ -105,8 +107,9 @@ class _Recorder:
     """
 
     def __init__(self, predictor: Detector, threshold: float, stream: TextIO,
-                 classes: Sequence[int] | None = None) -> None:
+                 classes: Sequence[int] | None = None, file_names: dict[Path, str] | None = None) -> None:
         self.predictor = predictor
+        self.file_names = file_names or {}  # what records call a file, where not its path (a downloaded URL)
         self.threshold = threshold
         self.classes = None if classes is None else np.asarray(sorted(set(classes)), dtype=np.int64)
         self.names = predictor.class_names
@@ -139,7 +142,7 @@ class _Recorder:
                 keep = np.isin(labels_array, self.classes)
                 boxes, labels_array, scores_array = boxes[keep], labels_array[keep], scores_array[keep]
             labels, scores = labels_array.tolist(), scores_array.tolist()
-            where: dict[str, Any] = {"image_id": self.next_id, "file_name": str(path)}
+            where: dict[str, Any] = {"image_id": self.next_id, "file_name": self.file_names.get(path, str(path))}
             if frame is not None:
                 where.update(frame=frame.index, time=round(frame.time, 3))
             for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
@@ -267,7 +270,8 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
 def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
                    batch_size: int = 1, save_images: bool = True, progress: bool = True,
                    classes: str | Sequence[str | int] | None = None) -> PredictionRun:
-    """Run ``predictor`` on an image or video, a folder or a glob; write annotated copies and ``predictions.json``.
+    """Run ``predictor`` on an image or video, a folder, a glob or an http(s) URL of an image or video (downloaded
+    for the run; its records' ``file_name`` is the URL); write annotated copies and ``predictions.json``.
 
     ``predictions.json`` is a list with one record per detection: ``file_name`` (the input path),
     ``image_id`` (the image's 0-based position among the images, and video frames, predicted in this run, in the
@@ -298,12 +302,31 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     from dfine.hub.files import atomic_write
 
     wanted = class_indices(classes, predictor.class_names) if classes is not None else None
-    files = list_images(source, videos=True)
-    job = _Job(predictor, source, files, prepare_output_dir(output_dir), threshold, batch_size, save_images,
-               progress, wanted)
-    # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
-    atomic_write(job.run.predictions, job.write)
+    output = prepare_output_dir(output_dir)
+    with _local_files(source, progress) as (files, file_names):
+        job = _Job(predictor, source, files, output, threshold, batch_size, save_images, progress, wanted,
+                   file_names)
+        # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
+        atomic_write(job.run.predictions, job.write)
     return job.run
+
+
+@contextlib.contextmanager
+def _local_files(source: str | Path, progress: bool) -> Iterator[tuple[list[Path], dict[Path, str]]]:
+    """The files of ``source`` and the names records give them: a URL is downloaded into a temporary folder for
+    the run, and its records and errors name the URL rather than that folder."""
+    if not is_url(source):
+        yield list_images(source, videos=True), {}
+        return
+    url = str(source).strip()
+    with tempfile.TemporaryDirectory(prefix="dfine-download-") as folder:
+        path = download(url, folder, progress)
+        try:
+            yield [path], {path: url}
+        except InputFileError as error:
+            if error.path != str(path):
+                raise
+            raise InputFileError(url, error.problem) from None
 
 
 class _Job:
@@ -311,9 +334,9 @@ class _Job:
 
     def __init__(self, predictor: Detector, source: str | Path, files: list[Path], output_dir: Path,
                  threshold: float, batch_size: int, save_images: bool, progress: bool,
-                 classes: list[int] | None = None) -> None:
+                 classes: list[int] | None = None, file_names: dict[Path, str] | None = None) -> None:
         self.predictor, self.source, self.files, self.output_dir = predictor, source, files, output_dir
-        self.classes = classes
+        self.classes, self.file_names = classes, file_names or {}
         self.threshold, self.batch_size, self.save_images, self.progress = threshold, batch_size, save_images, progress
         self.run = PredictionRun(output_dir / "predictions.json", 0, 0)
         self.used_names: set[str] = set()
@@ -322,7 +345,7 @@ class _Job:
     def write(self, tmp: Path) -> None:
         """Predict everything, writing the records to ``tmp``."""
         with open(tmp, "w", encoding="utf-8") as stream:
-            recorder = _Recorder(self.predictor, self.threshold, stream, self.classes)
+            recorder = _Recorder(self.predictor, self.threshold, stream, self.classes, self.file_names)
             self._predict_all(recorder)
             recorder.finish()
         run = self.run

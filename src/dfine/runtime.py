@@ -49,7 +49,7 @@ def read_image(image: Any) -> Image.Image | np.ndarray:
     in [0, 1]. Anything else is a one-line :class:`DFineError` naming what was given.
     """
     if isinstance(image, str | os.PathLike):
-        return load_image(Path(image))
+        return load_image(image)  # a path, or a URL string
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if not isinstance(image, np.ndarray):

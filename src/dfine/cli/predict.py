@@ -20,10 +20,12 @@ that cannot be read are skipped with a warning; a single unreadable file is an e
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="detect objects in images and videos",
-                              description="Detect objects in an image or video, a folder of them or a glob "
-                                          "pattern; write annotated images (and videos) and predictions.json.",
+                              description="Detect objects in an image or video, a folder of them, a glob "
+                                          "pattern or an http(s) URL; write annotated images (and videos) and "
+                                          "predictions.json.",
                               epilog=_EPILOG)
-    p.add_argument("source", help="image or video file, folder, or glob pattern (quote it)")
+    p.add_argument("source", help="image or video file, folder, glob pattern (quote it), or http(s) URL of an image "
+                                  "or video (downloaded for the run; records name the URL)")
     p.add_argument("--model", required=True,
                    help="hub id, local model directory, .pth/.safetensors file, or an exported .onnx file; a "
                         "preset name (dfine-n-coco ...) has random weights")

@@ -1,0 +1,103 @@
+"""Images and videos given as http(s) URLs: ``dfine predict https://.../street.jpg`` and
+``Predictor.predict("https://...")``, as Hugging Face pipelines and other detectors accept them.
+
+Only the standard library is used (``urllib``), so a URL needs no extra dependency. A failed download is one line
+naming the URL and the reason (HTTP status, unreachable host, timeout), never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import mimetypes
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dfine.errors import DFineError, first_line
+
+__all__ = ["download", "is_url", "url_file_name"]
+
+# Servers that refuse Python's default agent (several image hosts do) accept a browser-like one; ours says who it is.
+_HEADERS = {"User-Agent": "Mozilla/5.0 (compatible; dfine)"}
+_TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+# Content types whose usual extension mimetypes does not give the one our readers and writers expect.
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "video/quicktime": ".mov"}
+
+
+def is_url(source: object) -> bool:
+    """Whether ``source`` is an http(s) URL (a string; paths are never URLs)."""
+    return isinstance(source, str) and re.match(r"(?i)^https?://\S+$", source.strip()) is not None
+
+
+def url_file_name(url: str, content_type: str | None = None) -> str:
+    """A safe file name for what ``url`` serves: the last part of its path (``.../street.jpg`` -> ``street.jpg``),
+    with an extension from ``content_type`` when the path has none (``.../photo?id=3`` served as ``image/png`` ->
+    ``photo.png``), since files are told apart (image or video) by extension."""
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    name = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "download"
+    if not Path(name).suffix and content_type:
+        kind = content_type.split(";")[0].strip().lower()
+        extension = _EXTENSIONS.get(kind) or mimetypes.guess_extension(kind)
+        if extension:
+            name += extension
+    return name
+
+
+def _open(url: str) -> http.client.HTTPResponse:
+    request = urllib.request.Request(url, headers=_HEADERS)
+    try:
+        return urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        raise DFineError(f"{url}: could not download (HTTP {error.code} {error.reason})") from None
+    except urllib.error.URLError as error:  # e.g. an unknown host or a refused connection
+        reason = error.reason
+        text = first_line(reason) if isinstance(reason, BaseException) else str(reason)
+        raise DFineError(f"{url}: could not download ({text})") from None
+    except (TimeoutError, OSError, ValueError, http.client.HTTPException) as error:  # a timeout, a malformed URL
+        raise DFineError(f"{url}: could not download ({first_line(error)})") from None
+
+
+def _bar(name: str, total: int | None, show: bool) -> Any:
+    """A byte-count progress bar (tqdm, imported only when shown: the torch-free runtime reads URLs too)."""
+    if not show:
+        return contextlib.nullcontext(_NoBar())
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False)
+
+
+class _NoBar:
+    def update(self, count: int) -> None:
+        pass
+
+
+def download(url: str, folder: str | Path, progress: bool = False) -> Path:
+    """Fetch ``url`` into ``folder`` (named by :func:`url_file_name`) and return the file's path.
+
+    Raises:
+        DFineError: the server answers with an error, cannot be reached, stops sending, or sends nothing.
+    """
+    folder = Path(folder)
+    with _open(url) as response:
+        target = folder / url_file_name(response.geturl(), response.headers.get("Content-Type"))
+        total = response.headers.get("Content-Length")
+        size = 0
+        try:
+            with open(target, "wb") as out, _bar(target.name, int(total) if total and total.isdigit() else None,
+                                                 progress) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+                    bar.update(len(chunk))
+        except (TimeoutError, OSError, http.client.HTTPException) as error:  # e.g. IncompleteRead
+            target.unlink(missing_ok=True)
+            raise DFineError(f"{url}: the download broke off ({first_line(error)})") from None
+    if size == 0:
+        target.unlink(missing_ok=True)
+        raise DFineError(f"{url}: the server sent an empty file")
+    return target

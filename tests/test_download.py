@@ -1,0 +1,89 @@
+"""dfine.download and URL inputs: an image URL reads as the same file on disk does, and a failed download is one
+line naming the URL (served locally: tests never reach the internet)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hf_oracle import natural_images
+from httphelpers import closed_port_url, serve
+
+import dfine
+from dfine.download import download, is_url, url_file_name
+from dfine.errors import DFineError, InputFileError
+from dfine.io import load_image
+from dfine.runtime import read_image
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    natural_images(1, 96, seed=2)[0].save(folder / "street.jpg")
+    natural_images(1, 80, seed=3)[0].save(folder / "photo", format="PNG")
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "empty.jpg").write_bytes(b"")
+    with serve(folder, {"photo": "image/png"}) as base:
+        yield folder, base
+
+
+def test_is_url() -> None:
+    assert is_url("https://example.com/a.jpg") and is_url("HTTP://example.com/a")
+    assert not is_url("street.jpg") and not is_url("ftp://example.com/a.jpg") and not is_url("https://")
+    from pathlib import Path
+
+    assert not is_url(Path("http://x/a.jpg"))  # a Path is a path, whatever it spells
+
+
+@pytest.mark.parametrize("url, content_type, name", [
+    ("https://x.org/img/street.jpg?size=large", None, "street.jpg"),
+    ("https://x.org/a%20b.png", "image/png", "a_b.png"),
+    ("https://x.org/photo?id=3", "image/jpeg; charset=binary", "photo.jpg"),
+    ("https://x.org/clip", "video/mp4", "clip.mp4"),
+    ("https://x.org/", None, "download"),
+    ("https://x.org/../..", "image/png", "download.png"),
+])
+def test_url_file_name(url, content_type, name) -> None:
+    assert url_file_name(url, content_type) == name
+
+
+def test_an_image_url_reads_as_the_file_does(site) -> None:
+    folder, base = site
+    expected = np.asarray(load_image(folder / "street.jpg"))
+    assert np.array_equal(np.asarray(load_image(f"{base}/street.jpg")), expected)
+    assert np.array_equal(np.asarray(read_image(f"{base}/street.jpg")), expected)  # the torch-free runtime
+    # the processor and the Predictor take URLs like paths
+    processor = dfine.DFineImageProcessor(size={"height": 64, "width": 64})
+    assert processor(images=f"{base}/street.jpg", return_tensors="pt")["pixel_values"].equal(
+        processor(images=str(folder / "street.jpg"), return_tensors="pt")["pixel_values"])
+
+
+def test_the_content_type_names_a_path_without_extension(site, tmp_path) -> None:
+    _, base = site
+    path = download(f"{base}/photo", tmp_path)
+    assert path.name == "photo.png" and load_image(path).size == (80, 80)
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("missing.jpg", "could not download (HTTP 404"),
+    ("empty.jpg", "the server sent an empty file"),
+])
+def test_download_errors_are_one_line(site, name, problem) -> None:
+    _, base = site
+    with pytest.raises(DFineError) as caught:
+        load_image(f"{base}/{name}")
+    message = str(caught.value)
+    assert message.startswith(f"{base}/{name}: {problem}") and "\n" not in message
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    url = closed_port_url()
+    with pytest.raises(DFineError, match=r"^http://127\.0\.0\.1:\d+/street\.jpg: could not download \(") as caught:
+        load_image(url)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_url_that_is_not_an_image_names_the_url(site) -> None:
+    _, base = site
+    with pytest.raises(InputFileError) as caught:
+        load_image(f"{base}/notes.txt")
+    assert caught.value.path == f"{base}/notes.txt" and "not an image file" in str(caught.value)
