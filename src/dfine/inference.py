@@ -173,11 +173,11 @@ class Predictor:
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Tensor]]:
         """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU.
 
-        ``images`` is one image or a sequence of them; an image is a path, a PIL image, a numpy array ((H, W) or
-        (H, W, C), as :class:`~dfine.processor.DFineImageProcessor` reads it) or a torch tensor ((H, W) or
-        (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image, so one
-        image gives a list of one (as :meth:`dfine.runtime.OnnxDetector.predict`). Boxes are in the pixels of
-        each image as given (a tensor's H and W), whatever size the model runs at.
+        ``images`` is one image or a sequence of them; an image is a path or http(s) URL, a PIL image, a numpy
+        array ((H, W) or (H, W, C), as :class:`~dfine.processor.DFineImageProcessor` reads it) or a torch tensor
+        ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
+        so one image gives a list of one (as :meth:`dfine.runtime.OnnxDetector.predict`). Boxes are in the pixels
+        of each image as given (a tensor's H and W), whatever size the model runs at.
 
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
         (:func:`dfine.predict_files.predict_source` clips what it writes).

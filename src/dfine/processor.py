@@ -8,7 +8,7 @@ were validated with.
 Input rules (one image, or a list/tuple of them, or a 4-D batch tensor/array):
 
 * ``PIL.Image`` of any mode: converted to RGB by :func:`dfine.io.to_rgb` (alpha dropped, not composited).
-* ``str`` / ``Path``: read with :func:`dfine.io.load_image`.
+* ``str`` / ``Path``: read with :func:`dfine.io.load_image` (a ``str`` may be an http(s) URL).
 * ``numpy`` arrays: ``(H, W)``, ``(H, W, C)`` (preferred) or ``(C, H, W)`` with C in {1, 3, 4}, RGB(A) order.
 * ``torch`` tensors: ``(H, W)``, ``(C, H, W)`` (preferred) or ``(H, W, C)``; ``(B, ...)`` is split into B images.
   The channel axis is inferred as transformers does (first if it has 1 or 3 entries, else last; then 4 = RGBA);
