@@ -394,3 +394,13 @@ def test_post_process_focal_flag_and_top_k_validation(processor):
         processor.post_process_object_detection(
             types.SimpleNamespace(logits=torch.zeros(1, 4, 1), pred_boxes=torch.rand(1, 4, 4)), use_focal_loss=False
         )
+
+
+def test_empty_images_are_refused_not_resized(processor):
+    # a 0-pixel image was resized into a blank one, and post-processing then scaled boxes to a 0x0 image
+    for image, shape in [(np.zeros((0, 0, 3), np.uint8), "(0, 0, 3)"), (np.zeros((5, 0), np.uint8), "(5, 0)"),
+                         (torch.zeros(3, 0, 7), "(3, 0, 7)")]:
+        with pytest.raises(DFineError, match=re.escape(f"of shape {shape}")):
+            processor(image)
+    with pytest.raises(DFineError, match="cannot read an image of 0x0 pixels: it is empty"):
+        processor(Image.new("RGB", (0, 0)))

@@ -49,9 +49,10 @@ def _array_to_hwc(array: np.ndarray, from_tensor: bool = False, input_data_forma
     Errors show the shape the user gave (``array`` is never permuted before this point).
     """
     axis = _channel_axis(array.shape, from_tensor, input_data_format) if array.ndim == 3 else None
-    if array.ndim == 2:
+    # an empty array has no pixels: resized, it would become a blank image with detections of nothing
+    if array.ndim == 2 and 0 not in array.shape:
         array = array[:, :, None]
-    elif axis is not None:
+    elif axis is not None and 0 not in array.shape:
         array = np.moveaxis(array, axis, -1)
     else:
         kind = "tensor" if from_tensor else "array"
@@ -70,6 +71,8 @@ def standardize_image(image: Any, input_data_format: str | None = None) -> Image
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)  # a path, or a URL string
     if isinstance(image, Image.Image):
+        if 0 in image.size:  # as for an empty array: nothing to detect in, and resizing would invent pixels
+            raise DFineError(f"cannot read an image of {image.width}x{image.height} pixels: it is empty")
         return to_rgb(image)
     from_tensor = isinstance(image, Tensor)
     if from_tensor:
