@@ -63,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early stopping: after N evaluations without a better AP, stage 1 ends (stage 2 follows from "
                         "the best weights) and stage 2 ends the run (default: off; a resume may change it)")
+    p.add_argument("--val-split", type=float, default=None, metavar="F",
+                   help="for a data set without a validation split: hold this fraction of the training images out "
+                        "for validation (e.g. 0.1; the same images every time, chosen by file name)")
     p.add_argument("--no-pretrained-backbone", action="store_true",
                    help="start the backbone from random weights instead of ImageNet (presets only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
@@ -84,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         if "patience" in overrides:
             raise ConfigError("give patience once: --patience or --set patience=..., not both")
         overrides["patience"] = args.patience
+    if args.val_split is not None:
+        if "val_split" in overrides:
+            raise ConfigError("give val_split once: --val-split or --set val_split=..., not both")
+        overrides["val_split"] = args.val_split
     # train()'s named parameters have options of their own; --set is for the **overrides
     named = {name for name, p in inspect.signature(train).parameters.items() if p.kind is not p.VAR_KEYWORD}
     clash = set(overrides) & named

@@ -13,6 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="hub id, model folder, .pth/.safetensors file, or a last.pt")
     p.add_argument("--data", required=True, help="data YAML or data set folder (COCO, Roboflow or YOLO layout)")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--val-split", type=float, default=0.0, metavar="F",
+                   help="for a data set without a validation split: the fraction of training images that "
+                        "train --val-split held out; --split val evaluates those same images")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--image-size", type=int, default=None,
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = half_precision(args)
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty(),
-                 dtype=dtype, half_head=args.half_head, output=args.output, score_threshold=args.threshold)
+                 dtype=dtype, half_head=args.half_head, output=args.output, score_threshold=args.threshold,
+                 val_split=args.val_split)
     if args.json:
         print(json.dumps(result.as_dict(), allow_nan=False))
     else:

@@ -239,6 +239,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
            progress: bool, sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
     from dfine.config import DFineConfig
     from dfine.data import EvalTransforms, TrainTransforms, check_dataset, default_workers, resolve_dataset
+    from dfine.data.holdout import hold_out_validation
     from dfine.data.transforms import image_size_hw
     from dfine.engine import checkpoint as ckpt
     from dfine.engine.build import (
@@ -289,6 +290,9 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     # -- data: checked first, so that problems surface before anything slow happens
     spec = resolve_dataset(data)
     _check_output_outside_images(output_dir, spec)
+    val_split = (state["hparams"] if state is not None else hp_overrides).get("val_split", 0.0)
+    if val_split:
+        spec = hold_out_validation(spec, val_split)
     data_source = str(Path(spec.source).resolve())  # recorded in last.pt; a resume compares it
     splits = [s for s in ("train", "val") if s in spec.splits]
     if "train" not in splits:
@@ -298,7 +302,8 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     class_names = list(spec.names)
     if "val" not in spec.splits:
         logger.warning("%s has no validation split: training without evaluation; best/ will hold the final EMA "
-                       "weights", spec.source)
+                       "weights (val_split=0.1 / --val-split 0.1 holds a tenth of the training images out for "
+                       "it)", spec.source)
     num_train = len(spec.index("train").records)
 
     # -- model and hyper-parameters
@@ -413,7 +418,7 @@ def _check_output_outside_images(output: Path, spec: Any) -> None:
 # ---------------------------------------------------------------------------------------------------- val
 def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,
                          workers: Any, progress: Any, dtype: Any, half_head: Any, output: Any = None,
-                         score_threshold: Any = 0.5) -> torch.dtype | None:
+                         score_threshold: Any = 0.5, val_split: Any = 0.0) -> torch.dtype | None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download); returns
     ``dtype`` as a torch dtype."""
     from dfine.arguments import check_device, check_flag, check_integer, check_number, check_path, shown
@@ -424,6 +429,7 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
         if Path(output).expanduser().is_file():
             raise InputFileError(Path(output), "is a file: output needs a folder")
     check_number(score_threshold, "score_threshold", low=0.0, high=1.0)
+    check_number(val_split, "val_split", low=0.0, high=1.0)
 
     _check_model(model, trainable=False)
     check_path(data, "data", "a data YAML or data set folder")
@@ -458,6 +464,7 @@ def val(
     half_head: bool = False,
     output: str | Path | None = None,
     score_threshold: float = 0.5,
+    val_split: float = 0.0,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
 
@@ -479,6 +486,8 @@ def val(
             category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png`` and
             ``confusion_matrix.png`` to (:func:`dfine.engine.analysis.write_report`).
         score_threshold: the score from which a detection counts in the confusion matrix.
+        val_split: for a data set without a validation split, the fraction of its training images that
+            ``train(val_split=...)`` held out: ``split="val"`` evaluates those same images (0: none).
 
     Returns:
         The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``; ``result["AP"]``
@@ -491,6 +500,7 @@ def val(
     """
     from dfine.arguments import resolve_device
     from dfine.data import BatchCollator, EvalTransforms, build_dataloader, check_dataset, resolve_dataset
+    from dfine.data.holdout import hold_out_validation
     from dfine.data.transforms import image_size_hw
     from dfine.engine.build import check_image_size
     from dfine.engine.validate import evaluate
@@ -499,13 +509,16 @@ def val(
     from dfine.model import DFineForObjectDetection
 
     dtype = _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype,
-                                 half_head, output, score_threshold)
+                                 half_head, output, score_threshold, val_split)
     dev = resolve_device(device)  # cheap, and a missing GPU should not wait for the data check
     if dtype == torch.float16 and dev.type != "cuda":
         raise DFineError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
     spec = resolve_dataset(data)
+    if val_split:
+        spec = hold_out_validation(spec, val_split)
     if split not in spec.splits:
-        raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)})")
+        hint = " (a data set without one: val_split=0.1 / --val-split 0.1 as in training)" if split == "val" else ""
+        raise DFineError(f"{spec.source}: no '{split}' split (found: {', '.join(spec.splits)}){hint}")
     if output is not None:
         _check_output_outside_images(Path(output).expanduser(), spec)
     check_dataset(spec, [split], progress=progress)

@@ -72,6 +72,8 @@ class Hyperparameters:
         fine_tune: the run starts from trained detection weights.
         patience: early stopping (0 = off): after this many evaluations in a row without a better AP, stage 1 ends
             early (training goes on with stage 2 from the best stage-1 weights) and stage 2 ends the run.
+        val_split: for a data set without a validation split, the fraction of the training images held out for
+            validation (0 = none; :mod:`dfine.data.holdout`).
         notes: human-readable record of every adjustment made to the recipe.
     """
 
@@ -94,6 +96,7 @@ class Hyperparameters:
     betas: tuple[float, float] = (0.9, 0.999)
     fine_tune: bool = False
     patience: int = 0
+    val_split: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @classmethod
