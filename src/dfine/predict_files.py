@@ -20,6 +20,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from PIL import Image
 
+from dfine.auto_label import CocoLabelWriter, check_label_file, common_folder
 from dfine.download import download, is_url
 from dfine.errors import DFineError, InputFileError, first_line
 from dfine.io import list_images, load_image
@@ -56,6 +57,7 @@ class PredictionRun:
     videos: int = 0  #: videos predicted
     frames: int = 0  #: video frames predicted (all frames of all videos)
     annotated_videos: list[Path] = field(default_factory=list)  #: annotated MP4s written, in input order
+    coco_labels: Path | None = None  #: the COCO annotation file of ``save_coco``, when written
 
 
 def prepare_output_dir(output_dir: str | Path) -> Path:
@@ -107,8 +109,10 @@ class _Recorder:
     """
 
     def __init__(self, predictor: Detector, threshold: float, stream: TextIO,
-                 classes: Sequence[int] | None = None, file_names: dict[Path, str] | None = None) -> None:
+                 classes: Sequence[int] | None = None, file_names: dict[Path, str] | None = None,
+                 labels: CocoLabelWriter | None = None) -> None:
         self.predictor = predictor
+        self.labels = labels  # still images also go to a COCO annotation file (--save-coco)
         self.file_names = file_names or {}  # what records call a file, where not its path (a downloaded URL)
         self.threshold = threshold
         self.classes = None if classes is None else np.asarray(sorted(set(classes)), dtype=np.int64)
@@ -141,6 +145,8 @@ class _Recorder:
             if self.classes is not None:
                 keep = np.isin(labels_array, self.classes)
                 boxes, labels_array, scores_array = boxes[keep], labels_array[keep], scores_array[keep]
+            if self.labels is not None and frame is None:
+                self.labels.add(path, picture.width, picture.height, boxes, labels_array, scores_array)
             labels, scores = labels_array.tolist(), scores_array.tolist()
             where: dict[str, Any] = {"image_id": self.next_id, "file_name": self.file_names.get(path, str(path))}
             if frame is not None:
@@ -269,7 +275,8 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
 
 def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
                    batch_size: int = 1, save_images: bool = True, progress: bool = True,
-                   classes: str | Sequence[str | int] | None = None) -> PredictionRun:
+                   classes: str | Sequence[str | int] | None = None,
+                   save_coco: str | Path | None = None) -> PredictionRun:
     """Run ``predictor`` on an image or video, a folder, a glob or an http(s) URL of an image or video (downloaded
     for the run; its records' ``file_name`` is the URL); write annotated copies and ``predictions.json``.
 
@@ -290,6 +297,9 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
     the records and the pictures alike.
 
+    ``save_coco`` also writes the still images' detections as a COCO annotation file, every image listed (see
+    :mod:`dfine.auto_label`): to correct in a labelling tool and train on. Video frames are left out of it.
+
     When the source is several files (a folder or a glob), a file that cannot be read is skipped with a warning
     naming it and listed in the result's ``skipped``; a single named file that cannot be read, or a source none
     of whose files can, raises.
@@ -302,12 +312,22 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     from dfine.hub.files import atomic_write
 
     wanted = class_indices(classes, predictor.class_names) if classes is not None else None
+    label_file = check_label_file(save_coco) if save_coco is not None else None
     output = prepare_output_dir(output_dir)
     with _local_files(source, progress) as (files, file_names):
+        labels = None
+        if label_file is not None:
+            root = Path(source) if Path(source).is_dir() else common_folder(files)
+            labels = CocoLabelWriter(predictor.class_names, getattr(predictor, "dataset_category_ids", None), root)
         job = _Job(predictor, source, files, output, threshold, batch_size, save_images, progress, wanted,
-                   file_names)
+                   file_names, labels)
         # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
         atomic_write(job.run.predictions, job.write)
+    if labels is not None and label_file is not None:
+        if job.has_videos:
+            logger.warning("%s: video frames are not written to the annotation file, only still images",
+                           label_file)
+        job.run.coco_labels = labels.write(label_file)
     return job.run
 
 
@@ -334,9 +354,10 @@ class _Job:
 
     def __init__(self, predictor: Detector, source: str | Path, files: list[Path], output_dir: Path,
                  threshold: float, batch_size: int, save_images: bool, progress: bool,
-                 classes: list[int] | None = None, file_names: dict[Path, str] | None = None) -> None:
+                 classes: list[int] | None = None, file_names: dict[Path, str] | None = None,
+                 labels: CocoLabelWriter | None = None) -> None:
         self.predictor, self.source, self.files, self.output_dir = predictor, source, files, output_dir
-        self.classes, self.file_names = classes, file_names or {}
+        self.classes, self.file_names, self.labels = classes, file_names or {}, labels
         self.threshold, self.batch_size, self.save_images, self.progress = threshold, batch_size, save_images, progress
         self.run = PredictionRun(output_dir / "predictions.json", 0, 0)
         self.used_names: set[str] = set()
@@ -345,7 +366,8 @@ class _Job:
     def write(self, tmp: Path) -> None:
         """Predict everything, writing the records to ``tmp``."""
         with open(tmp, "w", encoding="utf-8") as stream:
-            recorder = _Recorder(self.predictor, self.threshold, stream, self.classes, self.file_names)
+            recorder = _Recorder(self.predictor, self.threshold, stream, self.classes, self.file_names,
+                                 self.labels)
             self._predict_all(recorder)
             recorder.finish()
         run = self.run

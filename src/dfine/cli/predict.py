@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
                         "when --model ends in .onnx, else torch")
+    p.add_argument("--save-coco", default=None, metavar="FILE",
+                   help="also write the detections as a COCO annotation file listing every image (file names "
+                        "relative to the source folder), to correct in CVAT / Label Studio and train on")
     p.add_argument("--no-save-images", action="store_true",
                    help="only write predictions.json (no annotated images or videos)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dfine.arguments import validate_image_size
+    from dfine.auto_label import check_label_file
     from dfine.errors import DFineError
     from dfine.inference import Predictor
     from dfine.predict_files import predict_source, prepare_output_dir
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend or ("onnxruntime" if Path(args.model).suffix.lower() == ".onnx" else "torch")
     # Before loading the model, which can mean a download: a bad --output should not cost that.
     prepare_output_dir(args.output)
+    if args.save_coco is not None:
+        check_label_file(args.save_coco)
     if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector, providers_for_device
 
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                                               half_head=args.half_head, bf16=args.bf16)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
-                            progress=not args.no_progress, classes=args.classes)
+                            progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco)
     inputs = []
     if result.images or not result.videos:
         inputs.append(_count(result.images, "image"))
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if result.skipped:
         kind = "file" if result.videos or any(is_video_file(e.path) for e in result.skipped) else "image"
         summary += f"; skipped {_count(len(result.skipped), 'unreadable ' + kind)} (see the warnings above)"
+    if result.coco_labels is not None:
+        summary += f"; COCO annotations in {result.coco_labels}"
     print(summary)
     return 0
 
