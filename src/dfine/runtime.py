@@ -159,6 +159,18 @@ def providers_for_device(device: str) -> list[Any] | None:
     return [("CUDAExecutionProvider", {"device_id": int(match[1] or 0)}), "CPUExecutionProvider"]
 
 
+def check_onnx_file(path: Path) -> None:
+    """Raise a one-line InputFileError when ``path`` cannot be an ONNX model: missing, a folder, or empty (ONNX
+    Runtime reports an empty file as "No graph was found in the protobuf", and onnx.load reads it as a model
+    without a graph)."""
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not an .onnx file")
+    if not path.is_file():
+        raise InputFileError(path, "no such ONNX file")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "empty file, not an ONNX model")
+
+
 def create_session(path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` with full graph optimisation.
 
@@ -172,8 +184,7 @@ def create_session(path: str | Path, providers: Sequence[str] | None = None, thr
     except ImportError:
         raise DFineError("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from None
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such ONNX file")
+    check_onnx_file(path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

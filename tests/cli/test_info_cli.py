@@ -32,3 +32,19 @@ def test_info_lists_the_class_names_of_an_export(tmp_path, capsys) -> None:
     onnx.save(proto, str(model))
     assert main(["info", str(model)]) == 0
     assert "classes:     2\n             cat, dog\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["info", "predict"])
+def test_empty_or_folder_onnx_path_says_what_it_is(command, tmp_path, capsys) -> None:
+    # an empty file was described by `dfine info` as an ONNX model (IR 0, no inputs) and reported by ONNX Runtime
+    # as "No graph was found in the protobuf"; a folder was "no such ONNX file"
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    for model, problem in [(empty, "empty file, not an ONNX model"), (folder, "is a folder, not an .onnx file")]:
+        argv = ["info", str(model)] if command == "info" else [
+            "predict", str(tmp_path), "--model", str(model), "--backend", "onnxruntime", "--output",
+            str(tmp_path / "out")]
+        assert main(argv) == 2
+        assert _error_line(capsys) == f"dfine {command}: error: {model}: {problem}"

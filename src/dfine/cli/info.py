@@ -35,13 +35,13 @@ def describe_onnx(path: Path) -> list[str]:
     """The lines ``dfine info`` prints for an ``.onnx`` file: inputs and outputs with shapes, opset, file size and
     the metadata a ``dfine export`` writes (precision, classes)."""
     from dfine.errors import DFineError, InputFileError, first_line
+    from dfine.runtime import check_onnx_file
 
     try:
         import onnx
     except ImportError:
         raise DFineError("describing an .onnx file needs onnx: pip install onnx") from None
-    if not path.is_file():
-        raise InputFileError(path, "no such ONNX file")
+    check_onnx_file(path)
     try:
         # the weights are not needed to describe the graph
         proto = onnx.load(str(path), load_external_data=False)
