@@ -265,7 +265,7 @@ def list_images(source: str | Path, recursive: bool = False, videos: bool = Fals
         if not found:
             hint = ""
             if not recursive and any(_has_extension(p, extensions) for p in path.rglob("*")):
-                hint = " (its subfolders have some: list them recursively)"
+                hint = " (its subfolders have some: --recursive / recursive=True lists them)"
             listed = ", ".join(sorted(IMAGE_EXTENSIONS))
             if videos:
                 listed += "; videos: " + ", ".join(sorted(VIDEO_EXTENSIONS))

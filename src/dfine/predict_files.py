@@ -276,7 +276,7 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
 def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
                    batch_size: int = 1, save_images: bool = True, progress: bool = True,
                    classes: str | Sequence[str | int] | None = None,
-                   save_coco: str | Path | None = None) -> PredictionRun:
+                   save_coco: str | Path | None = None, recursive: bool = False) -> PredictionRun:
     """Run ``predictor`` on an image or video, a folder, a glob or an http(s) URL of an image or video (downloaded
     for the run; its records' ``file_name`` is the URL); write annotated copies and ``predictions.json``.
 
@@ -293,6 +293,9 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
     av``); their frames are read upright (display rotation applied), and the first audio track is copied along
     (re-encoded to AAC when an MP4 cannot hold its codec).
+
+    ``recursive`` also predicts the files in a folder's subfolders (annotated copies all go to ``output_dir``,
+    numbered where names repeat).
 
     ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
     the records and the pictures alike.
@@ -314,7 +317,7 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     wanted = class_indices(classes, predictor.class_names) if classes is not None else None
     label_file = check_label_file(save_coco) if save_coco is not None else None
     output = prepare_output_dir(output_dir)
-    with _local_files(source, progress) as (files, file_names):
+    with _local_files(source, progress, recursive) as (files, file_names):
         labels = None
         if label_file is not None:
             root = Path(source) if Path(source).is_dir() else common_folder(files)
@@ -332,11 +335,12 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
 
 
 @contextlib.contextmanager
-def _local_files(source: str | Path, progress: bool) -> Iterator[tuple[list[Path], dict[Path, str]]]:
+def _local_files(source: str | Path, progress: bool, recursive: bool = False
+                 ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """The files of ``source`` and the names records give them: a URL is downloaded into a temporary folder for
     the run, and its records and errors name the URL rather than that folder."""
     if not is_url(source):
-        yield list_images(source, videos=True), {}
+        yield list_images(source, recursive=recursive, videos=True), {}
         return
     url = str(source).strip()
     with tempfile.TemporaryDirectory(prefix="dfine-download-") as folder:

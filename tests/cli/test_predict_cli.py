@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,3 +331,21 @@ def test_onnx_backend_follows_device(image_dir, tmp_path, capsys, monkeypatch) -
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert _predict(image_dir / "img0.jpg", model, tmp_path / "gpu", "--device", "cuda:1") == 2
     assert "CUDAExecutionProvider" in _error_line(capsys)
+
+
+def test_subfolders_need_recursive_and_are_refused_before_the_model_loads(model_dir, tmp_path, capsys) -> None:
+    from hf_oracle import natural_images
+
+    for sub, picture in zip(("day", "night"), natural_images(2, 96, seed=1), strict=True):
+        (tmp_path / "photos" / sub).mkdir(parents=True)
+        picture.save(tmp_path / "photos" / sub / "x.jpg")
+    # the model name is never read: the empty source is the error, at once
+    assert main(["predict", str(tmp_path / "photos"), "--model", "not-loaded", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "its subfolders have some: --recursive" in err
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "photos"), "-r", "--model", str(model_dir), "--output", str(out),
+                 "--threshold", "0.0", "--no-progress"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert {Path(r["file_name"]).parent.name for r in records} == {"day", "night"}
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["x.jpg", "x_1.jpg"]  # one folder, names numbered

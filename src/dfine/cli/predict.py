@@ -48,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
                         "when --model ends in .onnx, else torch")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="for a folder: also the images and videos in its subfolders")
     p.add_argument("--save-coco", default=None, metavar="FILE",
                    help="also write the detections as a COCO annotation file listing every image (file names "
                         "relative to the source folder), to correct in CVAT / Label Studio and train on")
@@ -60,8 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dfine.arguments import validate_image_size
     from dfine.auto_label import check_label_file
+    from dfine.download import is_url
     from dfine.errors import DFineError
     from dfine.inference import Predictor
+    from dfine.io import list_images
     from dfine.predict_files import predict_source, prepare_output_dir
     from dfine.video import is_video_file
 
@@ -77,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.output)
     if args.save_coco is not None:
         check_label_file(args.save_coco)
+    if not is_url(args.source):
+        list_images(args.source, recursive=args.recursive, videos=True)  # a source without pictures fails here
     if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector, providers_for_device
 
@@ -90,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                                               half_head=args.half_head, bf16=args.bf16)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
-                            progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco)
+                            progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco,
+                            recursive=args.recursive)
     inputs = []
     if result.images or not result.videos:
         inputs.append(_count(result.images, "image"))
