@@ -31,9 +31,10 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 # A frame rate for containers that do not say (raw streams, some AVIs): the usual camera rate.
 _FALLBACK_FPS = Fraction(30)
 
-# The 90 kHz clock of MPEG timestamps: whole ticks for the usual rates (3003 at 29.97 fps, 3600 at 25, 1500 at 60),
-# and fine enough for the times of variable-rate video.
-_TIME_BASE = Fraction(1, 90_000)
+# Frame timestamps in 1/60000 s: whole ticks for the usual rates (2002 at 29.97 fps, 2400 at 25, 1000 at 60), fine
+# enough for the times of variable-rate video, and within the MPEG-4 part 2 encoder's limit (a denominator of at
+# most 65535; the 90 kHz clock of MPEG-TS is refused there).
+_TIME_BASE = Fraction(1, 60_000)
 
 # Display rotations (counter-clockwise degrees, as FFmpeg reports them) -> the transpose that shows the frame upright.
 _UPRIGHT = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
