@@ -129,3 +129,41 @@ def test_resuming_with_the_same_list_option_is_not_a_change(betas, refused: bool
             check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)
     else:
         check_resume_options(state, hp, overrides, batch_size=None, lr=None, image_size=64)
+
+
+@pytest.mark.slow
+def test_a_best_epoch_before_the_kill_still_gets_its_val_report(tmp_path: Path, tiny_yaml: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The killed run never reaches the end where val/ is written; the resumed run's epochs score lower, so it holds
+    no evaluation of the best epoch either: val/ and the closing table must still describe best/."""
+    import dataclasses
+    import json
+
+    real_validate = trainer_module.Trainer.validate
+    faked_ap = iter([0.5, 0.1])  # epoch 1 is the best, epoch 2 (after the resume) is worse
+
+    def validate(self):
+        return dataclasses.replace(real_validate(self), AP=next(faked_ap))
+
+    monkeypatch.setattr(trainer_module.Trainer, "validate", validate)
+    real_end = trainer_module.Trainer._end_of_epoch
+
+    def end_then_die(self, epoch, *rest, **kwargs):
+        real_end(self, epoch, *rest, **kwargs)
+        raise Killed
+
+    args = dict(epochs=2, batch_size=4, output=tmp_path / "run", **TINY)
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module.Trainer, "_end_of_epoch", end_then_die)
+        with pytest.raises(Killed):
+            dfine.train(tiny_yaml, **args)
+    assert not (tmp_path / "run" / "val").exists()
+    capsys.readouterr()
+
+    dfine.train(tiny_yaml, resume=True, **args)
+    out = capsys.readouterr().out
+    assert "Validation of the best EMA weights (epoch 1):" in out
+    assert "Precision-recall curves, confusion matrix and per-class AP of epoch 1" in out
+    report = json.loads((tmp_path / "run" / "val" / "metrics.json").read_text())
+    assert report["num_images"] == 4

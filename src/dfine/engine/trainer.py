@@ -452,12 +452,38 @@ class Trainer:
         self.say(f"Precision-recall curves, confusion matrix and per-class AP of epoch {self.state.best_epoch + 1}: "
                  f"{self.output_dir / 'val'}")
 
+    def _reevaluate_best(self) -> None:
+        """Evaluate ``best/`` again, for the closing table and ``val/``: a resumed run whose best epoch came before
+        the resume holds no result of it, and the killed run stopped before it could write ``val/``."""
+        from dfine.hub.convert import to_internal_names
+        from dfine.hub.resolve import load_safetensors_file
+        from dfine.model.pretrained import load_state_dict_checked
+
+        path = self._paths["best"] / "model.safetensors"
+        weights, problem = read_agreed(path, load_safetensors_file, (DFineError,))
+        if problem is not None or weights is None:
+            logger.warning("could not reload %s for the best epoch's report (%s)", path, problem or "no such file")
+            return
+        assert self.val_loader is not None and self.val_ground_truth is not None
+        model = copy.deepcopy(self.ema.module)
+        try:
+            load_state_dict_checked(model, to_internal_names(weights), str(path))
+        except DFineError as error:  # the same on every rank: they all read rank 0's weights
+            logger.warning("could not reload %s for the best epoch's report (%s)", path, error)
+            return
+        self._best_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
+        self._best_result = evaluate(model, self.val_loader, self.val_ground_truth, self.class_names, self.device,
+                                     self.amp_dtype, progress=self.progress and is_main_process(),
+                                     evaluator=self._best_evaluator)
+
     def _finish(self) -> None:
         best = self._paths["best"]
         if is_main_process() and not best.exists():
             # No evaluation happened (no validation split, eval_interval <= 0): the final EMA is the best we have.
             ckpt.save_best_model(self.ema.module, self.processor, best)
             self.say(f"No evaluation ran: {best} holds the final EMA weights")
+        if self._best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
+            self._reevaluate_best()
         if self._best_result is not None:
             self.say(f"\nValidation of the best EMA weights (epoch {self.state.best_epoch + 1}):\n"
                      f"{self._best_result.table()}")
