@@ -107,3 +107,17 @@ def test_the_report_folder_expands_the_home_folder(tmp_path: Path, monkeypatch) 
     written = write_report("~/report", evaluator.compute(), evaluator, [0, 1], ["cat", "dog"])
     assert (tmp_path / "home" / "report" / "metrics.json").is_file() and not (tmp_path / "~").exists()
     assert all(path.parent == tmp_path / "home" / "report" for path in written)
+
+
+def test_a_report_folder_below_a_file_is_one_line(tmp_path: Path) -> None:
+    # `dfine val --output some_file/report` ended in a NotADirectoryError traceback after the whole evaluation
+    import pytest
+
+    from dfine.engine.analysis import write_report
+    from dfine.errors import InputFileError
+
+    (tmp_path / "notes.txt").write_text("")
+    evaluator = CocoEvaluator(_truth(), ["cat", "dog"])
+    evaluator.update({1: {"boxes": np.array([[0, 0, 20, 20]]), "scores": np.array([0.9]), "labels": np.array([0])}})
+    with pytest.raises(InputFileError, match="part of the path is a file, not a folder"):
+        write_report(tmp_path / "notes.txt" / "report", evaluator.compute(), evaluator, [0, 1], ["cat", "dog"])

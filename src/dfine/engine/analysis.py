@@ -127,9 +127,10 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
 
     from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves
     from dfine.hub.files import atomic_write, atomic_write_text
+    from dfine.predict_files import prepare_output_dir
 
-    folder = Path(output).expanduser()  # as val() checks it, and train's output is taken
-    folder.mkdir(parents=True, exist_ok=True)
+    # expanduser: as val() checks it, and train's output is taken. A parent that is a file is a one-line error.
+    folder = prepare_output_dir(Path(output).expanduser())
     ground_truth = evaluator.ground_truth()
     predictions = evaluator.predictions()
     records = prediction_records(ground_truth, predictions, category_ids, class_names)
