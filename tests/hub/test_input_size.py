@@ -82,3 +82,18 @@ def test_a_saved_model_without_a_processor_config_keeps_its_training_size(tmp_pa
     assert model_input_size(plain) == (640, 640)
     _processor_at(trained, 320)  # a processor config, when there is one, is what the processor was saved with
     assert model_input_size(trained) == (320, 320)
+
+
+def test_a_processor_size_the_model_cannot_take_names_the_file(tmp_path: Path) -> None:
+    # predict, val, export and benchmark each refused 300x300 later, without saying it came from this file
+    import pytest
+
+    from dfine.errors import InputFileError
+
+    _processor_at(tmp_path, 300)
+    with pytest.raises(InputFileError, match=r"preprocessor_config\.json: size 300x300 is not a multiple of 32"):
+        model_input_size(tmp_path)
+    assert load_processor(tmp_path, image_size=320).size == {"height": 320, "width": 320}  # the way around it
+    padding = DFineImageProcessor(size={"height": 300, "width": 300}, do_pad=True, pad_size=320)
+    padding.save_pretrained(tmp_path)  # padded to a size the model takes: fine
+    assert model_input_size(tmp_path) == (300, 300)

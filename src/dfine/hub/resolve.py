@@ -347,7 +347,7 @@ def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
     ``dfine train`` checkpoint (``last.pt``) records, else its :func:`processor_folder`'s
     ``preprocessor_config.json``, else the training size its ``config.json`` records, else 640 (the released
     checkpoints')."""
-    from dfine.processor import DFineImageProcessor
+    from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
 
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix in _TORCH_SUFFIXES:
@@ -356,6 +356,13 @@ def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
             return size
     folder = processor_folder(path)
     if folder is not None:
-        size = DFineImageProcessor.from_pretrained(folder).size
-        return size["height"], size["width"]
+        processor = DFineImageProcessor.from_pretrained(folder)
+        height, width = processor.size["height"], processor.size["width"]
+        if not processor.do_pad and (height % 32 or width % 32):
+            # every command would refuse the size later (the backbone's stride is 32), naming neither the file
+            # the size came from nor the way around it
+            raise InputFileError(folder / PREPROCESSOR_CONFIG_NAME,
+                                 f"size {height}x{width} is not a multiple of 32, as D-FINE's input must be: "
+                                 "correct it, or give an image size (--image-size)")
+        return height, width
     return _saved_training_size(path) or (640, 640)
