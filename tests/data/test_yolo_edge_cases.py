@@ -235,3 +235,12 @@ def test_jpeg_variants_are_read_and_unread_photo_types_are_reported(tmp_path):
     assert str(train / "e.heic") in left[0] and "pdf" not in " ".join(report.repairs)
     dataset = resolve_dataset(data).build("train", transforms=None)
     assert len(dataset) == 4 and all(dataset[i][0] is not None for i in range(4))
+
+
+@pytest.mark.parametrize("names, class_id", [("[cat, null]", 1), ("['', dog]", 0), ("{0: cat, 3: }", 3)])
+def test_a_class_without_a_name_is_refused(tmp_path, names, class_id):
+    # an empty entry reads as null, and the class was trained and reported as 'None'
+    data = write_yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, ["x"])
+    data.write_text(f"train: images/train\nval: images/val\nnames: {names}\n")
+    with pytest.raises(InputFileError, match=rf"data\.yaml: class {class_id} in 'names' has no name"):
+        resolve_dataset(data)

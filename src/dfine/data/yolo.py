@@ -57,6 +57,10 @@ def _names(value: Any, nc: Any, path: Path) -> CategoryTable:
         raise InputFileError(path, "'names' must be a non-empty list of class names or a {class id: name} mapping")
     if nc is not None and nc != len(names):
         raise InputFileError(path, f"'nc' is {nc} but 'names' has {len(names)} entries")
+    for class_id, name in value.items() if isinstance(value, dict) else enumerate(value):
+        if name is None or not str(name).strip():
+            # an empty entry ('- ' or '{0: }') reads as null: the class would be called 'None'
+            raise InputFileError(path, f"class {class_id} in 'names' has no name")
     if min(names) < 0:
         raise InputFileError(path, "class ids in 'names' must not be negative")
     ids = sorted(names)
