@@ -279,3 +279,22 @@ def test_a_bbox_number_too_large_for_a_float_is_a_problem(tmp_path):
     index, ann_file = _load(tmp_path, [box_annotation(1, 1, [10**400, 2, 10, 10])])
     assert len(index.problems) == 1 and index.problems[0].startswith(f"{ann_file} annotation 1: ")
     assert "infinite" in index.problems[0]
+
+
+def test_a_folder_where_a_file_is_expected_and_a_file_where_a_folder_is(tmp_path: Path) -> None:
+    # each was reported as missing ("annotation file is missing", "image file is missing", "image folder does not
+    # exist") though it was there, of the other kind
+    write_coco(tmp_path, [_IMAGE, {**_IMAGE, "id": 2, "file_name": "sub"}], [box_annotation(1, 1, [1, 1, 5, 5])],
+               make_images=False)
+    write_image(tmp_path / "a.png", 64, 48)
+    (tmp_path / "sub").mkdir()
+    data = tmp_path / "data.yaml"
+    data.write_text("train: {images: ., annotations: instances.json}\n"
+                    "val: {images: a.png, annotations: instances.json}\n"
+                    "test: {images: ., annotations: .}\n")
+    with pytest.raises(DatasetError) as error:
+        check_dataset(data, progress=False)
+    problems = error.value.problems
+    assert f"{tmp_path / 'sub'}: is a folder, not an image file" in problems
+    assert any(p.startswith(f"{tmp_path / 'a.png'}: is a file, not a folder") for p in problems), problems
+    assert f"{tmp_path}: is a folder, not a COCO annotation file" in problems

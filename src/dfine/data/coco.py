@@ -124,6 +124,8 @@ def read_coco_json(annotation_file: str | Path) -> dict[str, Any]:
         InputFileError: missing file, invalid JSON, or no ``images`` / ``annotations`` / ``categories`` lists.
     """
     path = Path(annotation_file)
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a COCO annotation file")
     if not path.is_file():
         raise InputFileError(path, "annotation file is missing")
     try:

@@ -106,7 +106,7 @@ def probe_image(path: str | Path, *, verify: bool = False) -> ImageInfo:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "image file is missing")
+        raise InputFileError(path, "is a folder, not an image file" if path.is_dir() else "image file is missing")
     try:
         with Image.open(path) as image:
             complete = not (verify and image.format == "JPEG") or ends_with_jpeg_end_marker(path)
@@ -182,7 +182,8 @@ def note_missing_folder(problems: list[str], image: Path, source: Path) -> bool:
     """
     if image.exists() or image.parent.is_dir():
         return False
-    line = f"{image.parent}: image folder does not exist (it should hold images listed in {source})"
+    problem = "is a file, not a folder" if image.parent.exists() else "image folder does not exist"
+    line = f"{image.parent}: {problem} (it should hold images listed in {source})"
     if line not in problems:
         problems.append(line)
     return True
