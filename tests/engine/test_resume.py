@@ -167,3 +167,19 @@ def test_a_best_epoch_before_the_kill_still_gets_its_val_report(tmp_path: Path, 
     assert "Precision-recall curves, confusion matrix and per-class AP of epoch 1" in out
     report = json.loads((tmp_path / "run" / "val" / "metrics.json").read_text())
     assert report["num_images"] == 4
+
+
+def test_a_kill_while_best_is_written_repeats_the_epoch(tmp_path: Path, tiny_yaml: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """best/ and best_stage1.pt are written before last.pt: a kill between them must not leave a last.pt that says
+    the epoch is done (a resume would skip it, and best/ would stay an epoch behind what last.pt records)."""
+    from dfine.engine import checkpoint as ckpt
+
+    def die(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(ckpt, "save_best_model", die)
+    with pytest.raises(Killed):
+        dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", **TINY)
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert torch.load(tmp_path / "run" / "best_stage1.pt", weights_only=True)["epoch"] == 0

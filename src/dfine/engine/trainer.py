@@ -358,11 +358,13 @@ class Trainer:
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
         if is_main_process():
             state = self.checkpoint_state(epoch, rng)
-            ckpt.save_checkpoint(self._paths["last"], state)
+            # last.pt goes last: a kill before it is written repeats this epoch on resume, which writes best/ and
+            # best_stage1.pt again; written first, a kill in between would leave them an epoch behind for good
             if improved:
-                ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
                 if s.stage == 1:
                     ckpt.save_checkpoint(self._paths["stage1"], state)
+                ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
+            ckpt.save_checkpoint(self._paths["last"], state)
             lrs = current_lrs(self.optimizer)
             metrics_logger.log_epoch(
                 epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
