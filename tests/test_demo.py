@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -96,3 +97,23 @@ def test_cli_registers_demo():
     assert (args.epochs, args.output, args.quiet, args.minutes) == (2, "x", True, None)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--epochs", "2", "--minutes", "3"])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"minutes": float("nan")}, "minutes must be a positive number, got nan"),
+    ({"minutes": float("inf")}, "minutes must be a positive number, got inf"),
+    ({"seed": -1}, "the seed must be an integer from 0 to 2**63 - 1, got -1"),
+])
+def test_invalid_minutes_and_seed_are_one_line(tmp_path, options, message):
+    # NaN minutes reached math.floor (ValueError), a negative seed NumPy's generator, both as tracebacks
+    with pytest.raises(DFineError, match=re.escape(message)):
+        run_demo(output=tmp_path / "demo", **options)
+
+
+def test_output_that_is_a_file_or_below_one_is_one_line(tmp_path):
+    # both were a NotADirectoryError traceback
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DFineError, match="exists and is not a folder"):
+        _prepare_output(tmp_path / "notes.txt")
+    with pytest.raises(DFineError, match="part of the path is a file, not a folder"):
+        _prepare_output(tmp_path / "notes.txt" / "demo")

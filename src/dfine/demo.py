@@ -75,16 +75,21 @@ class DemoResult:
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
+_MAX_SEED = 2**63 - 1  # what training accepts (torch's seeds are signed 64-bit)
+
+
 def _prepare_output(output: Path) -> None:
     """Create ``output``; refuse a non-empty folder that an earlier demo did not write (it could be anything)."""
-    if output.exists() and any(output.iterdir()) and not (output / _MARKER).exists():
+    from dfine.predict_files import prepare_output_dir
+
+    if output.is_dir() and any(output.iterdir()) and not (output / _MARKER).exists():
         raise DFineError(f"{output}: folder exists and was not written by dfine demo; pass another --output")
     if (output / _MARKER).exists():
         import shutil
 
         for name in ("data", "train", "predictions"):
             shutil.rmtree(output / name, ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output)  # a file of that name, or a file above it, is a one-line error
     (output / _MARKER).write_text("written by dfine demo; a new demo run replaces this folder's contents\n")
 
 
@@ -264,8 +269,11 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     start = time.perf_counter()
     if epochs is not None and epochs < 1:
         raise DFineError(f"epochs must be at least 1, got {epochs}")
-    if minutes is not None and minutes <= 0:
-        raise DFineError(f"minutes must be positive, got {minutes}")
+    if minutes is not None and not 0 < minutes < math.inf:  # NaN fails both comparisons
+        raise DFineError(f"minutes must be a positive number, got {minutes}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
+        # checked by training too, but only after the data set is drawn, which fails first on a negative seed
+        raise DFineError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     if image_size % 32 or image_size < 256:
         raise DFineError(f"image size must be a multiple of 32 and at least 256, got {image_size}")
     if num_train < batch_size or num_val < 1:
