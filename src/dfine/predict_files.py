@@ -267,7 +267,7 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
         else:
             close = difflib.get_close_matches(text, list(class_names), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise DFineError(f"the model has no class {text!r}{hint} (dfine info --model M lists its classes)")
+            raise DFineError(f"the model has no class {text!r}{hint} (dfine info MODEL lists its classes)")
     if not indices:
         raise DFineError("no class given: name at least one, e.g. --classes person,car")
     return sorted(set(indices))

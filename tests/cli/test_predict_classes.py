@@ -40,7 +40,7 @@ def test_only_the_named_classes_are_kept(cat_dog_onnx, tmp_path, classes, kept) 
 
 
 @pytest.mark.parametrize(("classes", "message"), [
-    ("dgo", "the model has no class 'dgo'; did you mean 'dog'? (dfine info --model M lists its classes)"),
+    ("dgo", "the model has no class 'dgo'; did you mean 'dog'? (dfine info MODEL lists its classes)"),
     ("7", "class index 7 is out of range: the model has 2 classes (0..1)"),
     (" , ", "no class given: name at least one, e.g. --classes person,car"),
 ])  # fmt: skip
@@ -91,3 +91,14 @@ def test_a_name_given_to_several_classes_keeps_them_all() -> None:
 def test_a_superscript_digit_is_an_unknown_name() -> None:
     with pytest.raises(DFineError, match="no class '²'"):  # a digit to str.isdigit, not to int()
         class_indices("²", ["cat", "dog"])
+
+
+def test_the_command_the_unknown_class_message_suggests_exists(cat_dog_onnx, tmp_path, capsys) -> None:
+    # it suggested 'dfine info --model M', which `dfine info` (a positional MODEL) refuses
+    from dfine.cli.main import build_parser
+
+    Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(cat_dog_onnx), "--output", str(tmp_path / "o"),
+                 "--classes", "bird", "--no-progress"]) == 2
+    suggested = capsys.readouterr().err.split("(dfine ")[1].split(" lists")[0].split()
+    assert build_parser().parse_args([*suggested[:-1], str(cat_dog_onnx)]).command == "info"
