@@ -183,3 +183,18 @@ def test_a_kill_while_best_is_written_repeats_the_epoch(tmp_path: Path, tiny_yam
         dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", **TINY)
     assert not (tmp_path / "run" / "last.pt").exists()
     assert torch.load(tmp_path / "run" / "best_stage1.pt", weights_only=True)["epoch"] == 0
+
+
+def test_a_kill_while_the_metrics_are_logged_repeats_the_epoch(tmp_path: Path, tiny_yaml: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The epoch's metrics.jsonl record is written before last.pt, so a kill between them cannot lose the record:
+    the resumed run repeats the epoch and logs it."""
+    from dfine.engine.logger import MetricsLogger
+
+    def die(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(MetricsLogger, "log_epoch", die)
+    with pytest.raises(Killed):
+        dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", eval_interval=0, **TINY)
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -358,13 +358,13 @@ class Trainer:
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
         if is_main_process():
             state = self.checkpoint_state(epoch, rng)
-            # last.pt goes last: a kill before it is written repeats this epoch on resume, which writes best/ and
-            # best_stage1.pt again; written first, a kill in between would leave them an epoch behind for good
+            # last.pt goes last: a kill before it is written repeats this epoch on resume, which writes best/,
+            # best_stage1.pt and the epoch's metrics.jsonl record again (read_metrics keeps the latest); written
+            # first, a kill in between would leave them an epoch behind, or the record missing, for good
             if improved:
                 if s.stage == 1:
                     ckpt.save_checkpoint(self._paths["stage1"], state)
                 ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
-            ckpt.save_checkpoint(self._paths["last"], state)
             lrs = current_lrs(self.optimizer)
             metrics_logger.log_epoch(
                 epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
@@ -372,6 +372,7 @@ class Trainer:
                 extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None,
                        "lr_groups": list(lrs)},  # names for the "lr" list (results.png's legend)
             )
+            ckpt.save_checkpoint(self._paths["last"], state)
             try:
                 from dfine.engine.plots import plot_results
 
