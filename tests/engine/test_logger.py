@@ -136,6 +136,15 @@ def test_read_metrics_resumed_and_truncated(tmp_path: Path, caplog) -> None:
     assert len(read_metrics(path, latest_per_epoch=False)) == 4
 
 
+def test_a_record_after_a_cut_off_line_is_kept(tmp_path: Path) -> None:
+    """A run killed while writing a record leaves half a line; the resumed run's record of that epoch must not join
+    it (read_metrics would skip both)."""
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train": {"loss": 3.0}}) + '\n{"epoch": 1, "tra')
+    with MetricsLogger(tmp_path, use_tensorboard=False) as metrics:
+        metrics.log_epoch(1, {"loss": 2.0})
+    assert [(r["epoch"], r["train"]["loss"]) for r in read_metrics(tmp_path)] == [(0, 3.0), (1, 2.0)]
+
+
 def assert_png(path: Path, min_bytes: int = 8_000, max_bytes: int = 3_000_000) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

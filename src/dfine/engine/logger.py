@@ -178,6 +178,18 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _ends_with_newline(path: Path) -> bool:
+    """Whether ``path`` is missing, empty or ends with a newline (a complete last line)."""
+    try:
+        with path.open("rb") as file:
+            if file.seek(0, 2) == 0:
+                return True
+            file.seek(-1, 2)
+            return file.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
+
+
 def _tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
@@ -261,8 +273,11 @@ class MetricsLogger:
             record.update(extra)
         record["timestamp"] = time.time()
         record = _json_safe(record)
+        # a run killed mid-write leaves a line without its newline: the resumed run's record would join it and be
+        # skipped along with it by read_metrics, so it starts a line of its own
+        start = "\n" if not _ends_with_newline(self.path) else ""
         with self.path.open("a", encoding="utf-8") as file:
-            file.write(json.dumps(record, allow_nan=False) + "\n")
+            file.write(start + json.dumps(record, allow_nan=False) + "\n")
 
         if self._writer is not None:
             # TensorBoard's axis counts epochs from 1, as the console and results.png do; metrics.jsonl keeps the
