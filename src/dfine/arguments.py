@@ -74,6 +74,9 @@ def check_flag(value: Any, name: str, optional: bool = False) -> bool | None:
 
 def check_path(value: Any, name: str, what: str) -> str | os.PathLike[str]:
     """``value`` when it is a str or path, else a ConfigError saying what ``name`` should be (``what``)."""
+    if isinstance(value, str) and not value.strip():
+        # Path("") is the working folder: an unset shell variable would quietly read or write everything there
+        raise ConfigError(f"{name} is an empty string: give {what}")
     if isinstance(value, str | os.PathLike):
         return value
     raise ConfigError(f"{name} must be {what} (a str or Path), got {shown(value)}")

@@ -255,6 +255,8 @@ def list_images(source: str | Path, recursive: bool = False, videos: bool = Fals
     extensions = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
     kind = "image or video files" if videos else "image files"
     text = str(source)
+    if not text.strip():  # Path("") is the working folder, which an unset shell variable did not mean
+        raise DFineError(f"the source is an empty string: give an {kind[:-1]}, a folder or a pattern")
     path = Path(source)
     if path.is_file():
         return [path]

@@ -62,6 +62,8 @@ class PredictionRun:
 
 def prepare_output_dir(output_dir: str | Path) -> Path:
     """Create ``output_dir`` (and its parents) if needed; a DFineError when it cannot be a folder."""
+    if isinstance(output_dir, str) and not output_dir.strip():  # Path("") would be the working folder
+        raise DFineError("the output folder is an empty string: give a folder")
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise InputFileError(path, "exists and is not a folder: choose another output folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dfine.cli.main import build_parser, main
 
@@ -54,3 +55,25 @@ def test_an_image_failing_in_a_dataloader_worker_is_one_line(tmp_path: Path, cap
                  "--set", "num_queries=10"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"dfine train: error: {bad}: unreadable or corrupt image") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["predict", "", "--model", "dfine-n-coco"], "the source is an empty string"),
+    (["predict", "{images}", "--model", "dfine-n-coco", "--output", ""], "the output folder is an empty string"),
+    (["predict", "{images}", "--model", ""], "model is an empty string"),
+    (["check", "--data", ""], "the data set path is an empty string"),
+    (["val", "--model", "dfine-n-coco", "--data", ""], "data is an empty string"),
+    (["train", "--data", "{images}", "--output", ""], "output is an empty string"),
+])
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(argv, problem, tmp_path, monkeypatch,
+                                                                capsys) -> None:
+    # Path("") is ".": `dfine predict "$UNSET"` predicted every picture of the working folder, --output "" wrote
+    # into it, --data "" looked for a data set there
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.png")
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(images=tmp_path / "images") for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and problem in err, err
+    assert not (tmp_path / "predictions.json").exists()

@@ -36,7 +36,7 @@ from dfine.data.coco import load_coco_index
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.index import CategoryTable, DetectionIndex
 from dfine.data.yolo import data_root, load_yaml, load_yolo_index, read_yolo_yaml, split_entries
-from dfine.errors import InputFileError
+from dfine.errors import DFineError, InputFileError
 
 ACCEPTED_LAYOUTS = (
     "a data YAML with train/val entries each having 'images' and 'annotations' (COCO JSON); "
@@ -369,6 +369,8 @@ def resolve_dataset(data: str | Path) -> DatasetSpec:
     Raises:
         InputFileError: the path does not exist, or matches no accepted layout (the message lists them).
     """
+    if isinstance(data, str) and not data.strip():  # Path("") is the working folder, which was not meant
+        raise DFineError("the data set path is an empty string: give a data YAML or data set folder")
     path = Path(data).expanduser()
     if not path.exists():
         raise InputFileError(path, "data set path does not exist")
