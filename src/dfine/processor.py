@@ -398,17 +398,38 @@ class DFineImageProcessor:
         # transformers users loading our files get an RT-DETR processor with the same behaviour.
         return {**options, "image_processor_type": "RTDetrImageProcessor"}
 
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed).
+    def save_pretrained(self, save_directory: str | Path, *, push_to_hub: bool = False, **hub_options: Any) -> Path:
+        """Write ``preprocessor_config.json`` into ``save_directory`` (created if needed); with ``push_to_hub=True``
+        also upload it (:meth:`push_to_hub`; ``repo_id`` defaults to the folder's name).
 
         Returns:
             The path of the written file.
         """
         directory = Path(save_directory)
+        if push_to_hub:
+            written = self.save_pretrained(directory)
+            self.push_to_hub(hub_options.pop("repo_id", directory.name), **hub_options)
+            return written
+        if hub_options:
+            raise TypeError(f"save_pretrained() got unexpected keyword(s): {', '.join(sorted(hub_options))} (hub "
+                            "options go with push_to_hub=True)")
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / PREPROCESSOR_CONFIG_NAME
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False) -> str:
+        """Upload ``preprocessor_config.json`` to the hub repository ``repo_id`` (created when missing); returns the
+        commit's URL.
+
+        Raises:
+            DFineError: the hub refused the upload or could not be reached (one line with its reason).
+        """
+        from dfine.hub.upload import push_files
+
+        return push_files(self.save_pretrained, repo_id, commit_message=commit_message or "Upload image processor",
+                          private=private, token=token, revision=revision, create_pr=create_pr)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> DFineImageProcessor:

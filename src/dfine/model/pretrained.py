@@ -157,17 +157,38 @@ class PretrainedMixin:
         self.config.reg_scale = float(decoder.reg_scale.detach().reshape(-1)[0])
         self.config.up = float(decoder.up.detach().reshape(-1)[0])
 
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (hub key names) that transformers can load too."""
+    def save_pretrained(self, save_directory: str | Path, *, is_main_process: bool = True,
+                        safe_serialization: bool = True, push_to_hub: bool = False, **hub_options: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (hub key names) that transformers can load too.
+
+        The keywords of transformers' ``save_pretrained`` that apply: ``is_main_process=False`` writes nothing
+        (for the other ranks of a distributed run); ``safe_serialization`` must stay True (safetensors is the only
+        format written, as untrusted pickles are never loaded either); ``push_to_hub=True`` then uploads the folder
+        with :meth:`push_to_hub` (``repo_id`` defaults to the folder's name; ``hub_options`` are its keywords).
+        """
         from safetensors.torch import save_file
 
         from dfine.hub.convert import to_hub_names
         from dfine.hub.files import atomic_write
 
+        if not safe_serialization:
+            raise UnsupportedFeatureError("save_pretrained writes safetensors only (safe_serialization=False would "
+                                          "mean a pickle, which dfine never loads)")
+        directory = Path(save_directory)
+        if push_to_hub:
+            repo_id = hub_options.pop("repo_id", directory.name)
+            self.save_pretrained(directory, is_main_process=is_main_process)
+            if is_main_process:
+                self.push_to_hub(repo_id, **hub_options)
+            return directory
+        if hub_options:
+            raise TypeError(f"save_pretrained() got unexpected keyword(s): {', '.join(sorted(hub_options))} (hub "
+                            "options go with push_to_hub=True)")
+        if not is_main_process:
+            return directory
         self.sync_config_with_weights()
         self._record_provenance()
         self.config.to_json_string()  # a value config.json cannot hold is reported before any file is written
-        directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         state_dict = self.state_dict()  # type: ignore[attr-defined]
         if not self.base_model_prefix:
@@ -182,6 +203,20 @@ class PretrainedMixin:
         atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), {"format": "pt"}))
         self.config.save_pretrained(directory)
         return directory
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False) -> str:
+        """Upload the model's ``save_pretrained`` files to the hub repository ``repo_id`` (created when missing),
+        with a model card when the repository has no ``README.md``; returns the commit's URL. Push the processor
+        too (``processor.push_to_hub(repo_id)``) so that the repository preprocesses as the model was trained.
+
+        Raises:
+            DFineError: the hub refused the upload or could not be reached (one line with its reason).
+        """
+        from dfine.hub.upload import model_card, push_files
+
+        return push_files(self.save_pretrained, repo_id, card=model_card(self.config), commit_message=commit_message,
+                          private=private, token=token, revision=revision, create_pr=create_pr)
 
     def _record_provenance(self) -> None:
         """Write what transformers writes on save: the class (so a DFineModel folder says so) and the dtype."""

@@ -1,0 +1,79 @@
+"""``push_to_hub``: a saved model or processor uploaded to a Hugging Face hub repository, as transformers does it.
+
+The files are those of ``save_pretrained`` (``config.json`` + ``model.safetensors``, ``preprocessor_config.json``),
+so transformers' ``DFineForObjectDetection`` loads the repository as well as ours. A model repository without a
+``README.md`` gets a short model card: the architecture, the classes, and how to load it with either library. A
+failed upload is one line naming the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dfine.errors import ConfigError, DFineError, first_line
+
+__all__ = ["model_card", "push_files"]
+
+# owner/name, or a bare name (the token's own account), as the hub accepts them
+_REPO_ID = re.compile(r"^(?:[\w.\-]+/)?[\w.\-]+$")
+
+
+def model_card(config: Any) -> str:
+    """A ``README.md`` for a model repository, from its config."""
+    names = [str(config.id2label[i]) for i in sorted(config.id2label)]
+    shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    from dfine.presets import size_of
+
+    size = size_of(config) or ""
+    lines = ["---", "library_name: transformers", "pipeline_tag: object-detection",
+             "tags:", "- object-detection", "- d-fine", "- dfine", "---", "",
+             f"# D-FINE{f'-{size.upper()}' if size else ''} object detector", "",
+             "A [D-FINE](https://arxiv.org/abs/2410.13842) real-time detector (HGNetv2 backbone, hybrid encoder, "
+             "decoder with fine-grained distribution refinement), saved by `dfine`.", "",
+             f"**{len(names)} classes:** {shown}", ""]
+    lines += ["## Use", "", "```python", "from dfine import DFineForObjectDetection, DFineImageProcessor", "",
+              'model = DFineForObjectDetection.from_pretrained("REPO")',
+              'processor = DFineImageProcessor.from_pretrained("REPO")', "```", "",
+              "or `dfine predict photos/ --model REPO` on the command line. transformers' "
+              "`DFineForObjectDetection` loads the same files.", ""]
+    return "\n".join(lines)
+
+
+def _check_repo_id(repo_id: Any) -> str:
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ConfigError(f"repo_id must be a hub repository name such as 'me/my-detector', got {repo_id!r}")
+    return repo_id
+
+
+def push_files(save: Callable[[Path], Any], repo_id: str, *, card: str | None = None,
+               commit_message: str | None = None, private: bool | None = None, token: str | bool | None = None,
+               revision: str | None = None, create_pr: bool = False) -> str:
+    """Save into a temporary folder with ``save(folder)`` and upload that folder to ``repo_id`` (created when it
+    does not exist); ``card`` becomes its ``README.md`` unless the repository has one. Returns the commit's URL.
+
+    Raises:
+        ConfigError: ``repo_id`` is not a repository name.
+        DFineError: the hub refused or could not be reached (one line with its reason).
+    """
+    from huggingface_hub import HfApi
+
+    _check_repo_id(repo_id)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="dfine-push-") as folder:
+        save(Path(folder))
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            repo_id = getattr(url, "repo_id", None) or repo_id  # a bare name gains its owner
+            if card is not None and not api.file_exists(repo_id, "README.md", revision=revision):
+                (Path(folder) / "README.md").write_text(card.replace("REPO", repo_id), encoding="utf-8")
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                                       commit_message=commit_message or "Upload D-FINE model with dfine")
+        except DFineError:
+            raise
+        except Exception as error:  # HTTP errors, no network, a bad token: the hub library's many types
+            raise DFineError(f"{repo_id}: could not push to the Hugging Face hub ({first_line(error)})") from None
+    return str(getattr(commit, "commit_url", commit))
