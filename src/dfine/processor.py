@@ -413,10 +413,12 @@ class DFineImageProcessor:
         if hub_options:
             raise TypeError(f"save_pretrained() got unexpected keyword(s): {', '.join(sorted(hub_options))} (hub "
                             "options go with push_to_hub=True)")
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / PREPROCESSOR_CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
+        from dfine.hub.files import atomic_write_text
+
+        # atomic, like the model's files: a run killed while saving must not leave a half-written config that
+        # makes the folder unloadable
+        return atomic_write_text(directory / PREPROCESSOR_CONFIG_NAME,
+                                 json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: str | bool | None = None, revision: str | None = None, create_pr: bool = False) -> str:
