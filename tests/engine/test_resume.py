@@ -198,3 +198,16 @@ def test_a_kill_while_the_metrics_are_logged_repeats_the_epoch(tmp_path: Path, t
     with pytest.raises(Killed):
         dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", eval_interval=0, **TINY)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_checkpoint_moved_without_best_is_not_reported_as_the_best_epoch(trained_run, tmp_path: Path,
+                                                                           tiny_yaml: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """last.pt copied alone: the best epoch's weights are not there to evaluate, and the final EMA that fills best/
+    must not be shown as them."""
+    run = tmp_path / "k"
+    run.mkdir()
+    shutil.copy(trained_run.last_checkpoint, run / "last.pt")
+    dfine.train(tiny_yaml, epochs=2, batch_size=4, resume=run / "last.pt", **TINY)
+    out = capsys.readouterr().out
+    assert "Validation of the best EMA weights" not in out and not (run / "val").exists()

@@ -481,12 +481,13 @@ class Trainer:
 
     def _finish(self) -> None:
         best = self._paths["best"]
+        # before a missing best/ is filled with the final EMA below, which is not the best epoch's weights
+        if self._best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
+            self._reevaluate_best()
         if is_main_process() and not best.exists():
             # No evaluation happened (no validation split, eval_interval <= 0): the final EMA is the best we have.
             ckpt.save_best_model(self.ema.module, self.processor, best)
             self.say(f"No evaluation ran: {best} holds the final EMA weights")
-        if self._best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
-            self._reevaluate_best()
         if self._best_result is not None:
             self.say(f"\nValidation of the best EMA weights (epoch {self.state.best_epoch + 1}):\n"
                      f"{self._best_result.table()}")
