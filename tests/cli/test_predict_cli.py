@@ -349,3 +349,18 @@ def test_subfolders_need_recursive_and_are_refused_before_the_model_loads(model_
     records = json.loads((out / "predictions.json").read_text())
     assert {Path(r["file_name"]).parent.name for r in records} == {"day", "night"}
     assert sorted(p.name for p in out.glob("*.jpg")) == ["x.jpg", "x_1.jpg"]  # one folder, names numbered
+
+
+def test_tiled_prediction_on_the_command_line(model_dir, tmp_path, capsys) -> None:
+    from hf_oracle import natural_images
+
+    natural_images(1, 400, seed=2)[0].save(tmp_path / "big.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "big.jpg"), "--model", str(model_dir), "--output", str(out),
+                 "--tile", "256", "--threshold", "0.0", "--no-progress"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    assert records and all(0 <= r["bbox"][0] and r["bbox"][0] + r["bbox"][2] <= 400.01 for r in records)
+    # more boxes than one whole-image pass can give (its 300 queries): the tiles' own detections are kept
+    assert len(records) > 300
+    assert main(["predict", str(tmp_path / "big.jpg"), "--model", "not-loaded", "--tile", "8"]) == 2
+    assert "the tile size must be an integer of at least 32 pixels, got 8" in capsys.readouterr().err

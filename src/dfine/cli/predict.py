@@ -48,6 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
                         "when --model ends in .onnx, else torch")
+    p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
+                   help="for large images with small objects: predict overlapping tiles of this size (e.g. 640) and "
+                        "the whole image, and merge (dfine.tiling)")
+    p.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+                   help="with --tile: how much neighbouring tiles overlap (default 0.2)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="for a folder: also the images and videos in its subfolders")
     p.add_argument("--save-coco", default=None, metavar="FILE",
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from dfine.inference import Predictor
     from dfine.io import list_images
     from dfine.predict_files import predict_source, prepare_output_dir
+    from dfine.tiling import TiledDetector
     from dfine.video import is_video_file
 
     if args.batch_size < 1:
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.output)
     if args.save_coco is not None:
         check_label_file(args.save_coco)
+    if args.tile is not None:
+        TiledDetector(None, args.tile, args.tile_overlap)  # checks the options before the model loads
     if not is_url(args.source):
         list_images(args.source, recursive=args.recursive, videos=True)  # a source without pictures fails here
     if backend == "onnxruntime":
@@ -94,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,
                                               half_head=args.half_head, bf16=args.bf16)
+    if args.tile is not None:
+        predictor = TiledDetector(predictor, args.tile, args.tile_overlap, batch_size=args.batch_size)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
                             progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco,
