@@ -211,3 +211,14 @@ def test_a_checkpoint_moved_without_best_is_not_reported_as_the_best_epoch(train
     dfine.train(tiny_yaml, epochs=2, batch_size=4, resume=run / "last.pt", **TINY)
     out = capsys.readouterr().out
     assert "Validation of the best EMA weights" not in out and not (run / "val").exists()
+
+
+def test_resume_keeps_the_runs_evaluation_interval(tmp_path: Path, tiny_yaml: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume` alone continues the run as it was: which epochs are evaluated decides best/, so the default
+    interval does not replace the checkpoint's."""
+    dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "run", eval_interval=0, **TINY)
+    capsys.readouterr()
+    dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", resume=True, **TINY)
+    assert "eval_interval 0 kept from the checkpoint" in capsys.readouterr().out
+    assert [("eval" in record) for record in read_metrics(tmp_path / "run")] == [False, False]

@@ -323,6 +323,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
         if epochs is not None and epochs != hp.epochs:
             hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
             hp.epochs = epochs
+        eval_interval = _resumed_eval_interval(state, eval_interval, hp.notes)
         done = int(state["epoch"]) + 1
         if done >= hp.epochs:  # nothing will train: say so rather than print a summary that looks like a run
             logger.warning("resuming a run that already finished its %d of %d epochs: nothing to train (pass a "
@@ -397,6 +398,20 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     s = trainer.state
     return TrainResult(best_model=output_dir / ckpt.BEST_DIR_NAME, last_checkpoint=output_dir / ckpt.LAST_NAME,
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
+
+
+def _resumed_eval_interval(state: dict[str, Any], eval_interval: int, notes: list[str]) -> int:
+    """The evaluation interval of a resumed run: the checkpoint's when ``eval_interval`` is the default (1), so that
+    ``--resume`` alone continues the run as it was (which epochs are evaluated decides best/ and the state stage 2
+    restarts from); a value given on purpose is used, with a note."""
+    saved = state.get("extra", {}).get("eval_interval")
+    if saved is None or int(saved) == eval_interval:
+        return eval_interval
+    if eval_interval == 1:
+        notes.append(f"eval_interval {saved} kept from the checkpoint")
+        return int(saved)
+    notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
+    return eval_interval
 
 
 def _check_output_outside_images(output: Path, spec: Any) -> None:

@@ -186,7 +186,7 @@ class Trainer:
             "class_names": list(self.class_names), "hparams": self.hparams.to_dict(),
             "image_size": list(self.image_size), "rng": rng,
             "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "stale_evals": s.stale_evals,
-                      "world_size": get_world_size(),
+                      "world_size": get_world_size(), "eval_interval": self.eval_interval,
                       "seed": self.seed, "data": self.data_source},
         }
 
