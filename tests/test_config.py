@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -140,3 +141,44 @@ def test_dataset_category_ids_round_trip_and_follow_the_classes(tmp_path) -> Non
     assert dfine.DFineConfig.from_pretrained(tmp_path, id2label={0: "a", 1: "b"}).dataset_category_ids is None
     with pytest.raises(ConfigError, match="dataset_category_ids has 3 entries for 2 classes"):
         config.dataset_category_ids = [1, 2, 3]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("d_model", "abc", "d_model must be an integer, got 'abc'"),
+    ("decoder_layers", 1.5, "decoder_layers must be an integer, got 1.5"),
+    ("layer_norm_eps", None, "layer_norm_eps must be a number, got None"),
+    ("use_focal_loss", "yes", "use_focal_loss must be true or false"),
+    ("feat_strides", 32, "feat_strides must be a list, got 32"),
+    ("encoder_in_channels", [128, "x"], "encoder_in_channels must be a list of integers"),
+    ("decoder_attention_heads", 0, "decoder_attention_heads must be >= 1, got 0"),
+    ("encoder_ffn_dim", -1, "encoder_ffn_dim must be >= 1, got -1"),
+    ("activation_function", "mish", "activation_function must be one of gelu, relu, silu, swish, got 'mish'"),
+    ("backbone_config", {"depths": "x"}, "backbone_config: depths must be a list, got 'x'"),
+    ("id2label", {"first": "cat"}, "id2label keys must be class indices 0, 1, ..., got 'first'"),
+    ("id2label", ["cat"], "id2label must be a mapping"),
+    ("id2label", {"0": "cat", "2": "dog"}, "id2label must number the classes 0, 1, ..., N-1 (at least one), got "
+                                           "keys 0, 2"),
+    ("id2label", {}, "id2label must number the classes 0, 1, ..., N-1 (at least one), got keys none"),
+])
+def test_config_json_values_of_a_wrong_type_name_the_file(tmp_path, field: str, value, message: str) -> None:
+    """A value of the wrong type failed deep inside the model's constructor ('abc' // 8: a TypeError), or not at
+    all until a forward pass."""
+    config = dfine.DFineConfig.from_preset("dfine-n-coco").to_dict()
+    config[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputFileError, match=rf"config\.json: {re.escape(message)}"):
+        dfine.DFineConfig.from_pretrained(tmp_path)
+
+
+def test_values_of_the_right_kind_are_converted_not_refused() -> None:
+    # JSON writers may give 6.0 for 6, or 1 for 1.0: both are the value meant
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", decoder_layers=3.0, layer_scale=1)
+    assert config.decoder_layers == 3 and isinstance(config.decoder_layers, int)
+    assert config.layer_scale == 1.0 and isinstance(config.layer_scale, float)
+    assert dfine.DFineConfig.from_preset("dfine-n-coco", activation_function=None).activation_function is None
+
+
+def test_config_json_that_is_a_folder_names_it(tmp_path) -> None:
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(InputFileError, match=r"config\.json: cannot be read"):
+        dfine.DFineConfig.from_pretrained(tmp_path)

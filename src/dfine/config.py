@@ -27,6 +27,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputFileError(path, "file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputFileError(path, f"not valid JSON ({e})") from None
+    except OSError as e:  # a folder of that name, no permission to read ...
+        raise InputFileError(path, f"cannot be read ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise InputFileError(path, "expected a JSON object")
     return data
@@ -64,18 +66,73 @@ def json_safe(value: Any, where: str) -> Any:
                       "store")
 
 
+def _typed(value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (an integral float for an int, an int for a float), or raise ValueError.
+    Booleans never pass for numbers: ``True`` is an int to Python, not to someone writing a config."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    raise ValueError(value)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURAL_TYPE_NAMES = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+
+
+def typed_field(name: str, value: Any, default: Any, also_list: bool = False) -> Any:
+    """``value`` of the field ``name`` converted to the type of its default (a list default: a list of values of
+    its first entry's type), or a one-line ConfigError. A wrong type would otherwise fail deep inside the model's
+    constructor (``'abc' // 8``). ``also_list``: a number field that may also be a list of such numbers.
+
+    Fields whose default is None are not checked.
+    """
+    if default is None:
+        return value
+    if isinstance(default, list | tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        if not default:
+            return list(value)
+        kind = type(default[0])
+        try:
+            return [_typed(v, default[0]) for v in value]
+        except ValueError:
+            raise ConfigError(f"{name} must be a list of {_PLURAL_TYPE_NAMES[kind]}, got {value!r}") from None
+    if also_list and isinstance(value, list | tuple):
+        return typed_field(name, value, [default])
+    try:
+        return _typed(value, default)
+    except ValueError:
+        raise ConfigError(f"{name} must be {_TYPE_NAMES[type(default)]}, got {value!r}") from None
+
+
 class _JsonConfig:
     """Shared machinery: known fields with defaults, unknown keys of a file kept in ``extra``."""
 
     model_type: str = ""
     _defaults: dict[str, Any] = {}
     _other_keywords: frozenset[str] = frozenset()  # accepted besides the fields (derived or structured values)
+    _number_or_list: frozenset[str] = frozenset()  # number fields that may also be a list of numbers
+    _nullable: frozenset[str] = frozenset()  # fields that may also be None
 
     def __init__(self, **kwargs: Any) -> None:
         self.check_keywords(kwargs, type(self).__name__)
         for name, default in self._defaults.items():
             value = kwargs.pop(name, copy.deepcopy(default))
-            setattr(self, name, list(value) if isinstance(value, tuple) else value)
+            if not (value is None and name in self._nullable):
+                value = typed_field(name, value, default, also_list=name in self._number_or_list)
+            setattr(self, name, value)
         kwargs.pop("model_type", None)
         # Only metadata keys are left; from_dict adds a file's unknown keys so that a round trip loses nothing.
         self.extra: dict[str, Any] = {k: dtype_name(v) for k, v in kwargs.items()}
@@ -144,6 +201,7 @@ class HGNetV2Config(_JsonConfig):
         "use_learnable_affine_block": False,
         "initializer_range": 0.02,
     }
+    _nullable = frozenset({"hidden_act"})  # None: no activation
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -172,8 +230,20 @@ class HGNetV2Config(_JsonConfig):
 FIELD_RANGES: dict[str, tuple[float | None, float | None]] = {
     "num_queries": (1, None), "num_denoising": (0, None), "decoder_layers": (1, None), "encoder_layers": (0, None),
     "decoder_n_points": (1, None), "max_num_bins": (1, None), "label_noise_ratio": (0, 1),
-    "box_noise_scale": (0, None),
+    "box_noise_scale": (0, None), "d_model": (1, None), "encoder_hidden_dim": (1, None),
+    "encoder_ffn_dim": (1, None), "decoder_ffn_dim": (1, None), "encoder_attention_heads": (1, None),
+    "decoder_attention_heads": (1, None), "num_feature_levels": (1, None),
 }
+
+# The activation names the model's layers know (dfine.model.layers.activation), and the fields that name one.
+ACTIVATIONS = ("gelu", "relu", "silu", "swish")
+ACTIVATION_FIELDS = ("encoder_activation_function", "activation_function", "decoder_activation_function")
+
+
+def check_activation(name: str, value: str | None) -> None:
+    """Raise a ConfigError for an activation name the model's layers do not know (None: no activation)."""
+    if value is not None and value.lower() not in ACTIVATIONS:
+        raise ConfigError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
 
 
 def check_field_range(name: str, value: Any) -> None:
@@ -185,6 +255,20 @@ def check_field_range(name: str, value: Any) -> None:
             raise ConfigError(f"{name} must be {bounds}, got {value!r}")
 
 
+def _mapping(name: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping, got {value!r}")
+    return value
+
+
+def _class_index(where: str, index: Any) -> int:
+    """A class index of id2label or label2id (config.json writes id2label's as strings: ``"0"``)."""
+    try:
+        return _typed(int(index) if isinstance(index, str) else index, 0)
+    except ValueError:
+        raise ConfigError(f"{where} must be class indices 0, 1, ..., got {index!r}") from None
+
+
 def _backbone_from(backbone: HGNetV2Config | dict[str, Any] | None) -> HGNetV2Config:
     """The backbone config from ``backbone_config`` (a dict's unknown keys are kept, as a file's are)."""
     if backbone is None:
@@ -192,7 +276,10 @@ def _backbone_from(backbone: HGNetV2Config | dict[str, Any] | None) -> HGNetV2Co
     if isinstance(backbone, dict):
         if backbone.get("model_type", "hgnet_v2") != "hgnet_v2":
             raise ConfigError(f"backbone_config has model_type {backbone['model_type']!r}; D-FINE uses hgnet_v2")
-        return HGNetV2Config.from_dict(backbone)
+        try:
+            return HGNetV2Config.from_dict(backbone)
+        except ConfigError as error:  # say which part of the config the field is in
+            raise ConfigError(f"backbone_config: {error}") from None
     if not isinstance(backbone, HGNetV2Config):
         raise ConfigError(f"backbone_config must be an HGNetV2Config or a dict, got {type(backbone).__name__}")
     return backbone
@@ -282,6 +369,8 @@ class DFineConfig(_JsonConfig):
 
     # Structured or derived values, accepted besides the fields of _defaults.
     _other_keywords = frozenset({"backbone_config", "num_labels", "id2label", "label2id", "head_dim"})
+    _number_or_list = frozenset({"decoder_n_points"})  # one count per feature level
+    _nullable = frozenset(ACTIVATION_FIELDS)  # None: no activation
 
     def __init__(self, **kwargs: Any) -> None:
         backbone = kwargs.pop("backbone_config", None)
@@ -292,19 +381,20 @@ class DFineConfig(_JsonConfig):
         super().__init__(**kwargs)
         self.backbone_config: HGNetV2Config = _backbone_from(backbone)
         if id2label is None and label2id is not None:
-            id2label = {int(i): name for name, i in label2id.items()}
+            id2label = {_class_index("label2id values", i): name for name, i in _mapping("label2id", label2id).items()}
         if id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in id2label.items()}
+            id2label = _mapping("id2label", id2label)
+            self.id2label = {_class_index("id2label keys", k): str(v) for k, v in id2label.items()}
             if num_labels is not None and num_labels != len(self.id2label):
                 raise ConfigError(f"num_labels={num_labels} and id2label ({len(self.id2label)} entries) disagree: "
                                   "give one of them, or make them match")
         else:
             self.num_labels = 2 if num_labels is None else num_labels
+        self.validate()  # first: head_dim divides by the head count, which may be 0
         self.head_dim = self.d_model // self.decoder_attention_heads
         if head_dim is not None and head_dim != self.head_dim:
             raise ConfigError(f"head_dim={head_dim} disagrees with d_model // decoder_attention_heads = "
                               f"{self.head_dim} (head_dim is derived: set d_model or decoder_attention_heads)")
-        self.validate()
 
     # Our models always return output objects (which also index like tuples); transformers code reads these.
     @property
@@ -322,9 +412,10 @@ class DFineConfig(_JsonConfig):
 
     @num_labels.setter
     def num_labels(self, value: int) -> None:
-        if int(value) < 1:
+        value = typed_field("num_labels", value, 1)
+        if value < 1:
             raise ConfigError(f"num_labels must be at least 1, got {value}")
-        self.id2label = {i: f"LABEL_{i}" for i in range(int(value))}
+        self.id2label = {i: f"LABEL_{i}" for i in range(value)}
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -385,8 +476,15 @@ class DFineConfig(_JsonConfig):
         return [int(self.decoder_n_points)] * self.num_feature_levels
 
     def validate(self) -> None:
+        if sorted(self.id2label) != list(range(len(self.id2label))) or not self.id2label:
+            # label i is row i of the class head: a gap or an empty table has no meaning (and class_names fails)
+            shown = ", ".join(str(i) for i in sorted(self.id2label)[:8]) or "none"
+            raise ConfigError(f"id2label must number the classes 0, 1, ..., N-1 (at least one), got keys {shown}")
         for name in FIELD_RANGES:
             check_field_range(name, getattr(self, name))
+        for name in ACTIVATION_FIELDS:
+            check_activation(name, getattr(self, name))
+        check_activation("backbone_config.hidden_act", self.backbone_config.hidden_act)
         if isinstance(self.decoder_n_points, list | tuple) and len(self.decoder_n_points) != self.num_feature_levels:
             raise ConfigError(
                 f"decoder_n_points has {len(self.decoder_n_points)} entries but num_feature_levels is "
