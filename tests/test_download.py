@@ -39,6 +39,10 @@ def test_is_url() -> None:
     ("https://x.org/a%20b.png", "image/png", "a_b.png"),
     ("https://x.org/photo?id=3", "image/jpeg; charset=binary", "photo.jpg"),
     ("https://x.org/clip", "video/mp4", "clip.mp4"),
+    # a script's or versioned name: without a picture extension a video would be read as an image
+    ("https://x.org/watch.php?v=3", "video/mp4", "watch.php.mp4"),
+    ("https://x.org/frame.v2", "image/png", "frame.v2.png"),
+    ("https://x.org/a.tar", "application/x-tar", "a.tar"),
     ("https://x.org/", None, "download"),
     ("https://x.org/../..", "image/png", "download.png"),
 ])

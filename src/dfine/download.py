@@ -36,16 +36,25 @@ def is_url(source: object) -> bool:
 
 def url_file_name(url: str, content_type: str | None = None) -> str:
     """A safe file name for what ``url`` serves: the last part of its path (``.../street.jpg`` -> ``street.jpg``),
-    with an extension from ``content_type`` when the path has none (``.../photo?id=3`` served as ``image/png`` ->
-    ``photo.png``), since files are told apart (image or video) by extension."""
+    with an extension from ``content_type`` when the path has no image or video one (``.../photo?id=3`` served as
+    ``image/png`` -> ``photo.png``), since files are told apart (image or video) by extension."""
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     name = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "download"
-    if not Path(name).suffix and content_type:
+    if content_type and not _is_picture_name(name):
+        # also for a script's name (``.../watch.php?v=3`` served as video/mp4): the extension decides the reader
         kind = content_type.split(";")[0].strip().lower()
         extension = _EXTENSIONS.get(kind) or mimetypes.guess_extension(kind)
-        if extension:
+        if extension and (not Path(name).suffix or _is_picture_name(name + extension)):
             name += extension
     return name
+
+
+def _is_picture_name(name: str) -> bool:
+    """Whether ``name`` ends in an image or video extension (imported here: dfine.io imports this module)."""
+    from dfine.io import IMAGE_EXTENSIONS
+    from dfine.video import VIDEO_EXTENSIONS
+
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 def _open(url: str) -> http.client.HTTPResponse:
