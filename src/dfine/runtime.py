@@ -171,6 +171,23 @@ def check_onnx_file(path: Path) -> None:
         raise InputFileError(path, "empty file, not an ONNX model")
 
 
+def _known_providers(providers: Sequence[Any] | str, known: Sequence[str], available: Sequence[str]) -> list[Any]:
+    """``providers`` (names, or (name, options) pairs) as a list; a ConfigError for a name ONNX Runtime does not
+    know (misspelt) or a list none of which is available here. ONNX Runtime would fall back to the CPU with only a
+    banner on stderr, running elsewhere than asked; a plain string would be read as a list of its letters. A list
+    with some unavailable entries (CUDA, then CPU) is the usual portable choice and stays allowed."""
+    listed = [providers] if isinstance(providers, str) else list(providers)
+    names = [provider[0] if isinstance(provider, tuple | list) else provider for provider in listed]
+    unknown = next((name for name in names if name not in known), None)
+    if unknown is not None:
+        raise ConfigError(f"{unknown!r} is not an ONNX Runtime execution provider (available here: "
+                          f"{', '.join(available)})")
+    if names and not any(name in available for name in names):
+        raise ConfigError(f"none of the execution providers {', '.join(names)} is available in this ONNX Runtime "
+                          f"(available: {', '.join(available)})")
+    return listed
+
+
 def create_session(path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` with full graph optimisation.
 
@@ -189,12 +206,16 @@ def create_session(path: str | Path, providers: Sequence[str] | None = None, thr
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # no warnings about initialisers or unused providers
+    if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool)
+                                or threads < 0):
+        raise ConfigError(f"threads must be an integer >= 1 (0 or None: ONNX Runtime's choice), got {threads!r}")
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     available = ort.get_available_providers()
     if providers is None:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    providers = _known_providers(providers, ort.get_all_providers(), available)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as error:  # invalid protobuf, unsupported op, ...

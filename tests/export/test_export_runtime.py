@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -256,3 +257,31 @@ def test_symbolic_height_and_width(tmp_path) -> None:
     with pytest.raises(InputFileError, match=r"free\.onnx: .*input height and width are not fixed") as error:
         OnnxDetector(tmp_path / "free.onnx")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"threads": -1}, "threads must be an integer >= 1 (0 or None: ONNX Runtime's choice), got -1"),
+    ({"threads": "4"}, "threads must be an integer >= 1"),
+    ({"providers": ["CPUExecutionProviderr"]}, "'CPUExecutionProviderr' is not an ONNX Runtime execution provider"),
+    ({"providers": ["TensorrtExecutionProvider"]}, "none of the execution providers TensorrtExecutionProvider is "
+                                                   "available in this ONNX Runtime"),
+])
+def test_bad_threads_and_providers_are_one_line(tmp_path, options, message) -> None:
+    # a string thread count was int('4')-converted or a ValueError; ONNX Runtime answered a misspelt or missing
+    # provider by running on the CPU with a banner on stderr
+    from dfine.errors import DFineError
+    from dfine.runtime import OnnxDetector
+
+    model = tmp_path / "probe.onnx"
+    _batch_probe_onnx(model, batch="batch")
+    with pytest.raises(DFineError, match=re.escape(message)):
+        OnnxDetector(model, **options)
+
+
+def test_one_provider_name_and_a_portable_list_are_accepted(tmp_path) -> None:
+    from dfine.runtime import OnnxDetector
+
+    model = tmp_path / "probe.onnx"
+    _batch_probe_onnx(model, batch="batch")
+    for providers in ("CPUExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]):
+        assert OnnxDetector(model, providers=providers).session.get_providers()[-1] == "CPUExecutionProvider"
