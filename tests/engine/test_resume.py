@@ -222,3 +222,14 @@ def test_resume_keeps_the_runs_evaluation_interval(tmp_path: Path, tiny_yaml: Pa
     dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", resume=True, **TINY)
     assert "eval_interval 0 kept from the checkpoint" in capsys.readouterr().out
     assert [("eval" in record) for record in read_metrics(tmp_path / "run")] == [False, False]
+
+
+def test_resume_keeps_the_runs_mixed_precision(tmp_path: Path, tiny_yaml: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A run started with amp=True (False on CUDA, the usual cure for NaNs) resumes with it, not the device's
+    default."""
+    dfine.train(tiny_yaml, epochs=1, batch_size=4, output=tmp_path / "run", eval_interval=0, amp=True, **TINY)
+    capsys.readouterr()
+    dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", resume=True, eval_interval=0, **TINY)
+    out = capsys.readouterr().out
+    assert "mixed precision on kept from the checkpoint" in out and "bfloat16 autocast" in out

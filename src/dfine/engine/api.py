@@ -324,6 +324,7 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
             hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
             hp.epochs = epochs
         eval_interval = _resumed_eval_interval(state, eval_interval, hp.notes)
+        amp = _resumed_amp(state, amp, dev, hp.notes)
         done = int(state["epoch"]) + 1
         if done >= hp.epochs:  # nothing will train: say so rather than print a summary that looks like a run
             logger.warning("resuming a run that already finished its %d of %d epochs: nothing to train (pass a "
@@ -412,6 +413,17 @@ def _resumed_eval_interval(state: dict[str, Any], eval_interval: int, notes: lis
         return int(saved)
     notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
     return eval_interval
+
+
+def _resumed_amp(state: dict[str, Any], amp: bool | None, device: torch.device, notes: list[str]) -> bool | None:
+    """Mixed precision of a resumed run: the checkpoint's when ``amp`` is not given, so that a run started with
+    ``--no-amp`` (often because of NaNs under fp16) does not resume under the device's default."""
+    saved = state.get("extra", {}).get("amp")
+    if amp is not None or saved is None:
+        return amp
+    if bool(saved) != (amp_dtype_for(device, None) is not None):
+        notes.append(f"mixed precision {'on' if saved else 'off'} kept from the checkpoint")
+    return bool(saved)
 
 
 def _check_output_outside_images(output: Path, spec: Any) -> None:

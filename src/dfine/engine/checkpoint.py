@@ -15,7 +15,7 @@ that it loads with ``torch.load(weights_only=True)`` (no pickled code can run)::
     hparams      the resolved Hyperparameters (a resumed run uses them unchanged)
     image_size   [height, width] of training
     rng          per rank: {"python", "numpy", "torch", "cuda"} generator states as tensors and numbers
-    extra        small bookkeeping (rollbacks so far, world size, seed, evaluation interval, data set)
+    extra        small bookkeeping (rollbacks so far, world size, seed, evaluation interval, AMP, data set)
 
 Because ``ema/module`` and ``config`` are there, ``DFineForObjectDetection.from_pretrained("runs/x/last.pt")``
 loads the EMA weights directly (see :mod:`dfine.hub.resolve`).

@@ -187,6 +187,7 @@ class Trainer:
             "image_size": list(self.image_size), "rng": rng,
             "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "stale_evals": s.stale_evals,
                       "world_size": get_world_size(), "eval_interval": self.eval_interval,
+                      "amp": self.amp_dtype is not None,
                       "seed": self.seed, "data": self.data_source},
         }
 
