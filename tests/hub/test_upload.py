@@ -23,6 +23,7 @@ class StandInHub:
         self.created: list[tuple[str, bool | None]] = []
         self.uploads: list[Path] = []
         self.commits: list[dict] = []
+        self.branches = {"main"}
 
     def __call__(self, token=None):  # HfApi(token=...)
         self.token = token
@@ -35,10 +36,16 @@ class StandInHub:
         self.created.append((repo_id, private))
         return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"me/{repo_id}")
 
+    def create_branch(self, repo_id, *, branch, exist_ok=False):
+        assert exist_ok or branch not in self.branches
+        self.branches.add(branch)
+
     def file_exists(self, repo_id, filename, *, revision=None):
         return self.has_readme
 
     def upload_folder(self, *, repo_id, folder_path, revision=None, create_pr=None, commit_message=None):
+        if revision not in self.branches | {None}:  # as the hub answers a commit to a branch that does not exist
+            raise huggingface_hub.errors.RevisionNotFoundError(f"Revision Not Found: {revision}", response=None)
         copy = self.tmp_path / f"upload{len(self.uploads)}"
         shutil.copytree(folder_path, copy)
         self.uploads.append(copy)
@@ -80,6 +87,11 @@ def test_an_existing_model_card_is_kept_and_a_bare_name_gains_its_owner(hub, mod
     model.push_to_hub("pets", commit_message="epoch 12", revision="dev", create_pr=True)
     assert not (hub.uploads[0] / "README.md").exists()
     assert hub.commits == [{"repo_id": "me/pets", "revision": "dev", "create_pr": True, "message": "epoch 12"}]
+
+
+def test_a_new_branch_is_created_before_the_commit(hub, model) -> None:
+    model.push_to_hub("me/pets", revision="v2")  # the hub refuses a commit to a branch that does not exist
+    assert "v2" in hub.branches and hub.commits[0]["revision"] == "v2"
 
 
 def test_save_pretrained_with_push_to_hub(hub, model, tmp_path) -> None:

@@ -49,6 +49,16 @@ def _check_repo_id(repo_id: Any) -> str:
     return repo_id
 
 
+def _create_branch(api: Any, repo_id: str, branch: str, create_pr: bool) -> None:
+    """Make sure ``branch`` exists: the hub refuses a commit to a branch that does not (transformers creates it too).
+    A pull request may come from someone who cannot create branches, and then targets an existing one."""
+    try:
+        api.create_branch(repo_id, branch=branch, exist_ok=True)
+    except Exception:
+        if not create_pr:
+            raise
+
+
 def push_files(save: Callable[[Path], Any], repo_id: str, *, card: str | None = None,
                commit_message: str | None = None, private: bool | None = None, token: str | bool | None = None,
                revision: str | None = None, create_pr: bool = False) -> str:
@@ -68,6 +78,8 @@ def push_files(save: Callable[[Path], Any], repo_id: str, *, card: str | None = 
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             repo_id = getattr(url, "repo_id", None) or repo_id  # a bare name gains its owner
+            if revision is not None and not revision.startswith("refs/pr/"):
+                _create_branch(api, repo_id, revision, create_pr)
             if card is not None and not api.file_exists(repo_id, "README.md", revision=revision):
                 (Path(folder) / "README.md").write_text(card.replace("REPO", repo_id), encoding="utf-8")
             commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
