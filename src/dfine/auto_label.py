@@ -6,11 +6,10 @@ entry has ``images: photos/`` and ``annotations: photos.json``). Every image is 
 detections, since an image without objects teaches the model what background looks like.
 
 ``file_name`` is relative to the predicted folder (for a glob or single file, to the folder the files share), as
-COCO files are relative to their image folder. Category ids are those of the data set a dfine-trained model came
-from (``dataset_category_ids``), so a model trained on a COCO file labels with that file's ids; otherwise 1..C in
-label order. Each annotation keeps the detection's ``score``, an extra field that tools ignore and that lets a
-reviewer sort or filter.
-"""
+COCO files are relative to their image folder; a downloaded URL keeps its file name, and the URL as ``coco_url``.
+Category ids are those of the data set a dfine-trained model came from (``dataset_category_ids``), so a model
+trained on a COCO file labels with that file's ids; otherwise 1..C in label order. Each annotation keeps the
+detection's ``score``, an extra field that tools ignore and that lets a reviewer sort or filter."""
 
 from __future__ import annotations
 
@@ -69,11 +68,12 @@ class CocoLabelWriter:
         return resolved.relative_to(self.root).as_posix() if resolved.is_relative_to(self.root) else str(path)
 
     def add(self, path: Path, width: int, height: int, boxes_xyxy: np.ndarray, labels: np.ndarray,
-            scores: np.ndarray) -> None:
-        """One image and its detections (absolute ``xyxy`` boxes, clipped to the image)."""
+            scores: np.ndarray, url: str | None = None) -> None:
+        """One image and its detections (absolute ``xyxy`` boxes, clipped to the image). ``url``: where a
+        downloaded image came from, kept as COCO's ``coco_url`` since the download itself is deleted after the run."""
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": self._file_name(path), "width": int(width),
-                            "height": int(height)})
+        image = {"id": image_id, "file_name": self._file_name(path), "width": int(width), "height": int(height)}
+        self.images.append({**image, "coco_url": url} if url is not None else image)
         for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes_xyxy, dtype=np.float64).tolist(),
                                                   np.asarray(labels).reshape(-1).tolist(),
                                                   np.asarray(scores).reshape(-1).tolist(), strict=True):

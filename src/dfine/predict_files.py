@@ -148,7 +148,8 @@ class _Recorder:
                 keep = np.isin(labels_array, self.classes)
                 boxes, labels_array, scores_array = boxes[keep], labels_array[keep], scores_array[keep]
             if self.labels is not None and frame is None:
-                self.labels.add(path, picture.width, picture.height, boxes, labels_array, scores_array)
+                self.labels.add(path, picture.width, picture.height, boxes, labels_array, scores_array,
+                                url=self.file_names.get(path))
             labels, scores = labels_array.tolist(), scores_array.tolist()
             where: dict[str, Any] = {"image_id": self.next_id, "file_name": self.file_names.get(path, str(path))}
             if frame is not None:

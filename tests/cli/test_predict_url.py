@@ -34,6 +34,16 @@ def test_an_image_url_is_predicted_like_the_file(model_dir, site, tmp_path) -> N
     assert (by_url / "street.jpg").is_file()  # the annotated picture takes the URL's file name
 
 
+def test_a_url_in_the_coco_file_keeps_its_address(model_dir, site, tmp_path) -> None:
+    _, base = site
+    labels = tmp_path / "labels.json"
+    assert main(["predict", f"{base}/street.jpg", "--model", str(model_dir), "--output", str(tmp_path / "out"),
+                 "--save-coco", str(labels), "--no-progress", "--no-save-images"]) == 0
+    # the downloaded file is gone after the run: the URL is where a labelling tool or a user finds the image
+    [image] = json.loads(labels.read_text())["images"]
+    assert image["file_name"] == "street.jpg" and image["coco_url"] == f"{base}/street.jpg"
+
+
 def test_a_video_url_gives_an_annotated_video(model_dir, tmp_path) -> None:
     pytest.importorskip("av")
     from dfine.video import VideoReader, VideoWriter
