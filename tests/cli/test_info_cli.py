@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 from test_predict_cli import _error_line, _tiny_onnx
 
 from dfine.cli.main import main
@@ -42,9 +43,12 @@ def test_empty_or_folder_onnx_path_says_what_it_is(command, tmp_path, capsys) ->
     empty.write_bytes(b"")
     folder = tmp_path / "folder.onnx"
     folder.mkdir()
+    images = tmp_path / "images"  # predict refuses a source without pictures before it looks at the model
+    images.mkdir()
+    Image.new("RGB", (32, 32)).save(images / "a.png")
     for model, problem in [(empty, "empty file, not an ONNX model"), (folder, "is a folder, not an .onnx file")]:
         argv = ["info", str(model)] if command == "info" else [
-            "predict", str(tmp_path), "--model", str(model), "--backend", "onnxruntime", "--output",
+            "predict", str(images), "--model", str(model), "--backend", "onnxruntime", "--output",
             str(tmp_path / "out")]
         assert main(argv) == 2
         assert _error_line(capsys) == f"dfine {command}: error: {model}: {problem}"
