@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,25 @@ def test_refusals(tmp_path: Path) -> None:
     for bad in (0, 1.0, -0.2, True, "0.1"):
         with pytest.raises(ConfigError, match="val_split must be a fraction between 0 and 1"):
             hold_out_validation(single, bad)
+
+
+def test_an_image_listed_twice_is_not_in_both_splits(tmp_path: Path) -> None:
+    """A folder or list given twice (to oversample) lists each image twice: its copies stay together."""
+    spec = resolve_dataset(_train_only(tmp_path, format="yolo"))
+    records = spec.index("train").records
+    records.extend(dataclasses.replace(r) for r in list(records))  # 40 records, 20 images
+    held = hold_out_validation(spec, 0.275)  # 11 records: an odd count would cut a pair
+    train = {r.file_name for r in held.index("train").records}
+    val = [r.file_name for r in held.index("val").records]
+    assert val and not train & set(val) and len(val) == 2 * len(set(val))
+
+
+def test_windows_separators_hold_out_the_same_images(tmp_path: Path) -> None:
+    data = _train_only(tmp_path, format="yolo")
+    posix = {r.file_name for r in hold_out_validation(resolve_dataset(data), 0.2).index("val").records}
+    spec = resolve_dataset(data)
+    records = spec.index("train").records
+    records[:] = [dataclasses.replace(r, file_name=r.file_name.replace("/", "\\")) for r in records]
+    assert any("\\" in r.file_name for r in records)
+    windows = {r.file_name for r in hold_out_validation(spec, 0.2).index("val").records}
+    assert {name.replace("\\", "/") for name in windows} == posix

@@ -28,7 +28,18 @@ def held_out_count(num_images: int, fraction: float) -> int:
 
 
 def _order_key(record: ImageRecord) -> str:
-    return hashlib.sha1(record.file_name.encode("utf-8")).hexdigest()
+    # '/' whatever the system: a run trained on Linux and evaluated or resumed on Windows holds out the same images
+    return hashlib.sha1(record.file_name.replace("\\", "/").encode("utf-8")).hexdigest()
+
+
+def _held_keys(records: list[ImageRecord], count: int) -> set[str]:
+    """The keys of the first ``count`` images in hash order, whole: an image listed twice (a folder or list given
+    twice to oversample it) is held out with all its copies, or none, so that no copy trains on a validation image."""
+    keys = sorted(_order_key(r) for r in records)
+    held = set(keys[:count])
+    if len(held) == len(set(keys)):  # every image would go: training keeps the last one
+        held.discard(keys[count - 1])
+    return held
 
 
 def hold_out_validation(spec: DatasetSpec, fraction: float) -> DatasetSpec:
@@ -53,13 +64,17 @@ def hold_out_validation(spec: DatasetSpec, fraction: float) -> DatasetSpec:
         raise DFineError(f"{spec.source}: {len(records)} usable training image(s): too few to hold out a "
                          "validation split")
     count = held_out_count(len(records), fraction)
-    held = {id(r) for r in sorted(records, key=_order_key)[:count]}
+    held_keys = _held_keys(records, count)
+    held = {id(r) for r in records if _order_key(r) in held_keys}
+    if not held:
+        raise DFineError(f"{spec.source}: every training image is the same file: too few to hold out a validation "
+                         "split")
     # both parts keep the data set's order; the annotation repairs and problems stay with the training part, so
     # the data set check reports them once
     kept = dataclasses.replace(train, records=[r for r in records if id(r) not in held])
     val = DetectionIndex(source=train.source, categories=train.categories,
                          records=[r for r in records if id(r) in held])
-    note = (f"no validation split: {count} of the {len(records)} training images are held out for validation "
+    note = (f"no validation split: {len(held)} of the {len(records)} training images are held out for validation "
             f"(val_split {fraction:g}, chosen by file name)")
     return dataclasses.replace(spec, splits={**spec.splits, "val": spec.splits["train"]}, notes=[*spec.notes, note],
                                _indexes={**spec._indexes, "train": kept, "val": val})
