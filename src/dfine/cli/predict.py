@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfine.arguments import validate_image_size
+    from dfine.arguments import resolve_device, validate_image_size
     from dfine.auto_label import check_label_file
     from dfine.download import is_url
     from dfine.errors import DFineError
@@ -89,15 +89,20 @@ def run(args: argparse.Namespace) -> int:
         check_label_file(args.save_coco)
     if args.tile is not None:
         TiledDetector(None, args.tile, args.tile_overlap)  # checks the options before the model loads
-    if not is_url(args.source):
-        list_images(args.source, recursive=args.recursive, videos=True)  # a source without pictures fails here
+    # --device is an option like the others: a typo is named before the source is (as the model loader would)
     if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector, providers_for_device
 
+        providers = providers_for_device(args.device)
+    else:
+        resolve_device(args.device)
+    if not is_url(args.source):
+        list_images(args.source, recursive=args.recursive, videos=True)  # a source without pictures fails here
+    if backend == "onnxruntime":
         if args.half or args.bf16 or args.half_head or args.compile or args.image_size is not None:
             raise DFineError("--half, --bf16, --half-head, --compile and --image-size do not apply to the "
                              "onnxruntime backend (precision and input size are fixed at export time)")
-        predictor = OnnxDetector(args.model, providers=providers_for_device(args.device))
+        predictor = OnnxDetector(args.model, providers=providers)
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,
