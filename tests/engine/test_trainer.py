@@ -271,6 +271,16 @@ def test_patience_must_not_be_negative(tmp_path: Path, tiny_yaml: Path) -> None:
         dfine.train(tiny_yaml, epochs=2, batch_size=8, output=tmp_path / "run", patience=-1, **TINY)
 
 
+def test_a_resume_refuses_a_negative_patience_too() -> None:
+    from dfine.engine.hparams import resolve_hyperparameters
+    from dfine.engine.resuming import apply_resume_changes
+
+    hp = resolve_hyperparameters("n", num_train_images=10)
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
+        apply_resume_changes(hp, {"patience": -1})  # else the run would stop at its first evaluation
+    assert hp.patience == 0
+
+
 def test_patience_without_evaluations_says_it_does_nothing(tmp_path: Path, tiny_yaml: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dfine"):

@@ -76,6 +76,10 @@ def check_resume_options(state: dict[str, Any], hp: Any, overrides: dict[str, An
 def apply_resume_changes(hp: Any, overrides: dict[str, Any]) -> None:
     """Give ``hp`` the :data:`CHANGEABLE_ON_RESUME` options of ``overrides`` that differ, with a note for the run's
     summary. The new values are saved in the next checkpoint, so a later resume keeps them."""
+    # a new run checks its values as it makes them (hparams._validate); a resume's changes need the same check,
+    # or a negative patience would end the run at its first evaluation
+    if overrides.get("patience", 0) < 0:
+        raise ConfigError(f"patience must be >= 0 (0: no early stopping), got {overrides['patience']}")
     for name in CHANGEABLE_ON_RESUME:
         if name in overrides and overrides[name] != getattr(hp, name):
             hp.notes.append(f"{name} changed from {getattr(hp, name)} to {overrides[name]} on resume")
