@@ -50,6 +50,14 @@ def test_url_file_name(url, content_type, name) -> None:
     assert url_file_name(url, content_type) == name
 
 
+def test_a_long_name_is_shortened_keeping_its_extension() -> None:
+    """CDN names can be longer than the 255 bytes a file name may have: the download failed with 'File name too
+    long', reported as a download that broke off."""
+    assert url_file_name("https://x.org/" + "a" * 300 + ".jpg") == "a" * 116 + ".jpg"
+    assert url_file_name("https://x.org/" + "a" * 300, "video/mp4") == "a" * 116 + ".mp4"
+    assert len(url_file_name("https://x.org/" + "a" * 300 + "." + "b" * 40)) == 120
+
+
 def test_an_image_url_reads_as_the_file_does(site) -> None:
     folder, base = site
     expected = np.asarray(load_image(folder / "street.jpg"))

@@ -46,7 +46,16 @@ def url_file_name(url: str, content_type: str | None = None) -> str:
         extension = _EXTENSIONS.get(kind) or mimetypes.guess_extension(kind)
         if extension and (not Path(name).suffix or _is_picture_name(name + extension)):
             name += extension
-    return name
+    return _shortened(name)
+
+
+def _shortened(name: str, limit: int = 120) -> str:
+    """``name`` cut to ``limit`` characters, its extension kept: CDN names can pass the 255 bytes a file name may
+    have, and the download would fail with 'File name too long'."""
+    if len(name) <= limit:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix) < 16 else ""
+    return name[:limit - len(suffix)] + suffix
 
 
 def _is_picture_name(name: str) -> bool:
