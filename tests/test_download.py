@@ -56,6 +56,7 @@ def test_a_long_name_is_shortened_keeping_its_extension() -> None:
     assert url_file_name("https://x.org/" + "a" * 300 + ".jpg") == "a" * 116 + ".jpg"
     assert url_file_name("https://x.org/" + "a" * 300, "video/mp4") == "a" * 116 + ".mp4"
     assert len(url_file_name("https://x.org/" + "a" * 300 + "." + "b" * 40)) == 120
+    assert url_file_name("https://x.org/" + "街" * 100 + ".jpg") == "街" * 38 + ".jpg"  # bytes, not characters
 
 
 def test_an_image_url_reads_as_the_file_does(site) -> None:

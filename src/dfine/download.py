@@ -50,12 +50,15 @@ def url_file_name(url: str, content_type: str | None = None) -> str:
 
 
 def _shortened(name: str, limit: int = 120) -> str:
-    """``name`` cut to ``limit`` characters, its extension kept: CDN names can pass the 255 bytes a file name may
-    have, and the download would fail with 'File name too long'."""
-    if len(name) <= limit:
+    """``name`` cut to ``limit`` bytes of UTF-8, its extension kept: CDN names can pass the 255 bytes a file name
+    may have (fewer characters where they are not ASCII), and the download would fail with 'File name too long'."""
+    if len(name.encode("utf-8")) <= limit:
         return name
     suffix = Path(name).suffix if len(Path(name).suffix) < 16 else ""
-    return name[:limit - len(suffix)] + suffix
+    stem = name[:len(name) - len(suffix)]
+    while len((stem + suffix).encode("utf-8")) > limit:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 def _is_picture_name(name: str) -> bool:
