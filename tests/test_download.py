@@ -43,6 +43,11 @@ def test_is_url() -> None:
     ("https://x.org/watch.php?v=3", "video/mp4", "watch.php.mp4"),
     ("https://x.org/frame.v2", "image/png", "frame.v2.png"),
     ("https://x.org/a.tar", "application/x-tar", "a.tar"),
+    # types that mimetypes names with an extension no reader takes (.mpv), or with none
+    ("https://x.org/clip", "video/x-matroska", "clip.mkv"),
+    ("https://x.org/clip", "video/mp2t", "clip.ts"),
+    ("https://x.org/clip", "video/3gpp", "clip.3gp"),
+    ("https://x.org/photo", "image/x-ms-bmp", "photo.bmp"),
     ("https://x.org/", None, "download"),
     ("https://x.org/../..", "image/png", "download.png"),
 ])

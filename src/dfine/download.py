@@ -25,8 +25,11 @@ __all__ = ["download", "is_url", "url_file_name"]
 _HEADERS = {"User-Agent": "Mozilla/5.0 (compatible; dfine)"}
 _TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
-# Content types whose usual extension mimetypes does not give the one our readers and writers expect.
-_EXTENSIONS = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "video/quicktime": ".mov"}
+# Content types whose usual extension mimetypes does not give the one our readers and writers expect (it names
+# Matroska .mpv, and knows no extension for MPEG-TS, 3GPP or the older BMP type).
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/jpg": ".jpg", "image/pjpeg": ".jpg", "image/x-ms-bmp": ".bmp",
+               "video/quicktime": ".mov", "video/x-matroska": ".mkv", "video/matroska": ".mkv", "video/mp2t": ".ts",
+               "video/3gpp": ".3gp", "video/x-flv": ".flv", "video/x-ms-wmv": ".wmv", "video/x-m4v": ".m4v"}
 
 
 def is_url(source: object) -> bool:
