@@ -43,6 +43,10 @@ def test_is_url() -> None:
     ("https://x.org/watch.php?v=3", "video/mp4", "watch.php.mp4"),
     ("https://x.org/frame.v2", "image/png", "frame.v2.png"),
     ("https://x.org/a.tar", "application/x-tar", "a.tar"),
+    ("https://x.org/con.jpg", None, "_con.jpg"),  # Windows device names
+    ("https://x.org/NUL", "image/png", "_NUL.png"),
+    ("https://x.org/com1.tar.mp4", None, "_com1.tar.mp4"),
+    ("https://x.org/console.jpg", None, "console.jpg"),
     # types that mimetypes names with an extension no reader takes (.mpv), or with none
     ("https://x.org/clip", "video/x-matroska", "clip.mkv"),
     ("https://x.org/clip", "video/mp2t", "clip.ts"),

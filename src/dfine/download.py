@@ -43,6 +43,8 @@ def url_file_name(url: str, content_type: str | None = None) -> str:
     ``image/png`` -> ``photo.png``), since files are told apart (image or video) by extension."""
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     name = re.sub(r"[^\w.\-]+", "_", name).strip("._") or "download"
+    if re.fullmatch(r"(?i)(con|prn|aux|nul|com\d|lpt\d)(\..*)?", name):
+        name = "_" + name  # Windows opens a device, not a file, for these names (with any extension)
     if content_type and not _is_picture_name(name):
         # also for a script's name (``.../watch.php?v=3`` served as video/mp4): the extension decides the reader
         kind = content_type.split(";")[0].strip().lower()
