@@ -26,6 +26,8 @@ def test_ids_names_and_file_names(tmp_path: Path) -> None:
     assert [(a["category_id"], a["bbox"], a["area"]) for a in document["annotations"]] == [
         (7, [10.0, 10.0, 20.0, 30.0], 600.0), (3, [0.0, 0.0, 100.0, 50.0], 5000.0)]
     assert document["annotations"][1]["score"] == 0.12346 and document["annotations"][1]["iscrowd"] == 0
+    # box-only, as COCO tools expect it written: Datumaro (CVAT's COCO import) refuses an annotation without it
+    assert all(a["segmentation"] == [] for a in document["annotations"])
     assert [a["id"] for a in document["annotations"]] == [1, 2]
 
 

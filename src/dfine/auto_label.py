@@ -83,7 +83,9 @@ class CocoLabelWriter:
             self.annotations.append({
                 "id": len(self.annotations) + 1, "image_id": image_id, "category_id": self.category_ids[label],
                 "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2),
-                "iscrowd": 0, "score": round(float(score), 5)})
+                # an empty segmentation, as box-only COCO files write it: Datumaro (CVAT's COCO import) requires
+                # the field
+                "segmentation": [], "iscrowd": 0, "score": round(float(score), 5)})
 
     def write(self, path: Path) -> Path:
         """Write the file atomically (an interrupted run leaves none, or the previous one)."""
