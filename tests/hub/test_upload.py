@@ -89,6 +89,14 @@ def test_an_existing_model_card_is_kept_and_a_bare_name_gains_its_owner(hub, mod
     assert hub.commits == [{"repo_id": "me/pets", "revision": "dev", "create_pr": True, "message": "epoch 12"}]
 
 
+def test_class_names_in_the_card_are_shown_as_they_are(hub) -> None:
+    """The repository id was put in by replacing 'REPO' everywhere: a class REPORTER became me/pressRTER."""
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", num_labels=2, id2label={0: "REPORTER", 1: "dog"})
+    dfine.DFineForObjectDetection(config).push_to_hub("press")
+    card = (hub.uploads[0] / "README.md").read_text()
+    assert "**2 classes:** REPORTER, dog" in card and 'from_pretrained("me/press")' in card
+
+
 def test_a_new_branch_is_created_before_the_commit(hub, model) -> None:
     model.push_to_hub("me/pets", revision="v2")  # the hub refuses a commit to a branch that does not exist
     assert "v2" in hub.branches and hub.commits[0]["revision"] == "v2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    url = push_files(save, args.repo_id, card=model_card(model.config), commit_message=args.message,
+    url = push_files(save, args.repo_id, card=partial(model_card, model.config), commit_message=args.message,
                      private=True if args.private else None, token=args.token, revision=args.revision,
                      create_pr=args.create_pr)
     print(f"pushed {args.model} to {args.repo_id}: {url}")

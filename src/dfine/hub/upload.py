@@ -22,8 +22,8 @@ __all__ = ["model_card", "push_files"]
 _REPO_ID = re.compile(r"^(?:[\w.\-]+/)?[\w.\-]+$")
 
 
-def model_card(config: Any) -> str:
-    """A ``README.md`` for a model repository, from its config."""
+def model_card(config: Any, repo_id: str) -> str:
+    """A ``README.md`` for the model repository ``repo_id``, from its config."""
     names = [str(config.id2label[i]) for i in sorted(config.id2label)]
     shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
     from dfine.presets import size_of
@@ -36,9 +36,9 @@ def model_card(config: Any) -> str:
              "decoder with fine-grained distribution refinement), saved by `dfine`.", "",
              f"**{len(names)} classes:** {shown}", ""]
     lines += ["## Use", "", "```python", "from dfine import DFineForObjectDetection, DFineImageProcessor", "",
-              'model = DFineForObjectDetection.from_pretrained("REPO")',
-              'processor = DFineImageProcessor.from_pretrained("REPO")', "```", "",
-              "or `dfine predict photos/ --model REPO` on the command line. transformers' "
+              f'model = DFineForObjectDetection.from_pretrained("{repo_id}")',
+              f'processor = DFineImageProcessor.from_pretrained("{repo_id}")', "```", "",
+              f"or `dfine predict photos/ --model {repo_id}` on the command line. transformers' "
               "`DFineForObjectDetection` loads the same files.", ""]
     return "\n".join(lines)
 
@@ -59,11 +59,12 @@ def _create_branch(api: Any, repo_id: str, branch: str, create_pr: bool) -> None
             raise
 
 
-def push_files(save: Callable[[Path], Any], repo_id: str, *, card: str | None = None,
+def push_files(save: Callable[[Path], Any], repo_id: str, *, card: Callable[[str], str] | None = None,
                commit_message: str | None = None, private: bool | None = None, token: str | bool | None = None,
                revision: str | None = None, create_pr: bool = False) -> str:
     """Save into a temporary folder with ``save(folder)`` and upload that folder to ``repo_id`` (created when it
-    does not exist); ``card`` becomes its ``README.md`` unless the repository has one. Returns the commit's URL.
+    does not exist); ``card(repo_id)`` becomes its ``README.md`` unless the repository has one (called with the
+    full id, which a bare name gains only from the hub). Returns the commit's URL.
 
     Raises:
         ConfigError: ``repo_id`` is not a repository name.
@@ -81,7 +82,7 @@ def push_files(save: Callable[[Path], Any], repo_id: str, *, card: str | None = 
             if revision is not None and not revision.startswith("refs/pr/"):
                 _create_branch(api, repo_id, revision, create_pr)
             if card is not None and not api.file_exists(repo_id, "README.md", revision=revision):
-                (Path(folder) / "README.md").write_text(card.replace("REPO", repo_id), encoding="utf-8")
+                (Path(folder) / "README.md").write_text(card(repo_id), encoding="utf-8")
             commit = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
                                        commit_message=commit_message or "Upload D-FINE model with dfine")
         except DFineError:

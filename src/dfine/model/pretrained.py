@@ -213,10 +213,13 @@ class PretrainedMixin:
         Raises:
             DFineError: the hub refused the upload or could not be reached (one line with its reason).
         """
+        from functools import partial
+
         from dfine.hub.upload import model_card, push_files
 
-        return push_files(self.save_pretrained, repo_id, card=model_card(self.config), commit_message=commit_message,
-                          private=private, token=token, revision=revision, create_pr=create_pr)
+        return push_files(self.save_pretrained, repo_id, card=partial(model_card, self.config),
+                          commit_message=commit_message, private=private, token=token, revision=revision,
+                          create_pr=create_pr)
 
     def _record_provenance(self) -> None:
         """Write what transformers writes on save: the class (so a DFineModel folder says so) and the dtype."""
