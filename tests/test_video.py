@@ -236,6 +236,38 @@ def test_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
 
 
 
+def test_a_second_video_stream_that_starts_earlier_does_not_move_the_sound(tmp_path) -> None:
+    """The frames come from the first video stream: the sound is shifted by its start (0.4 s), not by that of a
+    second stream (a cover picture, another angle) that starts at 0."""
+    from dfine.video import copy_audio
+
+    source = tmp_path / "two.mp4"
+    with av.open(str(source), "w") as container:
+        main, other = (container.add_stream("mpeg4", rate=25) for _ in range(2))
+        for stream in (main, other):
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=8000, layout="mono")
+        for i in range(25):
+            for stream, pts in ((main, 10 + i), (other, i)):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
+                frame.pts = pts
+                container.mux(stream.encode(frame))
+        for done in range(0, 35 * 8000 // 25, 1024):
+            tone = av.AudioFrame.from_ndarray(np.sin(np.arange(done, done + 1024) / 5.0)[None].astype(np.float32),
+                                              format="fltp", layout="mono")
+            tone.sample_rate, tone.pts = 8000, done
+            container.mux(audio.encode(tone))
+        for stream in (main, other, audio):
+            container.mux(stream.encode(None))
+    out = tmp_path / "out.mp4"
+    assert copy_audio(_annotated(source, tmp_path), source, out)
+    with av.open(str(out)) as result, av.open(str(source)) as original:
+        starts = [float(p.pts * p.time_base) for p in result.demux(audio=0) if p.size]
+        total = sum(1 for p in original.demux(audio=0) if p.size)
+    assert -0.13 < starts[0] <= 0.0  # the sound at 0.4 s of the source plays with the first frame
+    assert total - len(starts) == pytest.approx(0.4 * 8000 / 1024, abs=1.5)  # the 0.4 s before it left out
+
+
 def test_re_encoded_sound_before_the_first_frame_is_left_out(tmp_path) -> None:
     from dfine.video import copy_audio
 

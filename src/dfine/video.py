@@ -250,9 +250,10 @@ def copy_audio(video: str | Path, source: str | Path, output: str | Path) -> boo
         audio = next(iter(src.streams.audio), None)
         if audio is None:
             return False
-        # the annotated video starts at the source's first frame: sound keeps its distance to that frame
-        starts = [s.start_time * s.time_base for s in src.streams.video if s.start_time is not None]
-        origin = Fraction(min(starts)) if starts else Fraction(0)
+        # the annotated video starts at the first frame of the stream VideoReader reads (the first video stream,
+        # not a second one or a cover picture that may start earlier): sound keeps its distance to that frame
+        first = src.streams.video[0] if src.streams.video else None
+        origin = Fraction(first.start_time * first.time_base) if first is not None and first.start_time else Fraction(0)
         with av.open(str(video)) as frames, av.open(str(output), mode="w", format="mp4") as out:
             video_in = frames.streams.video[0]
             video_out = out.add_stream_from_template(video_in)
