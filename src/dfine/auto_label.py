@@ -25,12 +25,15 @@ from dfine.errors import InputFileError
 __all__ = ["CocoLabelWriter", "check_label_file", "common_folder"]
 
 
-def check_label_file(path: str | Path) -> Path:
-    """``path`` as the annotation file to write: refused in one line when it is a folder or its folder is a file,
-    before any prediction runs."""
+def check_label_file(path: str | Path, output_dir: str | Path | None = None) -> Path:
+    """``path`` as the annotation file to write: refused in one line when it is a folder, its folder is a file, or
+    it is the ``predictions.json`` of ``output_dir`` (written first, then silently replaced), before any prediction
+    runs."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise InputFileError(path, "is a folder: give the annotation file to write, e.g. --save-coco labels.json")
+    if output_dir is not None and path.resolve() == (Path(output_dir).expanduser() / "predictions.json").resolve():
+        raise InputFileError(path, "is the predictions.json this run writes: give the annotation file another name")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

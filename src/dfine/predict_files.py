@@ -318,7 +318,7 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     from dfine.hub.files import atomic_write
 
     wanted = class_indices(classes, predictor.class_names) if classes is not None else None
-    label_file = check_label_file(save_coco) if save_coco is not None else None
+    label_file = check_label_file(save_coco, output_dir) if save_coco is not None else None
     output = prepare_output_dir(output_dir)
     with _local_files(source, progress, recursive) as (files, file_names):
         labels = None

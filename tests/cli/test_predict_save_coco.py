@@ -50,6 +50,15 @@ def test_images_without_detections_are_listed(model_dir, image_dir, tmp_path) ->
     assert document["annotations"] == []
 
 
+def test_the_run_s_predictions_json_is_refused_as_the_annotation_file(image_dir, tmp_path, capsys) -> None:
+    """It would be written with the detections, then replaced by the COCO file: predictions.json silently lost."""
+    out = tmp_path / "out"
+    assert main(["predict", str(image_dir), "--model", "no-such-model-is-loaded", "--output", str(out),
+                 "--save-coco", str(out / "predictions.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the predictions.json this run writes" in err
+
+
 @pytest.mark.parametrize("where", ["folder", "inside a file"])
 def test_a_bad_annotation_file_is_refused_before_predicting(model_dir, image_dir, tmp_path, capsys, where) -> None:
     (tmp_path / "taken").write_text("x")

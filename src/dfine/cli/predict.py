@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     # Before loading the model, which can mean a download: a bad --output should not cost that.
     prepare_output_dir(args.output)
     if args.save_coco is not None:
-        check_label_file(args.save_coco)
+        check_label_file(args.save_coco, args.output)
     if args.tile is not None:
         TiledDetector(None, args.tile, args.tile_overlap)  # checks the options before the model loads
     # --device is an option like the others: a typo is named before the source is (as the model loader would)
