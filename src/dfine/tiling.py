@@ -4,12 +4,14 @@ A 4000-pixel aerial photo resized to 640 shrinks a 30-pixel car to 5 pixels, bel
 :class:`TiledDetector` predicts every tile (a ``tile`` x ``tile`` window, neighbours overlapping by ``overlap``) and,
 for the large objects that tiles cut apart, the whole image too; then merges the detections.
 
-Merging is greedy suppression per class, strongest first, as SAHI does by default: a box is dropped when it
-overlaps a stronger box of its class by ``match_threshold`` of the smaller box's area (intersection over the
-smaller area, not IoU, because the part of an object that a tile cut off lies wholly inside the complete box found
-in the neighbouring tile or the whole image). It works with any detector of :mod:`dfine.predict_files` (the
-PyTorch :class:`~dfine.inference.Predictor` or the torch-free :class:`~dfine.runtime.OnnxDetector`), so it needs
-only NumPy and Pillow itself.
+Merging is greedy and per class, as SAHI's default (greedy NMM): a box that overlaps a kept box of its class by
+``match_threshold`` of the smaller box's area is merged into it, the kept box growing to hold both. The overlap is
+measured on the smaller box (not IoU) because a tile sees only part of an object that crosses its border, and that
+part lies inside the complete box found in a neighbouring tile or the whole image. Boxes that touch a tile's border
+inside the image are such parts, and they may score higher than the complete box: so complete boxes are kept
+first, strongest first, and cut-off parts come after them. It works with any detector of :mod:`dfine.predict_files`
+(the PyTorch :class:`~dfine.inference.Predictor` or the torch-free :class:`~dfine.runtime.OnnxDetector`), so it
+needs only NumPy and Pillow itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 
 from dfine.errors import ConfigError, DFineError
 
-__all__ = ["TiledDetector", "suppress_overlaps", "tile_windows"]
+__all__ = ["TiledDetector", "cut_by_tile", "merge_overlaps", "tile_windows"]
 
 
 def _starts(length: int, tile: int, step: int) -> list[int]:
@@ -42,28 +44,44 @@ def tile_windows(width: int, height: int, tile: int, overlap: float = 0.2) -> li
             for y in _starts(height, tile, step) for x in _starts(width, tile, step)]
 
 
-def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                      match_threshold: float = 0.5) -> np.ndarray:
-    """Indices of the boxes kept, strongest first: per class, a box overlapping a kept, stronger one by at least
-    ``match_threshold`` of the smaller box's area is dropped."""
-    order = np.argsort(-scores, kind="stable")
-    boxes, labels = boxes[order], labels[order]
+def merge_overlaps(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, match_threshold: float = 0.5,
+                   cut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy merging per class: each kept box absorbs the later boxes of its class that overlap it by at least
+    ``match_threshold`` of the smaller box's area, and becomes the smallest box holding them all. Boxes are taken
+    strongest first, those flagged in ``cut`` (parts of objects cut off by a tile border) after all the others.
+    Returns the kept ``(boxes, scores, labels)``, strongest first (a kept box keeps its own score)."""
+    flags = np.zeros(len(scores), dtype=bool) if cut is None else np.asarray(cut, dtype=bool)
+    order = np.lexsort((-scores, flags))  # complete boxes first, then by score
+    boxes, scores, labels = boxes[order].astype(np.float64), scores[order], labels[order]
     areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    dropped = np.zeros(len(order), dtype=bool)
+    absorbed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
+    merged: list[np.ndarray] = []
     for i in range(len(order)):
-        if dropped[i]:
+        if absorbed[i]:
             continue
-        kept.append(int(order[i]))
-        later = np.nonzero((labels[i + 1:] == labels[i]) & ~dropped[i + 1:])[0] + i + 1  # one vector step per box
-        if len(later):
-            width = np.clip(np.minimum(boxes[later, 2], boxes[i, 2]) - np.maximum(boxes[later, 0], boxes[i, 0]), 0,
-                            None)
-            height = np.clip(np.minimum(boxes[later, 3], boxes[i, 3]) - np.maximum(boxes[later, 1], boxes[i, 1]), 0,
-                             None)
-            smaller = np.maximum(np.minimum(areas[later], areas[i]), 1e-9)
-            dropped[later[width * height / smaller >= match_threshold]] = True
-    return np.asarray(kept, dtype=np.int64)
+        later = np.nonzero((labels[i + 1:] == labels[i]) & ~absorbed[i + 1:])[0] + i + 1  # one vector step per box
+        width = np.clip(np.minimum(boxes[later, 2], boxes[i, 2]) - np.maximum(boxes[later, 0], boxes[i, 0]), 0, None)
+        height = np.clip(np.minimum(boxes[later, 3], boxes[i, 3]) - np.maximum(boxes[later, 1], boxes[i, 1]), 0, None)
+        smaller = np.maximum(np.minimum(areas[later], areas[i]), 1e-9)
+        matched = later[width * height / smaller >= match_threshold]
+        absorbed[matched] = True
+        group = boxes[np.concatenate([[i], matched])]
+        kept.append(i)
+        merged.append(np.concatenate([group[:, :2].min(axis=0), group[:, 2:].max(axis=0)]))
+    index = np.asarray(kept, dtype=np.int64)
+    strongest = np.argsort(-scores[index], kind="stable")
+    return (np.asarray(merged, dtype=np.float64).reshape(-1, 4)[strongest], scores[index][strongest],
+            labels[index][strongest])
+
+
+def cut_by_tile(boxes: np.ndarray, window: tuple[int, int, int, int], width: int, height: int,
+                margin: float) -> np.ndarray:
+    """Which ``boxes`` (image coordinates) reach within ``margin`` pixels of a border of ``window`` that lies inside
+    the image: the parts of objects that the tile cut off (an object touching the image's own border is whole)."""
+    x0, y0, x1, y1 = window
+    return (((boxes[:, 0] <= x0 + margin) & (x0 > 0)) | ((boxes[:, 1] <= y0 + margin) & (y0 > 0))
+            | ((boxes[:, 2] >= x1 - margin) & (x1 < width)) | ((boxes[:, 3] >= y1 - margin) & (y1 < height)))
 
 
 class TiledDetector:
@@ -122,14 +140,19 @@ class TiledDetector:
         windows = tile_windows(image.width, image.height, self.tile, self.overlap)
         if self.whole_image and len(windows) > 1:
             windows.append((0, 0, image.width, image.height))
-        boxes, scores, labels = [], [], []
+        boxes, scores, labels, cut = [], [], [], []
+        margin = max(2.0, 0.01 * self.tile)  # a predicted edge lands near, not exactly on, the tile's border
         for first in range(0, len(windows), self.batch_size):
             chunk = windows[first:first + self.batch_size]
             found = self.detector.predict([image.crop(w) for w in chunk], threshold)
-            for (x0, y0, _, _), det in zip(chunk, found, strict=True):
-                boxes.append(np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4) + [x0, y0, x0, y0])
+            for window, det in zip(chunk, found, strict=True):
+                x0, y0 = window[:2]
+                placed = np.asarray(det["boxes"], dtype=np.float64).reshape(-1, 4) + [x0, y0, x0, y0]
+                boxes.append(placed)
+                cut.append(cut_by_tile(placed, window, image.width, image.height, margin))
                 scores.append(np.asarray(det["scores"], dtype=np.float64).reshape(-1))
                 labels.append(np.asarray(det["labels"], dtype=np.int64).reshape(-1))
-        all_boxes, all_scores, all_labels = np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels)
-        keep = suppress_overlaps(all_boxes, all_scores, all_labels, self.match_threshold)
-        return {"boxes": all_boxes[keep].reshape(-1, 4), "scores": all_scores[keep], "labels": all_labels[keep]}
+        merged, kept_scores, kept_labels = merge_overlaps(np.concatenate(boxes), np.concatenate(scores),
+                                                          np.concatenate(labels), self.match_threshold,
+                                                          np.concatenate(cut))
+        return {"boxes": merged, "scores": kept_scores, "labels": kept_labels}
