@@ -85,6 +85,25 @@ def test_the_content_type_names_a_path_without_extension(site, tmp_path) -> None
     assert path.name == "photo.png" and load_image(path).size == (80, 80)
 
 
+@pytest.mark.parametrize("container, extension", [("mp4", ".mp4"), ("matroska", ".mkv"), ("avi", ".avi"),
+                                                  ("mpegts", ".ts")])
+def test_a_video_served_as_octet_stream_is_named_by_its_content(tmp_path, container, extension) -> None:
+    """Neither the URL nor the served type says 'video': its bytes do, and the extension decides the reader."""
+    av = pytest.importorskip("av")
+    site = tmp_path / "site"
+    site.mkdir()
+    with av.open(str(site / "clip"), "w", format=container) as out:
+        stream = out.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for picture in natural_images(2, 96, seed=1):
+            frame = av.VideoFrame.from_image(picture.resize((64, 48)))
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with serve(site, {"clip": "application/octet-stream"}) as base:
+        path = download(f"{base}/clip", tmp_path)
+    assert path.name == "clip.bin" + extension and path.is_file()
+
+
 @pytest.mark.parametrize("name, problem", [
     ("missing.jpg", "could not download (HTTP 404"),
     ("empty.jpg", "the server sent an empty file"),

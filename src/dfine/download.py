@@ -126,4 +126,31 @@ def download(url: str, folder: str | Path, progress: bool = False) -> Path:
     if size == 0:
         target.unlink(missing_ok=True)
         raise DFineError(f"{url}: the server sent an empty file")
+    if not _is_picture_name(target.name):
+        # neither the URL nor the served type said what it is (application/octet-stream): images are recognised by
+        # their content wherever they are read, but a video is told apart by its extension, so look at its bytes
+        extension = _video_extension(target)
+        if extension is not None:
+            target = target.rename(target.with_name(_shortened(target.name + extension)))
     return target
+
+
+def _video_extension(path: Path) -> str | None:
+    """The extension of the video container whose signature ``path`` starts with, or None."""
+    with open(path, "rb") as f:
+        head = f.read(192)
+    if head[4:8] == b"ftyp":
+        return ".mov" if head[8:12] == b"qt  " else ".mp4"
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return ".mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return ".mkv"  # Matroska and WebM
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return ".avi"
+    if head[:3] == b"FLV":
+        return ".flv"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return ".mpg"
+    if len(head) > 188 and head[0] == head[188] == 0x47:
+        return ".ts"  # MPEG-TS packets are 188 bytes, each starting with 0x47
+    return None
