@@ -364,3 +364,5 @@ def test_tiled_prediction_on_the_command_line(model_dir, tmp_path, capsys) -> No
     assert len(records) > 300
     assert main(["predict", str(tmp_path / "big.jpg"), "--model", "not-loaded", "--tile", "8"]) == 2
     assert "the tile size must be an integer of at least 32 pixels, got 8" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "big.jpg"), "--model", "not-loaded", "--tile-overlap", "0.5"]) == 2
+    assert "--tile-overlap needs --tile" in capsys.readouterr().err  # not silently ignored

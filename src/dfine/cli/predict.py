@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
                    help="for large images with small objects: predict overlapping tiles of this size (e.g. 640) and "
                         "the whole image, and merge (dfine.tiling)")
-    p.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+    p.add_argument("--tile-overlap", type=float, default=None, metavar="F",
                    help="with --tile: how much neighbouring tiles overlap (default 0.2)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="for a folder: also the images and videos in its subfolders")
@@ -87,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.output)
     if args.save_coco is not None:
         check_label_file(args.save_coco, args.output)
+    if args.tile_overlap is not None and args.tile is None:
+        raise DFineError("--tile-overlap needs --tile (the tile size, e.g. --tile 640)")
+    tile_overlap = 0.2 if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None:
-        TiledDetector(None, args.tile, args.tile_overlap)  # checks the options before the model loads
+        TiledDetector(None, args.tile, tile_overlap)  # checks the options before the model loads
     # --device is an option like the others: a typo is named before the source is (as the model loader would)
     if backend == "onnxruntime":
         from dfine.runtime import OnnxDetector, providers_for_device
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                                               image_size=args.image_size, compile=args.compile,
                                               half_head=args.half_head, bf16=args.bf16)
     if args.tile is not None:
-        predictor = TiledDetector(predictor, args.tile, args.tile_overlap, batch_size=args.batch_size)
+        predictor = TiledDetector(predictor, args.tile, tile_overlap, batch_size=args.batch_size)
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
                             progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco,
