@@ -1,7 +1,8 @@
 """Detections written as a COCO annotation file, to correct in a labelling tool and train on.
 
-``dfine predict photos/ --model M --save-coco photos.json`` labels a folder with a model: CVAT, Label Studio and
-Roboflow import the file for correction, and ``dfine train`` reads it with the folder (a data YAML whose ``train``
+``dfine predict photos/ --model M --save-coco photos.json`` labels a folder with a model: CVAT and Roboflow import
+COCO files for correction (Label Studio through its converter, ``label-studio-converter import coco``), and
+``dfine train`` reads it with the folder (a data YAML whose ``train``
 entry has ``images: photos/`` and ``annotations: photos.json``). Every image is listed, with or without
 detections, since an image without objects teaches the model what background looks like.
 

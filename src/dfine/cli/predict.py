@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="for a folder: also the images and videos in its subfolders")
     p.add_argument("--save-coco", default=None, metavar="FILE",
                    help="also write the detections as a COCO annotation file listing every image (file names "
-                        "relative to the source folder), to correct in CVAT / Label Studio and train on")
+                        "relative to the source folder), to correct in a labelling tool (CVAT, Roboflow) and train on")
     p.add_argument("--no-save-images", action="store_true",
                    help="only write predictions.json (no annotated images or videos)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
