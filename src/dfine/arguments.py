@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,6 +81,22 @@ def check_path(value: Any, name: str, what: str) -> str | os.PathLike[str]:
     if isinstance(value, str | os.PathLike):
         return value
     raise ConfigError(f"{name} must be {what} (a str or Path), got {shown(value)}")
+
+
+def check_output_folder(value: Any, name: str = "output") -> Path:
+    """``value`` as a folder to write into, checked before any work starts: an existing file, or a path below a
+    file, is an InputFileError naming it (nothing is created here)."""
+    from dfine.errors import InputFileError
+
+    path = Path(check_path(value, name, "a folder")).expanduser()
+    if path.is_file():
+        raise InputFileError(path, f"is a file: {name} needs a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputFileError(path, "cannot be created: part of the path is a file, not a folder")
+            break
+    return path
 
 
 def check_device(device: Any, name: str = "device") -> None:

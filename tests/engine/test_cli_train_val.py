@@ -232,3 +232,19 @@ def test_val_precision_options_are_checked_first(tmp_path: Path, argv: list[str]
     assert main(["val", "--model", "dfine-n-coco", "--data", str(tmp_path / "none"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("command", ["train", "val"])
+@pytest.mark.parametrize("below", [False, True])
+def test_an_output_that_is_or_is_below_a_file_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 command: str, below: bool) -> None:
+    """Before the data check and the model load, not as a traceback after a whole evaluation or training set-up:
+    the data and model named here do not exist, so any later check would fail on them instead."""
+    (tmp_path / "taken").write_text("x")
+    output = tmp_path / "taken" / "run" if below else tmp_path / "taken"
+    assert main([command, "--model", "not-loaded", "--data", str(tmp_path / "nowhere.yaml"),
+                 "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert (f"{output}: cannot be created: part of the path is a file" if below
+            else f"{output}: is a file: output needs a folder") in err

@@ -213,7 +213,7 @@ def _check_size(image_size: Any, name: str = "image_size", optional: bool = Fals
 
 def _check_train_arguments(args: dict[str, Any]) -> None:
     """Every named argument of :func:`train`, before anything slow starts (the data check, a download)."""
-    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_path
+    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_output_folder, check_path
 
     check_path(args["data"], "data", "a data YAML or data set folder")
     _check_model(args["model"], trainable=True)
@@ -221,7 +221,7 @@ def _check_train_arguments(args: dict[str, Any]) -> None:
     check_integer(args["batch_size"], "batch_size", 1, optional=True)
     _check_size(args["image_size"])
     if args["output"] is not None:
-        check_path(args["output"], "output", "a folder")
+        check_output_folder(args["output"])
     check_device(args["device"])
     if not isinstance(args["resume"], bool):
         check_path(args["resume"], "resume", "True, False or a checkpoint path")
@@ -448,13 +448,19 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
                          score_threshold: Any = 0.5, val_split: Any = 0.0) -> torch.dtype | None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download); returns
     ``dtype`` as a torch dtype."""
-    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_path, shown
-    from dfine.errors import ConfigError, InputFileError
+    from dfine.arguments import (
+        check_device,
+        check_flag,
+        check_integer,
+        check_number,
+        check_output_folder,
+        check_path,
+        shown,
+    )
+    from dfine.errors import ConfigError
 
     if output is not None:
-        check_path(output, "output", "a folder")
-        if Path(output).expanduser().is_file():
-            raise InputFileError(Path(output), "is a file: output needs a folder")
+        check_output_folder(output)
     check_number(score_threshold, "score_threshold", low=0.0, high=1.0)
     check_number(val_split, "val_split", low=0.0, high=1.0)
 
