@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dfine.errors import DFineError, InputFileError
+from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.processor import BatchFeature, DFineImageProcessor, to_coco_results
 
 transformers = pytest.importorskip("transformers")
@@ -404,3 +404,25 @@ def test_empty_images_are_refused_not_resized(processor):
             processor(image)
     with pytest.raises(DFineError, match="cannot read an image of 0x0 pixels: it is empty"):
         processor(Image.new("RGB", (0, 0)))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"do_resize": "no"}, "do_resize must be true or false, got 'no'"),
+    ({"do_pad": None}, "do_pad must be true or false, got None"),
+    ({"rescale_factor": 0}, "rescale_factor must be a positive number"),
+    ({"rescale_factor": float("nan")}, "rescale_factor must be a positive number"),
+    ({"image_std": [0.2, float("inf"), 0.2]}, "image_mean and image_std need three values each"),
+])
+def test_option_values_that_would_silently_misbehave_are_refused(options, message) -> None:
+    # "no" is truthy and a zero rescale blanks every image: both used to be taken as given
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DFineImageProcessor(**options)
+    assert DFineImageProcessor(do_resize=0, do_pad=1).do_pad is True  # 0/1 from hand-written JSON still read
+
+
+def test_an_unknown_option_is_one_line_with_the_closest_name(tmp_path) -> None:
+    DFineImageProcessor().save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown processor option\(s\): do_rezise \(did you mean do_resize\?\)"):
+        DFineImageProcessor.from_pretrained(tmp_path, do_rezise=False)
+    with pytest.raises(ConfigError, match="unknown processor option"):
+        DFineImageProcessor.from_dict({}, colour="red")

@@ -21,7 +21,9 @@ Input rules (one image, or a list/tuple of them, or a 4-D batch tensor/array):
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -50,6 +52,23 @@ _OPTION_NAMES = (
     "do_pad", "pad_size", "do_convert_annotations", "format",
 )  # fmt: skip
 _FORMATS = ("coco_detection", "coco_panoptic")  # transformers' RT-DETR formats; panoptic is refused when used
+
+
+def _check_option_names(options: Mapping[str, Any]) -> None:
+    """A ConfigError, with the closest name, for a keyword that is not a processor option."""
+    unknown = sorted(set(options) - set(_OPTION_NAMES))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _OPTION_NAMES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else f" (options: {', '.join(_OPTION_NAMES)})"
+        raise ConfigError(f"unknown processor option(s): {', '.join(unknown)}{hint}")
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A true/false option: bool (or the 0/1 some hand-written JSON has); a string such as "no" would read as true,
+    so it is refused rather than guessed."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 class BatchFeature(dict):
@@ -164,23 +183,27 @@ class DFineImageProcessor:
         do_convert_annotations: bool = True,
         format: str = "coco_detection",
     ) -> None:
-        self.do_resize = bool(do_resize)
+        self.do_resize = _flag(do_resize, "do_resize")
         self.size = _parse_size(size if size is not None else {"height": 640, "width": 640})
         self.resample = _converted(int, resample, "resample", "a PIL filter code 0..5")
         if self.resample not in (0, 1, 2, 3, 4, 5):
             raise ConfigError(f"resample must be a PIL filter code 0..5, got {resample!r}")
-        self.do_rescale = bool(do_rescale)
+        self.do_rescale = _flag(do_rescale, "do_rescale")
         self.rescale_factor = _converted(float, rescale_factor, "rescale_factor", "a number")
-        self.do_normalize = bool(do_normalize)
+        if not math.isfinite(self.rescale_factor) or self.rescale_factor <= 0:
+            raise ConfigError(f"rescale_factor must be a positive number (1/255 for 8-bit images), got "
+                              f"{rescale_factor!r}")
+        self.do_normalize = _flag(do_normalize, "do_normalize")
         self.image_mean = _converted(lambda v: [float(x) for x in v], image_mean if image_mean is not None
                                      else IMAGENET_MEAN, "image_mean", "three numbers")
         self.image_std = _converted(lambda v: [float(x) for x in v], image_std if image_std is not None
                                     else IMAGENET_STD, "image_std", "three numbers")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0 or not all(
+                math.isfinite(v) for v in (*self.image_mean, *self.image_std)):
             raise ConfigError("image_mean and image_std need three values each, with std > 0")
-        self.do_pad = bool(do_pad)
+        self.do_pad = _flag(do_pad, "do_pad")
         self.pad_size = _parse_size(pad_size, "pad_size") if pad_size is not None else None
-        self.do_convert_annotations = bool(do_convert_annotations)
+        self.do_convert_annotations = _flag(do_convert_annotations, "do_convert_annotations")
         self.format = str(getattr(format, "value", format))  # transformers' AnnotationFormat enum, or a string
         if self.format not in _FORMATS:
             raise ConfigError(f"format must be one of {', '.join(_FORMATS)}, got {format!r}")
@@ -436,6 +459,7 @@ class DFineImageProcessor:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> DFineImageProcessor:
         """Build from a ``preprocessor_config.json`` dict; keys we do not use are ignored."""
+        _check_option_names(overrides)
         options = {name: config[name] for name in _OPTION_NAMES if name in config}
         return cls(**{**options, **overrides})
 
@@ -462,6 +486,7 @@ class DFineImageProcessor:
             InputFileError: a local path is missing or holds invalid JSON.
             DFineError: the hub file cannot be obtained (offline and not cached, unknown repository, no such file).
         """
+        _check_option_names(overrides)  # a typo in the call, before the file (which is not to blame) is read
         path = Path(pretrained).expanduser()
         text = str(pretrained)
         if path.is_dir():
