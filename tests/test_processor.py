@@ -426,3 +426,14 @@ def test_an_unknown_option_is_one_line_with_the_closest_name(tmp_path) -> None:
         DFineImageProcessor.from_pretrained(tmp_path, do_rezise=False)
     with pytest.raises(ConfigError, match="unknown processor option"):
         DFineImageProcessor.from_dict({}, colour="red")
+
+
+def test_the_processor_of_a_model_file_is_the_one_beside_it(tmp_path) -> None:
+    """DFineImageProcessor.from_pretrained takes what the model's from_pretrained takes, a run's last.pt included."""
+    DFineImageProcessor(size={"height": 160, "width": 160}).save_pretrained(tmp_path)
+    (tmp_path / "last.pt").write_bytes(b"weights")
+    assert DFineImageProcessor.from_pretrained(tmp_path / "last.pt").size == {"height": 160, "width": 160}
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "model.pth").write_bytes(b"weights")
+    with pytest.raises(InputFileError, match="is a model file, and its folder has no preprocessor_config.json"):
+        DFineImageProcessor.from_pretrained(tmp_path / "alone" / "model.pth")

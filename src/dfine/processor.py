@@ -477,8 +477,9 @@ class DFineImageProcessor:
         """Load a processor from a folder, a ``preprocessor_config.json`` path or a hub id.
 
         Args:
-            pretrained: local folder holding ``preprocessor_config.json``, the json file itself, or a hub repository
-                id such as ``"ustc-community/dfine-small-coco"`` (downloaded into the Hugging Face cache).
+            pretrained: local folder holding ``preprocessor_config.json``, the json file itself, a model file
+                beside one (a run's ``last.pt``), or a hub repository id such as
+                ``"ustc-community/dfine-small-coco"`` (downloaded into the Hugging Face cache).
             revision, cache_dir, local_files_only, token: passed to ``huggingface_hub.hf_hub_download``.
             **overrides: options replacing the file's values.
 
@@ -497,6 +498,13 @@ class DFineImageProcessor:
             if not _HUB_ID.match(text) or text.endswith(".json"):
                 raise InputFileError(pretrained, "no such file or folder")
             path = _download_config(text, revision, cache_dir, local_files_only, token)
+        elif path.suffix.lower() != ".json":
+            # a model file (last.pt, model.safetensors, a .pth) given as the model's from_pretrained takes it: the
+            # processor is the one saved beside it
+            beside = path.parent / PREPROCESSOR_CONFIG_NAME
+            if not beside.is_file():
+                raise InputFileError(pretrained, f"is a model file, and its folder has no {PREPROCESSOR_CONFIG_NAME}")
+            path = beside
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
