@@ -134,3 +134,20 @@ def test_unreadable_training_checkpoint_is_one_safe_line(tmp_path) -> None:
     with pytest.raises(InputFileError, match=r"cannot be loaded safely \(argparse\.Namespace\)") as info:
         ckpt.load_checkpoint(pickled)
     assert "weights_only" not in str(info.value)
+
+
+def test_a_kill_between_the_renames_of_best_keeps_the_previous_best(tmp_path: Path) -> None:
+    """save_best_model moves best/ aside, then puts the new one in place: killed in between, only .best.old holds
+    the best weights so far, and the next save (or a resume) must put them back rather than delete them."""
+    from dfine.presets import preset_config
+    from dfine.processor import DFineImageProcessor
+
+    model = DFineForObjectDetection(preset_config("dfine-n-coco", num_labels=2))
+    best = ckpt.save_best_model(model, DFineImageProcessor(), tmp_path / "best")
+    before = (best / "model.safetensors").read_bytes()
+    best.rename(tmp_path / ".best.old")  # the state a kill between the renames leaves
+    ckpt.recover_best_model(tmp_path / "best")
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == before
+    assert not (tmp_path / ".best.old").exists()
+    ckpt.recover_best_model(tmp_path / "best")  # nothing to recover: nothing changes
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == before

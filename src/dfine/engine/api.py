@@ -278,6 +278,8 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
             logger.warning("resuming: output=%s ignored, the checkpoint's folder %s is kept", output,
                            resume_from.parent)
         output_dir = resume_from.parent
+        if main:
+            ckpt.recover_best_model(output_dir / ckpt.BEST_DIR_NAME)
         saved_seed = int(state.get("extra", {}).get("seed", seed))
         if main and seed not in (0, saved_seed):  # 0 is the default, not a choice
             logger.warning("resuming: seed=%s ignored, the checkpoint's %s is kept", seed, saved_seed)

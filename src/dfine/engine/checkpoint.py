@@ -108,6 +108,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def recover_best_model(directory: str | Path) -> None:
+    """Put back the previous ``best/`` when a run was killed between the two renames of :func:`save_best_model`
+    (``best/`` moved aside, the new one not yet in place): it is still the best epoch so far."""
+    directory = Path(directory)
+    old = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and old.is_dir():
+        old.rename(directory)
+
+
 def save_best_model(module: nn.Module, processor: Any, directory: str | Path) -> Path:
     """Write a ``from_pretrained`` folder (``config.json``, ``model.safetensors``, ``preprocessor_config.json``).
 
@@ -116,6 +125,7 @@ def save_best_model(module: nn.Module, processor: Any, directory: str | Path) ->
     directory = Path(directory)
     staging = directory.with_name(f".{directory.name}.tmp")
     old = directory.with_name(f".{directory.name}.old")
+    recover_best_model(directory)
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
     module.save_pretrained(staging)  # type: ignore[operator]
