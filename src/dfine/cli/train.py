@@ -53,13 +53,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                    help="continue <output>/last.pt, or the given checkpoint")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on for CUDA, off on CPU)")
+                   help="mixed precision (default: on for CUDA, off on CPU; when resuming, the run's own)")
     p.add_argument("--workers", type=int, default=None,
                    help="data-loading processes per GPU (default 4, or the number of CPU cores if fewer)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate, used as given (default: the recipe's, "
                                                           "scaled to the batch size)")
-    p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1)")
+    p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1; when "
+                                                                     "resuming, the run's own)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early stopping: after N evaluations without a better AP, stage 1 ends (stage 2 follows from "
                         "the best weights) and stage 2 ends the run (default: off; a resume may change it)")
