@@ -87,15 +87,13 @@ def check_output_folder(value: Any, name: str = "output") -> Path:
     """``value`` as a folder to write into, checked before any work starts: an existing file, or a path below a
     file, is an InputFileError naming it (nothing is created here)."""
     from dfine.errors import InputFileError
+    from dfine.io import blocking_file
 
     path = Path(check_path(value, name, "a folder")).expanduser()
     if path.is_file():
         raise InputFileError(path, f"is a file: {name} needs a folder")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputFileError(path, "cannot be created: part of the path is a file, not a folder")
-            break
+    if blocking_file(path) is not None:
+        raise InputFileError(path, "cannot be created: part of the path is a file, not a folder")
     return path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dfine.errors import InputFileError
+from dfine.io import blocking_file
 
 __all__ = ["CocoLabelWriter", "check_label_file", "common_folder"]
 
@@ -35,11 +36,9 @@ def check_label_file(path: str | Path, output_dir: str | Path | None = None) -> 
         raise InputFileError(path, "is a folder: give the annotation file to write, e.g. --save-coco labels.json")
     if output_dir is not None and path.resolve() == (Path(output_dir).expanduser() / "predictions.json").resolve():
         raise InputFileError(path, "is the predictions.json this run writes: give the annotation file another name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputFileError(parent, "is a file, so the annotation file cannot be written inside it")
-            break
+    blocker = blocking_file(path)
+    if blocker is not None:
+        raise InputFileError(blocker, "is a file, so the annotation file cannot be written inside it")
     return path
 
 

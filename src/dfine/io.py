@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from dfine.download import is_url
 from dfine.errors import DFineError, InputFileError
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image", "read_images", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "blocking_file", "list_images", "load_image", "read_images", "to_rgb"]
 
 #: File extensions (lower case, with the dot) treated as images when listing folders and glob matches.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -39,6 +39,15 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 _GLOB_CHARS = set("*?[")
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The file standing where a folder above ``path`` would have to be created (``notes.txt`` for
+    ``notes.txt/run/x``), or None: such a path cannot be written, and saying so early saves a traceback later."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
