@@ -36,6 +36,8 @@ from PIL import Image
 from torch import Tensor
 
 from dfine.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
+from dfine.batch_feature import BatchFeature
+from dfine.detections import softmax_detections, to_coco_results, top_k_detections
 from dfine.errors import ConfigError, DFineError, InputFileError
 from dfine.image_input import check_channel_format, image_list, standardize_image
 from dfine.ops.boxes import box_cxcywh_to_xyxy
@@ -69,50 +71,6 @@ def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
     raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-class BatchFeature(dict):
-    """A dict of model inputs whose keys can also be read as attributes (``batch.pixel_values``)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
-        """Move every tensor like ``Tensor.to``; a dtype only applies to floating tensors.
-
-        Nested values (the ``labels`` list of per-image dicts) are moved to the device but keep their dtype, so
-        ``batch.to(device, torch.float16)`` leaves the boxes that the loss reads in float32.
-
-        Returns:
-            A new BatchFeature (tensors moved, other values shared).
-        """
-        dtype = kwargs.pop("dtype", None)
-        device = kwargs.pop("device", None)
-        for arg in args:
-            if isinstance(arg, torch.dtype):
-                dtype = arg
-            else:
-                device = arg
-        moved = BatchFeature()
-        for key, value in self.items():
-            if isinstance(value, Tensor):
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None, **kwargs)
-            elif isinstance(value, (list, tuple)):
-                value = type(value)(_to_device(item, device, kwargs) for item in value)
-            moved[key] = value
-        return moved
-
-
-def _to_device(value: Any, device: Any, kwargs: dict[str, Any]) -> Any:
-    """Tensors inside (lists of) dicts moved to ``device``; everything else returned as is."""
-    if isinstance(value, Tensor):
-        return value.to(device=device, **kwargs)
-    if isinstance(value, Mapping):
-        return type(value)({key: _to_device(item, device, kwargs) for key, item in value.items()})
-    return value
 
 
 def _converted(convert: Any, value: Any, name: str, expected: str) -> Any:
@@ -402,7 +360,7 @@ class DFineImageProcessor:
             k = min(num_queries if top_k is None else int(top_k), num_queries * num_classes)
             scores, labels, boxes = top_k_detections(logits, boxes, k)
         else:
-            scores, labels, boxes = _softmax_detections(logits, boxes, top_k)
+            scores, labels, boxes = softmax_detections(logits, boxes, top_k)
 
         keep = scores > threshold
         return [
@@ -564,80 +522,3 @@ def _download_config(
     except OSError as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DFineError(f"{where}: cannot download {PREPROCESSOR_CONFIG_NAME} ({detail})") from error
-
-
-def top_k_detections(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(scores, labels, boxes)`` of the ``k`` best (query, class) pairs of each image, best first.
-
-    The selection of the checkpoints' post-processor, shared by
-    :meth:`DFineImageProcessor.post_process_object_detection` and the exported graphs (:mod:`dfine.export.postprocess`):
-    sigmoid scores, top-k over the flattened (query, class) grid (index = query · C + class), so one query can appear
-    with several classes.
-
-    Args:
-        logits: (B, Q, C) class logits.
-        boxes: (B, Q, D) per-query boxes in any format; the selected queries' rows are returned.
-        k: pairs kept per image (at most Q · C).
-    """
-    num_classes = logits.shape[-1]
-    scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
-    query_index = flat_index // num_classes
-    boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
-    return scores, flat_index % num_classes, boxes
-
-
-def _softmax_detections(logits: Tensor, boxes: Tensor, top_k: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """``use_focal_loss=False``: each query's best class under a softmax whose last column is "no object".
-
-    Queries stay in their order (as transformers); a ``top_k`` below Q keeps the best ``top_k`` queries, best first.
-    """
-    if logits.shape[-1] < 2:
-        raise ValueError("use_focal_loss=False needs at least 2 logits per query (classes + 'no object')")
-    # Softmax over the class axis. transformers calls softmax without dim=, which for 3-D logits normalises over
-    # the batch axis instead (every score is 1.0 for a batch of one): we do what its docstring describes.
-    scores, labels = logits.softmax(dim=-1)[..., :-1].max(dim=-1)
-    if top_k is not None and top_k < scores.shape[1]:
-        scores, index = torch.topk(scores, int(top_k), dim=-1)
-        labels = labels.gather(1, index)
-        boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
-    return scores, labels, boxes
-
-
-def to_coco_results(
-    results: Sequence[Mapping[str, Tensor]],
-    image_ids: Sequence[int],
-    label_to_category: Mapping[int, int] | Sequence[int] | None = None,
-) -> list[dict[str, Any]]:
-    """Convert post-processed detections into COCO "results" format (what ``COCO.loadRes`` reads).
-
-    Args:
-        results: per-image dicts from :meth:`DFineImageProcessor.post_process_object_detection` with absolute
-            (x1, y1, x2, y2) boxes (pass ``target_sizes``).
-        image_ids: the COCO image id of each result.
-        label_to_category: model label -> COCO category id (a dict or a list indexed by label). ``None`` uses the
-            label itself (our data sets number categories 0..C-1).
-
-    Returns:
-        A flat list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with plain Python numbers.
-    """
-    if len(results) != len(image_ids):
-        raise ValueError(f"{len(results)} results but {len(image_ids)} image ids")
-    detections: list[dict[str, Any]] = []
-    for result, image_id in zip(results, image_ids):
-        boxes = torch.as_tensor(result["boxes"]).detach().cpu().double().reshape(-1, 4)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        labels = torch.as_tensor(result["labels"]).detach().cpu().reshape(-1).tolist()
-        scores = torch.as_tensor(result["scores"]).detach().cpu().double().reshape(-1).tolist()
-        for box, label, score in zip(xywh, labels, scores):
-            label = int(label)
-            if label_to_category is None:
-                category = label
-            else:
-                try:
-                    category = int(label_to_category[label])
-                except (KeyError, IndexError):
-                    raise ValueError(f"label {label} has no category id in label_to_category") from None
-            detections.append(
-                {"image_id": int(image_id), "category_id": category, "bbox": box, "score": float(score)}
-            )
-    return detections

@@ -1,7 +1,7 @@
 """Post-processing inside the exported graph: raw outputs -> ``labels``, ``boxes`` (pixels, xyxy), ``scores``.
 
 The same computation as :meth:`dfine.DFineImageProcessor.post_process_object_detection` before thresholding
-(SPEC Part A §5), through the same :func:`dfine.processor.top_k_detections`: sigmoid, top-k over queries × classes
+(SPEC Part A §5), through the same :func:`dfine.detections.top_k_detections`: sigmoid, top-k over queries × classes
 with k = the number of queries, label = index mod C, boxes gathered by query and scaled to the original image
 size. No NMS, no clamping.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from dfine.detections import top_k_detections
 from dfine.ops.boxes import box_cxcywh_to_xyxy
-from dfine.processor import top_k_detections
 
 __all__ = ["TARGET_SIZE_ORDER", "DeployWithPostprocess", "postprocess"]
 
