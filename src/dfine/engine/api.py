@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from dfine.engine.evaluator import EvalResult
-from dfine.engine.resuming import apply_resume_changes, check_resume_options, resume_checkpoint
+from dfine.engine.resuming import (
+    apply_resume_changes,
+    check_resume_options,
+    resume_checkpoint,
+    resumed_amp,
+    resumed_eval_interval,
+)
 
 logger = logging.getLogger("dfine")
 
@@ -325,8 +331,8 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
         if epochs is not None and epochs != hp.epochs:
             hp.notes.append(f"epochs changed from {hp.epochs} to {epochs} on resume")
             hp.epochs = epochs
-        eval_interval = _resumed_eval_interval(state, eval_interval, hp.notes)
-        amp = _resumed_amp(state, amp, dev, hp.notes)
+        eval_interval = resumed_eval_interval(state, eval_interval, hp.notes)
+        amp = resumed_amp(state, amp, amp_dtype_for(dev, None) is not None, hp.notes)
         done = int(state["epoch"]) + 1
         if done >= hp.epochs:  # nothing will train: say so rather than print a summary that looks like a run
             logger.warning("resuming a run that already finished its %d of %d epochs: nothing to train (pass a "
@@ -401,31 +407,6 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
     s = trainer.state
     return TrainResult(best_model=output_dir / ckpt.BEST_DIR_NAME, last_checkpoint=output_dir / ckpt.LAST_NAME,
                        metrics=dict(s.best_eval or {}), output_dir=output_dir, history=history)
-
-
-def _resumed_eval_interval(state: dict[str, Any], eval_interval: int, notes: list[str]) -> int:
-    """The evaluation interval of a resumed run: the checkpoint's when ``eval_interval`` is the default (1), so that
-    ``--resume`` alone continues the run as it was (which epochs are evaluated decides best/ and the state stage 2
-    restarts from); a value given on purpose is used, with a note."""
-    saved = state.get("extra", {}).get("eval_interval")
-    if saved is None or int(saved) == eval_interval:
-        return eval_interval
-    if eval_interval == 1:
-        notes.append(f"eval_interval {saved} kept from the checkpoint")
-        return int(saved)
-    notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
-    return eval_interval
-
-
-def _resumed_amp(state: dict[str, Any], amp: bool | None, device: torch.device, notes: list[str]) -> bool | None:
-    """Mixed precision of a resumed run: the checkpoint's when ``amp`` is not given, so that a run started with
-    ``--no-amp`` (often because of NaNs under fp16) does not resume under the device's default."""
-    saved = state.get("extra", {}).get("amp")
-    if amp is not None or saved is None:
-        return amp
-    if bool(saved) != (amp_dtype_for(device, None) is not None):
-        notes.append(f"mixed precision {'on' if saved else 'off'} kept from the checkpoint")
-    return bool(saved)
 
 
 def _check_output_outside_images(output: Path, spec: Any) -> None:

@@ -12,7 +12,8 @@ from dfine.errors import ConfigError, DFineError, InputFileError
 
 logger = logging.getLogger("dfine")
 
-__all__ = ["CHANGEABLE_ON_RESUME", "apply_resume_changes", "check_resume_options", "resume_checkpoint"]
+__all__ = ["CHANGEABLE_ON_RESUME", "apply_resume_changes", "check_resume_options", "resume_checkpoint",
+           "resumed_amp", "resumed_eval_interval"]
 
 # Options that only decide when a run stops, like the number of epochs: a resume may change them. Seeing a run level
 # off and resuming it with --patience is the common case; a run that predates the option must accept it too.
@@ -84,3 +85,29 @@ def apply_resume_changes(hp: Any, overrides: dict[str, Any]) -> None:
         if name in overrides and overrides[name] != getattr(hp, name):
             hp.notes.append(f"{name} changed from {getattr(hp, name)} to {overrides[name]} on resume")
             setattr(hp, name, overrides[name])
+
+
+def resumed_eval_interval(state: dict[str, Any], eval_interval: int, notes: list[str]) -> int:
+    """The evaluation interval of a resumed run: the checkpoint's when ``eval_interval`` is the default (1), so that
+    ``--resume`` alone continues the run as it was (which epochs are evaluated decides best/ and the state stage 2
+    restarts from); a value given on purpose is used, with a note."""
+    saved = state.get("extra", {}).get("eval_interval")
+    if saved is None or int(saved) == eval_interval:
+        return eval_interval
+    if eval_interval == 1:
+        notes.append(f"eval_interval {saved} kept from the checkpoint")
+        return int(saved)
+    notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
+    return eval_interval
+
+
+def resumed_amp(state: dict[str, Any], amp: bool | None, device_default: bool, notes: list[str]) -> bool | None:
+    """Mixed precision of a resumed run: the checkpoint's when ``amp`` is not given, so that a run started with
+    ``--no-amp`` (often because of NaNs under fp16) does not resume under the device's default (``device_default``:
+    whether this device would use it); a note says so when the two differ."""
+    saved = state.get("extra", {}).get("amp")
+    if amp is not None or saved is None:
+        return amp
+    if bool(saved) != device_default:
+        notes.append(f"mixed precision {'on' if saved else 'off'} kept from the checkpoint")
+    return bool(saved)
