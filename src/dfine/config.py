@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +67,52 @@ def json_safe(value: Any, where: str) -> Any:
                       "store")
 
 
-def _typed(value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default`` (an integral float for an int, an int for a float), or raise ValueError.
-    Booleans never pass for numbers: ``True`` is an int to Python, not to someone writing a config."""
-    if isinstance(default, bool):
+def type_description(hint: Any) -> str:
+    """How an error message names a type hint: ``int`` -> "an integer", ``float | None`` -> "a number or null"."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(args)} numbers"
+    if type(None) in args:
+        return " or ".join(type_description(a) for a in args if a is not type(None)) + " or null"
+    return str(hint)
+
+
+def coerce(hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` asks for, or raise ValueError. Integers pass for floats and integral floats
+    for integers; booleans never pass for numbers (``True`` is an int to Python, not to a user)."""
+    if hint is bool:
         if isinstance(value, bool):
             return value
-    elif isinstance(default, int):
+    elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif isinstance(default, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif isinstance(default, str):
+    elif hint is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(coerce(a, v) for a, v in zip(args, value, strict=True))
+    elif type(None) in typing.get_args(hint):
+        if value is None:
+            return None
+        return coerce(next(a for a in typing.get_args(hint) if a is not type(None)), value)
     raise ValueError(value)
 
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _PLURAL_TYPE_NAMES = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
 
 
@@ -106,15 +132,15 @@ def typed_field(name: str, value: Any, default: Any, also_list: bool = False) ->
             return list(value)
         kind = type(default[0])
         try:
-            return [_typed(v, default[0]) for v in value]
+            return [coerce(kind, v) for v in value]
         except ValueError:
             raise ConfigError(f"{name} must be a list of {_PLURAL_TYPE_NAMES[kind]}, got {value!r}") from None
     if also_list and isinstance(value, list | tuple):
         return typed_field(name, value, [default])
     try:
-        return _typed(value, default)
+        return coerce(type(default), value)
     except ValueError:
-        raise ConfigError(f"{name} must be {_TYPE_NAMES[type(default)]}, got {value!r}") from None
+        raise ConfigError(f"{name} must be {type_description(type(default))}, got {value!r}") from None
 
 
 class _JsonConfig:
@@ -264,7 +290,7 @@ def _mapping(name: str, value: Any) -> dict:
 def _class_index(where: str, index: Any) -> int:
     """A class index of id2label or label2id (config.json writes id2label's as strings: ``"0"``)."""
     try:
-        return _typed(int(index) if isinstance(index, str) else index, 0)
+        return coerce(int, int(index) if isinstance(index, str) else index)
     except ValueError:
         raise ConfigError(f"{where} must be class indices 0, 1, ..., got {index!r}") from None
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dfine.config import DFineConfig, check_field_range
+from dfine.config import DFineConfig, check_field_range, coerce, type_description
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
 from dfine.data.transforms import image_size_hw
 from dfine.engine.distributed import barrier, is_main_process
@@ -92,8 +92,6 @@ def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: an unknown field, a value of the wrong type, or a count out of range (one line).
     """
-    from dfine.engine.hparams import coerce, type_description
-
     unknown = set(overrides) - config_field_names()
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}: neither a training hyper-parameter nor "

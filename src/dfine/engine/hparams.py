@@ -27,6 +27,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from dfine.config import coerce, type_description
 from dfine.errors import ConfigError
 from dfine.presets import RECIPES
 
@@ -148,52 +149,6 @@ class Hyperparameters:
 def count_noun(n: int, noun: str) -> str:
     """``"1 iteration"``, ``"2 iterations"``: a count for the console."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def type_description(hint: Any) -> str:
-    """How an error message names a type hint: ``int`` -> "an integer", ``float | None`` -> "a number or null"."""
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint is str:
-        return "a string"
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {len(args)} numbers"
-    if type(None) in args:
-        return " or ".join(type_description(a) for a in args if a is not type(None)) + " or null"
-    return str(hint)
-
-
-def coerce(hint: Any, value: Any) -> Any:
-    """``value`` as the type ``hint`` asks for, or raise ValueError. Integers pass for floats and integral floats
-    for integers; booleans never pass for numbers (``True`` is an int to Python, not to a user)."""
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(coerce(a, v) for a, v in zip(args, value, strict=True))
-    elif type(None) in typing.get_args(hint):
-        if value is None:
-            return None
-        return coerce(next(a for a in typing.get_args(hint) if a is not type(None)), value)
-    raise ValueError(value)
 
 
 def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
