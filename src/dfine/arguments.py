@@ -97,6 +97,18 @@ def check_output_folder(value: Any, name: str = "output") -> Path:
     return path
 
 
+#: The largest seed training takes (torch's generators are seeded with signed 64-bit integers).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` when it is an integer from 0 to :data:`MAX_SEED`, else a ConfigError: a bad seed would only fail
+    once the data is drawn or the generators are seeded, deep inside a run."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    return seed
+
+
 def check_device(device: Any, name: str = "device") -> None:
     """A ConfigError unless ``device`` is a string or a ``torch.device`` (its value is checked by
     :func:`resolve_device`)."""

@@ -75,9 +75,6 @@ class DemoResult:
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-_MAX_SEED = 2**63 - 1  # what training accepts (torch's seeds are signed 64-bit)
-
-
 def _prepare_output(output: Path) -> None:
     """Create ``output``; refuse a non-empty folder that an earlier demo did not write (it could be anything)."""
     from dfine.predict_files import prepare_output_dir
@@ -264,6 +261,7 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     Raises:
         DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
+    from dfine.arguments import check_seed
     from dfine.data import make_synthetic_dataset
 
     start = time.perf_counter()
@@ -271,9 +269,7 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
         raise DFineError(f"epochs must be at least 1, got {epochs}")
     if minutes is not None and not 0 < minutes < math.inf:  # NaN fails both comparisons
         raise DFineError(f"minutes must be a positive number, got {minutes}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
-        # checked by training too, but only after the data set is drawn, which fails first on a negative seed
-        raise DFineError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    check_seed(seed)  # training checks it too, but only after the data set is drawn, which fails first on it
     if image_size % 32 or image_size < 256:
         raise DFineError(f"image size must be a multiple of 32 and at least 256, got {image_size}")
     if num_train < batch_size or num_val < 1:

@@ -35,8 +35,6 @@ logger = logging.getLogger("dfine")
 
 DEFAULT_OUTPUT = Path("runs/train")
 """The run folder of :func:`train` when ``output`` is not given."""
-MAX_SEED = 2**63 - 1
-"""Largest seed: the per-rank seeds (seed + rank) must still fit torch's 64-bit generators."""
 
 
 @dataclass
@@ -176,11 +174,10 @@ def _check_workers(workers: int | None) -> None:
 
 def _check_counts(workers: int | None, seed: int) -> None:
     """Options that only fail deep inside a run (a worker count, the seed) are checked before anything starts."""
-    from dfine.errors import ConfigError
+    from dfine.arguments import check_seed
 
     _check_workers(workers)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    check_seed(seed)
 
 
 def _check_model(model: Any, trainable: bool) -> None:
