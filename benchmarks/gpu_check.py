@@ -332,7 +332,7 @@ def compiled(check: Check, size: str, pair: tuple, device: torch.device, cfg: ar
         table = check.results["latency_ms"].setdefault(size, {}).setdefault(name, {})
         table["ours compiled"] = timed(lambda: fast(pixels), device, cfg.iters, cfg.warmup)
         if device.type == "cuda":
-            from dfine.export.fast import CUDAGraphRunner
+            from dfine.model.deploy.fast import CUDAGraphRunner
 
             graph = CUDAGraphRunner(fast, pixels)
             table["ours compiled+graph"] = timed(lambda: graph(pixels), device, cfg.iters, cfg.warmup)
@@ -349,7 +349,7 @@ def onnxruntime_cuda(check: Check, size: str, pair: tuple, workdir: Path, cfg: a
         check.results["env"]["onnxruntime CUDA EP"] = False
         return
     from dfine.export.onnx import export_onnx
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     def run() -> None:
         path = export_onnx(pair[0], workdir / f"{size}.onnx", cfg.image_size, check=False).path
@@ -470,7 +470,7 @@ def fused_conv_probe(check: Check, sizes: list[str], pair: Callable[[str], tuple
     import torch.nn.functional as F
     from torch import nn
 
-    from dfine.export.fuse import FusedConv
+    from dfine.model.deploy.fuse import FusedConv
 
     if device.type == "cuda":
         op = torch.cudnn_convolution_relu

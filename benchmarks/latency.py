@@ -76,7 +76,7 @@ def build_pair(size: str, workdir: Path) -> tuple[torch.nn.Module, torch.nn.Modu
 def cpu_rows(size: str, ours: torch.nn.Module, theirs: torch.nn.Module | None, workdir: Path, args: argparse.Namespace
              ) -> dict[str, float]:
     from dfine.export.onnx import export_onnx
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     torch.set_num_threads(args.threads)
     pixels = torch.rand(1, 3, args.image_size, args.image_size)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import dfine
-from dfine.presets import RECIPES, preset_config
+from dfine.config.presets import RECIPES, preset_config
 
 
 @dataclass

@@ -45,9 +45,9 @@ def test_demo_smoke_run(tmp_path, capsys):
 
 
 def test_evaluate_and_draw_with_a_saved_model(tmp_path):
+    from dfine.config.presets import preset_config
     from dfine.data import make_synthetic_dataset
     from dfine.model import DFineForObjectDetection
-    from dfine.presets import preset_config
 
     make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=3, image_size=(256, 256), seed=0)
     config = preset_config("dfine-n-coco", id2label={0: "circle", 1: "square", 2: "triangle"})

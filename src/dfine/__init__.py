@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dfine.version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -24,9 +24,9 @@ _EXPORTS = {
     "DFineForObjectDetection": "dfine.model",
     "DFineModelOutput": "dfine.model",
     "DFineObjectDetectionOutput": "dfine.model",
-    "DFineImageProcessor": "dfine.processor",
-    "Predictor": "dfine.inference",
-    "list_presets": "dfine.presets",
+    "DFineImageProcessor": "dfine.processing.processor",
+    "Predictor": "dfine.predict.predictor",
+    "list_presets": "dfine.config.presets",
     "train": "dfine.engine.api",
     "val": "dfine.engine.api",
 }
@@ -49,9 +49,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from dfine.config import DFineConfig, HGNetV2Config
+    from dfine.config.presets import list_presets
     from dfine.engine.api import train, val
     from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
-    from dfine.inference import Predictor
     from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
-    from dfine.presets import list_presets
-    from dfine.processor import DFineImageProcessor
+    from dfine.predict.predictor import Predictor
+    from dfine.processing.processor import DFineImageProcessor

@@ -77,7 +77,7 @@ class DemoResult:
 
 def _prepare_output(output: Path) -> None:
     """Create ``output``; refuse a non-empty folder that an earlier demo did not write (it could be anything)."""
-    from dfine.predict_files import prepare_output_dir
+    from dfine.utils.files import prepare_output_dir
 
     if output.is_dir() and any(output.iterdir()) and not (output / _MARKER).exists():
         raise DFineError(f"{output}: folder exists and was not written by dfine demo; pass another --output")
@@ -93,9 +93,9 @@ def _prepare_output(output: Path) -> None:
 def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: int, batch_size: int,
                      device: str, seed: int) -> int:
     """Epochs that fit in ``minutes``, from the timing of two training steps of D-FINE-N on random data."""
-    from dfine.arguments import resolve_device
+    from dfine.config.presets import preset_config
     from dfine.model import DFineForObjectDetection
-    from dfine.presets import preset_config
+    from dfine.utils.device import resolve_device
 
     torch_device = resolve_device(device)
     torch.manual_seed(seed)
@@ -122,7 +122,7 @@ def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: i
 
 def _ensure_processor(model_dir: Path, image_size: int) -> None:
     """Make ``dfine predict --model model_dir`` resize to the training size (the default would be 640)."""
-    from dfine.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
+    from dfine.processing.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
 
     if model_dir.is_dir() and not (model_dir / PREPROCESSOR_CONFIG_NAME).exists():
         DFineImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(model_dir)
@@ -143,9 +143,9 @@ def _evaluate_and_draw(model_dir: Path, data_root: Path, output: Path, image_siz
                        progress: bool) -> tuple[dict[str, Any], Path, Path]:
     """COCO metrics of the trained model on the validation images, the comparison grid and annotated images."""
     from dfine.engine.evaluator import CocoEvaluator
-    from dfine.inference import Predictor
-    from dfine.predict_files import predict_source
-    from dfine.visualize import draw_detections, draw_ground_truth, make_grid
+    from dfine.imaging.draw import draw_detections, draw_ground_truth, make_grid
+    from dfine.predict.files import predict_source
+    from dfine.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(model_dir, device=device, image_size=image_size)
     names = predictor.class_names
@@ -261,8 +261,8 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     Raises:
         DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
-    from dfine.arguments import check_seed
     from dfine.data import make_synthetic_dataset
+    from dfine.utils.checks import check_seed
 
     start = time.perf_counter()
     if epochs is not None and epochs < 1:

@@ -35,7 +35,7 @@ def test_onnxruntime_on_cuda_is_reported_as_such(device, tmp_path, capsys, monke
     _tiny_onnx(model)
     import onnxruntime as ort
 
-    from dfine import runtime
+    from dfine.runtime import onnx as runtime
 
     asked = []
     create = runtime.create_session

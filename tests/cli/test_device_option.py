@@ -1,4 +1,4 @@
-"""``--device``: every command resolves it through :func:`dfine.arguments.resolve_device`, so a typo is a
+"""``--device``: every command resolves it through :func:`dfine.utils.device.resolve_device`, so a typo is a
 one-line error with exit status 2, never torch's RuntimeError traceback."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfine.arguments import resolve_device
 from dfine.cli.main import main
 from dfine.errors import DFineError
+from dfine.utils.device import resolve_device
 
 
 @pytest.mark.parametrize("text", ["gpu", "GPU0", "meta", "cuda:-1", ""])

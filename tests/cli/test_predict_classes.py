@@ -10,7 +10,7 @@ from test_predict_cli import _error_line, _tiny_onnx
 
 from dfine.cli.main import main
 from dfine.errors import DFineError
-from dfine.predict_files import class_indices
+from dfine.predict.files import class_indices
 
 
 @pytest.fixture

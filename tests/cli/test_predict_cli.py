@@ -137,8 +137,8 @@ def test_all_images_unreadable_is_an_error(model_dir, tmp_path, capsys) -> None:
 
 
 def test_python_api_reports_skipped_files(model_dir, mixed_dir, tmp_path) -> None:
-    from dfine.inference import Predictor
-    from dfine.predict_files import predict_source
+    from dfine.predict.files import predict_source
+    from dfine.predict.predictor import Predictor
 
     predictor = Predictor.from_pretrained(model_dir, device="cpu")
     result = predict_source(predictor, mixed_dir, tmp_path / "out", threshold=0.0, batch_size=2, progress=False)
@@ -183,7 +183,7 @@ def test_same_stem_different_extensions_do_not_overwrite(model_dir, image_dir, t
 def test_picture_names_are_unique_and_predictable() -> None:
     from pathlib import Path
 
-    from dfine.predict_files import picture_name
+    from dfine.predict.files import picture_name
 
     used: set[str] = set()
     names = [picture_name(Path(p), used) for p in ["a/x.jpg", "b/x.jpg", "x_1.jpg", "X.JPG", "y.tif", "y.tif.jpg",
@@ -257,7 +257,7 @@ def test_preset_warns_about_random_weights(model_dir, image_dir, tmp_path, caplo
 
 
 def test_random_weights_reason(model_dir, tmp_path, monkeypatch) -> None:
-    from dfine.inference import random_weights_reason
+    from dfine.predict.predictor import random_weights_reason
 
     assert "preset" in random_weights_reason("dfine-s-coco")
     assert "config file" in random_weights_reason(model_dir / "config.json")
@@ -297,7 +297,7 @@ class _StopsOnSecondBatch:
 def test_an_interrupted_run_leaves_no_partial_predictions(image_dir, tmp_path) -> None:
     """Records are streamed to a temporary file: Ctrl-C leaves neither a truncated predictions.json nor the
     temporary file; a whole run writes valid JSON, also when nothing is detected."""
-    from dfine.predict_files import predict_source
+    from dfine.predict.files import predict_source
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -319,7 +319,7 @@ def test_onnx_backend_follows_device(image_dir, tmp_path, capsys, monkeypatch) -
     _tiny_onnx(model)
     import onnxruntime as ort
 
-    from dfine import runtime
+    from dfine.runtime import onnx as runtime
 
     sessions = []
     create = runtime.create_session

@@ -27,7 +27,7 @@ def _with_metadata(path, **props: str):
     ({"dataset_category_ids": '["a", "b"]'}, "its dataset_category_ids metadata is not a list of integers"),
 ])  # fmt: skip
 def test_malformed_metadata_is_one_line(props, message, tmp_path, capsys) -> None:
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     model = _with_metadata(tmp_path / "tiny.onnx", **props)
     with pytest.raises(InputFileError, match=f"^{model}: {message}"):
@@ -41,7 +41,7 @@ def test_malformed_metadata_is_one_line(props, message, tmp_path, capsys) -> Non
 
 
 def test_well_formed_metadata_is_read(tmp_path) -> None:
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     model = _with_metadata(tmp_path / "tiny.onnx", class_names='["cat", 5]', dataset_category_ids="[3, 9]")
     detector = OnnxDetector(model)

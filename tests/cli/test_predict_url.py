@@ -46,7 +46,7 @@ def test_a_url_in_the_coco_file_keeps_its_address(model_dir, site, tmp_path) -> 
 
 def test_a_video_url_gives_an_annotated_video(model_dir, tmp_path) -> None:
     pytest.importorskip("av")
-    from dfine.video import VideoReader, VideoWriter
+    from dfine.imaging.video import VideoReader, VideoWriter
 
     site = tmp_path / "site"
     site.mkdir()

@@ -14,7 +14,7 @@ from dfine.cli.main import main
 
 av = pytest.importorskip("av")
 
-from dfine.video import VideoReader, VideoWriter  # noqa: E402
+from dfine.imaging.video import VideoReader, VideoWriter
 
 FRAMES = 5
 
@@ -167,13 +167,13 @@ def test_the_annotated_video_keeps_the_sound(model_dir, tmp_path) -> None:
 def test_a_failed_sound_copy_keeps_the_annotated_video(model_dir, tmp_path, monkeypatch, caplog) -> None:
     from videohelpers import video_with_sound
 
-    import dfine.predict_files
+    import dfine.predict.files
 
     def broken(frames, source, output):
         output.write_bytes(b"half")
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    monkeypatch.setattr(dfine.predict_files, "copy_audio", broken)
+    monkeypatch.setattr(dfine.predict.files, "copy_audio", broken)
     source = video_with_sound(tmp_path / "talk.mp4", frames=3)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="dfine"):

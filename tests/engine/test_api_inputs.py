@@ -16,11 +16,11 @@ from trainhelpers import TINY
 
 import dfine
 import dfine.hub.backbone
+from dfine.config.presets import preset_config
 from dfine.engine import build
 from dfine.engine.build import build_training_model
 from dfine.engine.evaluator import STAT_NAMES, ClassAP, EvalResult
 from dfine.errors import ConfigError, DFineError
-from dfine.presets import preset_config
 
 SHAPES = ["circle", "square", "triangle"]  # the classes of trainhelpers.tiny_data
 

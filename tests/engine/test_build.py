@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 import dfine.hub.backbone
-from dfine.engine.build import build_training_model, check_image_size
+from dfine.config.image_size import check_image_size
+from dfine.config.presets import preset_config
+from dfine.engine.build import build_training_model
 from dfine.errors import ConfigError, DFineError
 from dfine.model.layers import FrozenBatchNorm2d
-from dfine.presets import preset_config
 
 SHAPES = ["circle", "square", "triangle"]
 

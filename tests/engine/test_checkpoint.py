@@ -40,7 +40,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path: Path,
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_atomic_writes_get_the_permissions_of_any_new_file(tmp_path: Path) -> None:
     # a model folder is often copied to a server or container and read there by another user
-    from dfine.hub.files import atomic_write_text
+    from dfine.utils.files import atomic_write_text
 
     previous = os.umask(0o022)
     try:
@@ -139,8 +139,8 @@ def test_unreadable_training_checkpoint_is_one_safe_line(tmp_path) -> None:
 def test_a_kill_between_the_renames_of_best_keeps_the_previous_best(tmp_path: Path) -> None:
     """save_best_model moves best/ aside, then puts the new one in place: killed in between, only .best.old holds
     the best weights so far, and the next save (or a resume) must put them back rather than delete them."""
-    from dfine.presets import preset_config
-    from dfine.processor import DFineImageProcessor
+    from dfine.config.presets import preset_config
+    from dfine.processing.processor import DFineImageProcessor
 
     model = DFineForObjectDetection(preset_config("dfine-n-coco", num_labels=2))
     best = ckpt.save_best_model(model, DFineImageProcessor(), tmp_path / "best")

@@ -10,8 +10,8 @@ import torch
 from trainhelpers import tiny_data
 
 from dfine.cli.main import main
+from dfine.config.presets import preset_config
 from dfine.model import DFineForObjectDetection
-from dfine.presets import preset_config
 
 
 def test_val_json_prints_one_object(trained_run, tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,7 +205,7 @@ def test_val_scores_the_fast_inference_form(trained_run, tiny_yaml: Path, monkey
     """--bf16/--half evaluate what a deployed model runs (optimize_for_inference at the model's size); in float32
     that form scores as the model itself, and --half-head passes the head's precision through."""
     import dfine
-    import dfine.export.fast as fast
+    import dfine.model.deploy.fast as fast
 
     calls: list[dict] = []
     real = fast.optimize_for_inference

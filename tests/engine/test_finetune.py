@@ -10,10 +10,10 @@ import torch
 from trainhelpers import TINY
 
 import dfine
+from dfine.config.presets import COCO_CLASSES, preset_config
 from dfine.engine.build import build_training_model
 from dfine.model import DFineForObjectDetection
 from dfine.model.layers import FrozenBatchNorm2d
-from dfine.presets import COCO_CLASSES, preset_config
 
 SHAPES = ["circle", "square", "triangle"]
 CLASS_SIZED = re.compile(r"^model\.(enc_score_head|decoder\.class_embed\.\d+|denoising_class_embed)\.(weight|bias)$")

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from dfine.config.presets import RECIPES, preset_config
 from dfine.engine.hparams import MAX_SCHEDULE_FRACTION, resolve_hyperparameters
 from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem, parameter_groups
 from dfine.errors import ConfigError
 from dfine.model import DFineForObjectDetection
 from dfine.model.layers import FrozenBatchNorm2d
-from dfine.presets import RECIPES, preset_config
 
 
 def _model(size: str) -> DFineForObjectDetection:

@@ -181,12 +181,12 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, tiny_yaml: Path) -> Non
 def test_a_batch_preview_that_cannot_be_drawn_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """train_batch0.jpg is a convenience: a drawing failure is a warning, and no partial file is left."""
-    import dfine.visualize
+    import dfine.imaging.draw
 
     def broken(*args, **kwargs):
         raise ValueError("no font")
 
-    monkeypatch.setattr(dfine.visualize, "draw_batch", broken)
+    monkeypatch.setattr(dfine.imaging.draw, "draw_batch", broken)
     trainer = object.__new__(trainer_module.Trainer)  # only the two fields the preview reads
     trainer.output_dir, trainer.class_names = tmp_path, ["circle"]
     batch = {"pixel_values": torch.rand(1, 3, 32, 32),

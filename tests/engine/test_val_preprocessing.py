@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dfine.data import BatchCollator, EvalTransforms, build_dataloader, make_synthetic_dataset, resolve_dataset
-from dfine.processor import DFineImageProcessor
+from dfine.processing.processor import DFineImageProcessor
 
 
 @pytest.mark.parametrize("image_format", ["jpg", "png"])

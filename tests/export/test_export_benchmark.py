@@ -8,7 +8,7 @@ import torch
 import dfine
 from dfine.cli.main import main
 from dfine.export.benchmark import Timing, count_flops, peak_activation_bytes, time_callable
-from dfine.export.deploy import deploy
+from dfine.model.deploy.deployed import deploy
 
 
 @pytest.mark.parametrize("preset, paper", [("dfine-n-coco", 7.0), ("dfine-s-coco", 25.0)])

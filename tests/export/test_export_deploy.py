@@ -11,9 +11,9 @@ from hf_oracle import calibrate_batch_norms, natural_images, randomize_weights, 
 import dfine
 from dfine.errors import DFineError
 from dfine.export.benchmark import peak_activation_bytes
-from dfine.export.deploy import DeployedDFine, DeployELAN, DeployStem, deploy
-from dfine.export.fuse import FusedConv, fuse_convolutions
 from dfine.export.verify import match_detections, top_detections
+from dfine.model.deploy.deployed import DeployedDFine, DeployELAN, DeployStem, deploy
+from dfine.model.deploy.fuse import FusedConv, fuse_convolutions
 from dfine.model.layers import FrozenBatchNorm2d, RepNCSPELAN4, RepVggBlock
 
 SIZES = ["n", "s", "m", pytest.param("l", marks=pytest.mark.slow), pytest.param("x", marks=pytest.mark.slow)]

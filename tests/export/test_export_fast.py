@@ -8,8 +8,8 @@ from hf_oracle import natural_images, to_pixel_values
 
 import dfine
 from dfine.errors import DFineError
-from dfine.export.fast import FastDetector, optimize_for_inference
 from dfine.export.verify import match_detections, top_detections
+from dfine.model.deploy.fast import FastDetector, optimize_for_inference
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -31,7 +31,7 @@ def test_fp32_fast_path_matches_the_model(model_n) -> None:
 
 def test_optimizing_a_fast_or_deployed_model_again_leaves_it_alone(model_n) -> None:
     """A FastDetector or DeployedDFine given to optimize_for_inference is copied, not changed in place."""
-    from dfine.export.deploy import deploy
+    from dfine.model.deploy.deployed import deploy
 
     fast = optimize_for_inference(model_n, image_size=320)
     again = optimize_for_inference(fast, dtype="bfloat16", image_size=320, channels_last=False)

@@ -15,7 +15,7 @@ from dfine.cli.main import main
 from dfine.errors import DFineError
 from dfine.export.onnx import compare_with_torch, export_onnx
 from dfine.export.verify import Detections, check_images, match_detections, top_detections
-from dfine.runtime import OnnxDetector
+from dfine.runtime.onnx import OnnxDetector
 
 
 def test_graph_contract(n_onnx, model_n) -> None:

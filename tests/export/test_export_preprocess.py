@@ -9,7 +9,7 @@ import dfine
 from dfine.cli.main import main
 from dfine.export.preprocess import check_exportable, input_affine
 from dfine.export.verify import Detections, check_images, match_detections
-from dfine.runtime import OnnxDetector
+from dfine.runtime.onnx import OnnxDetector
 
 SIZE = 320  # the size the synthetic models are made for (conftest.py)
 # mild enough for the synthetic weights to stay well-conditioned (ImageNet statistics saturate their scores)

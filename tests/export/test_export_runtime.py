@@ -15,7 +15,7 @@ from PIL import Image
 import dfine
 from dfine.cli.main import main
 from dfine.export.verify import Detections, check_images, match_detections
-from dfine.runtime import OnnxDetector, preprocess
+from dfine.runtime.onnx import OnnxDetector, preprocess
 
 
 def test_preprocessing_is_the_processors(tmp_path) -> None:
@@ -28,7 +28,7 @@ def test_preprocessing_is_the_processors(tmp_path) -> None:
 
 def test_array_preprocessing_is_the_processors() -> None:
     """NumPy input is read as dfine.Predictor reads it: uint8 HWC, grey HW, CHW and float arrays in [0, 1]."""
-    from dfine.runtime import read_image
+    from dfine.runtime.onnx import read_image
 
     rng = np.random.default_rng(4)
     arrays = [rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), rng.integers(0, 256, (33, 41), dtype=np.uint8),
@@ -45,7 +45,7 @@ def test_runtime_without_torch_matches_torch(n_onnx, n_model_dir, tmp_path) -> N
     script = textwrap.dedent(f"""
         import json, sys
         sys.modules["torch"] = None  # any attempt to import torch now fails
-        from dfine.runtime import OnnxDetector
+        from dfine.runtime.onnx import OnnxDetector
         detector = OnnxDetector({str(n_onnx)!r})
         results = detector.predict({[str(p) for p in paths]!r}, threshold=0.0)
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
@@ -235,7 +235,7 @@ def test_numpy_input_needs_no_torch(tmp_path) -> None:
         import sys
         sys.modules["torch"] = None  # any attempt to import torch now fails
         import numpy as np
-        from dfine.runtime import OnnxDetector
+        from dfine.runtime.onnx import OnnxDetector
         result = OnnxDetector({str(tmp_path / "probe.onnx")!r}).predict(np.full((9, 7), 255, np.uint8), threshold=0.5)
         print(result[0]["scores"].tolist(), result[0]["boxes"].tolist())
     """)
@@ -270,7 +270,7 @@ def test_bad_threads_and_providers_are_one_line(tmp_path, options, message) -> N
     # a string thread count was int('4')-converted or a ValueError; ONNX Runtime answered a misspelt or missing
     # provider by running on the CPU with a banner on stderr
     from dfine.errors import DFineError
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     model = tmp_path / "probe.onnx"
     _batch_probe_onnx(model, batch="batch")
@@ -279,7 +279,7 @@ def test_bad_threads_and_providers_are_one_line(tmp_path, options, message) -> N
 
 
 def test_one_provider_name_and_a_portable_list_are_accepted(tmp_path) -> None:
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     model = tmp_path / "probe.onnx"
     _batch_probe_onnx(model, batch="batch")

@@ -11,7 +11,7 @@ import torch
 
 from dfine.cli.main import main
 from dfine.errors import InputFileError
-from dfine.hub.resolve import load_torch_file
+from dfine.hub.readers import load_torch_file
 
 NOT_A_CHECKPOINT = "not a PyTorch checkpoint (corrupt or not a checkpoint file)"
 

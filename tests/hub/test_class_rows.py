@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dfine.config.presets import COCO_CLASSES, preset_config
 from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, match_class_names
-from dfine.presets import COCO_CLASSES, preset_config
 
 
 def test_names_match_across_case_spacing_order_and_alternatives() -> None:

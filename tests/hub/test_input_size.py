@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from dfine.hub.resolve import model_input_size, processor_folder
-from dfine.inference import load_processor
-from dfine.processor import DFineImageProcessor
+from dfine.predict.predictor import load_processor
+from dfine.processing.input_size import model_input_size, processor_folder
+from dfine.processing.processor import DFineImageProcessor
 
 
 def _processor_at(folder: Path, size: int) -> None:

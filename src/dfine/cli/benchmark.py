@@ -48,7 +48,7 @@ def _torch_runner(args: argparse.Namespace, model: Any, device: Any, size: tuple
     import torch
 
     from dfine.errors import DFineError
-    from dfine.export.fast import optimize_for_inference
+    from dfine.model.deploy.fast import optimize_for_inference
 
     pixels = torch.rand(batch, 3, *size, device=device)
     dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else torch.float32
@@ -113,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from dfine.arguments import resolve_device, validate_image_size
     from dfine.cli.precision import half_precision
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
-    from dfine.runtime import providers_for_device
+    from dfine.runtime.onnx import providers_for_device
+    from dfine.utils.checks import validate_image_size
+    from dfine.utils.device import resolve_device
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
     given = Path(args.model)
@@ -155,10 +156,10 @@ def run(args: argparse.Namespace) -> int:
     size = (args.image_size, args.image_size) if args.image_size is not None else (640, 640)
     batch = args.batch_size or 1
     if not exported_given:
-        from dfine.engine.build import check_image_size
-        from dfine.export.deploy import deploy
-        from dfine.hub.resolve import model_input_size
+        from dfine.config.image_size import check_image_size
         from dfine.model import DFineForObjectDetection
+        from dfine.model.deploy.deployed import deploy
+        from dfine.processing.input_size import model_input_size
 
         model = DFineForObjectDetection.from_pretrained(args.model)
         if args.image_size is None:
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             path = given if exported_given else _exported_file(args, model, Path(tmp), size, batch)
             if args.backend == "onnxruntime":
-                from dfine.runtime import OnnxDetector
+                from dfine.runtime.onnx import OnnxDetector
 
                 detector = OnnxDetector(path, providers=providers, threads=args.threads)
                 provider = detector.session.get_providers()[0]

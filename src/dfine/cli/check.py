@@ -62,7 +62,7 @@ def draw_preview(records: list[ImageRecord], class_names: list[str],
 
     from dfine.data.images import load_image
     from dfine.errors import InputFileError
-    from dfine.visualize import draw_ground_truth, make_grid, shrink_to_fit
+    from dfine.imaging.draw import draw_ground_truth, make_grid, shrink_to_fit
 
     count = min(PREVIEW_IMAGES, len(records))
     chosen = [records[i] for i in np.linspace(0, len(records) - 1, count).round().astype(int)] if count else []
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dfine.data import check_dataset, resolve_dataset
     from dfine.errors import DFineError
-    from dfine.hub.files import atomic_write
+    from dfine.utils.files import atomic_write
 
     preview = Path(args.preview) if args.preview is not None else None
     if preview is not None and preview.suffix.lower() not in PREVIEW_SUFFIXES:

@@ -42,8 +42,8 @@ def _default_output(model: str, fmt: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfine.arguments import validate_image_size
     from dfine.errors import DFineError
+    from dfine.utils.checks import validate_image_size
 
     validate_image_size(args.image_size, "--image-size")
     if args.batch_size < 1 or args.max_batch < 1:
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         check_engine_output(output)
 
     from dfine.export.preprocess import check_exportable
-    from dfine.inference import load_processor
     from dfine.model import DFineForObjectDetection
+    from dfine.predict.predictor import load_processor
 
     model = DFineForObjectDetection.from_pretrained(args.model)
     # the model's own preprocessing (beside its weights), at the size it was trained for unless asked otherwise;

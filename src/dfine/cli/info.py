@@ -35,7 +35,7 @@ def describe_onnx(path: Path) -> list[str]:
     """The lines ``dfine info`` prints for an ``.onnx`` file: inputs and outputs with shapes, opset, file size and
     the metadata a ``dfine export`` writes (precision, classes)."""
     from dfine.errors import DFineError, InputFileError, first_line
-    from dfine.runtime import check_onnx_file
+    from dfine.runtime.onnx import check_onnx_file
 
     try:
         import onnx
@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputFileError(path, "a TensorRT engine cannot be described here: run dfine info on the .onnx it was "
                                    "built from, or time it with dfine benchmark --backend tensorrt")
 
-    from dfine.hub.resolve import model_input_size
+    from dfine.config.presets import size_of
     from dfine.model import DFineForObjectDetection
-    from dfine.presets import size_of
+    from dfine.processing.input_size import model_input_size
 
     model = DFineForObjectDetection.from_pretrained(args.model)
     config = model.config

@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dfine import __version__
 from dfine.errors import DFineError
+from dfine.version import __version__
 
 
 def _subcommands() -> list:

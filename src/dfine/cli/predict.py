@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "when --model ends in .onnx, else torch")
     p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
                    help="for large images with small objects: predict overlapping tiles of this size (e.g. 640) and "
-                        "the whole image, and merge (dfine.tiling)")
+                        "the whole image, and merge (dfine.predict.tiling)")
     p.add_argument("--tile-overlap", type=float, default=None, metavar="F",
                    help="with --tile: how much neighbouring tiles overlap (default 0.2)")
     p.add_argument("-r", "--recursive", action="store_true",
@@ -65,15 +65,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfine.arguments import resolve_device, validate_image_size
-    from dfine.auto_label import check_label_file
-    from dfine.download import is_url
     from dfine.errors import DFineError
-    from dfine.inference import Predictor
-    from dfine.io import list_images
-    from dfine.predict_files import predict_source, prepare_output_dir
-    from dfine.tiling import TiledDetector
-    from dfine.video import is_video_file
+    from dfine.imaging.download import is_url
+    from dfine.imaging.sources import list_images
+    from dfine.imaging.video import is_video_file
+    from dfine.predict.auto_label import check_label_file
+    from dfine.predict.files import predict_source
+    from dfine.predict.predictor import Predictor
+    from dfine.predict.tiling import TiledDetector
+    from dfine.utils.checks import validate_image_size
+    from dfine.utils.device import resolve_device
+    from dfine.utils.files import prepare_output_dir
 
     if args.batch_size < 1:
         raise DFineError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         TiledDetector(None, args.tile, tile_overlap)  # checks the options before the model loads
     # --device is an option like the others: a typo is named before the source is (as the model loader would)
     if backend == "onnxruntime":
-        from dfine.runtime import OnnxDetector, providers_for_device
+        from dfine.runtime.onnx import OnnxDetector, providers_for_device
 
         providers = providers_for_device(args.device)
     else:

@@ -26,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dfine.errors import DFineError
     from dfine.hub.upload import model_card, push_files
-    from dfine.inference import load_processor, random_weights_reason
     from dfine.model import DFineForObjectDetection
+    from dfine.predict.predictor import load_processor, random_weights_reason
 
     reason = random_weights_reason(args.model)
     if reason is not None:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from dfine.config.image_size import image_size_hw
 from dfine.data.epoch import SharedEpoch
-from dfine.data.transforms import image_size_hw
 from dfine.errors import ConfigError
 
 _SMALLER = (480, 512, 544, 576, 608)

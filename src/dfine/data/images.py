@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
 from dfine.errors import InputFileError
-from dfine.io import decode_image_file, ends_with_jpeg_end_marker
+from dfine.imaging.decode import decode_image_file, ends_with_jpeg_end_marker
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".tif", ".tiff", ".webp")
 # Photo formats found in data set folders that the loader does not read (HEIC/AVIF/JPEG XL need plug-ins or newer

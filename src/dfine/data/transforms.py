@@ -5,7 +5,7 @@ SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize to (H, W) (stret
 SanitizeBoundingBoxes(min_size=1), float in [0, 1] (no mean/std). The first three are "strong" augmentations and
 stop at ``stop_epoch``. Eval: Resize + float.
 
-Every resize of an image (train and eval) is :class:`dfine.processor.DFineImageProcessor`'s: PIL bilinear on the
+Every resize of an image (train and eval) is :class:`dfine.processing.processor.DFineImageProcessor`'s: PIL bilinear on the
 uint8 image, then /255. Validation scores are therefore those of inference, bit for bit (a tensor resize with
 antialiasing differs by up to 1/255 per pixel, enough to move a published checkpoint's AP), and training sees the
 same resampling as the original, whose v2 pipeline runs on PIL images.
@@ -24,21 +24,9 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from dfine.config.image_size import image_size_hw
 from dfine.data.epoch import SharedEpoch
-from dfine.errors import ConfigError
 from dfine.ops.boxes import box_xyxy_to_cxcywh
-
-
-def image_size_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """Normalise a training/eval size to ``(height, width)``, both multiples of 32 (the backbone's stride).
-
-    Raises:
-        ConfigError: a size that is not positive or not a multiple of 32.
-    """
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ConfigError(f"image size {h}x{w} must be positive multiples of 32 (the backbone's stride)")
-    return int(h), int(w)
 
 
 def to_model_target(target: dict[str, Any]) -> dict[str, Any]:
@@ -105,11 +93,11 @@ class TrainTransforms:
 
 
 class _InferenceResize:
-    """Stretch-resize a uint8 image exactly as :class:`~dfine.processor.DFineImageProcessor` does (PIL bilinear,
+    """Stretch-resize a uint8 image exactly as :class:`~dfine.processing.processor.DFineImageProcessor` does (PIL bilinear,
     then /255 to float32), and its boxes to match."""
 
     def __init__(self, size: tuple[int, int]) -> None:
-        from dfine.processor import DFineImageProcessor
+        from dfine.processing.processor import DFineImageProcessor
 
         self.size = size
         self.processor = DFineImageProcessor(size={"height": size[0], "width": size[1]})

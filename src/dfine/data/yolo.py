@@ -23,7 +23,7 @@ from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES, probe_images
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
-from dfine.io import is_hidden_below
+from dfine.imaging.sources import is_hidden_below
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
 
 def _folder_images(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
     """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders
-    (see :func:`dfine.io.is_hidden_below`). Photos of a type the loader does not read (``.heic`` ...) are appended
+    (see :func:`dfine.imaging.sources.is_hidden_below`). Photos of a type the loader does not read (``.heic`` ...) are appended
     to ``left_out``."""
     images = []
     for p in folder.rglob("*"):

@@ -126,8 +126,7 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
     import json
 
     from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves
-    from dfine.hub.files import atomic_write, atomic_write_text
-    from dfine.predict_files import prepare_output_dir
+    from dfine.utils.files import atomic_write, atomic_write_text, prepare_output_dir
 
     # expanduser: as val() checks it, and train's output is taken. A parent that is a file is a one-line error.
     folder = prepare_output_dir(Path(output).expanduser())

@@ -58,8 +58,8 @@ class TrainResult:
 
 def training_device(device: str | torch.device, local_rank: int) -> torch.device:
     """``auto`` and ``cuda`` -> this process' GPU (``cuda:<local rank>``) when CUDA is available; otherwise as
-    :func:`dfine.arguments.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
-    from dfine.arguments import resolve_device
+    :func:`dfine.utils.device.resolve_device` (``auto`` -> CPU, an unavailable CUDA device -> one-line error)."""
+    from dfine.utils.device import resolve_device
 
     if str(device) in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank)
@@ -174,7 +174,7 @@ def _check_workers(workers: int | None) -> None:
 
 def _check_counts(workers: int | None, seed: int) -> None:
     """Options that only fail deep inside a run (a worker count, the seed) are checked before anything starts."""
-    from dfine.arguments import check_seed
+    from dfine.utils.checks import check_seed
 
     _check_workers(workers)
     check_seed(seed)
@@ -183,9 +183,9 @@ def _check_counts(workers: int | None, seed: int) -> None:
 def _check_model(model: Any, trainable: bool) -> None:
     """A ConfigError unless ``model`` is a path-like name or a model object (for training: a
     ``DFineForObjectDetection``, whose weights and config can be copied)."""
-    from dfine.arguments import check_path, shown
     from dfine.errors import ConfigError
     from dfine.model import DFineForObjectDetection
+    from dfine.utils.checks import check_path, shown
 
     if isinstance(model, DFineForObjectDetection) or (isinstance(model, nn.Module) and not trainable):
         return
@@ -197,11 +197,11 @@ def _check_model(model: Any, trainable: bool) -> None:
 
 
 def _check_size(image_size: Any, name: str = "image_size", optional: bool = False) -> None:
-    """``image_size`` as :func:`~dfine.data.transforms.image_size_hw` takes it: a multiple of 32 or an (H, W) pair of
+    """``image_size`` as :func:`~dfine.config.image_size.image_size_hw` takes it: a multiple of 32 or an (H, W) pair of
     them (or None when ``optional``); a wrong type is a ConfigError naming the argument, not a TypeError."""
-    from dfine.arguments import check_integer, validate_image_size
-    from dfine.data.transforms import image_size_hw
+    from dfine.config.image_size import image_size_hw
     from dfine.errors import ConfigError
+    from dfine.utils.checks import check_integer, validate_image_size
 
     if image_size is None:
         if not optional:
@@ -216,7 +216,8 @@ def _check_size(image_size: Any, name: str = "image_size", optional: bool = Fals
 
 def _check_train_arguments(args: dict[str, Any]) -> None:
     """Every named argument of :func:`train`, before anything slow starts (the data check, a download)."""
-    from dfine.arguments import check_device, check_flag, check_integer, check_number, check_output_folder, check_path
+    from dfine.utils.checks import check_flag, check_integer, check_number, check_output_folder, check_path
+    from dfine.utils.device import check_device
 
     check_path(args["data"], "data", "a data YAML or data set folder")
     _check_model(args["model"], trainable=True)
@@ -241,26 +242,20 @@ def _train(*, data: str | Path, model: str | Path | nn.Module, epochs: int | Non
            workers: int | None, seed: int, pretrained_backbone: bool, lr: float | None, eval_interval: int,
            progress: bool, sync_bn: bool, overrides: dict[str, Any], local_rank: int, world_size: int) -> TrainResult:
     from dfine.config import DFineConfig
+    from dfine.config.image_size import check_image_size, image_size_hw
     from dfine.data import EvalTransforms, TrainTransforms, check_dataset, default_workers, resolve_dataset
     from dfine.data.holdout import hold_out_validation
-    from dfine.data.transforms import image_size_hw
     from dfine.engine import checkpoint as ckpt
-    from dfine.engine.build import (
-        ModelReport,
-        build_loaders,
-        build_training_model,
-        check_config_overrides,
-        check_image_size,
-    )
+    from dfine.engine.build import ModelReport, build_loaders, build_training_model, check_config_overrides
     from dfine.engine.distributed import is_main_process, seed_everything
     from dfine.engine.ema import ModelEMA
     from dfine.engine.hparams import Hyperparameters, check_overrides, count_noun, resolve_hyperparameters
     from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem
     from dfine.engine.trainer import Trainer
     from dfine.errors import DFineError
-    from dfine.hub.files import atomic_write_text
     from dfine.model import DFineForObjectDetection
-    from dfine.processor import DFineImageProcessor
+    from dfine.processing.processor import DFineImageProcessor
+    from dfine.utils.files import atomic_write_text
 
     main = is_main_process()
     say = print if main else (lambda *a, **k: None)
@@ -428,16 +423,9 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
                          score_threshold: Any = 0.5, val_split: Any = 0.0) -> torch.dtype | None:
     """Every argument of :func:`val`, before the data check and the model load (which can be a download); returns
     ``dtype`` as a torch dtype."""
-    from dfine.arguments import (
-        check_device,
-        check_flag,
-        check_integer,
-        check_number,
-        check_output_folder,
-        check_path,
-        shown,
-    )
     from dfine.errors import ConfigError
+    from dfine.utils.checks import check_flag, check_integer, check_number, check_output_folder, check_path, shown
+    from dfine.utils.device import check_device
 
     if output is not None:
         check_output_folder(output)
@@ -455,7 +443,7 @@ def _check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, dev
     check_flag(progress, "progress")
     check_flag(half_head, "half_head")
     if dtype is not None:
-        from dfine.export.fast import resolve_dtype
+        from dfine.model.deploy.fast import resolve_dtype
 
         dtype = resolve_dtype(dtype)
     if half_head and dtype not in (torch.float16, torch.bfloat16):
@@ -492,7 +480,7 @@ def val(
         progress: show a progress bar (on stderr).
         dtype: None evaluates the model as loaded; ``"float16"`` (CUDA), ``"bfloat16"`` or ``"float32"``
             evaluate the fast inference form that ``dfine predict --half`` runs
-            (:func:`~dfine.export.fast.optimize_for_inference`: deploy form, this body precision, float32 head):
+            (:func:`~dfine.model.deploy.fast.optimize_for_inference`: deploy form, this body precision, float32 head):
             what a deployed model scores.
         half_head: with ``dtype`` float16 or bfloat16, run the head in that precision too (``--half-head``).
         output: a folder to also write ``metrics.json``, ``predictions.json`` (COCO results in the data set's
@@ -511,15 +499,14 @@ def val(
         DFineError: unreadable data, a missing split, or a model whose class count differs from the data set's
             (data problems are reported first: a data set whose classes cannot be read has none to compare).
     """
-    from dfine.arguments import resolve_device
+    from dfine.config.image_size import check_image_size, image_size_hw
     from dfine.data import BatchCollator, EvalTransforms, build_dataloader, check_dataset, resolve_dataset
     from dfine.data.holdout import hold_out_validation
-    from dfine.data.transforms import image_size_hw
-    from dfine.engine.build import check_image_size
     from dfine.engine.validate import evaluate
     from dfine.errors import DFineError
-    from dfine.hub.resolve import model_input_size
     from dfine.model import DFineForObjectDetection
+    from dfine.processing.input_size import model_input_size
+    from dfine.utils.device import resolve_device
 
     dtype = _check_val_arguments(model, data, split, batch_size, device, image_size, workers, progress, dtype,
                                  half_head, output, score_threshold, val_split)
@@ -551,7 +538,7 @@ def val(
     loader = build_dataloader(dataset, batch_size, shuffle=False, workers=workers, collate_fn=BatchCollator(size))
     net.to(dev)
     if dtype is not None:  # what a deployed model scores: the same path as predict --half
-        from dfine.export.fast import optimize_for_inference
+        from dfine.model.deploy.fast import optimize_for_inference
 
         net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
                                      head_dtype=None if half_head else torch.float32)

@@ -19,22 +19,21 @@ frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dfine.config import DFineConfig, check_field_range, coerce, type_description
+from dfine.config import DFineConfig
+from dfine.config.fields import check_field_range, coerce, type_description
+from dfine.config.presets import SIZES, is_preset, preset_config, size_of
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
-from dfine.data.transforms import image_size_hw
 from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
 from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, is_renaming, match_class_names
 from dfine.model import DFineForObjectDetection
-from dfine.presets import SIZES, is_preset, preset_config, size_of
 
 if TYPE_CHECKING:
-    from dfine.hub.resolve import ResolvedCheckpoint
+    from dfine.model.resolve import ResolvedCheckpoint
 
 logger = logging.getLogger("dfine")
 
@@ -112,25 +111,6 @@ def check_config_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def check_image_size(config: DFineConfig, image_size: int | tuple[int, int], *, training: bool = True
-                     ) -> None:
-    """Raise a ConfigError when ``image_size`` gives fewer encoder tokens than the decoder has queries.
-
-    Query selection takes the top ``num_queries`` of all tokens, so e.g. D-FINE-N (strides 16 and 32) needs at least
-    256x256 for its 300 queries. The message names the smallest square size that works and, when ``training``, the
-    option that lowers the query count (export, benchmark and evaluation take the trained model's count as it is).
-    """
-    h, w = image_size_hw(image_size)
-    tokens = sum(math.ceil(h / s) * math.ceil(w / s) for s in config.feat_strides)
-    if tokens < config.num_queries:
-        side = next(n for n in range(32, 1 << 16, 32) if sum(math.ceil(n / s) ** 2 for s in config.feat_strides)
-                    >= config.num_queries)
-        fewer = (", or fewer queries (--set num_queries=N on the command line, num_queries=N in Python)"
-                 if training else "")
-        raise ConfigError(f"image size {h}x{w} gives {tokens} encoder positions, fewer than the model's "
-                          f"{config.num_queries} queries: use an image size of at least {side}x{side}{fewer}")
-
-
 _PYTHON_OPTION = "pretrained_backbone=False"
 _BOTH_OPTIONS = f"{_PYTHON_OPTION} (--no-pretrained-backbone)"
 
@@ -178,7 +158,7 @@ def _checkpoint_to_fine_tune(source: str | DFineForObjectDetection) -> ResolvedC
     A model object is not changed: its config is copied and its weights are copied into the new model by
     :func:`load_state_dict_checked`, exactly as a checkpoint file's are, so both paths fine-tune the same way.
     """
-    from dfine.hub.resolve import ResolvedCheckpoint, resolve_checkpoint
+    from dfine.model.resolve import ResolvedCheckpoint, resolve_checkpoint
 
     if isinstance(source, DFineForObjectDetection):
         config = DFineConfig.from_dict(source.config.to_dict())
@@ -209,9 +189,9 @@ def build_training_model(
         ConfigError: unknown config overrides, or values of the wrong type or out of range.
         DFineError: the checkpoint cannot be used, or the backbone weights cannot be downloaded.
     """
+    from dfine.config.presets import RECIPES
     from dfine.hub.convert import absent_detection_heads
-    from dfine.model.pretrained import load_state_dict_checked
-    from dfine.presets import RECIPES
+    from dfine.hub.loading import load_state_dict_checked
 
     overrides = check_config_overrides(dict(config_overrides or {}))
     id2label = dict(enumerate(class_names))

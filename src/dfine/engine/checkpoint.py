@@ -18,7 +18,7 @@ that it loads with ``torch.load(weights_only=True)`` (no pickled code can run)::
     extra        small bookkeeping (rollbacks so far, world size, seed, evaluation interval, AMP, data set)
 
 Because ``ema/module`` and ``config`` are there, ``DFineForObjectDetection.from_pretrained("runs/x/last.pt")``
-loads the EMA weights directly (see :mod:`dfine.hub.resolve`).
+loads the EMA weights directly (see :mod:`dfine.model.resolve`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from dfine.errors import CheckpointError, InputFileError, first_line
-from dfine.hub.files import atomic_write
-from dfine.hub.resolve import torch_load_error
+from dfine.hub.readers import torch_load_error
+from dfine.utils.files import atomic_write
 
 FORMAT = "dfine-train-1"
 LAST_NAME = "last.pt"

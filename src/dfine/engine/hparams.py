@@ -1,6 +1,6 @@
 """The training hyper-parameters of one run: the size's recipe, scaled to the user's batch size and data set.
 
-SPEC Part B §3.2–3.4. The recipe (:data:`dfine.presets.RECIPES`) was tuned for COCO (118k images) at a fixed total
+SPEC Part B §3.2–3.4. The recipe (:data:`dfine.config.presets.RECIPES`) was tuned for COCO (118k images) at a fixed total
 batch size. :func:`resolve_hyperparameters` adapts it, in this order, and records every adjustment in
 :attr:`Hyperparameters.notes` so the start-of-run printout says what changed and why:
 
@@ -27,9 +27,9 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from dfine.config import coerce, type_description
+from dfine.config.fields import coerce, type_description
+from dfine.config.presets import RECIPES
 from dfine.errors import ConfigError
-from dfine.presets import RECIPES
 
 LARGE_DATASET = 10_000
 """Training images from which the recipe's epoch count is used unchanged."""

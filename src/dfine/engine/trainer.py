@@ -318,8 +318,8 @@ class Trainer:
     def _save_batch_preview(self, batch: dict[str, Any]) -> None:
         """``train_batch0.jpg``: the first batch as the model sees it (after augmentation), boxes drawn. Wrong box
         formats, swapped classes or an augmentation that loses objects show at a glance before hours of training."""
-        from dfine.hub.files import atomic_write
-        from dfine.visualize import draw_batch
+        from dfine.imaging.draw import draw_batch
+        from dfine.utils.files import atomic_write
 
         path = self.output_dir / PREVIEW_NAME
         try:
@@ -460,8 +460,8 @@ class Trainer:
         """Evaluate ``best/`` again, for the closing table and ``val/``: a resumed run whose best epoch came before
         the resume holds no result of it, and the killed run stopped before it could write ``val/``."""
         from dfine.hub.convert import to_internal_names
-        from dfine.hub.resolve import load_safetensors_file
-        from dfine.model.pretrained import load_state_dict_checked
+        from dfine.hub.loading import load_state_dict_checked
+        from dfine.hub.readers import load_safetensors_file
 
         path = self._paths["best"] / "model.safetensors"
         weights, problem = read_agreed(path, load_safetensors_file, (DFineError,))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dfine.engine.evaluator import CocoEvaluator, EvalResult
-from dfine.processor import DFineImageProcessor
+from dfine.processing.processor import DFineImageProcessor
 
 
 @torch.no_grad()

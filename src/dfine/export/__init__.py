@@ -1,12 +1,7 @@
-"""Deployment: the deploy form, ONNX and TensorRT export, the GPU fast path and benchmarking.
+"""Export for other runtimes: ONNX with post-processing inside (:mod:`~dfine.export.onnx`), TensorRT engines
+(:mod:`~dfine.export.tensorrt`), their check against PyTorch (:mod:`~dfine.export.verify`) and benchmarking
+(:mod:`~dfine.export.benchmark`).
 
-Importing this package is cheap and does not import PyTorch; the submodules do:
-
-* :mod:`dfine.export.deploy` — ``deploy(model)``: batch norm folded, RepVGG merged, buffers precomputed;
-* :mod:`dfine.export.onnx` — ``export_onnx(...)`` with post-processing inside and an ONNX Runtime check;
-* :mod:`dfine.export.tensorrt` — ``build_engine(...)`` through the TensorRT Python API;
-* :mod:`dfine.export.fast` — ``optimize_for_inference(...)``: fp16/bf16, channels-last, torch.compile, CUDA graphs;
-* :mod:`dfine.export.benchmark` — latency, throughput, parameters and FLOPs.
-
-The onnxruntime-only runtime (no PyTorch) is :mod:`dfine.runtime`.
+Importing this package is cheap and does not import PyTorch; the submodules do. The deploy form these start from
+is :mod:`dfine.model.deploy`; the torch-free runtime is :mod:`dfine.runtime`.
 """

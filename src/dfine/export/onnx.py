@@ -34,15 +34,15 @@ import numpy as np
 import torch
 
 from dfine.errors import DFineError, InputFileError, first_line
-from dfine.export.deploy import deploy, normalize_image_size
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.preprocess import InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
-from dfine.model.dfine import DFineForObjectDetection
-from dfine.runtime import RESAMPLE_NAMES
+from dfine.model.deploy.deployed import deploy, normalize_image_size
+from dfine.model.detection import DFineForObjectDetection
+from dfine.runtime.onnx import RESAMPLE_NAMES
 
 if TYPE_CHECKING:
-    from dfine.processor import DFineImageProcessor
+    from dfine.processing.processor import DFineImageProcessor
 
 __all__ = ["OPSET", "ExportResult", "check_output_path", "compare_with_torch", "export_onnx", "onnx_metadata"]
 
@@ -72,8 +72,8 @@ class ExportResult:
 
 def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], half: bool, dynamic_batch: bool,
                   top_k: int, processor: DFineImageProcessor | None = None) -> dict[str, str]:
-    """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime`)."""
-    from dfine import __version__
+    """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime.onnx`)."""
+    from dfine.version import __version__
 
     resample = RESAMPLE_NAMES[processor.resample if processor is not None else 2]
     steps = f"RGB stretched to {image_size[0]}x{image_size[1]} ({resample}), values / 255"
@@ -230,7 +230,7 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     the same pictures, so a normalisation carried into the graph is checked too. Raises a one-line
     :class:`DFineError` when the detections disagree beyond the tolerance, or look empty.
     """
-    from dfine.processor import DFineImageProcessor
+    from dfine.processing.processor import DFineImageProcessor
 
     originals = [(800, 600), (480, 640), (640, 640), (1024, 512)][:batch] or [(800, 600)]
     while len(originals) < batch:
@@ -272,7 +272,7 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
 
 def ort_runner(path: str | Path, providers: Sequence[str] | None = None) -> RunFn:
     """A function running the exported graph in ONNX Runtime: (images, sizes_wh) -> (labels, boxes, scores)."""
-    from dfine.runtime import OnnxDetector
+    from dfine.runtime.onnx import OnnxDetector
 
     return OnnxDetector(path, providers=providers).run
 
@@ -300,7 +300,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         DFineError: an image size too small for the model's queries, or an export, checker or comparison failure,
             with a one-line message.
     """
-    from dfine.engine.build import check_image_size
+    from dfine.config.image_size import check_image_size
 
     size = normalize_image_size(image_size)
     # query selection needs at least num_queries encoder positions; checked here because the exporter's own
@@ -312,7 +312,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     if path.suffix.lower() != ".onnx":
         raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
     check_output_path(path)
-    from dfine.hub.files import atomic_write
+    from dfine.utils.files import atomic_write
 
     report: list[MatchReport | None] = [None]
 

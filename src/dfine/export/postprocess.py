@@ -1,7 +1,7 @@
 """Post-processing inside the exported graph: raw outputs -> ``labels``, ``boxes`` (pixels, xyxy), ``scores``.
 
 The same computation as :meth:`dfine.DFineImageProcessor.post_process_object_detection` before thresholding
-(SPEC Part A §5), through the same :func:`dfine.detections.top_k_detections`: sigmoid, top-k over queries × classes
+(SPEC Part A §5), through the same :func:`dfine.processing.detections.top_k_detections`: sigmoid, top-k over queries × classes
 with k = the number of queries, label = index mod C, boxes gathered by query and scaled to the original image
 size. No NMS, no clamping.
 
@@ -9,15 +9,15 @@ size. No NMS, no clamping.
 of the original D-FINE deployment tools (``export_onnx.py``, its ONNX Runtime / TensorRT / OpenVINO / C++ examples),
 so that an exported dfine model is a drop-in replacement there. This is the *opposite* of the Python API
 (``post_process_object_detection(target_sizes=...)`` takes Hugging Face's ``(height, width)``). The order is also
-written into the ONNX metadata (``orig_target_sizes`` = ``"width,height"``), and :mod:`dfine.runtime` follows it.
+written into the ONNX metadata (``orig_target_sizes`` = ``"width,height"``), and :mod:`dfine.runtime.onnx` follows it.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dfine.detections import top_k_detections
 from dfine.ops.boxes import box_cxcywh_to_xyxy
+from dfine.processing.detections import top_k_detections
 
 __all__ = ["TARGET_SIZE_ORDER", "DeployWithPostprocess", "postprocess"]
 

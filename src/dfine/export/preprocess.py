@@ -4,7 +4,7 @@ An exported graph always takes ``images`` as RGB in [0, 1] (8-bit values / 255) 
 needs nothing but the file. The released checkpoints feed the model exactly that (no normalisation), and their
 graphs get nothing extra. A model whose ``preprocessor_config.json`` rescales by another factor or normalises with a
 mean and std gets one multiply-add per channel at the graph's input, computing what its processor would have fed the
-model. The resampling filter cannot live in the graph: it goes into the metadata, which :mod:`dfine.runtime` reads.
+model. The resampling filter cannot live in the graph: it goes into the metadata, which :mod:`dfine.runtime.onnx` reads.
 
 A processor that pads after resizing (``do_pad`` to a ``pad_size`` larger than the export size) puts the picture in
 a corner of a bigger canvas; the exported graph and its box scaling assume the picture fills the input, so such a
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from dfine.errors import DFineError
 
 if TYPE_CHECKING:
-    from dfine.processor import DFineImageProcessor
+    from dfine.processing.processor import DFineImageProcessor
 
 
 
@@ -62,7 +62,7 @@ class InputAffine(nn.Module):
 
 def graph_processor(processor: DFineImageProcessor, size: tuple[int, int]) -> DFineImageProcessor:
     """The processor of the graph's own input: ``processor``'s resampling at ``size``, then v / 255, nothing else
-    (what :func:`dfine.runtime.preprocess` computes)."""
-    from dfine.processor import DFineImageProcessor
+    (what :func:`dfine.runtime.onnx.preprocess` computes)."""
+    from dfine.processing.processor import DFineImageProcessor
 
     return DFineImageProcessor(size={"height": size[0], "width": size[1]}, resample=processor.resample)

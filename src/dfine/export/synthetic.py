@@ -30,7 +30,7 @@ __all__ = ["calibration_pixels", "synthetic_detector"]
 
 def calibration_pixels(image_size: int, count: int = 2, seed: int = 0) -> torch.Tensor:
     """Structured test pictures as (count, 3, S, S) pixel values (the processor's preprocessing)."""
-    from dfine.processor import DFineImageProcessor
+    from dfine.processing.processor import DFineImageProcessor
 
     pictures = check_images([(image_size + 37 * i, image_size - 21 * i) for i in range(count)], seed=seed)
     return DFineImageProcessor(size=image_size)(pictures)["pixel_values"]

@@ -82,7 +82,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
         DFineError: TensorRT missing, a parser error, or a failed build (one line).
     """
     serialized = _serialized_engine(onnx_path, fp16, batch_sizes, workspace_gib, shown_as)
-    from dfine.hub.files import atomic_write
+    from dfine.utils.files import atomic_write
 
     # an interrupted write must not leave a truncated engine, which would only fail when deserialised
     return atomic_write(engine_path, lambda tmp: tmp.write_bytes(serialized))
@@ -228,10 +228,10 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
             failure on the way.
     """
     require_tensorrt()
-    from dfine.engine.build import check_image_size
+    from dfine.config.image_size import check_image_size
     from dfine.export import onnx as onnx_export
-    from dfine.export.deploy import normalize_image_size
-    from dfine.hub.files import atomic_write
+    from dfine.model.deploy.deployed import normalize_image_size
+    from dfine.utils.files import atomic_write
 
     size = normalize_image_size(image_size)
     check_image_size(model.config, size, training=False)

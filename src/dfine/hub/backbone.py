@@ -119,18 +119,21 @@ def convert_timm_hgnetv2(state_dict: dict[str, Tensor], prefix: str = "") -> dic
 
 
 def _backbone_parts(model: nn.Module) -> tuple[nn.Module, Any]:
-    """The HGNetV2Backbone inside a DFineForObjectDetection / DFineModel, and its HGNetV2Config."""
-    from dfine.model import DFineForObjectDetection, DFineModel
+    """The HGNetV2Backbone inside a DFineForObjectDetection / DFineModel, and its HGNetV2Config.
 
-    inner = model.model if isinstance(model, DFineForObjectDetection) else model
-    if not isinstance(inner, DFineModel):
+    The model classes sit above this layer, so they are recognised by their parts: a network has ``backbone.model``
+    and ``config.backbone_config``; the detection model holds a network as ``.model``."""
+    inner = getattr(model, "model", model)
+    backbone = getattr(getattr(inner, "backbone", None), "model", None)
+    backbone_config = getattr(getattr(inner, "config", None), "backbone_config", None)
+    if not isinstance(backbone, nn.Module) or backbone_config is None:
         raise TypeError(f"expected a DFineForObjectDetection or DFineModel, got {type(model).__name__}")
-    return inner.backbone.model, inner.config.backbone_config
+    return backbone, backbone_config
 
 
 def infer_variant(backbone_config: Any) -> str | None:
     """Which HGNetv2 variant (``"B0"`` … ``"B6"``) a backbone config describes, or None for a custom one."""
-    from dfine.presets import backbone_config as preset_backbone
+    from dfine.config.presets import backbone_config as preset_backbone
 
     fields = ("stem_channels", "stage_in_channels", "stage_mid_channels", "stage_out_channels", "stage_num_blocks",
               "stage_numb_of_layers", "stage_downsample", "stage_light_block", "stage_kernel_size")
@@ -197,7 +200,7 @@ def download_backbone_weights(variant: str, cache_dir: str | Path | None = None)
 def _read_weights(path: Path) -> dict[str, Tensor]:
     """Tensors of a timm ``.safetensors`` / ``.pth`` file (or a folder holding ``model.safetensors``)."""
     from dfine.errors import InputFileError
-    from dfine.hub.resolve import load_safetensors_file, load_torch_file
+    from dfine.hub.readers import load_safetensors_file, load_torch_file
 
     if path.is_dir():
         path = path / WEIGHTS_NAME
@@ -234,7 +237,7 @@ def load_pretrained_backbone(model: nn.Module, variant: str | None = None, *, pa
         CheckpointError: the file does not fit the backbone (every missing, unexpected or wrongly shaped key is
             named).
     """
-    from dfine.model.pretrained import load_state_dict_checked
+    from dfine.hub.loading import load_state_dict_checked
 
     backbone, backbone_config = _backbone_parts(model)
     inferred = infer_variant(backbone_config)

@@ -20,7 +20,10 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from dfine.model.pretrained import CLASS_SIZED
+# Parameters whose first dimension is the class count (plus the denoising label embedding, C + 1 rows).
+CLASS_SIZED = re.compile(r"(^|\.)(enc_score_head|decoder\.class_embed\.\d+|denoising_class_embed)\.(weight|bias)$")
+
+
 
 # Names for the same class in the two published label sets (COCO, Objects365 as spelled in its annotation files).
 SYNONYMS: tuple[tuple[str, ...], ...] = (

@@ -26,7 +26,7 @@ def model_card(config: Any, repo_id: str) -> str:
     """A ``README.md`` for the model repository ``repo_id``, from its config."""
     names = [str(config.id2label[i]) for i in sorted(config.id2label)]
     shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-    from dfine.presets import size_of
+    from dfine.config.presets import size_of
 
     size = size_of(config) or ""
     lines = ["---", "library_name: transformers", "pipeline_tag: object-detection",

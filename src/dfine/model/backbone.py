@@ -2,7 +2,7 @@
 
 Stem (stride 4) followed by four stages of HG blocks. An HG block runs a chain of convolutions, concatenates the
 block input with every intermediate output, and squeezes the result with two 1×1 convolutions; blocks after the
-first in a stage are residual. Variants B0–B6 differ only in widths and depths (``dfine.presets``).
+first in a stage are residual. Variants B0–B6 differ only in widths and depths (``dfine.config.presets``).
 
 Module names (``embedder.stem1.convolution`` …) follow the Hugging Face checkpoints.
 """

@@ -1,7 +1,7 @@
 """Hybrid encoder: AIFI self-attention on the coarsest level, then CCFF top-down and bottom-up fusion.
 
 SPEC Part A §3.5–3.6 (RT-DETR's hybrid encoder with D-FINE's GELAN blocks). Input: the backbone maps already
-projected to ``encoder_hidden_dim`` channels (the projections live on :class:`~dfine.model.dfine.DFineModel` so
+projected to ``encoder_hidden_dim`` channels (the projections live on :class:`~dfine.model.network.DFineModel` so
 that state-dict keys match the checkpoints).
 """
 

@@ -1,15 +1,13 @@
-"""``from_pretrained`` / ``save_pretrained`` with strict loading (shared by the two model classes).
+"""``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` with strict loading, shared by the model classes.
 
-Loading is strict: a missing, unexpected or wrongly shaped key is an error that names the keys. The only
-tolerated differences are derived buffers (batch-norm ``num_batches_tracked`` counters); the class-sized heads
-when the caller asks for another class count or no denoising (re-initialised, or dropped, and reported); and the
-decoder's detection heads when a file has none of them at all (transformers' ``DFineModel`` does not own them;
-they are freshly initialised and reported).
+Loading is strict (:func:`dfine.hub.loading.load_state_dict_checked`): a missing, unexpected or wrongly shaped key is
+an error that names the keys. The tolerated differences are the class-sized heads when the caller asks for another
+class count or no denoising (re-initialised, or dropped, and reported), and the decoder's detection heads when a
+file has none of them at all (transformers' ``DFineModel`` does not own them; they are freshly initialised and
+reported).
 
 ``from_pretrained`` also takes the loading options of transformers that make sense here (``dtype`` /
 ``torch_dtype``, a single-device ``device_map``, the hub options); any other keyword must be a config field.
-:class:`TransformersModelMixin` adds the ``PreTrainedModel`` attributes users rely on (``device``, ``dtype``,
-``num_parameters`` …).
 """
 
 from __future__ import annotations
@@ -23,59 +21,14 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from dfine.config import METADATA_KEYS
-from dfine.errors import CheckpointError, ConfigError, UnsupportedFeatureError, first_line
+from dfine.config.fields import METADATA_KEYS
+from dfine.errors import ConfigError, UnsupportedFeatureError, first_line
+from dfine.hub.loading import load_state_dict_checked, short_list
 
 logger = logging.getLogger("dfine")
 
+
 T = TypeVar("T", bound="PretrainedMixin")
-
-# Parameters whose first dimension is the class count (plus the denoising label embedding, C + 1 rows).
-CLASS_SIZED = re.compile(r"(^|\.)(enc_score_head|decoder\.class_embed\.\d+|denoising_class_embed)\.(weight|bias)$")
-_DERIVED = re.compile(r"\.num_batches_tracked$")
-
-
-def _short_list(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor], source: str,
-                            allow_new_heads: bool = False, fresh: re.Pattern[str] | None = None) -> list[str]:
-    """Copy ``state_dict`` into ``model``; raise a CheckpointError naming every problem.
-
-    Args:
-        allow_new_heads: when True, class-sized tensors whose shape differs (another class count) or that the
-            model does not have (denoising disabled) are skipped; the model keeps fresh values for them.
-        fresh: model keys matching this pattern that ``state_dict`` lacks keep their fresh values.
-
-    Returns:
-        The keys that were skipped (re-initialised heads, or checkpoint keys the model does not have), for reporting.
-    """
-    expected = model.state_dict()
-    state_dict = dict(state_dict)
-    skipped = [k for k in expected if fresh is not None and fresh.search(k) and k not in state_dict]
-    if allow_new_heads:
-        for key in list(state_dict):
-            if CLASS_SIZED.search(key) and (key not in expected or expected[key].shape != state_dict[key].shape):
-                skipped.append(key)
-                del state_dict[key]
-        skipped += [k for k in expected if CLASS_SIZED.search(k) and k not in state_dict and k not in skipped]
-    missing = [k for k in expected if k not in state_dict and not _DERIVED.search(k) and k not in skipped]
-    unexpected = [k for k in state_dict if k not in expected and not _DERIVED.search(k)]
-    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in expected.keys() & state_dict.keys() if expected[k].shape != state_dict[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_short_list(sorted(missing))}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_short_list(sorted(unexpected))}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} wrongly shaped: {_short_list(sorted(mismatched))}")
-    if problems:
-        raise CheckpointError(f"{source} does not fit this model: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=False)
-    return skipped
 
 
 class PretrainedMixin:
@@ -98,7 +51,7 @@ class PretrainedMixin:
                         cache_dir: str | Path | None = None, token: str | bool | None = None,
                         local_files_only: bool | None = None, force_download: bool | None = None,
                         config: Any = None, **overrides: Any) -> T:
-        """Load a model from a directory, a file, a hub id or a preset name (see :mod:`dfine.hub.resolve`).
+        """Load a model from a directory, a file, a hub id or a preset name (see :mod:`dfine.model.resolve`).
 
         ``overrides`` replace config fields, e.g. ``num_labels=5`` or ``id2label={...}`` to fine-tune on other
         classes (the rows of classes the checkpoint also names are carried over by name, whatever their order; the
@@ -112,7 +65,7 @@ class PretrainedMixin:
         """
         from dfine.config import DFineConfig
         from dfine.hub.convert import absent_detection_heads
-        from dfine.hub.resolve import ResolvedCheckpoint, resolve_checkpoint
+        from dfine.model.resolve import ResolvedCheckpoint, resolve_checkpoint
 
         DFineConfig.check_keywords(overrides, f"{cls.__name__}.from_pretrained", _LOADING_OPTIONS)
         if config is not None:
@@ -169,7 +122,7 @@ class PretrainedMixin:
         from safetensors.torch import save_file
 
         from dfine.hub.convert import to_hub_names
-        from dfine.hub.files import atomic_write
+        from dfine.utils.files import atomic_write
 
         if not safe_serialization:
             raise UnsupportedFeatureError("save_pretrained writes safetensors only (safe_serialization=False would "
@@ -246,6 +199,7 @@ def _config_fields(config: Any, where: str) -> dict[str, Any]:
 # Keyword arguments of from_pretrained besides the config fields (for "did you mean" suggestions).
 _LOADING_OPTIONS = {"revision", "map_location", "dtype", "torch_dtype", "device_map", "cache_dir", "token",
                     "local_files_only", "force_download"}
+
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -333,44 +287,10 @@ def _report_skipped(skipped: list[str], expected: Mapping[str, Tensor], num_labe
     dropped = [k for k in skipped if k not in expected]
     if resized:
         logger.warning("re-initialised %d class-sized tensors for %d classes: %s", len(resized), num_labels,
-                       _short_list(resized))
+                       short_list(resized))
     if heads:
         logger.warning("initialised %d detection-head tensors the checkpoint does not have (a DFineModel without "
-                       "decoder.class_embed / bbox_embed): %s", len(heads), _short_list(heads))
+                       "decoder.class_embed / bbox_embed): %s", len(heads), short_list(heads))
     if dropped:
         logger.warning("dropped %d checkpoint tensors this model has no place for (num_denoising=0): %s",
-                       len(dropped), _short_list(dropped))
-
-
-class TransformersModelMixin(nn.Module):
-    """The ``PreTrainedModel`` attributes transformers users rely on (``inputs.to(model.device)`` …)."""
-
-    main_input_name = "pixel_values"
-    supports_gradient_checkpointing = False
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the parameters (all on one device)."""
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the floating-point parameters."""
-        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
-
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """The number of (shared parameters counted once) parameters, as transformers counts them."""
-        embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
-        return sum(p.numel() for name, p in self.named_parameters()
-                   if (p.requires_grad or not only_trainable) and not (exclude_embeddings and name in embeddings))
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
-        # transformers' D-FINE refuses too; checkpointing the deformable decoder is not implemented by either.
-        raise UnsupportedFeatureError(f"{type(self).__name__} does not support gradient checkpointing")
-
-    def gradient_checkpointing_disable(self) -> None:
-        """Nothing to undo: gradient checkpointing is never on."""
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return False
+                       len(dropped), short_list(dropped))
