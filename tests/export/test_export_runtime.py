@@ -28,13 +28,13 @@ def test_preprocessing_is_the_processors(tmp_path) -> None:
 
 def test_array_preprocessing_is_the_processors() -> None:
     """NumPy input is read as dfine.Predictor reads it: uint8 HWC, grey HW, CHW and float arrays in [0, 1]."""
-    from dfine.runtime.onnx import read_image
+    from dfine.imaging.inputs import standardize_image
 
     rng = np.random.default_rng(4)
     arrays = [rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), rng.integers(0, 256, (33, 41), dtype=np.uint8),
               rng.integers(0, 256, (3, 20, 30), dtype=np.uint8), rng.random((45, 35, 3), dtype=np.float32)]
     expected = dfine.DFineImageProcessor(size={"height": 64, "width": 96})(arrays)["pixel_values"].numpy()
-    assert np.array_equal(preprocess([read_image(a) for a in arrays], (64, 96)), expected)
+    assert np.array_equal(preprocess([standardize_image(a) for a in arrays], (64, 96)), expected)
 
 
 def test_runtime_without_torch_matches_torch(n_onnx, n_model_dir, tmp_path) -> None:

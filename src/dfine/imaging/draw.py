@@ -13,8 +13,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from dfine.imaging.inputs import is_tensor, tensor_to_numpy
 
 __all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "make_grid", "shrink_to_fit"]
 
@@ -60,8 +61,8 @@ def _style(width: int, height: int) -> tuple[int, int]:
 
 
 def _as_numpy(values: Any, columns: int | None = None) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().float().numpy() if values.is_floating_point() else values.cpu().numpy()
+    if is_tensor(values):
+        values = tensor_to_numpy(values)
     array = np.asarray(values if values is not None else [])
     return array.reshape(-1, columns) if columns else array.reshape(-1)
 
@@ -259,7 +260,7 @@ def shrink_to_fit(picture: Image.Image, size: int) -> tuple[Image.Image, float]:
 
 
 def draw_batch(
-    pixel_values: torch.Tensor,
+    pixel_values: Any,
     targets: Sequence[Mapping[str, Any]],
     class_names: Names = None,
     max_images: int = 16,
@@ -269,7 +270,7 @@ def draw_batch(
     """A training batch as the model sees it: each image after augmentation, with its target boxes.
 
     Args:
-        pixel_values: (B, 3, H, W) in [0, 1], as the training loader yields them.
+        pixel_values: (B, 3, H, W) in [0, 1], as the training loader yields them (a torch tensor or numpy array).
         targets: per image ``{"class_labels": (n,), "boxes": (n, 4)}`` with boxes normalised ``(cx, cy, w, h)``.
         class_names: list or dict label -> name.
         max_images: the first this many images of the batch are drawn.
@@ -281,8 +282,10 @@ def draw_batch(
     """
     pictures, titles = [], []
     for index in range(min(len(targets), int(max_images))):
-        array = (pixel_values[index].detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        picture, _ = shrink_to_fit(Image.fromarray(array.permute(1, 2, 0).cpu().numpy()), cell_size)
+        values = pixel_values[index]
+        values = np.asarray(tensor_to_numpy(values) if is_tensor(values) else values, dtype=np.float32)
+        array = np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8)
+        picture, _ = shrink_to_fit(Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0))), cell_size)
         target = targets[index]
         cx, cy, w, h = _as_numpy(target["boxes"], columns=4).T
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)

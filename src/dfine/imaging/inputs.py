@@ -1,22 +1,42 @@
 """What counts as an image: one input (path, PIL image, array, tensor) read into the form the processor resizes.
 
-The input rules are those documented in :mod:`dfine.processing.processor`; :class:`dfine.predict.predictor.Predictor` reads its inputs
-with the same functions, so the size it scales boxes to is the one the processor resized from.
+The input rules are those documented in :mod:`dfine.processing.processor`; :class:`dfine.predict.predictor.Predictor`
+and the torch-free runtime (:mod:`dfine.runtime.onnx`) read their inputs with the same functions, so the size they
+scale boxes to is the one the processor resized from, and the same input gives the same pixels to each.
+
+PyTorch is never imported here: a tensor can only exist once its caller has imported torch, so :func:`is_tensor`
+looks the class up among the modules already loaded.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch import Tensor
 
 from dfine.errors import DFineError
 from dfine.imaging.decode import load_image, to_rgb
 
-__all__ = ["check_channel_format", "image_list", "standardize_image"]
+__all__ = ["check_channel_format", "image_list", "is_tensor", "standardize_image", "tensor_to_numpy"]
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.Tensor``, without importing PyTorch (absent or blocked, nothing is one)."""
+    torch = sys.modules.get("torch")
+    tensor_class = getattr(torch, "Tensor", None)
+    return tensor_class is not None and isinstance(value, tensor_class)
+
+
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A tensor's values on the CPU as a numpy array; floating types as float32 (numpy has no bfloat16)."""
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+    return tensor.numpy()
 
 _CHANNEL_FORMATS = ("channels_first", "channels_last")
 
@@ -74,21 +94,21 @@ def standardize_image(image: Any, input_data_format: str | None = None) -> Image
         if 0 in image.size:  # as for an empty array: nothing to detect in, and resizing would invent pixels
             raise DFineError(f"cannot read an image of {image.width}x{image.height} pixels: it is empty")
         return to_rgb(image)
-    from_tensor = isinstance(image, Tensor)
+    from_tensor = is_tensor(image)
     if from_tensor:
-        tensor = image.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        image = tensor.numpy()
+        image = tensor_to_numpy(image)
     if not isinstance(image, np.ndarray):
         raise DFineError(f"cannot read an image of type {type(image).__name__}: use PIL, numpy, torch or a path")
     array = _array_to_hwc(image, from_tensor, input_data_format)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
-        if array.size and (np.nanmin(array) < -1e-3 or np.nanmax(array) > 1 + 1e-3):
+        if not np.isfinite(array).all():
+            raise DFineError("float images must hold values in [0, 1], got NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-3 or high > 1 + 1e-3:
             raise DFineError(
-                "float images must hold values in [0, 1] (got "
-                f"{np.nanmin(array):.3g}..{np.nanmax(array):.3g}); pass uint8 data for 0-255 values"
+                f"float images must hold values in [0, 1] (got {low:.3g}..{high:.3g}); pass uint8 data for 0-255 "
+                "values"
             )
         return array
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
@@ -102,10 +122,18 @@ def standardize_image(image: Any, input_data_format: str | None = None) -> Image
 
 def image_list(images: Any) -> list[Any]:
     """``images`` as a list of single images: a list or tuple as it is, a 4-D array or tensor split into its
-    images, anything else as one image; an empty input is an error."""
-    if isinstance(images, (list, tuple)):
+    images, a path, picture, array or tensor as one image, any other iterable (a generator) as the images it
+    yields; an empty input is an error.
+
+    A dict or bytes is not taken for the list of its keys or bytes: it is one (unreadable) image, which
+    :func:`standardize_image` names.
+    """
+    batch = (isinstance(images, np.ndarray) or is_tensor(images)) and images.ndim == 4
+    if isinstance(images, (list, tuple)) or batch:
         items = list(images)
-    elif isinstance(images, (Tensor, np.ndarray)) and images.ndim == 4:
+    elif isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, bytes, Mapping)) or is_tensor(images):
+        items = [images]
+    elif isinstance(images, Iterable):
         items = list(images)
     else:
         items = [images]

@@ -13,17 +13,18 @@ stretch resize, the same float32 values of v/255), so detections equal those of 
 export's tolerance. The graph's ``orig_target_sizes`` input is (width, height) per image, as in the original D-FINE
 tools (see :mod:`dfine.export.postprocess`); this module builds it from the pictures.
 
-This module must stay importable without PyTorch (``import dfine`` is lazy; :mod:`dfine.imaging.decode` is torch-free).
+This module must stay importable without PyTorch (``import dfine`` is lazy; :mod:`dfine.imaging` and
+:mod:`dfine.utils.checks` are torch-free): it reads pictures, arrays and paths with :mod:`dfine.imaging.inputs`, the
+functions :class:`dfine.Predictor` uses.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -31,7 +32,9 @@ import numpy as np
 from PIL import Image
 
 from dfine.errors import ConfigError, DFineError, InputFileError, first_line
-from dfine.imaging.decode import load_image, to_rgb
+from dfine.imaging.decode import to_rgb
+from dfine.imaging.inputs import image_list, standardize_image
+from dfine.utils.checks import check_number
 
 __all__ = ["OnnxDetector", "create_session", "preprocess", "providers_for_device"]
 
@@ -39,65 +42,6 @@ __all__ = ["OnnxDetector", "create_session", "preprocess", "providers_for_device
 _RESCALE = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
-
-
-def read_image(image: Any) -> Image.Image | np.ndarray:
-    """One input image -> an RGB PIL image, or a float32 (H, W, 3) array in [0, 1] for float data.
-
-    The rules of :mod:`dfine.imaging.inputs` for paths, PIL images and NumPy arrays (that module needs PyTorch):
-    (H, W) grey, (H, W, C) or (C, H, W) with C in 1, 3, 4 (RGB order, alpha dropped); integers in 0..255, floats
-    in [0, 1]. Anything else is a one-line :class:`DFineError` naming what was given.
-    """
-    if isinstance(image, str | os.PathLike):
-        return load_image(image)  # a path, or a URL string
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if not isinstance(image, np.ndarray):
-        raise DFineError(f"cannot read an image of type {type(image).__name__}: use a path, a PIL image or a "
-                         "NumPy array")
-    array = image[:, :, None] if image.ndim == 2 else image
-    if array.ndim == 3 and array.shape[2] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # (C, H, W); HWC, the PIL and OpenCV layout, is tried first
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
-        raise DFineError(f"cannot read an image array of shape {tuple(image.shape)}: expected (H, W), (H, W, C) or "
-                         "(C, H, W) with C in 1, 3, 4")
-    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[:, :, :3]
-    if np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        if not (low >= -1e-3 and high <= 1 + 1e-3):  # NaN fails too
-            raise DFineError(f"float images must hold values in [0, 1] (got {low:.3g}..{high:.3g}); pass uint8 "
-                             "data for 0-255 values")
-        return array
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise DFineError(f"cannot read an image array of dtype {array.dtype}")
-    if array.dtype != np.uint8:
-        if array.min() < 0 or array.max() > 255:
-            raise DFineError(f"integer images must hold values in 0..255, got {array.min()}..{array.max()}")
-        array = array.astype(np.uint8)
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
-def _image_items(images: Any) -> list[Any]:
-    """``images`` as a list of single images: a 4-D array is a batch, a list, tuple or iterator (a generator) holds
-    the images, anything else is one image (and is refused by :func:`read_image` when it is not one: a dict, say,
-    is not taken for a list of its keys)."""
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return list(images)
-    if isinstance(images, list | tuple | Iterator):
-        return list(images)
-    return [images]
-
-
-def _check_threshold(threshold: Any) -> float:
-    """``threshold`` as a float in [0, 1], else the one-line error dfine.Predictor gives (dfine.utils.checks, which
-    makes that check, imports PyTorch)."""
-    ok = (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and math.isfinite(threshold)
-          and 0 <= threshold <= 1)
-    if not ok:
-        shown = repr(threshold) if len(repr(threshold)) <= 60 else f"a {type(threshold).__name__}"
-        raise ConfigError(f"threshold must be a number from 0 to 1, got {shown}")
-    return float(threshold)
 
 
 def _size(picture: Image.Image | np.ndarray) -> tuple[int, int]:
@@ -116,7 +60,7 @@ def preprocess(pictures: Sequence[Image.Image | np.ndarray], size: tuple[int, in
     """RGB pictures -> float32 (B, 3, H, W): PIL stretch resize to ``size`` = (H, W) (bilinear unless the export
     says otherwise), then v / 255. Any normalisation of the model is inside the graph (dfine.export.preprocess).
 
-    Float (H, W, 3) arrays in [0, 1] (from :func:`read_image`) are resized per channel as PIL "F" images, the
+    Float (H, W, 3) arrays in [0, 1] (from :func:`dfine.imaging.inputs.standardize_image`) are resized per channel as PIL "F" images, the
     processor's float path.
     """
     height, width = size
@@ -311,11 +255,9 @@ class OnnxDetector:
         ``images``: a path, PIL image or NumPy array (uint8 (H, W, 3) RGB or (H, W) grey, float in [0, 1]), a list
         of them, or a 4-D array as a batch.
         """
-        threshold = _check_threshold(threshold)
-        items = _image_items(images)
-        if not items:
-            raise DFineError("no images given")
-        pictures = [read_image(im) for im in items]
+        threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+        # read as dfine.Predictor and the processor read them (dfine.imaging.inputs): the same pixels, the same size
+        pictures = [standardize_image(im) for im in image_list(images)]
         sizes = np.array([_size(p) for p in pictures], dtype=np.int64)
         labels, boxes, scores = self.run(preprocess(pictures, self.image_size, self.resample), sizes)
         results = []
