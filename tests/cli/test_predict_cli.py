@@ -313,6 +313,24 @@ def test_an_interrupted_run_leaves_no_partial_predictions(image_dir, tmp_path) -
     assert json.loads(run.predictions.read_text()) == [] and run.detections == 0
 
 
+def test_a_photo_type_dfine_does_not_read_is_named_not_dropped(tmp_path, caplog) -> None:
+    """A folder's .heic is left out with the line a training data set's folder gives it, not silently."""
+    from PIL import Image
+
+    from dfine.imaging.formats import unread_image_problem
+    from dfine.predict.files import predict_source
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.new("RGB", (40, 30)).save(folder / "a.png")
+    (folder / "b.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with caplog.at_level("WARNING", logger="dfine"):
+        run = predict_source(_StopsOnSecondBatch(), folder, tmp_path / "out", save_images=False, progress=False)
+    assert run.images == 1 and run.skipped == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{folder / 'b.heic'}: left out: {unread_image_problem('b.heic')}"]
+
+
 def test_onnx_backend_follows_device(image_dir, tmp_path, capsys, monkeypatch) -> None:
     # ONNX Runtime falls back to the CPU silently, so --device used to do nothing for an .onnx model
     model = tmp_path / "c1.onnx"

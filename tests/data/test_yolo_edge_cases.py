@@ -193,7 +193,8 @@ def test_labels_beside_the_images_are_found_when_labels_folder_has_none(tmp_path
 
 
 @pytest.mark.parametrize(("name", "content", "problem"), [
-    ("a.gif", b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00;", "not an accepted image type (.gif"),
+    ("a.pbm", b"P1\n1 1\n0\n", ".pbm is not an image type dfine reads (convert it to one of .bmp, .gif"),
+    ("a.pcx", b"\x0a\x05\x01\x08" + bytes(124), "not an accepted image type (.pcx"),
     ("list.bin", b"\xff\xd8\x81\x00binary", "not a text list of images"),
 ])
 def test_a_split_entry_naming_a_file_that_is_no_image_list_is_a_problem(tmp_path, name, content, problem):
@@ -231,7 +232,7 @@ def test_jpeg_variants_are_read_and_unread_photo_types_are_reported(tmp_path):
     assert report.ok, report.problems
     assert report.splits["train"].images == 4
     left = [line for line in report.repairs if "left out" in line]
-    assert len(left) == 1 and left[0].startswith("train: 1 x .heic image left out: not a type the loader reads")
+    assert len(left) == 1 and left[0].startswith("train: 1 x image left out: .heic is not an image type dfine reads")
     assert str(train / "e.heic") in left[0] and "pdf" not in " ".join(report.repairs)
     dataset = resolve_dataset(data).build("train", transforms=None)
     assert len(dataset) == 4 and all(dataset[i][0] is not None for i in range(4))

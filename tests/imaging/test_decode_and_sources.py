@@ -187,3 +187,24 @@ def test_unconvertible_colour_mode_names_the_file(tmp_path, monkeypatch):
     _assert_user_error(info, tmp_path / "a.png")
     # A folder run skips such a file like any other unreadable one, rather than stopping at it.
     assert isinstance(next(read_images([tmp_path / "a.png"]))[1], InputFileError)
+
+
+def test_a_photo_of_an_unread_type_is_named_with_one_line_everywhere(tmp_path):
+    """A .heic that Pillow cannot open: the decoder, a folder listing and a training data set say the same line."""
+    from dfine.imaging.formats import unread_image_problem
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    heic = folder / "IMG_1.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
+    problem = unread_image_problem(heic)
+    assert problem.startswith(".heic is not an image type dfine reads (convert it to one of ") and ".gif" in problem
+    with pytest.raises(InputFileError) as info:
+        load_image(heic)
+    assert info.value.problem == problem
+    with pytest.raises(InputFileError, match="no image files") as info:
+        list_images(folder)
+    assert f"1 left out: {problem}" in str(info.value)
+    _image().save(folder / "a.png")
+    left_out: list = []
+    assert list_images(folder, left_out=left_out) == [folder / "a.png"] and left_out == [heic]

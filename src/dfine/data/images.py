@@ -1,4 +1,8 @@
-"""Reading image files: cheap header probes for sizes and checks, and full decoding to RGB tensors.
+"""Reading image files for training: cheap header probes for sizes and checks, and full decoding to RGB tensors.
+
+The pixels come from :func:`dfine.imaging.decode.decode_file`, the decoder prediction and the runtime use too (same
+colour policy, same file types: :mod:`dfine.imaging.formats`); this module adds what only training needs, the
+choice of orientation from the annotated size and the checks of a data set's files.
 
 EXIF orientation: phones store pixels unrotated with an orientation tag. Most annotation tools show (and annotate)
 the rotated image, so by default the tag is applied. When an annotation file records the *unrotated* size instead,
@@ -16,21 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 
 from dfine.errors import InputFileError
-from dfine.imaging.decode import decode_image_file, ends_with_jpeg_end_marker
-
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".tif", ".tiff", ".webp")
-# Photo formats found in data set folders that the loader does not read (HEIC/AVIF/JPEG XL need plug-ins or newer
-# Pillow builds, raw files a raw converter): such files are left out of a folder, and said so, never silently.
-UNREAD_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw",
-                                   ".raw", ".gif", ".pgm", ".ppm", ".pbm", ".pfm", ".jp2"})
+from dfine.imaging.decode import decode_file, ends_with_jpeg_end_marker, exif_orientation
 
 # EXIF orientations 5-8 are transposes or quarter turns: they swap width and height.
 _SWAPS_AXES = {5, 6, 7, 8}
-_EXIF_ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
@@ -54,26 +51,9 @@ class ImageInfo:
     complete: bool = True
 
 
-def _orientation(image: Image.Image) -> int:
-    # Read from what Image.open already parsed: `getexif()` makes PNG decode all pixels, which a header probe
-    # must not do (and which breaks a later `verify()`).
-    try:
-        if hasattr(image, "tag_v2"):  # TIFF keeps the orientation among its own tags
-            value = image.tag_v2.get(_EXIF_ORIENTATION_TAG, 1)
-        elif image.info.get("exif"):
-            exif = Image.Exif()
-            exif.load(image.info["exif"])
-            value = exif.get(_EXIF_ORIENTATION_TAG, 1)
-        else:
-            return 1
-    except Exception:  # a broken EXIF block must not make an otherwise fine image unusable
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
 def _header_info(image: Image.Image, complete: bool = True) -> ImageInfo:
     stored_w, stored_h = image.size
-    orientation = _orientation(image)
+    orientation = exif_orientation(image)
     w, h = (stored_h, stored_w) if orientation in _SWAPS_AXES else (stored_w, stored_h)
     return ImageInfo(w, h, stored_w, stored_h, orientation, complete)
 
@@ -189,68 +169,28 @@ def note_missing_folder(problems: list[str], image: Path, source: Path) -> bool:
     return True
 
 
-def _sample_bits(image: Image.Image) -> int | None:
-    """Bits per sample as the file states them (TIFF), else None."""
-    bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one value per channel
-    if isinstance(bits, tuple):
-        bits = bits[0] if bits else None
-    return bits if isinstance(bits, int) else None
-
-
-def _to_rgb(image: Image.Image, bits: int | None = None) -> Image.Image:
-    """RGB of any PIL mode; ``bits``: the file's bits per sample, when it says (a 32-bit integer image opens in the
-    same mode "I" as a 16-bit PNG does in older PIL)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # PIL's own conversion clips at 255, turning most of the image white. 16-bit grayscale (PIL may open it as
-        # "I"): a fixed 65535 -> 255 scale keeps brightness comparable between images. 32-bit integers have no
-        # usual range (2**31 would leave any real image black): the image's own maximum is 255.
-        array = np.asarray(image, dtype=np.float64)
-        high = array.max()
-        if high <= 255:
-            scale = 1.0
-        elif high <= 65535 and not (image.mode == "I" and bits == 32):
-            scale = 255.0 / 65535.0
-        else:
-            scale = 255.0 / high
-        image = Image.fromarray(np.clip(np.rint(array * scale), 0, 255).astype(np.uint8))
-    elif image.mode == "F":
-        # 32-bit float: PIL clips at 0..255, so the usual 0..1 images came out black. 0..1 is scaled to 0..255,
-        # values already in 0..255 are kept, any other range is stretched from its minimum to its maximum.
-        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-        if low >= 0 and high <= 1:
-            array = array * 255.0
-        elif low < 0 or high > 255:
-            array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
-        image = Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")  # palette transparency must pass through RGBA to convert cleanly
-    return image.convert("RGB")
-
-
 def _load(path: Path, width: int | None, height: int | None) -> tuple[tv_tensors.Image, bool]:
-    try:
-        image, end_marker_missing = decode_image_file(path)
-        with image:
-            info = _header_info(image)
-            apply = True if width is None or height is None else use_exif_orientation(info, width, height)
-            if apply is None:
-                raise InputFileError(path, size_mismatch_message(info, width or 0, height or 0))
-            oriented = ImageOps.exif_transpose(image) if apply and info.orientation != 1 else image
-            rgb = _to_rgb(oriented, _sample_bits(image))  # the transposed copy has lost the TIFF tags
-    except FileNotFoundError:
-        raise InputFileError(path, "image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputFileError(path, f"unreadable or corrupt image ({e})") from None
-    array = np.array(rgb, dtype=np.uint8)  # a writable copy: torch warns about read-only numpy buffers
-    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous()), end_marker_missing
+    def upright_for_annotations(image: Image.Image) -> bool:
+        # the stored image's header: turned only when that is the size the boxes were drawn on
+        if width is None or height is None:
+            return True
+        info = _header_info(image)
+        apply = use_exif_orientation(info, width, height)
+        if apply is None:
+            raise InputFileError(path, size_mismatch_message(info, width, height))
+        return apply
+
+    decoded = decode_file(path, upright_for_annotations)
+    array = np.array(decoded.image, dtype=np.uint8)  # a writable copy: torch warns about read-only numpy buffers
+    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous()), decoded.end_marker_missing
 
 
 def load_image(path: str | Path, width: int | None = None, height: int | None = None) -> tv_tensors.Image:
     """Decode an image to a (3, H, W) uint8 RGB tensor, oriented to match the annotations.
 
-    Grayscale, 16-bit, palette and RGBA images are converted to RGB (alpha dropped). A JPEG that lacks only its
-    end marker is decoded as it is (:func:`check_decodes` reports it).
+    The pixels are those :func:`dfine.imaging.decode.load_image` gives prediction (its colour policy: grey,
+    16-bit, float, palette and RGBA images become RGB, alpha dropped). A JPEG that lacks only its end marker is
+    decoded as it is (:func:`check_decodes` reports it).
 
     Args:
         path: the image file.

@@ -20,10 +20,11 @@ import yaml
 from PIL import Image
 
 from dfine.data.dataset import DetectionDataset, Transforms
-from dfine.data.images import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES, probe_images
+from dfine.data.images import probe_images
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
-from dfine.imaging.sources import is_hidden_below
+from dfine.imaging.formats import IMAGE_EXTENSIONS, accepted_image_types, is_unread_image, unread_image_problem
+from dfine.imaging.sources import folder_images
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,8 @@ def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None
     problems: list[str] = []
     for source in sources:
         if source.is_dir():
-            images += _folder_images(source, left_out)
-        elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+            images += folder_images(source, recursive=True, left_out=left_out)
+        elif source.is_file() and source.suffix.lower() in IMAGE_EXTENSIONS:
             images.append(source)
         elif source.is_file():
             # An image list: "./x" is relative to the list's folder (Ultralytics), other relative paths too.
@@ -183,7 +184,9 @@ def list_images(sources: tuple[Path, ...] | list[Path], root: Path | None = None
 def _read_image_list(source: Path) -> tuple[list[str], str | None]:
     """The lines of an image list file, or a problem when the file is not one (an image of a type not accepted,
     another binary file)."""
-    accepted = ", ".join(IMAGE_SUFFIXES)
+    accepted = accepted_image_types()
+    if is_unread_image(source):
+        return [], f"{unread_image_problem(source)}, nor a text list of images"
     if source.suffix.lower() in Image.registered_extensions():
         return [], f"not an accepted image type ({source.suffix}; accepted: {accepted}) nor a text list of images"
     try:
@@ -205,24 +208,6 @@ def _list_entry(line: str, list_folder: Path, root: Path | None) -> Path:
     if root is not None and not line.startswith("./") and not beside_list.exists() and (root / path).exists():
         return root / path
     return beside_list
-
-
-def _folder_images(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
-    """The image files under ``folder`` (recursively), leaving out hidden files and everything in hidden folders
-    (see :func:`dfine.imaging.sources.is_hidden_below`). Photos of a type the loader does not read (``.heic`` ...) are appended
-    to ``left_out``."""
-    images = []
-    for p in folder.rglob("*"):
-        suffix = p.suffix.lower()
-        if suffix not in IMAGE_SUFFIXES and suffix not in UNREAD_IMAGE_SUFFIXES:
-            continue
-        if is_hidden_below(p, folder) or not p.is_file():
-            continue
-        if suffix in IMAGE_SUFFIXES:
-            images.append(p)
-        elif left_out is not None:
-            left_out.append(p)
-    return images
 
 
 def label_path(image: Path, root: Path | None = None) -> Path:
@@ -357,10 +342,8 @@ def load_yolo_index(
     images, problems = list_images(sources, root, left_out)
     builder = IndexBuilder(source, categories)
     builder.problems.extend(problems)
-    accepted = ", ".join(IMAGE_SUFFIXES)
     for path in sorted(left_out):
-        builder.repairs.add(f"{path.suffix.lower()} image left out: not a type the loader reads (convert it to one of "
-                            f"{accepted})", str(path))
+        builder.repairs.add(f"image left out: {unread_image_problem(path)}", str(path))
     # each image's label file, looked up once: both the shared-file check and the parsing below use it
     label_files = [_existing_label_file(_label_candidates(image, root)) for image in images]
     shared = _shared_label_files(images, label_files)

@@ -12,7 +12,12 @@ from PIL import Image
 
 from dfine.errors import DFineError, InputFileError
 from dfine.imaging.decode import load_image
-from dfine.imaging.formats import IMAGE_EXTENSIONS
+from dfine.imaging.formats import (
+    IMAGE_EXTENSIONS,
+    UNREAD_IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    unread_image_problem,
+)
 
 _GLOB_CHARS = set("*?[")
 
@@ -55,7 +60,32 @@ def _has_extension(path: Path, extensions: frozenset[str]) -> bool:
     return path.is_file() and path.suffix.lower() in extensions and not path.name.startswith(".")
 
 
-def list_images(source: str | Path, recursive: bool = False, videos: bool = False) -> list[Path]:
+def folder_images(folder: Path, recursive: bool = True, videos: bool = False,
+                  left_out: list[Path] | None = None) -> list[Path]:
+    """The picture files in ``folder`` (and its subfolders when ``recursive``), matched by extension
+    case-insensitively, hidden files and everything in hidden folders left out (:func:`is_hidden_below`), sorted by
+    their path string. Photos of a type dfine does not read (``.heic`` ...:
+    :data:`~dfine.imaging.formats.UNREAD_IMAGE_EXTENSIONS`) are appended to ``left_out``, for the caller to name.
+
+    Training's YOLO folders and prediction's folders are both listed here, so they hold the same files.
+    """
+    extensions = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
+    found = []
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        suffix = path.suffix.lower()
+        if suffix not in extensions and suffix not in UNREAD_IMAGE_EXTENSIONS:
+            continue
+        if is_hidden_below(path, folder) or not path.is_file():
+            continue
+        if suffix in extensions:
+            found.append(path)
+        elif left_out is not None:
+            left_out.append(path)
+    return sorted(found, key=str)
+
+
+def list_images(source: str | Path, recursive: bool = False, videos: bool = False,
+                left_out: list[Path] | None = None) -> list[Path]:
     """Expand a user's image argument into a sorted list of image files.
 
     Args:
@@ -64,6 +94,8 @@ def list_images(source: str | Path, recursive: bool = False, videos: bool = Fals
             ``"data/**/*.png"`` (``**`` always recurses; non-image matches are dropped).
         recursive: for a folder, also look into its subfolders.
         videos: also list video files (:data:`dfine.imaging.formats.VIDEO_EXTENSIONS`).
+        left_out: photos of a type dfine does not read found in a folder are appended to it (see
+            :func:`folder_images`).
 
     Returns:
         Image (and video) paths, sorted by their path string so runs are reproducible.
@@ -71,8 +103,6 @@ def list_images(source: str | Path, recursive: bool = False, videos: bool = Fals
     Raises:
         InputFileError: the path does not exist, the folder holds no images, or the pattern matches no images.
     """
-    from dfine.imaging.formats import VIDEO_EXTENSIONS
-
     extensions = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
     kind = "image or video files" if videos else "image files"
     text = str(source)
@@ -82,13 +112,16 @@ def list_images(source: str | Path, recursive: bool = False, videos: bool = Fals
     if path.is_file():
         return [path]
     if path.is_dir():
-        candidates = path.rglob("*") if recursive else path.iterdir()
-        found = sorted((p for p in candidates if _has_extension(p, extensions) and not is_hidden_below(p, path)),
-                       key=str)
+        unread: list[Path] = []
+        found = folder_images(path, recursive, videos, unread)
+        if left_out is not None:
+            left_out += unread
         if not found:
             hint = ""
             if not recursive and any(_has_extension(p, extensions) for p in path.rglob("*")):
                 hint = " (its subfolders have some: --recursive / recursive=True lists them)"
+            elif unread:
+                hint = f" ({len(unread)} left out: {unread_image_problem(unread[0])})"
             listed = ", ".join(sorted(IMAGE_EXTENSIONS))
             if videos:
                 listed += "; videos: " + ", ".join(sorted(VIDEO_EXTENSIONS))

@@ -23,6 +23,7 @@ from PIL import Image
 from dfine.errors import DFineError, InputFileError, first_line
 from dfine.imaging.decode import load_image
 from dfine.imaging.download import download, is_url
+from dfine.imaging.formats import unread_image_problem
 from dfine.imaging.sources import list_images
 from dfine.imaging.video import VideoFrame, VideoReader, VideoWriter, copy_audio, is_video_file
 from dfine.predict.auto_label import CocoLabelWriter, check_label_file, common_folder
@@ -327,7 +328,11 @@ def _local_files(source: str | Path, progress: bool, recursive: bool = False
     """The files of ``source`` and the names records give them: a URL is downloaded into a temporary folder for
     the run, and its records and errors name the URL rather than that folder."""
     if not is_url(source):
-        yield list_images(source, recursive=recursive, videos=True), {}
+        left_out: list[Path] = []
+        files = list_images(source, recursive=recursive, videos=True, left_out=left_out)
+        for path in left_out:  # named as a training data set's folder names them, not dropped without a word
+            logger.warning("%s: left out: %s", path, unread_image_problem(path))
+        yield files, {}
         return
     url = str(source).strip()
     with tempfile.TemporaryDirectory(prefix="dfine-download-") as folder:
