@@ -8,25 +8,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dfine.export.formats import FORMATS, ExportFormat, ExportOptions, backend_format, format_of
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark", help="measure speed, parameters and FLOPs",
         description="Time a model on random input: median and p90 latency per batch, images per second, "
                     "parameters and GFLOPs (2 FLOPs per multiply-accumulate, the paper's convention).")
-    p.add_argument("--model", required=True,
-                   help="hub id, model directory, checkpoint or preset; or an exported .onnx / .engine file")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                   help="what runs the model: torch, onnxruntime (an .onnx file, or the model exported to one "
-                        "first) or tensorrt (an .engine file, or the model built into one first); default: "
-                        "onnxruntime for an .onnx file, tensorrt for an .engine file, else torch")
+    suffixes = {row.backend: "/".join(row.suffixes) for row in FORMATS}
+    runners = ["torch", *(f"{backend} (an {suffix} file, or the model exported to one first)"
+                          for backend, suffix in suffixes.items())]
+    p.add_argument("--model", required=True, help="hub id, model directory, checkpoint or preset; or an exported "
+                   f"{' / '.join(suffixes.values())} file")
+    p.add_argument("--backend", choices=["torch", *suffixes], default=None,
+                   help=f"what runs the model: {', '.join(runners[:-1])} or {runners[-1]}; default: "
+                        + "".join(f"{backend} for an {suffix} file, " for backend, suffix in suffixes.items())
+                        + "else torch")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per timed call (default: an exported file's fixed batch, else 1)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size, multiple of 32 (default: the model's own: an exported file's, a "
                         "training checkpoint's or the preprocessor_config.json's beside the weights, else 640)")
     p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda or cuda:N (torch and onnxruntime backends; default auto)")
+                   help="auto, cpu, cuda or cuda:N (" + " and ".join(
+                       ["torch", *(row.backend for row in FORMATS if not row.needs_gpu)]) + " backends; default auto)")
     p.add_argument("--half", action="store_true", help="fp16 (CUDA; torch backend keeps the head in fp32)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 backbone and encoder (torch backend)")
     p.add_argument("--half-head", action="store_true",
@@ -83,15 +89,11 @@ def speed_hint(args: argparse.Namespace, device_type: str) -> str | None:
             "on an H100, D-FINE-L fp16 at batch 1 took 37.5 ms like this and 4.6 ms with --cuda-graph")
 
 
-def _exported_file(args: argparse.Namespace, model: Any, workdir: Path, size: tuple[int, int], batch: int) -> Path:
-    """The .onnx / .engine to time: a fresh (unchecked) export of the model."""
-    if args.backend == "onnxruntime":
-        from dfine.export.onnx import export_onnx
-
-        return export_onnx(model, workdir / "model.onnx", size, half=args.half, batch_size=batch, check=False).path
-    from dfine.export.tensorrt import export_engine
-
-    return export_engine(model, workdir / "model.engine", size, half=args.half, batch_size=batch, check=False)
+def _exported_file(args: argparse.Namespace, runtime: ExportFormat, model: Any, workdir: Path,
+                   size: tuple[int, int], batch: int) -> Path:
+    """The file to time: a fresh (unchecked) export of the model in the backend's format."""
+    options = ExportOptions(half=args.half, batch_size=batch, check=False)
+    return runtime.export(model, workdir / f"model{runtime.suffix}", size, options).path
 
 
 def _graph_input(args: argparse.Namespace, path: Path, batch: int | None,
@@ -116,39 +118,40 @@ def run(args: argparse.Namespace) -> int:
     from dfine.cli.precision import half_precision
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
-    from dfine.runtime.onnx import providers_for_device
     from dfine.utils.checks import validate_image_size
     from dfine.utils.device import resolve_device
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise
     given = Path(args.model)
-    exported_backend = {".onnx": "onnxruntime", ".engine": "tensorrt"}.get(given.suffix.lower())
+    exported = format_of(given)
     if args.backend is None:
-        args.backend = exported_backend or "torch"
+        args.backend = exported.backend if exported is not None else "torch"
+    runtime = backend_format(args.backend)  # None: PyTorch
     if (args.batch_size is not None and args.batch_size < 1) or args.iters < 1 or args.warmup < 0:
         raise DFineError("--batch-size and --iters must be at least 1, --warmup at least 0")
     validate_image_size(args.image_size, "--image-size")
     if args.threads is not None and args.threads < 1:
         raise DFineError(f"--threads must be at least 1, got {args.threads}")
     half_precision(args)  # the checks val makes too
-    if args.backend != "torch" and (args.compile or args.cuda_graph or args.eager or args.bf16 or args.half_head):
+    if runtime is not None and (args.compile or args.cuda_graph or args.eager or args.bf16 or args.half_head):
         raise DFineError("--compile, --cuda-graph, --eager, --bf16 and --half-head apply to the torch backend only")
-    exported_given = exported_backend is not None
-    if args.backend == "torch" and exported_given:
+    exported_given = exported is not None
+    if exported is not None and runtime is None:
         raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "
-                         f"{exported_backend})")
+                         f"{exported.backend})")
+    if exported is not None and exported is not runtime:
+        raise DFineError(f"{args.model}: {exported.kind} runs with --backend {exported.backend}, not {args.backend}")
     if exported_given and args.half:
         # it would be ignored, and the numbers read as fp16 ones; as dfine predict says for an exported file
         raise DFineError(f"{args.model}: --half does not apply to an exported file: its precision was chosen at "
                          "export (dfine export --half)")
-    if args.backend == "tensorrt":
-        from dfine.export.tensorrt import require_tensorrt
-
-        require_tensorrt()
+    if runtime is not None and not exported_given:
+        runtime.require_export()  # the model is exported first
     if args.threads:
         torch.set_num_threads(args.threads)
-    # before any export: ONNX Runtime would otherwise run wherever it can, whatever --device says
-    providers = providers_for_device(args.device) if args.backend == "onnxruntime" else None
+    # before any export: the runtime is there and can run on --device (ONNX Runtime would otherwise run wherever it
+    # can, whatever --device says)
+    prepared = runtime.prepare(args.device) if runtime is not None else None
 
     model = None
     params = gflops = None
@@ -169,35 +172,21 @@ def run(args: argparse.Namespace) -> int:
         params = count_parameters(model)
         gflops = count_flops(deploy(model, size), size)
 
-    device = resolve_device(args.device if args.backend == "torch" else "cpu")
+    device = resolve_device(args.device if runtime is None else "cpu")
     where = str(device)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.backend == "torch":
+        if runtime is None:
             call, description = _torch_runner(args, model, device, size, batch)
         else:
-            path = given if exported_given else _exported_file(args, model, Path(tmp), size, batch)
-            if args.backend == "onnxruntime":
-                from dfine.runtime.onnx import OnnxDetector
-
-                detector = OnnxDetector(path, providers=providers, threads=args.threads)
-                provider = detector.session.get_providers()[0]
-                description = f"ONNX Runtime {provider}, {detector.precision}"
-                if provider == "CUDAExecutionProvider":  # timed from the host: the run returns NumPy arrays
-                    options = detector.session.get_provider_options().get(provider, {})
-                    where = f"cuda:{options.get('device_id', 0)}"
-                runner: Any = detector.run
-                graph = detector.batch, detector.image_size
-            else:
-                from dfine.export.tensorrt import TensorRTRunner
-
-                engine = TensorRTRunner(path)
-                runner = engine.run
-                graph = engine.batch, engine.image_size
-                # the precision of an engine built here is --half's; a given engine's is not known here (its
-                # graph beside it is fp32 whatever the engine, since TensorRT makes the fp16 engine itself)
-                description = "TensorRT" + ("" if exported_given else " fp16" if args.half else " fp32")
-                device = torch.device("cuda")
-                where = str(device)
+            path = given if exported_given else _exported_file(args, runtime, model, Path(tmp), size, batch)
+            # the precision of a file exported here is --half's; the runtime reads a given file's where it can
+            precision = None if exported_given else "fp16" if args.half else "fp32"
+            opened = runtime.open(path, prepared, args.threads, precision)
+            runner: Any = opened.model.run
+            graph = opened.model.batch, opened.model.image_size
+            description, where = opened.description, opened.where  # ONNX Runtime on CUDA is timed from the host
+            if opened.torch_device is not None:
+                device = torch.device(opened.torch_device)
             if exported_given:
                 batch, size = _graph_input(args, path, *graph)
             images = np.random.rand(batch, 3, *size).astype(np.float32)

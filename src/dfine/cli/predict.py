@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dfine.export.formats import FORMATS, backend_format, format_of
+
+# the exported formats dfine predict runs, each by its --backend: ONNX in ONNX Runtime
+_RUNS = [row for row in FORMATS if row.predicts]
+_SUFFIXES = {row.backend: "/".join(row.suffixes) for row in _RUNS}
+
 _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
 0-based position in this run), category_id (the model's 0-based label index), dataset_category_id (for a model
@@ -27,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="image or video file, folder, glob pattern (quote it), or http(s) URL of an image "
                                   "or video (downloaded for the run; records name the URL)")
     p.add_argument("--model", required=True,
-                   help="hub id, local model directory, .pth/.safetensors file, or an exported .onnx file; a "
-                        "preset name (dfine-n-coco ...) has random weights")
+                   help="hub id, local model directory, .pth/.safetensors file, or an exported "
+                        f"{' / '.join(_SUFFIXES.values())} file; a preset name (dfine-n-coco ...) has random weights")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep (default 0.5)")
     p.add_argument("--classes", default=None, metavar="NAMES",
                    help="keep only these classes: names or label indices, comma-separated (e.g. person,car)")
@@ -45,9 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --half or --bf16: run the head (query selection, decoder, box decoding) in that "
                         "precision too; faster, notably at large batches (dfine val shows what it costs)")
     p.add_argument("--compile", action="store_true", help="deploy form + torch.compile (first batch compiles)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
-                   help="torch or onnxruntime (--model is then an exported .onnx file); default: onnxruntime "
-                        "when --model ends in .onnx, else torch")
+    p.add_argument("--backend", choices=["torch", *_SUFFIXES], default=None,
+                   help=" or ".join(["torch", *(f"{backend} (--model is then an exported {suffixes} file)"
+                                                for backend, suffixes in _SUFFIXES.items())])
+                        + "; default: " + "".join(f"{backend} when --model ends in {suffixes}, "
+                                                  for backend, suffixes in _SUFFIXES.items()) + "else torch")
     p.add_argument("--tile", type=int, default=None, metavar="PIXELS",
                    help="for large images with small objects: predict overlapping tiles of this size (e.g. 640) and "
                         "the whole image, and merge (dfine.predict.tiling)")
@@ -65,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dfine.errors import DFineError
+    from dfine.errors import DFineError, InputFileError
     from dfine.imaging.download import is_url
     from dfine.imaging.sources import list_images
     from dfine.imaging.video import is_video_file
@@ -82,9 +90,16 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold <= 1:
         raise DFineError(f"--threshold must be between 0 and 1, got {args.threshold}")
     validate_image_size(args.image_size, "--image-size")
-    # An exported file can only run in ONNX Runtime, so there is nothing to choose (an explicit --backend torch
-    # still gets Predictor's error saying so).
-    backend = args.backend or ("onnxruntime" if Path(args.model).suffix.lower() == ".onnx" else "torch")
+    # An exported file runs in its own runtime only, so its suffix chooses (an explicit --backend torch still gets
+    # Predictor's error saying so).
+    exported = format_of(args.model)
+    if exported is not None and not exported.predicts:
+        raise InputFileError(args.model, f"dfine predict does not run {exported.kind}: predict with "
+                                         f"{exported.built_from}, or time it with dfine benchmark")
+    backend = args.backend or (exported.backend if exported is not None else "torch")
+    runtime = backend_format(backend)  # None: PyTorch
+    if runtime is not None and exported is not None and exported is not runtime:
+        raise InputFileError(args.model, f"{exported.kind} runs with --backend {exported.backend}, not {backend}")
     # Before loading the model, which can mean a download: a bad --output should not cost that.
     prepare_output_dir(args.output)
     if args.save_coco is not None:
@@ -95,19 +110,17 @@ def run(args: argparse.Namespace) -> int:
     if args.tile is not None:
         TiledDetector(None, args.tile, tile_overlap)  # checks the options before the model loads
     # --device is an option like the others: a typo is named before the source is (as the model loader would)
-    if backend == "onnxruntime":
-        from dfine.runtime.onnx import OnnxDetector, providers_for_device
-
-        providers = providers_for_device(args.device)
+    if runtime is not None:
+        prepared = runtime.prepare(args.device)
     else:
         resolve_device(args.device)
     if not is_url(args.source):
         list_images(args.source, recursive=args.recursive, videos=True)  # a source without pictures fails here
-    if backend == "onnxruntime":
+    if runtime is not None:
         if args.half or args.bf16 or args.half_head or args.compile or args.image_size is not None:
-            raise DFineError("--half, --bf16, --half-head, --compile and --image-size do not apply to the "
-                             "onnxruntime backend (precision and input size are fixed at export time)")
-        predictor = OnnxDetector(args.model, providers=providers)
+            raise DFineError(f"--half, --bf16, --half-head, --compile and --image-size do not apply to the "
+                             f"{backend} backend (precision and input size are fixed at export time)")
+        predictor = runtime.open(Path(args.model), prepared, None, None).model
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,

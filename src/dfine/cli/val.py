@@ -45,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     from dfine.cli.precision import half_precision
     from dfine.engine.api import val
+    from dfine.export.formats import refuse_exported
 
+    # said at once, not as an unknown checkpoint type after the data set was read
+    refuse_exported(args.model, "dfine val")
     dtype = half_precision(args)
     result = val(args.model, args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  image_size=args.image_size, workers=args.workers, progress=not args.json and sys.stderr.isatty(),

@@ -44,7 +44,8 @@ from dfine.runtime.onnx import RESAMPLE_NAMES
 if TYPE_CHECKING:
     from dfine.processing.processor import DFineImageProcessor
 
-__all__ = ["OPSET", "ExportResult", "check_output_path", "compare_with_torch", "export_onnx", "onnx_metadata"]
+__all__ = ["OPSET", "ExportResult", "check_onnx_output", "check_output_path", "compare_with_torch", "export_onnx",
+           "onnx_metadata"]
 
 logger = logging.getLogger("dfine")
 
@@ -221,6 +222,15 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+def check_onnx_output(output: str | Path) -> Path:
+    """The ``.onnx`` file an export is to write, checked before any work: a one-line error for another suffix, a
+    folder of that name or a parent folder that cannot be written (:func:`check_output_path`)."""
+    path = Path(output)
+    if path.suffix.lower() != ".onnx":
+        raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
+    return check_output_path(path)
+
+
 def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,
                        half: bool, backend: str, processor: DFineImageProcessor | None = None) -> MatchReport:
     """Run ``run`` (an exported graph) and ``model`` (PyTorch, float32) on the same pictures and compare.
@@ -309,9 +319,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     path = Path(output)
     if processor is not None:
         check_exportable(processor, size, "the model")
-    if path.suffix.lower() != ".onnx":
-        raise DFineError(f"{path}: the output of an ONNX export must end in .onnx")
-    check_output_path(path)
+    check_onnx_output(path)
     from dfine.utils.files import atomic_write
 
     report: list[MatchReport | None] = [None]

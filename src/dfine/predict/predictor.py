@@ -23,6 +23,7 @@ from torch import Tensor
 
 from dfine.config.presets import is_preset
 from dfine.errors import ConfigError, DFineError
+from dfine.export.formats import format_of
 from dfine.imaging.inputs import image_list, standardize_image
 from dfine.processing.processor import DFineImageProcessor
 from dfine.utils.checks import check_flag, check_number, check_path, shown, validate_image_size
@@ -131,9 +132,11 @@ class Predictor:
         from dfine.model import DFineForObjectDetection
 
         _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
-        if Path(model).suffix.lower() == ".onnx":
-            raise DFineError(f"{model}: an exported ONNX model runs with --backend onnxruntime "
-                             "(dfine.runtime.onnx.OnnxDetector in Python)")
+        exported = format_of(model)
+        if exported is not None:
+            runs = f"--backend {exported.backend}" if exported.predicts else "dfine benchmark"
+            raise DFineError(f"{model}: {exported.kind} is not a PyTorch model: it runs with {runs} "
+                             f"({exported.python_api} in Python)")
         device = resolve_device(device)
         if half and device.type != "cuda":  # before loading, which can take a while
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
