@@ -299,3 +299,27 @@ def test_parse_xml_never_expands_entities(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="undefined entity"):
         parse_xml(undeclared)
     assert parse_xml(write(tmp_path / "ok.xml", "\ufeff<annotation><a>1</a></annotation>")).find("a").text == "1"
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+def test_check_prints_the_class_counts_and_training_accepts_the_data_set(tmp_path: Path, capsys) -> None:
+    import dfine
+    from dfine.cli.main import main
+
+    boxes = {f"{i:06d}": [obj("dog", (1 + 4 * i, 1, 30 + 4 * i, 30)), obj("cat", (33, 11, 60, 40), difficult=i % 2)]
+             for i in range(3)}
+    root = devkit(tmp_path / "VOC", {"train": list(boxes)[:2], "val": list(boxes)[2:]}, boxes)
+    preview = tmp_path / "preview.jpg"
+    assert main(["check", "--data", str(root), "--preview", str(preview), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"Data set {root} (voc), 2 classes: 0 cat, 1 dog" in out
+    assert "train: 2 images (0 without objects), 3 boxes, 1 difficult objects (ignored)" in out
+    table = out.split("Boxes per class:\n", 1)[1].splitlines()
+    assert table[1].split() == ["0", "cat", "1", "1"] and table[2].split() == ["1", "dog", "2", "1"]
+    assert preview.is_file()
+    # one step of one epoch, then an evaluation: the smallest run that reads every split as training does
+    result = dfine.train(root, model="dfine-n-coco", epochs=1, batch_size=2, image_size=160, workers=0,
+                         pretrained_backbone=False, num_queries=100, progress=False, output=tmp_path / "run")
+    assert "AP" in result.metrics and (result.best_model / "config.json").is_file()
+    config = (result.best_model / "config.json").read_text()
+    assert '"cat"' in config and '"dog"' in config
