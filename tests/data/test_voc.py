@@ -74,6 +74,14 @@ def test_trainval_is_the_training_split_when_there_is_no_train_list(tmp_path: Pa
     assert list(spec.splits) == ["train", "test"] and len(spec.index("train").records) == 2
 
 
+def test_an_image_listed_in_train_and_val_is_a_warning(tmp_path: Path) -> None:
+    root = devkit(tmp_path / "d", {"train": ["a", "b"], "val": ["b", "c"]})
+    report = check_dataset(root, progress=False)
+    shared = root / "JPEGImages" / "b.jpg"
+    assert report.ok and report.warnings == [
+        f"1 val images are also training images (e.g. {shared}): validation scores will be optimistic"]
+
+
 def test_without_lists_every_xml_file_is_the_training_split_and_val_split_holds_some_out(tmp_path: Path) -> None:
     root = devkit(tmp_path / "d", {"x": ["a", "b", "c", "d"]})
     (root / "ImageSets").rename(tmp_path / "elsewhere")
