@@ -1,4 +1,4 @@
-"""Data: COCO-JSON and YOLO-txt data sets, format resolution, the data set check, transforms and batching.
+"""Data: COCO-JSON, YOLO-txt and Pascal VOC XML data sets, format resolution, the data set check, transforms and batching.
 
 Typical training set-up::
 
@@ -32,6 +32,7 @@ from dfine.data.resolve import DatasetSpec, SplitFiles, resolve_dataset
 from dfine.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from dfine.data.synthetic import make_synthetic_dataset
 from dfine.data.transforms import EvalTransforms, TrainTransforms, to_model_target
+from dfine.data.voc import load_voc_index
 from dfine.data.yolo import YoloDetection, load_yolo_index, read_yolo_yaml
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "default_workers",
     "load_coco_index",
     "load_image",
+    "load_voc_index",
     "load_yolo_index",
     "make_synthetic_dataset",
     "multiscale_sizes",

@@ -45,7 +45,7 @@ class CheckReport:
 
     Attributes:
         source: the data set (``--data``).
-        format: ``"coco"`` or ``"yolo"``.
+        format: ``"coco"``, ``"yolo"`` or ``"voc"``.
         class_names, category_ids: the label table (label i is ``class_names[i]``, file id ``category_ids[i]``).
         splits: per-split counts.
         indexes: the checked, repaired splits (the same objects the spec's data sets use).
@@ -100,8 +100,10 @@ class CheckReport:
         if len(self.class_names) > 20:
             names += f", ... ({len(self.class_names) - 20} more)"
         lines = [f"Data set {self.source} ({self.format}), {len(self.class_names)} classes: {names}"]
+        # VOC's difficult objects are crowd regions (not trained on, ignored by AP): named as the files name them
+        crowd_kind = "difficult objects (ignored)" if self.format == "voc" else "crowd regions"
         for split, s in self.splits.items():
-            crowd = f", {s.crowd} crowd regions" if s.crowd else ""
+            crowd = f", {s.crowd} {crowd_kind}" if s.crowd else ""
             lines.append(f"  {split}: {s.images} images ({s.empty_images} without objects), {s.boxes} boxes{crowd}")
         for title, items in (
             ("Repaired (in memory; files on disk are unchanged)", self.repairs),

@@ -1,10 +1,10 @@
 """The in-memory form of an annotated split, and the one place where annotation repair rules live.
 
-Both file formats (COCO-JSON in :mod:`dfine.data.coco`, YOLO-txt in :mod:`dfine.data.yolo`) are parsed into the same
-:class:`DetectionIndex`: a list of :class:`ImageRecord` (absolute ``xyxy`` boxes, contiguous labels) plus the
-category table, the repairs made and the problems that could not be repaired. The parsers only read files; every
-box goes through :meth:`IndexBuilder.add_box`, so the data sets, the evaluation ground truth and the data set check
-all see the same repaired annotations.
+The file formats (COCO-JSON in :mod:`dfine.data.coco`, YOLO-txt in :mod:`dfine.data.yolo`, Pascal VOC XML in
+:mod:`dfine.data.voc`) are parsed into the same :class:`DetectionIndex`: a list of :class:`ImageRecord` (absolute
+``xyxy`` boxes, contiguous labels) plus the category table, the repairs made and the problems that could not be
+repaired. The parsers only read files; every box goes through :meth:`IndexBuilder.add_box`, so the data sets, the
+evaluation ground truth and the data set check all see the same repaired annotations.
 
 Rules (in order), for each box:
 

@@ -16,7 +16,10 @@ c. a folder holding one of:
    - ``result.json`` + ``images/`` (Label Studio COCO export; one split);
    - ``images/`` + ``labels/`` (with ``<split>`` subfolders, or flat for one split), or CVAT's
      ``obj_<split>_data/``, with a ``classes.txt`` / ``obj.names`` class list (Label Studio, CVAT YOLO 1.1,
-     LabelImg).
+     LabelImg);
+   - Pascal VOC XML files (see :mod:`dfine.data.voc`): ``Annotations/`` + ``JPEGImages/`` (or ``images/``) with
+     the splits in ``ImageSets/Main/<split>.txt`` (devkit, CVAT "PASCAL VOC 1.1", Label Studio); ``<split>/``
+     folders of images with their XML files beside them (Roboflow); or one such folder (LabelImg), one split.
 
 Split names are matched case-insensitively: train/training, val/valid/validation, test/testing (a year or number
 may follow: ``train2017``). A lone subset with another name (``default``) is the training split, and the data set
@@ -35,6 +38,7 @@ from typing import Literal
 from dfine.data.coco import load_coco_index
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.index import CategoryTable, DetectionIndex
+from dfine.data.voc import VocFiles, classes_in_files, find_voc_layout, load_voc_index, read_class_list, split_xml_files
 from dfine.data.yolo import data_root, load_yaml, load_yolo_index, read_yolo_yaml, split_entries
 from dfine.errors import DFineError, InputFileError
 
@@ -44,7 +48,10 @@ ACCEPTED_LAYOUTS = (
     "a folder with train/ and valid/ each holding _annotations.coco.json (Roboflow); "
     "a folder with annotations/instances_<split>.json and <split>/ or images/<split>/ image folders (COCO, CVAT); "
     "a folder with result.json and images/ (Label Studio COCO); "
-    "a folder with images/<split>, labels/<split> and a data.yaml or a classes.txt / obj.names class list (YOLO)"
+    "a folder with images/<split>, labels/<split> and a data.yaml or a classes.txt / obj.names class list (YOLO); "
+    "a folder with Annotations/ (VOC XML), JPEGImages/ or images/ and maybe ImageSets/Main/<split>.txt lists "
+    "(Pascal VOC, CVAT); a folder with <split>/ folders, or itself, holding images beside their VOC XML files "
+    "(Roboflow, LabelImg)"
 )
 _SPLIT_NAME = re.compile(r"(train(?:ing)?|val(?:id|idation)?|test(?:ing)?)(?:[-_ ]?\d+)?", re.IGNORECASE)
 _CLASS_LISTS = ("classes.txt", "obj.names")
@@ -56,12 +63,16 @@ class SplitFiles:
     """Where one split's data is.
 
     Attributes:
-        images: COCO: the one folder ``file_name`` entries are relative to; YOLO: image folders / list files.
-        annotations: the COCO JSON file; None for YOLO (labels sit next to the images).
+        images: COCO: the one folder ``file_name`` entries are relative to; YOLO: image folders / list files; VOC:
+            the one image folder.
+        annotations: the COCO JSON file; VOC: the folder of XML files (the image folder when they are side by
+            side); None for YOLO (labels sit next to the images).
+        image_list: VOC: the ``ImageSets/Main/<split>.txt`` list of the split's image ids; None: every XML file.
     """
 
     images: tuple[Path, ...]
     annotations: Path | None = None
+    image_list: Path | None = None
 
 
 @dataclass
@@ -72,21 +83,23 @@ class DatasetSpec:
     :class:`DetectionIndex` per split (the same repaired annotations).
 
     Attributes:
-        format: ``"coco"`` or ``"yolo"``.
+        format: ``"coco"``, ``"yolo"`` or ``"voc"``.
         source: what the user passed as ``--data`` (or the YAML found in that folder).
         splits: split name (``train``, ``val``, maybe ``test``) -> its files.
-        root: YOLO: the folder ground-truth file names are relative to.
-        yolo_categories: YOLO: the class table from ``data.yaml`` (COCO reads it from the training JSON).
+        root: YOLO, VOC: the folder ground-truth file names are relative to.
+        class_table: YOLO: the class table from ``data.yaml`` or the class list; VOC: the class list's, else set on
+            first use to the names found in the XML files of every split; COCO reads it from the training JSON.
         notes: how paths were interpreted where that was not literal (shown by the data set check).
     """
 
-    format: Literal["coco", "yolo"]
+    format: Literal["coco", "yolo", "voc"]
     source: Path
     splits: dict[str, SplitFiles]
     root: Path | None = None
-    yolo_categories: CategoryTable | None = None
+    class_table: CategoryTable | None = None
     notes: list[str] = field(default_factory=list)
     _indexes: dict[str, DetectionIndex] = field(default_factory=dict, repr=False)
+    _voc_files: VocFiles = field(default_factory=VocFiles, repr=False)
 
     def _require(self, split: str) -> SplitFiles:
         if split not in self.splits:
@@ -100,10 +113,19 @@ class DatasetSpec:
 
     @property
     def categories(self) -> CategoryTable:
-        """The label table: YOLO's ``names``; COCO's training-split categories (every split uses them)."""
-        if self.yolo_categories is not None:
-            return self.yolo_categories
+        """The label table: YOLO's ``names``; VOC's class list or names; COCO's training-split categories (every
+        split uses them)."""
+        if self.class_table is None and self.format == "voc":
+            xml_files = [path for files in self.splits.values() for path in self._xml_files(files)]
+            self.class_table = classes_in_files(xml_files, self._voc_files)
+        if self.class_table is not None:
+            return self.class_table
         return self.index(self.reference_split).categories
+
+    def _xml_files(self, files: SplitFiles) -> list[Path]:
+        assert files.annotations is not None
+        beside = files.annotations.resolve() == files.images[0].resolve()
+        return split_xml_files(files.annotations, files.image_list, beside)[0]
 
     @property
     def names(self) -> list[str]:
@@ -125,10 +147,14 @@ class DatasetSpec:
                 own = split == self.reference_split or not self.categories.ids
                 categories = None if own else self.categories
                 index = load_coco_index(files.annotations, files.images[0], categories=categories)
+            elif self.format == "voc":
+                assert files.annotations is not None
+                index = load_voc_index(files.images[0], files.annotations, files.image_list, self.categories,
+                                       root=self.root, files=self._voc_files)
             else:
-                assert self.yolo_categories is not None
+                assert self.class_table is not None
                 index = load_yolo_index(
-                    files.images, self.yolo_categories, source=self.source, root=self.root, progress=progress
+                    files.images, self.class_table, source=self.source, root=self.root, progress=progress
                 )
             self._indexes[split] = index
         return self._indexes[split]
@@ -226,7 +252,7 @@ def _assign_splits(
 
 
 def _spec(
-    format: Literal["coco", "yolo"],
+    format: Literal["coco", "yolo", "voc"],
     folder: Path,
     found: list[tuple[str, SplitFiles]],
     what: str,
@@ -234,7 +260,7 @@ def _spec(
     categories: CategoryTable | None = None,
 ) -> DatasetSpec:
     splits, split_notes = _assign_splits(folder, found, what)
-    root = folder if format == "yolo" else None
+    root = folder if format in ("yolo", "voc") else None
     return DatasetSpec(format, folder, splits, root, categories, [*(notes or []), *split_notes])
 
 
@@ -349,6 +375,20 @@ def _yolo_folder_spec(folder: Path) -> DatasetSpec | None:
     return _spec("yolo", folder, found, "image folders", notes, categories)
 
 
+def _voc_folder_spec(folder: Path) -> DatasetSpec | None:
+    layout = find_voc_layout(folder)
+    if layout is None:
+        return None
+    class_list = read_class_list(folder)
+    notes = [f"class names read from {class_list[1]}"] if class_list else []
+    categories = class_list[0] if class_list else None
+    found = [(s.name, SplitFiles((s.images,), s.annotations, s.image_list)) for s in layout.subsets]
+    if layout.single is not None:
+        notes += [*layout.notes, f"{layout.single} used as the training split ({_NO_VAL})"]
+        return DatasetSpec("voc", folder, {"train": found[0][1]}, folder, categories, notes)
+    return _spec("voc", folder, found, "VOC subsets", [*notes, *layout.notes], categories)
+
+
 def _folder_spec(folder: Path) -> DatasetSpec | None:
     preferred = [folder / "data.yaml", folder / "dataset.yaml"]
     others = sorted(p for p in (*folder.glob("*.yaml"), *folder.glob("*.yml")) if p not in preferred)
@@ -356,7 +396,7 @@ def _folder_spec(folder: Path) -> DatasetSpec | None:
         spec = _yaml_spec(candidate)
         if spec is not None:
             return spec
-    for layout in (_roboflow_spec, _coco_folder_spec, _label_studio_spec, _yolo_folder_spec):
+    for layout in (_roboflow_spec, _coco_folder_spec, _label_studio_spec, _yolo_folder_spec, _voc_folder_spec):
         spec = layout(folder)
         if spec is not None:
             return spec
