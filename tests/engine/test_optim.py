@@ -10,7 +10,7 @@ from torch import nn
 
 from dfine.config.presets import RECIPES, preset_config
 from dfine.engine.hparams import MAX_SCHEDULE_FRACTION, resolve_hyperparameters
-from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem, parameter_groups
+from dfine.engine.optim import build_optimizer, freeze_stem, parameter_groups
 from dfine.errors import ConfigError
 from dfine.model import DFineForObjectDetection
 from dfine.model.layers import FrozenBatchNorm2d
@@ -94,37 +94,6 @@ def test_optimizer_settings() -> None:
     settings = {g["name"]: (g["lr"], g["weight_decay"], len(g["params"]), g["betas"]) for g in optimizer.param_groups}
     assert settings == {"backbone": (1e-4, 0.05, 4, (0.9, 0.999)), "no_decay": (1e-3, 0.0, 3, (0.9, 0.999)),
                         "default": (1e-3, 0.05, 1, (0.9, 0.999))}
-
-
-def test_warmup_then_constant_and_state_round_trip() -> None:
-    param = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([{"params": [param], "lr": 1.0}], lr=1.0)
-    scheduler = WarmupConstantLR(optimizer, warmup_iters=4)
-    seen = []
-    for _ in range(7):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
-    state = scheduler.state_dict()
-    assert all(isinstance(v, (int, float, list)) for v in state.values())
-    other = WarmupConstantLR(torch.optim.AdamW([param], lr=1.0), warmup_iters=4)
-    other.load_state_dict(state)
-    assert other.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
-    assert other.last_epoch == scheduler.last_epoch
-    none = WarmupConstantLR(torch.optim.AdamW([param], lr=0.5), warmup_iters=0)
-    assert none.optimizer.param_groups[0]["lr"] == 0.5
-
-
-def test_halving_base_lrs_mid_warmup() -> None:
-    param = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([param], lr=1.0)
-    scheduler = WarmupConstantLR(optimizer, warmup_iters=2)
-    scheduler.scale_base_lrs(0.5)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
-    optimizer.step()
-    scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
 
 
 def test_recipe_unchanged_at_its_own_batch_on_coco() -> None:

@@ -71,6 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start the backbone from random weights instead of ImageNet (presets only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--profile", action="store_true",
+                   help="print where each epoch's time goes (data, forward, loss, backward, optimizer, EMA, "
+                        "evaluation, writes) and write the run's totals to profile.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="a hyper-parameter (stop_epoch, warmup_iters, ema_decay, ...) or model config field "
                         "(num_queries, num_denoising, ...); repeatable")
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         args.data, model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         output=args.output, device=args.device, resume=args.resume, amp=args.amp, workers=args.workers,
         seed=args.seed, pretrained_backbone=not args.no_pretrained_backbone, lr=args.lr,
-        eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn, **overrides)
+        eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn,
+        profile=args.profile, **overrides)
     if is_main_process():
         ap = result.metrics.get("AP")
         print(f"best model: {result.best_model}" + (f" (AP {format_ap(ap)})" if isinstance(ap, float) else "")

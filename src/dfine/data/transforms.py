@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from dfine.config.image_size import image_size_hw
 from dfine.data.epoch import SharedEpoch
+from dfine.data.seeding import derived_seed
 from dfine.ops.boxes import box_xyxy_to_cxcywh
 
 
@@ -55,12 +56,16 @@ class TrainTransforms:
         size: output size, an int (square) or ``(height, width)``; multiples of 32.
         stop_epoch: first epoch without photometric distortion, zoom-out and IoU crop; None keeps them on.
         iou_crop_p: probability of trying an IoU crop (the recipe's 0.8).
+        seed: the run's seed; sample ``i`` of epoch ``e`` is augmented with a generator seeded from
+            ``(seed, e, i)`` (:mod:`dfine.data.seeding`).
     """
 
-    def __init__(self, size: int | tuple[int, int] = 640, stop_epoch: int | None = None, iou_crop_p: float = 0.8):
+    def __init__(self, size: int | tuple[int, int] = 640, stop_epoch: int | None = None, iou_crop_p: float = 0.8,
+                 seed: int = 0):
         self.size = image_size_hw(size)
         self.stop_epoch = stop_epoch
         self.iou_crop_p = iou_crop_p
+        self.seed = seed
         self.epoch = SharedEpoch()
         self.photometric = v2.RandomPhotometricDistort(p=0.5)
         self.zoom_out = v2.RandomZoomOut(fill=0)
@@ -71,6 +76,10 @@ class TrainTransforms:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
+
+    def sample_seed(self, index: int) -> int:
+        """The seed of sample ``index``'s augmentation in the current epoch."""
+        return derived_seed(self.seed, self.epoch.value, index)
 
     @property
     def strong_augmentation(self) -> bool:

@@ -28,7 +28,8 @@ _EXPORTS = {
     "resolve_hyperparameters": "dfine.engine.hparams",
     "parameter_groups": "dfine.engine.optim",
     "build_optimizer": "dfine.engine.optim",
-    "WarmupConstantLR": "dfine.engine.optim",
+    "LRSchedule": "dfine.engine.schedule",
+    "build_lr_schedule": "dfine.engine.schedule",
     "ModelEMA": "dfine.engine.ema",
     "train_step": "dfine.engine.step",
     "StepOutcome": "dfine.engine.step",
@@ -90,8 +91,9 @@ if TYPE_CHECKING:
     from dfine.engine.evaluator import ClassAP, CocoEvaluator, EvalResult
     from dfine.engine.hparams import Hyperparameters, resolve_hyperparameters
     from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
-    from dfine.engine.optim import WarmupConstantLR, build_optimizer, parameter_groups
+    from dfine.engine.optim import build_optimizer, parameter_groups
     from dfine.engine.plots import plot_results
+    from dfine.engine.schedule import LRSchedule, build_lr_schedule
     from dfine.engine.step import StepOutcome, train_step
     from dfine.engine.trainer import Trainer
     from dfine.engine.validate import evaluate

@@ -262,17 +262,19 @@ def build_loaders(
 ) -> tuple[EpochDataLoader, EpochDataLoader | None]:
     """Training loader (shuffled, last batch dropped, multi-scale until the stop epoch) and validation loader.
 
-    ``batch_size`` is the total over all processes; each process loads its share. Workers are not persistent:
-    each epoch's workers are seeded from the loader's generator, which the trainer reseeds per epoch, so a resumed
-    run sees exactly the same augmentations as an uninterrupted one.
+    ``batch_size`` is the total over all processes; each process loads its share. Workers live for the whole run
+    (starting them again every epoch cost a few seconds per epoch): augmentations are seeded per sample from
+    ``(seed, epoch, index)`` (:mod:`dfine.data.seeding`), so a resumed run still sees exactly the same ones.
     """
     per_process = batch_size // world_size
     train_loader = build_dataloader(
         train_set, per_process, shuffle=True, drop_last=True, workers=workers, seed=seed, pin_memory=pin_memory,
-        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch),
+        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch, seed=seed),
+        persistent_workers=True,
     )
     val_loader = None
     if val_set is not None:
         val_loader = build_dataloader(val_set, max(1, per_process), shuffle=False, workers=workers, seed=seed,
-                                      pin_memory=pin_memory, collate_fn=BatchCollator(image_size))
+                                      pin_memory=pin_memory, collate_fn=BatchCollator(image_size),
+                                      persistent_workers=True)
     return train_loader, val_loader

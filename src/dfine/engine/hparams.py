@@ -29,6 +29,7 @@ from typing import Any
 
 from dfine.config.fields import coerce, type_description
 from dfine.config.presets import RECIPES
+from dfine.engine.schedule import LR_SCHEDULES, describe_schedule
 from dfine.errors import ConfigError
 
 LARGE_DATASET = 10_000
@@ -60,7 +61,11 @@ class Hyperparameters:
         backbone_lr: AdamW learning rate of the backbone parameters.
         weight_decay: AdamW weight decay (decoupled) of the groups that have it.
         betas: AdamW betas.
-        warmup_iters: linear LR warm-up, in optimizer steps (0 = none); the LR is constant afterwards.
+        warmup_iters: linear LR warm-up, in optimizer steps (0 = none).
+        lr_schedule: the LR's shape after the warm-up, one of :data:`~dfine.engine.schedule.LR_SCHEDULES`
+            (``constant``: the original recipe's).
+        lr_min_ratio: where the decaying schedules end, as a fraction of the base LR.
+        lr_flat_epochs: ``flat-cosine``: epochs at the full LR before the decay (None: half the stage-1 epochs).
         ema_decay: EMA decay ``d`` in ``d(t) = d·(1 − exp(−t / ema_warmups))``.
         ema_warmups: EMA warm-up constant, in optimizer steps (0 = constant decay).
         ema_restart_decay: EMA decay from the stop epoch on.
@@ -98,6 +103,9 @@ class Hyperparameters:
     fine_tune: bool = False
     patience: int = 0
     val_split: float = 0.0
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.0
+    lr_flat_epochs: int | None = None
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -131,7 +139,7 @@ class Hyperparameters:
             ("epochs", f"{self.epochs}; stage 2: {stage2}"),
             ("learning rate", f"{self.lr:.4g} (backbone {self.backbone_lr:.4g}), AdamW betas "
                               f"{self.betas[0]}/{self.betas[1]}, weight decay {self.weight_decay:.4g}"),
-            ("LR schedule", f"linear warm-up over {count_noun(self.warmup_iters, 'iteration')}, then constant"),
+            ("LR schedule", describe_schedule(self)),
             ("EMA", f"decay {self.ema_decay:.6g}, warm-up {count_noun(self.ema_warmups, 'iteration')}"),
             ("gradient clip", f"{self.clip_max_norm:g} (global L2 norm)"),
             ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
@@ -332,5 +340,11 @@ def _validate(hp: Hyperparameters) -> None:
         raise ConfigError(f"clip_max_norm must be >= 0 (0 disables clipping), got {hp.clip_max_norm}")
     if hp.base_size_repeat is not None and hp.base_size_repeat < 0:
         raise ConfigError(f"base_size_repeat must be >= 0 or null (no multi-scale), got {hp.base_size_repeat}")
+    if hp.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {hp.lr_schedule!r}")
+    if not 0.0 <= hp.lr_min_ratio <= 1.0:
+        raise ConfigError(f"lr_min_ratio must be in [0, 1], got {hp.lr_min_ratio}")
+    if hp.lr_flat_epochs is not None and hp.lr_flat_epochs < 0:
+        raise ConfigError(f"lr_flat_epochs must be >= 0 or null, got {hp.lr_flat_epochs}")
     if not all(0.0 <= b < 1.0 for b in hp.betas):
         raise ConfigError(f"betas must both be in [0, 1), got {list(hp.betas)}")

@@ -24,7 +24,11 @@ from torch.optim import Optimizer
 
 from dfine.engine.distributed import all_ranks_true, is_distributed, reduce_dict
 from dfine.engine.ema import ModelEMA
-from dfine.engine.optim import WarmupConstantLR, unwrap_model
+from dfine.engine.optim import unwrap_model
+from dfine.engine.profiling import PhaseTimer
+from dfine.engine.schedule import LRSchedule
+
+_NO_TIMER = PhaseTimer(enabled=False)
 
 
 class StepOutcome(enum.Enum):
@@ -41,9 +45,10 @@ class StepResult:
     batch_size: int
 
 
-def move_batch(batch: Mapping[str, Any], device: torch.device) -> tuple[Tensor, list[dict[str, Any]]]:
-    """``pixel_values`` and the targets' tensors on ``device``."""
-    pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+def move_batch(batch: Mapping[str, Any], device: torch.device,
+               memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Tensor, list[dict[str, Any]]]:
+    """``pixel_values`` (in ``memory_format``) and the targets' tensors on ``device``."""
+    pixel_values = batch["pixel_values"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
     labels = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in target.items()}
               for target in batch["labels"]]
     return pixel_values, labels
@@ -66,12 +71,14 @@ def train_step(
     batch: Mapping[str, Any],
     *,
     optimizer: Optimizer,
-    scheduler: WarmupConstantLR,
+    scheduler: LRSchedule,
     scaler: torch.amp.GradScaler,
     ema: ModelEMA,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     clip_max_norm: float,
+    timer: PhaseTimer | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> StepResult:
     """Run one training step on ``batch`` (see the module docstring).
 
@@ -82,9 +89,13 @@ def train_step(
         device: where the model lives.
         amp_dtype: autocast dtype, or None for full precision.
         clip_max_norm: global gradient L2-norm limit; 0 disables clipping (the norm is still checked).
+        timer: where ``dfine train --profile`` counts the phases (None: not profiling).
+        memory_format: the layout of the images, the model's (:func:`dfine.engine.setup.training_memory_format`).
     """
-    pixel_values, labels = move_batch(batch, device)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    timer = timer or _NO_TIMER
+    pixel_values, labels = move_batch(batch, device, memory_format)
+    with timer.phase("forward"), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                enabled=amp_dtype is not None):
         outputs = model(pixel_values, labels=labels)
     loss = outputs.loss
     if is_distributed():
@@ -96,24 +107,28 @@ def train_step(
         optimizer.zero_grad(set_to_none=True)
         return StepResult(StepOutcome.NONFINITE, float(loss.detach().float().item()), {}, batch_size)
 
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm if clip_max_norm > 0 else float("inf"))
-    if scaler.is_enabled():
-        scale = scaler.get_scale()
-        scaler.step(optimizer)
-        scaler.update()
-        outcome = StepOutcome.STEPPED if scaler.get_scale() >= scale else StepOutcome.SCALER_SKIPPED
-    elif not torch.isfinite(grad_norm):
-        outcome = StepOutcome.NONFINITE
-    else:
-        optimizer.step()
-        outcome = StepOutcome.STEPPED
-    optimizer.zero_grad(set_to_none=True)
+    with timer.phase("backward"):
+        scaler.scale(loss).backward()
+    with timer.phase("optimizer"):
+        scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm if clip_max_norm > 0 else float("inf"))
+        if scaler.is_enabled():
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            outcome = StepOutcome.STEPPED if scaler.get_scale() >= scale else StepOutcome.SCALER_SKIPPED
+        elif not torch.isfinite(grad_norm):
+            outcome = StepOutcome.NONFINITE
+        else:
+            optimizer.step()
+            outcome = StepOutcome.STEPPED
+        optimizer.zero_grad(set_to_none=True)
+        if outcome is StepOutcome.STEPPED:
+            scheduler.step()
     if outcome is StepOutcome.STEPPED:
-        scheduler.step()
-        ema.update(model)
+        with timer.phase("EMA"):
+            ema.update(model)
     terms = _averaged_terms({"loss": loss, **outputs.loss_dict})
     return StepResult(outcome, terms["loss"], terms, batch_size)
 
