@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfine.ops import bbox2distance, box_cxcywh_to_xyxy, elementwise_box_iou, translate_gt
+from dfine.ops.boxes import box_cxcywh_to_xyxy, elementwise_box_iou, elementwise_generalized_box_iou
+from dfine.ops.fdr import bbox2distance, translate_gt
 
 __all__ = [
     "FGLTargets",
@@ -32,7 +33,6 @@ __all__ = [
     "decoupled_distillation_loss",
     "fgl_targets",
     "fine_grained_localization_loss",
-    "generalized_iou",
     "matched_iou",
     "varifocal_loss",
 ]
@@ -46,23 +46,6 @@ def cxcywh_to_xyxy_clamped(boxes: Tensor) -> Tensor:
     """
     cx, cy, w, h = boxes.unbind(-1)
     return box_cxcywh_to_xyxy(torch.stack([cx, cy, w.clamp(min=0), h.clamp(min=0)], dim=-1))
-
-
-def generalized_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Generalised IoU of corner-form boxes that broadcast against each other.
-
-    ``(M, 4) x (M, 4) -> (M,)`` gives the element-wise values the box loss needs; ``(B, Q, 1, 4) x (B, 1, T, 4)
-    -> (B, Q, T)`` gives the per-image pairwise matrix the matcher needs. (``dfine.ops.generalized_box_iou`` is the
-    2-D pairwise form only.)
-    """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    inter_wh = (torch.min(boxes1[..., 2:], boxes2[..., 2:]) - torch.max(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = area1 + area2 - inter
-    hull_wh = (torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    hull = hull_wh[..., 0] * hull_wh[..., 1]
-    return inter / union - (hull - union) / hull
 
 
 @torch.no_grad()
@@ -126,7 +109,7 @@ def box_losses(pred_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tu
         ``(l1, giou)``: ``Σ|pred − gt|₁ / num_boxes`` and ``Σ(1 − GIoU) / num_boxes``, scalars.
     """
     l1 = F.l1_loss(pred_boxes, target_boxes, reduction="none").sum() / num_boxes
-    giou = 1 - generalized_iou(cxcywh_to_xyxy_clamped(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
+    giou = 1 - elementwise_generalized_box_iou(cxcywh_to_xyxy_clamped(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
     return l1, giou.sum() / num_boxes
 
 

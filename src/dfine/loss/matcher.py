@@ -12,8 +12,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from dfine.loss.functional import cxcywh_to_xyxy_clamped, generalized_iou
-from dfine.ops import box_cxcywh_to_xyxy
+from dfine.loss.functional import cxcywh_to_xyxy_clamped
+from dfine.ops.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
 __all__ = ["HungarianMatcher", "Matching", "denoising_matching", "union_matching"]
 
@@ -38,8 +38,9 @@ class HungarianMatcher(nn.Module):
     ``w, h`` clamped at 0 as the original does). Non-finite costs become :data:`INVALID_COST`.
 
     The cost is computed for the whole batch at once, on the predictions' device, against the targets padded to the
-    largest per-image count (``B × Q × T_max``, not the original's ``B·Q × ΣT`` cross-image matrix); the assignment
-    itself runs on CPU with scipy's ``linear_sum_assignment``, one image at a time.
+    largest per-image count (``B × Q × T_max``, not the original's ``B·Q × ΣT`` cross-image matrix; the GIoU term
+    image by image, as torchvision's pairwise GIoU before 0.24 takes no batch dimension); the assignment itself runs
+    on CPU with scipy's ``linear_sum_assignment``, one image at a time.
     """
 
     def __init__(
@@ -88,9 +89,8 @@ class HungarianMatcher(nn.Module):
         cost_class = pos - neg
         pred = boxes.float()
         cost_bbox = (pred[:, :, None, :] - tgt_boxes[:, None, :, :]).abs().sum(-1)
-        cost_giou = -generalized_iou(
-            cxcywh_to_xyxy_clamped(pred)[:, :, None, :], box_cxcywh_to_xyxy(tgt_boxes)[:, None, :, :]
-        )
+        pred_xyxy, tgt_xyxy = cxcywh_to_xyxy_clamped(pred), box_cxcywh_to_xyxy(tgt_boxes)
+        cost_giou = -torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, tgt_xyxy, strict=True)])
         cost = self.bbox_cost * cost_bbox + self.class_cost * cost_class + self.giou_cost * cost_giou
         cost = cost.to(device="cpu", dtype=torch.float64)
         return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, INVALID_COST))
