@@ -228,12 +228,11 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
             failure on the way.
     """
     require_tensorrt()
-    from dfine.config.image_size import check_image_size
+    from dfine.config.image_size import check_image_size, image_size_hw
     from dfine.export import onnx as onnx_export
-    from dfine.model.deploy.deployed import normalize_image_size
     from dfine.utils.files import atomic_write
 
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     check_image_size(model.config, size, training=False)
     if max_batch < 1 or batch_size < 1:
         raise DFineError(f"max_batch and batch_size must be at least 1, got {max_batch} and {batch_size}")
