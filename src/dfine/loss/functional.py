@@ -26,6 +26,8 @@ from dfine.ops.boxes import box_cxcywh_to_xyxy, elementwise_box_iou, elementwise
 from dfine.ops.fdr import bbox2distance, translate_gt
 
 __all__ = [
+    "DDF_BATCH_FACTOR",
+    "DDF_TEMPERATURE",
     "FGLTargets",
     "box_losses",
     "cxcywh_to_xyxy_clamped",
@@ -36,6 +38,11 @@ __all__ = [
     "matched_iou",
     "varifocal_loss",
 ]
+
+#: DDF's distillation temperature T and the ``8`` of its ``8/B`` count scaling: constants of the original repository
+#: (``src/zoo/dfine/dfine_criterion.py: DFINECriterion.loss_local``), not options of any released recipe or config.
+DDF_TEMPERATURE = 5.0
+DDF_BATCH_FACTOR = 8.0
 
 
 def cxcywh_to_xyxy_clamped(boxes: Tensor) -> Tensor:
@@ -65,8 +72,8 @@ def varifocal_loss(
     target_labels: Tensor,
     target_boxes: Tensor,
     num_boxes: float,
-    alpha: float = 0.75,
-    gamma: float = 2.0,
+    alpha: float,
+    gamma: float,
 ) -> Tensor:
     """Varifocal loss as implemented in D-FINE (SPEC Part A §4.1, Part B §3.7).
 
@@ -81,7 +88,7 @@ def varifocal_loss(
         target_labels: (M,) class index of each matched target, in ``[0, C)``.
         target_boxes: (M, 4) matched target boxes.
         num_boxes: normaliser (total number of targets, >= 1).
-        alpha, gamma: focal weighting of the negatives (0.75, 2 in every released recipe).
+        alpha, gamma: focal weighting of the negatives (``DFineConfig.focal_loss_alpha`` / ``focal_loss_gamma``).
 
     Returns:
         Scalar loss.
@@ -168,7 +175,7 @@ def fine_grained_localization_loss(
 
 
 def ddf_balance(
-    num_matched: int, num_queries_total: int, batch_size: int, batch_factor: float = 8.0
+    num_matched: int, num_queries_total: int, batch_size: int, batch_factor: float = DDF_BATCH_FACTOR
 ) -> tuple[float, float]:
     """The DDF positive / negative balancing scales (SPEC Part B §4.5).
 
@@ -194,8 +201,8 @@ def decoupled_distillation_loss(
     query_idx: Tensor,
     iou: Tensor,
     balance: tuple[float, float] | None = None,
-    temperature: float = 5.0,
-    batch_factor: float = 8.0,
+    temperature: float = DDF_TEMPERATURE,
+    batch_factor: float = DDF_BATCH_FACTOR,
 ) -> Tensor:
     """DDF: the GO-LSD self-distillation of a shallower layer towards the last one (SPEC Part B §4.5).
 

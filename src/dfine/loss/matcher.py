@@ -41,15 +41,17 @@ class HungarianMatcher(nn.Module):
     largest per-image count (``B × Q × T_max``, not the original's ``B·Q × ΣT`` cross-image matrix; the GIoU term
     image by image, as torchvision's pairwise GIoU before 0.24 takes no batch dimension); the assignment itself runs
     on CPU with scipy's ``linear_sum_assignment``, one image at a time.
+
+    The costs, α and γ are a config's ``matcher_*`` fields: :func:`dfine.loss.build_matcher` passes them.
     """
 
     def __init__(
         self,
-        class_cost: float = 2.0,
-        bbox_cost: float = 5.0,
-        giou_cost: float = 2.0,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
+        class_cost: float,
+        bbox_cost: float,
+        giou_cost: float,
+        alpha: float,
+        gamma: float,
     ) -> None:
         super().__init__()
         if class_cost == bbox_cost == giou_cost == 0:
