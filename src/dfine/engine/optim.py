@@ -1,4 +1,5 @@
-"""AdamW with the recipe's parameter groups, and the per-iteration warm-up schedule (SPEC Part B §3.3–3.4).
+"""AdamW with the recipe's parameter groups, and the per-iteration warm-up schedule (original:
+``configs/dfine/include/optimizer.yml``, ``src/optim/warmup.py: LinearWarmup``).
 
 Groups are chosen by Python predicates on the module tree, not by regular expressions on names:
 

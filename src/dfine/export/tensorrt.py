@@ -1,7 +1,7 @@
 """TensorRT engines through the TensorRT Python API, built from our ONNX export and checked against PyTorch.
 
 fp16 engines of D-FINE built naively (``trtexec --fp16``) can collapse to empty detections (labels all 0, tiny
-scores; SPEC Part B §7, §9 items 6–7). The causes are layer normalisation and softmax computed in fp16 and a
+scores; original repository issues #44, #98). The causes are layer normalisation and softmax computed in fp16 and a
 detection head whose top-k selection and box decoding are sensitive to rounding. So an fp16 engine here keeps,
 with explicit precision constraints (``OBEY_PRECISION_CONSTRAINTS``):
 

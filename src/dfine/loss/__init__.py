@@ -1,6 +1,6 @@
 """D-FINE training loss: Hungarian matcher, VFL / L1 / GIoU / FGL / DDF, and the criterion with GO-LSD wiring.
 
-The wiring is the original repository's (SPEC Part A §4.2, Part B §4), not Hugging Face's; see
+The wiring is the original repository's (``src/zoo/dfine/dfine_criterion.py: DFINECriterion``), not Hugging Face's; see
 :mod:`dfine.loss.criterion` for the list of terms and the differences.
 """
 

@@ -1,4 +1,5 @@
-"""The D-FINE training criterion with the ORIGINAL (Peterande/D-FINE) wiring and GO-LSD (SPEC Part A §4.2).
+"""The D-FINE training criterion with the original repository's wiring and GO-LSD
+(``src/zoo/dfine/dfine_criterion.py: DFINECriterion``).
 
 Terms (``L`` decoder layers; denoising terms only when the outputs carry denoising meta values):
 
@@ -19,14 +20,15 @@ Eval-mode outputs (the evaluated layer only: ``intermediate_logits`` (B, 1, Q, C
 denoising) get the final-layer and ``_enc_0`` terms, 7 in all, with the GO union of those two matchings: the
 validation loss on what the eval forward computes, as transformers gives one whenever labels are passed.
 
-Matching (SPEC Part B §4.6): the final layer, every auxiliary layer, the pre head and the encoder proposals are
+Matching (D-FINE paper, section "Global Optimal Localization Self-Distillation"; original:
+``DFINECriterion._get_go_indices``): the final layer, every auxiliary layer, the pre head and the encoder proposals are
 matched separately; VFL of each uses its own matching and ``num_boxes``. Their union (``indices_go``, each query
 keeping its most frequent target) with ``num_boxes_go`` = its size drives bbox/giou/fgl/ddf of final, aux and pre,
 and bbox/giou of the encoder (the original passes ``indices_go`` to the encoder's ``boxes`` loss only — its ``local``
 loss needs corners, which the encoder does not have). Denoising rows use the known assignment (positive slots ↔
 targets tiled K times) and the normaliser ``num_boxes · K`` for every term.
 
-Differences from Hugging Face's ``DFineForObjectDetectionLoss`` (SPEC Part A §4.3, §8 item 1 and 10), all on
+Differences from Hugging Face's ``DFineForObjectDetectionLoss`` (transformers' ``loss/loss_d_fine.py``), all on
 purpose, to reproduce the original training:
 
 - aux i supervises layer i's logits/boxes together with layer i's corners (HF pairs layer i−1's logits/boxes with
@@ -99,7 +101,8 @@ def _field(outputs: Any, name: str) -> Any:
 
 
 def _global_mean_counts(counts: Sequence[int], device: torch.device) -> list[float]:
-    """Counts summed over ranks and divided by the world size, each at least 1 (SPEC Part B §8); one all-reduce."""
+    """Counts summed over ranks and divided by the world size, each at least 1 (as the original's
+    ``DFINECriterion.forward``); one all-reduce."""
     values = torch.tensor([float(c) for c in counts], dtype=torch.float32, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values)
@@ -336,7 +339,8 @@ class DFineCriterion(nn.Module):
         project: Tensor,
         reg_scale: Tensor,
     ) -> None:
-        """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (SPEC Part A §4.2)."""
+        """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (the original's ``dn_meta`` branch of
+        ``DFINECriterion.forward``)."""
         num_layers = corners.shape[1]
         if num_dn == 0:
             # Denoising meta without denoising rows (no image has a target): the terms exist, and are 0, so the set

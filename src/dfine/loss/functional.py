@@ -1,4 +1,5 @@
-"""Pure D-FINE loss functions (SPEC Part A §4.1, Part B §3.7 and §4.4-4.5).
+"""Pure D-FINE loss functions (D-FINE paper: FGL and DDF losses; the original repository's
+``src/zoo/dfine/dfine_criterion.py: DFINECriterion``).
 
 Every function here is a function of tensors only: no modules, no state, no matching. The criterion
 (:mod:`dfine.loss.criterion`) decides which outputs, which matching and which normaliser each term gets.
@@ -11,7 +12,8 @@ All boxes are normalised ``(cx, cy, w, h)``.
 Where the original code (Peterande/D-FINE) and ``dfine.ops`` differ in one detail that matters for the loss, this
 module follows the original: before any IoU / GIoU in the loss and the matcher, predicted widths and heights are
 clamped at 0 (the original's cxcywh->xyxy conversion does that; ``dfine.ops.box_cxcywh_to_xyxy`` does not, which is
-right for post-processing). Hugging Face instead clamps whole predicted boxes to [0, 1] (SPEC Part A §8 item 10).
+right for post-processing). Hugging Face instead clamps whole predicted boxes to [0, 1] (transformers'
+``loss/loss_d_fine.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def varifocal_loss(
     alpha: float,
     gamma: float,
 ) -> Tensor:
-    """Varifocal loss as implemented in D-FINE (SPEC Part A §4.1, Part B §3.7).
+    """Varifocal loss as implemented in D-FINE (original: ``DFINECriterion.loss_labels_vfl``).
 
     Target score ``τ`` = IoU(sg(pred box), gt) on the matched class of a matched query, 0 everywhere else;
     weight = ``alpha · sg(σ(logit))^gamma · (1 − onehot) + τ``; per-element BCE-with-logits against ``τ``;
@@ -105,7 +107,7 @@ def varifocal_loss(
 
 
 def box_losses(pred_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tuple[Tensor, Tensor]:
-    """L1 and GIoU losses of matched boxes (SPEC Part A §4.1).
+    """L1 and GIoU losses of matched boxes (original: ``DFINECriterion.loss_boxes``).
 
     Args:
         pred_boxes: (M, 4) matched predictions, cxcywh (L1 on the raw values, as the original: no [0, 1] clamp).
@@ -152,7 +154,8 @@ def fgl_targets(reference: Tensor, target_boxes: Tensor, project: Tensor, reg_sc
 def fine_grained_localization_loss(
     pred_corners: Tensor, targets: FGLTargets, iou: Tensor, num_boxes: float
 ) -> Tensor:
-    """FGL: IoU-weighted two-bin interpolated cross-entropy (SPEC Part A §4.1, Part B §4.4).
+    """FGL: IoU-weighted two-bin interpolated cross-entropy (D-FINE paper, FGL loss; original:
+    ``DFINECriterion.loss_local``, ``unimodal_distribution_focal_loss``).
 
     ``Σ_matched Σ_edges IoU · [w← · CE(logits, ⌊i⌋) + w→ · CE(logits, ⌊i⌋ + 1)] / num_boxes``.
 
@@ -177,7 +180,7 @@ def fine_grained_localization_loss(
 def ddf_balance(
     num_matched: int, num_queries_total: int, batch_size: int, batch_factor: float = DDF_BATCH_FACTOR
 ) -> tuple[float, float]:
-    """The DDF positive / negative balancing scales (SPEC Part B §4.5).
+    """The DDF positive / negative balancing scales (original: ``DFINECriterion.loss_local``).
 
     ``s_pos = sqrt(#matched edges · 8/B)``, ``s_neg = sqrt(#unmatched edges · 8/B)`` with 4 edges per query and
     ``B`` the per-device batch size. The ``8/B`` factor multiplies both counts, so it cancels in the weighted mean
@@ -204,7 +207,8 @@ def decoupled_distillation_loss(
     temperature: float = DDF_TEMPERATURE,
     batch_factor: float = DDF_BATCH_FACTOR,
 ) -> Tensor:
-    """DDF: the GO-LSD self-distillation of a shallower layer towards the last one (SPEC Part B §4.5).
+    """DDF: the GO-LSD self-distillation of a shallower layer towards the last one (D-FINE paper, DDF loss;
+    original: ``DFINECriterion.loss_local``).
 
     For every query q and edge e (matched or not)::
 

@@ -1,7 +1,7 @@
 """Assignments between predictions and targets: Hungarian matching, GO-LSD union matching, denoising matching.
 
-A matching is a list with one ``(pred_idx, tgt_idx)`` pair of int64 CPU tensors per image (SPEC Part A §4.1,
-Part B §3.7 and §4.6).
+A matching is a list with one ``(pred_idx, tgt_idx)`` pair of int64 CPU tensors per image, as the
+original's ``src/zoo/dfine/matcher.py: HungarianMatcher`` returns.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class HungarianMatcher(nn.Module):
 
 
 def union_matching(matchings: Sequence[Matching]) -> Matching:
-    """GO-LSD global-optimal matching: the union of several matchings (SPEC Part B §4.6).
+    """GO-LSD global-optimal matching: the union of several matchings (original: ``DFINECriterion._get_go_indices``).
 
     All ``(query, target)`` pairs of all matchings are pooled per image; every query that appears keeps the target it
     was paired with most often. Ties go to the smallest target index (the original breaks them by an unstable sort,
@@ -164,7 +164,8 @@ def union_matching(matchings: Sequence[Matching]) -> Matching:
 def denoising_matching(
     positive_idx: Sequence[Tensor], num_groups: int, targets: Sequence[Mapping[str, Tensor]]
 ) -> Matching:
-    """The known assignment of contrastive-denoising queries (SPEC Part A §3.14).
+    """The known assignment of contrastive-denoising queries (original:
+    ``DFINECriterion.get_cdn_matched_indices``).
 
     Image i's positive slots (``num_groups · n_i`` of them, group-major) are matched to its targets tiled
     ``num_groups`` times.

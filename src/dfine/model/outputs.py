@@ -1,4 +1,5 @@
-"""Output containers with the field names and order of Hugging Face's D-FINE outputs (SPEC Part A §6).
+"""Output containers with the field names and order of Hugging Face's D-FINE outputs (transformers'
+``models/d_fine/modeling_d_fine.py: DFineModelOutput, DFineObjectDetectionOutput``).
 
 They behave like Hugging Face ``ModelOutput`` (an ordered dict of the fields that are not None): attribute access,
 ``output["logits"]`` (a KeyError for a field that is None), ``"logits" in output``, ``keys()`` / ``values()`` /
