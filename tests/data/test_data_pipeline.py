@@ -108,7 +108,7 @@ def test_multiscale_sizes():
         assert all(h % 32 == 0 and w % 32 == 0 for h, w in sizes)
         assert sizes.count((base, base) if isinstance(base, int) else base) >= 3
     assert sorted({h for h, _ in multiscale_sizes(320, 1)}) == [256, 288, 320, 352, 384, 416]
-    with pytest.raises(ConfigError, match="multiples of 32"):
+    with pytest.raises(ConfigError, match="image size must be a positive multiple of 32, got 100"):
         BatchCollator(100, base_size_repeat=1)
 
 

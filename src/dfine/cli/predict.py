@@ -73,6 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dfine.config.image_size import validate_image_size
     from dfine.errors import DFineError, InputFileError
     from dfine.imaging.download import is_url
     from dfine.imaging.sources import list_images
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     from dfine.predict.files import predict_source
     from dfine.predict.predictor import Predictor
     from dfine.predict.tiling import TiledDetector
-    from dfine.utils.checks import validate_image_size
     from dfine.utils.device import resolve_device
     from dfine.utils.files import prepare_output_dir
 

@@ -56,7 +56,8 @@ TRAINING_IMAGE_SIZE = "training_image_size"
 
 
 class DFineConfig(JsonConfig):
-    """D-FINE configuration (SPEC Part A §1.1): field names and defaults of Hugging Face's ``DFineConfig``.
+    """D-FINE configuration: field names and defaults of Hugging Face's ``DFineConfig``
+    (transformers' ``models/d_fine/configuration_d_fine.py``).
 
     Build one from a size preset with :meth:`from_preset` (``"dfine-s-coco"``), from a ``config.json`` with
     :meth:`from_pretrained`, or directly with keyword arguments. ``num_labels`` is derived from ``id2label``.

@@ -1,6 +1,7 @@
 """Batching: stacking, multi-scale training sizes, and a DataLoader that forwards the epoch.
 
-Multi-scale (SPEC Part B §3.6): until ``stop_epoch`` every batch gets one size drawn uniformly from
+Multi-scale (the original's ``src/data/dataloader.py: BatchImageCollateFunction``): until ``stop_epoch`` every
+batch gets one size drawn uniformly from
 ``[480, 512, 544, 576, 608] + [640] * base_size_repeat + [672, 704, 736, 768, 800]``, scaled by ``base / 640`` and
 rounded to multiples of 32 (so a 320 model trains at 256..416), and the whole batch is resized with
 ``F.interpolate`` in its default nearest mode, as the original does. Boxes are normalised, so they do not change.

@@ -1,4 +1,5 @@
-"""The D-FINE augmentation recipe on ``torchvision.transforms.v2`` (SPEC Part B §3.6).
+"""The D-FINE augmentation recipe on ``torchvision.transforms.v2`` (the original's
+``configs/dfine/include/dataloader.yml``).
 
 Train, in order: RandomPhotometricDistort(p=0.5), RandomZoomOut(fill=0), RandomIoUCrop (applied with p=0.8),
 SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize to (H, W) (stretch, aspect ratio not kept),

@@ -23,7 +23,6 @@ from dfine.utils.checks import (
     check_path,
     check_seed,
     shown,
-    validate_image_size,
 )
 from dfine.utils.device import check_device
 
@@ -95,15 +94,8 @@ def check_model(model: Any, trainable: bool) -> None:
 def check_size(image_size: Any, name: str = "image_size", optional: bool = False) -> None:
     """``image_size`` as :func:`~dfine.config.image_size.image_size_hw` takes it: a multiple of 32 or an (H, W) pair
     of them (or None when ``optional``); a wrong type is a ConfigError naming the argument, not a TypeError."""
-    if image_size is None:
-        if not optional:
-            raise ConfigError(f"{name} must be a positive multiple of 32, got None")
-    elif isinstance(image_size, tuple | list) and len(image_size) == 2:
-        for side in image_size:
-            check_integer(side, f"each side of {name}", 1)
-        image_size_hw(image_size)
-    else:
-        validate_image_size(image_size, name)
+    if image_size is not None or not optional:
+        image_size_hw(image_size, name)
 
 
 def check_val_arguments(model: Any, data: Any, split: Any, batch_size: Any, device: Any, image_size: Any,

@@ -13,7 +13,8 @@ Two ways to start (:func:`build_training_model`):
   order. When no name is shared and the count differs, the tensors are re-initialised and listed.
 
 Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
-frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
+frozen for L/X, whose stem is frozen too (``freeze_at``, ``freeze_norm`` in
+``configs/dfine/dfine_hgnetv2_{l,x}_coco.yml``).
 """
 
 from __future__ import annotations

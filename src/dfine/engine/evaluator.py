@@ -1,4 +1,4 @@
-"""COCO box evaluation on top of faster-coco-eval (spec Part B §6).
+"""COCO box evaluation on top of faster-coco-eval (as the original's ``src/data/dataset/coco_eval.py: CocoEvaluator``).
 
 The ground truth is a COCO-format dict whose category ids are the contiguous label indices ``0..C-1`` (see
 ``docs/ARCHITECTURE.md``, "Evaluation ground truth"); predictions are absolute ``xyxy`` boxes in the original image

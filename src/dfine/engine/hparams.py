@@ -1,6 +1,7 @@
 """The training hyper-parameters of one run: the size's recipe, scaled to the user's batch size and data set.
 
-SPEC Part B §3.2–3.4. The recipe (:data:`dfine.config.presets.RECIPES`) was tuned for COCO (118k images) at a fixed total
+The original's recipe (``configs/dfine/dfine_hgnetv2_*_coco.yml``, ``configs/dfine/include/optimizer.yml``).
+The recipe (:data:`dfine.config.presets.RECIPES`) was tuned for COCO (118k images) at a fixed total
 batch size. :func:`resolve_hyperparameters` adapts it, in this order, and records every adjustment in
 :attr:`Hyperparameters.notes` so the start-of-run printout says what changed and why:
 
@@ -41,7 +42,8 @@ MAX_DEFAULT_EPOCHS = 500
 MAX_SCHEDULE_FRACTION = 0.1
 """Warm-ups and the EMA horizon are at most this share of all iterations."""
 
-# Objects365 -> COCO / custom fine-tuning schedules (epochs, stop epoch) of the original (SPEC Part B §3.2).
+# Objects365 -> COCO / custom fine-tuning schedules (epochs, stop epoch) of the original
+# (``configs/dfine/objects365/dfine_hgnetv2_*_obj2coco.yml``).
 FINETUNE_EPOCHS: dict[str, tuple[int, int]] = {"n": (64, 56), "s": (64, 56), "m": (56, 48), "l": (36, 30),
                                                "x": (36, 30)}
 

@@ -1,4 +1,5 @@
-"""AdamW with the recipe's parameter groups (the schedule is :mod:`dfine.engine.schedule`).
+"""AdamW with the recipe's parameter groups (original: ``configs/dfine/include/optimizer.yml``); the schedule is
+:mod:`dfine.engine.schedule`.
 
 Groups are chosen by Python predicates on the module tree, not by regular expressions on names:
 

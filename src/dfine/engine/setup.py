@@ -114,7 +114,7 @@ def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
 
     AMP is on by default on CUDA (the recipe trains with it) and off on the CPU, where bf16 autocast is slower on
     most processors and gains nothing in memory that matters there. bf16 has fp32's range, so it needs no loss
-    scaling and avoids the fp16 overflows behind many NaN reports of the original.
+    scaling and avoids the fp16 overflows behind many NaN reports of the original (its issue #133).
     """
     if amp is None:
         amp = device.type == "cuda"

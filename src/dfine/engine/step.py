@@ -1,4 +1,5 @@
-"""One optimizer step with mixed precision, gradient clipping and non-finite protection (SPEC Part B §3.4).
+"""One optimizer step with mixed precision, gradient clipping and non-finite protection (the original's
+``src/solver/det_engine.py: train_one_epoch``).
 
 Order: forward under ``torch.autocast`` (the criterion itself runs in float32) → check the loss is finite on every
 rank → backward (through the GradScaler when fp16) → ``unscale_`` → ``clip_grad_norm_`` → optimizer step →

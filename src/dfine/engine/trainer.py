@@ -6,8 +6,8 @@ weights (every ``eval_interval`` epochs, the last stage-1 epoch and the last epo
 ``last.pt`` (atomic), ``best/`` when COCO AP improved or tied (the latest of equal epochs is kept),
 ``metrics.jsonl``, TensorBoard and ``results.png``.
 
-**Stop epoch** (SPEC Part B §3.5). At ``stop_epoch`` the whole training state of the best stage-1 epoch
-(``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
+**Stop epoch** (original: ``det_solver.py: DetSolver.fit``). At ``stop_epoch`` the whole training state of the
+best stage-1 epoch (``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
 ``ema_restart_decay``; the remaining epochs train without strong augmentation. If there is no best stage-1 state (no
 evaluation happened, no validation split, a run resumed in a fresh folder) training simply continues from the
 current weights — the original crashes there. We do **not** run the original's stage-2 "EMA search" (restarting
@@ -17,7 +17,7 @@ worse models after each restart, and on small custom validation sets it mostly c
 training; ``best/`` keeps the best EMA weights of both stages, and ``last.pt`` is written in stage 2 too, so a run
 can always be resumed.
 
-**Non-finite loss** (SPEC Part B §9 item 9). A step whose loss is NaN/inf is skipped with a warning (nothing is
+**Non-finite loss** (the original's issue #133). A step whose loss is NaN/inf is skipped with a warning (nothing is
 updated). After ``max_nonfinite_steps`` such steps in a row, the run rolls back to the last good state (the end of
 the previous epoch, i.e. what ``last.pt`` holds, or the start of the run), halves the learning rate, says so, and
 retries the epoch; after ``max_rollbacks`` rollbacks it stops with a :class:`~dfine.errors.DFineError`. The halved

@@ -1,4 +1,5 @@
-"""State-dict key translation between the three layouts (SPEC Part A §7).
+"""State-dict key translation between the three layouts (the original's and transformers';
+transformers' ``models/d_fine/convert_d_fine_original_pytorch_checkpoint_to_hf.py`` maps the first to the second).
 
 - **internal**: our module names, equal to Hugging Face's in-memory names without the tied top-level
   ``class_embed`` / ``bbox_embed`` aliases (``model.encoder.aifi.0.layers.0.self_attn.o_proj.weight`` …);
@@ -68,7 +69,8 @@ ORIGINAL_RENAMES: list[tuple[str, str]] = [
 # decoder keeps a second copy of up/reg_scale.
 ORIGINAL_DROPPED = re.compile(r"^decoder\.(anchors|valid_mask|decoder\.up|decoder\.reg_scale)$")
 
-# Hub files use the names of older transformers versions for these modules (SPEC Part A §7.2).
+# Hub files use the names of older transformers versions for these modules (transformers'
+# ``conversion_mapping.py``, entry ``d_fine``).
 _HUB_TO_INTERNAL = [
     (r"^model\.encoder\.encoder\.(\d+)\.layers\.", r"model.encoder.aifi.\1.layers."),
     (r"\.self_attn\.out_proj\.", ".self_attn.o_proj."),

@@ -1,4 +1,5 @@
-"""HGNetv2 backbone (SPEC Part A §3.3, Part B §3.1; timm's ``hgnet.py`` implements the same network).
+"""HGNetv2 backbone (the original repository's ``src/nn/backbone/hgnetv2.py: HGNetv2``; timm's ``hgnet.py``
+implements the same network).
 
 Stem (stride 4) followed by four stages of HG blocks. An HG block runs a chain of convolutions, concatenates the
 block input with every intermediate output, and squeezes the result with two 1×1 convolutions; blocks after the
@@ -70,7 +71,7 @@ class HGStem(nn.Module):
         self.stem3 = HGConvLayer(2 * c_mid, c_mid, 3, strides[3], act=act, use_lab=use_lab)
         self.stem4 = HGConvLayer(c_mid, c_out, 1, strides[4], act=act, use_lab=use_lab)
         # The original asks for ceil_mode=True, which with stride 1 changes nothing; leaving it off avoids the
-        # ceil-mode ONNX export failure users of the original hit (SPEC Part B §7).
+        # ceil-mode ONNX export failure users of the original hit (its issues #13, #45, #260).
         self.pool = nn.MaxPool2d(kernel_size=2, stride=1)
 
     def forward(self, x: Tensor) -> Tensor:

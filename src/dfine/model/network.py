@@ -1,4 +1,4 @@
-"""The D-FINE network (Peng et al. 2024, §3; the original ``DFINE`` in ``src/zoo/dfine/dfine.py``): HGNetv2
+"""The D-FINE network (Peng et al., arXiv 2410.13842; the original ``DFINE`` in ``src/zoo/dfine/dfine.py``): HGNetv2
 backbone -> hybrid encoder -> two-stage query selection -> decoder with FDR.
 
 Module names follow Hugging Face's in-memory layout, so a hub ``model.safetensors`` loads with at most the legacy
@@ -90,7 +90,7 @@ class DFineNetwork(TransformersModelMixin):
         self.decoder = DFineDecoder(config)
         self.reset_parameters()
 
-    # -- initialisation (original repository's, SPEC Part A §8.11) ---------------------------------------------
+    # -- initialisation (original: DFINETransformer._reset_parameters) ---------------------------------------------
     @torch.no_grad()
     def reset_parameters(self) -> None:
         config = self.config

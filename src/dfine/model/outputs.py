@@ -1,4 +1,5 @@
-"""Output containers with the field names and order of Hugging Face's D-FINE outputs (SPEC Part A §6).
+"""Output containers with the field names and order of Hugging Face's D-FINE outputs (transformers'
+``models/d_fine/modeling_d_fine.py: DFineModelOutput, DFineObjectDetectionOutput``).
 
 They behave like Hugging Face ``ModelOutput`` (an ordered dict of the fields that are not None): attribute access,
 ``output["logits"]`` (a KeyError for a field that is None), ``"logits" in output``, ``keys()`` / ``values()`` /
@@ -48,7 +49,9 @@ class _Output(Mapping):
 
 
 @dataclass
-class DFineModelOutput(_Output):
+class _ModelFields(_Output):
+    """The fields of the encoder-decoder's outputs, shared by both output classes."""
+
     last_hidden_state: Tensor | None = None
     intermediate_hidden_states: Tensor | None = None
     intermediate_logits: Tensor | None = None
@@ -70,7 +73,25 @@ class DFineModelOutput(_Output):
 
 
 @dataclass
-class DFineObjectDetectionOutput(_Output):
+class _DetectionFields(_Output):
+    """The fields the detection head and the loss add; in transformers they come before the model's."""
+
+    loss: Tensor | None = None
+    loss_dict: dict[str, Tensor] | None = None
+    logits: Tensor | None = None
+    pred_boxes: Tensor | None = None
+    auxiliary_outputs: list[dict[str, Tensor]] | None = None
+
+
+@dataclass
+class DFineModelOutput(_ModelFields):
+    """The encoder-decoder's outputs (``DFineModel``)."""
+
+
+# A dataclass takes its bases' fields in reverse method-resolution order, so _DetectionFields' come first: the field
+# order (and so ``to_tuple()``) of transformers' DFineObjectDetectionOutput.
+@dataclass
+class DFineObjectDetectionOutput(_ModelFields, _DetectionFields):
     """``logits`` (B, Q, C) and ``pred_boxes`` (B, Q, 4, normalised cxcywh) of the evaluated decoder layer.
 
     With ``labels`` (in training and in eval mode, as in Hugging Face), ``loss`` is the sum of the weighted terms in
@@ -84,27 +105,3 @@ class DFineObjectDetectionOutput(_Output):
     ``decoder_hidden_states`` (the decoder's input queries, then each layer's output, (B, Q, d)) are filled when
     ``forward`` is called with ``output_hidden_states=True``, with transformers' shapes and meaning.
     """
-
-    loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
-    logits: Tensor | None = None
-    pred_boxes: Tensor | None = None
-    auxiliary_outputs: list[dict[str, Tensor]] | None = None
-    last_hidden_state: Tensor | None = None
-    intermediate_hidden_states: Tensor | None = None
-    intermediate_logits: Tensor | None = None
-    intermediate_reference_points: Tensor | None = None
-    intermediate_predicted_corners: Tensor | None = None
-    initial_reference_points: Tensor | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: list[Tensor] | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
-    init_reference_points: Tensor | None = None
-    enc_topk_logits: Tensor | None = None
-    enc_topk_bboxes: Tensor | None = None
-    enc_outputs_class: Tensor | None = None
-    enc_outputs_coord_logits: Tensor | None = None
-    denoising_meta_values: dict[str, Any] | None = None

@@ -21,12 +21,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from dfine.config.image_size import validate_image_size
 from dfine.config.presets import is_preset
 from dfine.errors import ConfigError, DFineError
 from dfine.export.formats import format_of
 from dfine.imaging.inputs import image_list, standardize_image
 from dfine.processing.processor import DFineImageProcessor
-from dfine.utils.checks import check_flag, check_number, check_path, shown, validate_image_size
+from dfine.utils.checks import check_flag, check_number, check_path, shown
 from dfine.utils.device import check_device, resolve_device
 
 logger = logging.getLogger("dfine")

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.hub.download import download_from_hub
 from dfine.imaging.inputs import check_channel_format, image_list, standardize_image
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 from dfine.processing.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
@@ -401,7 +402,8 @@ class DFineImageProcessor:
 
         Raises:
             InputFileError: a local path is missing or holds invalid JSON.
-            DFineError: the hub file cannot be obtained (offline and not cached, unknown repository, no such file).
+            CheckpointError: the hub file cannot be obtained (offline and not cached, unknown repository, no such
+                file), in one line (:func:`dfine.hub.download.download_from_hub`).
         """
         check_option_names(overrides)  # a typo in the call, before the file (which is not to blame) is read
         path = Path(pretrained).expanduser()
@@ -413,7 +415,8 @@ class DFineImageProcessor:
         elif not path.is_file():
             if not HUB_ID.match(text) or text.endswith(".json"):
                 raise InputFileError(pretrained, "no such file or folder")
-            path = _download_config(text, revision, cache_dir, local_files_only, token)
+            path = download_from_hub(text, PREPROCESSOR_CONFIG_NAME, revision, cache_dir=cache_dir,
+                                     local_files_only=local_files_only, token=token)
         elif path.suffix.lower() != ".json":
             # a model file (last.pt, model.safetensors, a .pth) given as the model's from_pretrained takes it: the
             # processor is the one saved beside it
@@ -439,44 +442,3 @@ class DFineImageProcessor:
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={getattr(self, name)!r}" for name in OPTION_NAMES)
         return f"{self.__class__.__name__}({options})"
-
-
-def _download_config(
-    repo_id: str, revision: str | None, cache_dir: str | Path | None, local_files_only: bool, token: str | bool | None
-) -> Path:
-    """Fetch ``preprocessor_config.json`` from the hub, turning hub failures into one-line DFineErrors."""
-    from huggingface_hub import errors as hub_errors
-    from huggingface_hub import hf_hub_download
-
-    where = f"{repo_id}{'@' + revision if revision else ''}"
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                PREPROCESSOR_CONFIG_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                token=token,
-            )
-        )
-    except hub_errors.LocalEntryNotFoundError as error:
-        raise DFineError(
-            f"{where}: not a local folder, {PREPROCESSOR_CONFIG_NAME} is not in the hub cache and the hub cannot "
-            "be reached (offline?); download it once while online or pass a local folder"
-        ) from error
-    except hub_errors.GatedRepoError as error:
-        raise DFineError(f"{where}: gated repository; accept its terms and log in (hf auth login)") from error
-    except hub_errors.RepositoryNotFoundError as error:
-        raise DFineError(
-            f"{where}: not a local folder, and no such repository on the hub (or it is private: log in)"
-        ) from error
-    except hub_errors.RevisionNotFoundError as error:
-        raise DFineError(f"{where}: no such revision") from error
-    except hub_errors.EntryNotFoundError as error:
-        raise DFineError(f"{where}: repository has no {PREPROCESSOR_CONFIG_NAME}") from error
-    except hub_errors.HFValidationError as error:
-        raise DFineError(f"{repo_id}: neither a local path nor a valid hub repository id") from error
-    except OSError as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DFineError(f"{where}: cannot download {PREPROCESSOR_CONFIG_NAME} ({detail})") from error

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dfine.config.image_size import image_size_hw
 from dfine.model.backbone import HGStem
 from dfine.model.deploy.fuse import FusedConv, fuse_convolutions
 from dfine.model.deploy.head import DeployHead, DetectionOutput
@@ -36,20 +37,7 @@ if TYPE_CHECKING:
 from dfine.model.encoder import AIFILayer, sincos_position_embedding
 from dfine.model.layers import RepNCSPELAN4
 
-__all__ = ["DeployedDFine", "DetectionOutput", "deploy", "normalize_image_size"]
-
-
-def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``640`` or ``(H, W)`` -> ``(H, W)``, checked to be positive multiples of 32."""
-    if isinstance(image_size, int):
-        height = width = image_size
-    else:
-        height, width = (int(v) for v in image_size)
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        from dfine.errors import ConfigError
-
-        raise ConfigError(f"image size must be positive multiples of 32, got {height}x{width}")
-    return height, width
+__all__ = ["DeployedDFine", "DetectionOutput", "deploy"]
 
 
 class DeployAIFI(nn.Module):
@@ -285,6 +273,6 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
     if image_size is None:
         config = model.config
         image_size = config.anchor_image_size or config.eval_size or config.training_image_size or 640
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     source = copy.deepcopy(model).eval()
     return DeployedDFine(source, size).eval()

@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from dfine.config.image_size import image_size_hw
 from dfine.errors import ConfigError, DFineError
-from dfine.model.deploy.deployed import DeployedDFine, deploy, normalize_image_size
+from dfine.model.deploy.deployed import DeployedDFine, deploy
 from dfine.model.deploy.head import DetectionOutput
 
 __all__ = ["CUDAGraphRunner", "FastDetector", "optimize_for_inference"]
@@ -171,7 +172,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
         deployed = copy.deepcopy(model)
     else:
         deployed = deploy(model, image_size)  # type: ignore[arg-type]  # a copy already
-    size = deployed.image_size if image_size is None else normalize_image_size(image_size)
+    size = deployed.image_size if image_size is None else image_size_hw(image_size)
     deployed = deployed.to(device)
     deployed.set_precision(dtype, head_dtype)
     if channels_last is None:

@@ -1,6 +1,7 @@
 """Deploy form of the detection head: two-stage query selection and the FDR decoder, inference path only.
 
-Numerically the same computation as :class:`dfine.model.network.DFineNetwork` in eval mode (SPEC Part A §3.8–3.13),
+Numerically the same computation as :class:`dfine.model.network.DFineNetwork` in eval mode (the original's
+``src/zoo/dfine/dfine_decoder.py: DFINETransformer.forward``),
 restructured for speed and for capture (CUDA graphs, ``torch.compile``, ONNX):
 
 * anchors, the valid mask, the FDR weighting W(n) and the deformable-attention point scales are buffers computed
@@ -164,10 +165,10 @@ class DeployHead(nn.Module):
             value_scales = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=memory.device)
         anchors, valid, value_scales = anchors.to(dtype), valid.to(dtype), value_scales.to(dtype)
 
-        # two-stage query selection (SPEC Part A §3.9): score every token, keep the best Q. Token-sized tensors
-        # (B·S·d, float32) are the largest of the head and set the peak memory at large batch, so few are kept
-        # alive: enc_output's Linear(memory · valid) is computed as (memory Wᵀ) · valid + b without a masked copy,
-        # and the scored tokens are dropped before the value maps are laid out.
+        # two-stage query selection (original: DFINETransformer._select_topk): score every token, keep the best Q.
+        # Token-sized tensors (B·S·d, float32) are the largest of the head and set the peak memory at large batch,
+        # so few are kept alive: enc_output's Linear(memory · valid) is computed as (memory Wᵀ) · valid + b without
+        # a masked copy, and the scored tokens are dropped before the value maps are laid out.
         batch = memory.shape[0]
         linear, norm = self.enc_output[0], self.enc_output[1]
         output_memory = norm(F.linear(memory, linear.weight).mul_(valid).add_(linear.bias))
@@ -191,7 +192,8 @@ class DeployHead(nn.Module):
         return self._decode(selected, reference, values, scales)
 
     def _decode(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]) -> DetectionOutput:
-        """The FDR decoder (SPEC Part A §3.11), collecting only the evaluated layer."""
+        """The FDR decoder (D-FINE paper, section "Fine-grained Distribution Refinement"), collecting only the
+        evaluated layer."""
         project = self.project.to(hidden.dtype)
         previous: Tensor | None = None
         corners: Tensor | None = None
