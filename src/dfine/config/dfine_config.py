@@ -53,6 +53,8 @@ DATASET_CATEGORY_IDS = "dataset_category_ids"
 
 # config.json key of DFineConfig.training_image_size
 TRAINING_IMAGE_SIZE = "training_image_size"
+# config.json key of DFineConfig.mal_gamma (not a transformers field; kept like any unknown key)
+MAL_GAMMA = "mal_gamma"
 
 
 class DFineConfig(JsonConfig):
@@ -231,6 +233,26 @@ class DFineConfig(JsonConfig):
             self.extra.pop(DATASET_CATEGORY_IDS, None)  # labels are the ids: nothing to record
         else:
             self.extra[DATASET_CATEGORY_IDS] = ids
+
+    @property
+    def mal_gamma(self) -> float | None:
+        """γ of DEIM's Matchability-Aware Loss, which then replaces VFL as the classification loss; None (the
+        default, and every released checkpoint's) trains with VFL.
+
+        ``dfine train --recipe deim`` sets it (DEIM's 1.5); kept in config.json, where transformers ignores it, so
+        that a model says how it was trained and a resumed run keeps its loss.
+        """
+        value = self.extra.get(MAL_GAMMA)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @mal_gamma.setter
+    def mal_gamma(self, gamma: float | None) -> None:
+        if gamma is None:
+            self.extra.pop(MAL_GAMMA, None)
+        elif not isinstance(gamma, int | float) or isinstance(gamma, bool) or gamma < 0:
+            raise ConfigError(f"mal_gamma must be a number >= 0 or None, got {gamma!r}")
+        else:
+            self.extra[MAL_GAMMA] = float(gamma)
 
     @property
     def num_points_list(self) -> list[int]:

@@ -16,6 +16,7 @@ from dfine.loss.functional import (
     decoupled_distillation_loss,
     fgl_targets,
     fine_grained_localization_loss,
+    matchability_aware_loss,
     varifocal_loss,
 )
 from dfine.loss.matcher import HungarianMatcher, Matching, denoising_matching, union_matching
@@ -32,12 +33,16 @@ def build_matcher(config: DFineConfig) -> HungarianMatcher:
 
 def build_criterion(config: DFineConfig) -> DFineCriterion:
     """The criterion a config describes: its matcher, ``weight_loss_*`` weights, VFL α / γ (``focal_loss_*``) and N
-    (``max_num_bins``). The config's defaults, named as in transformers, are the one copy of the recipe's numbers."""
-    weights = {"loss_vfl": config.weight_loss_vfl, "loss_bbox": config.weight_loss_bbox,
+    (``max_num_bins``). The config's defaults, named as in transformers, are the one copy of the recipe's numbers.
+    A config with :attr:`~dfine.config.DFineConfig.mal_gamma` set (DEIM's recipe) trains with the
+    Matchability-Aware Loss in place of VFL, at VFL's weight."""
+    classification = "loss_vfl" if config.mal_gamma is None else "loss_mal"
+    weights = {classification: config.weight_loss_vfl, "loss_bbox": config.weight_loss_bbox,
                "loss_giou": config.weight_loss_giou, "loss_fgl": config.weight_loss_fgl,
                "loss_ddf": config.weight_loss_ddf}
     return DFineCriterion(config.num_labels, matcher=build_matcher(config), weight_dict=weights,
-                          alpha=config.focal_loss_alpha, gamma=config.focal_loss_gamma, reg_max=config.max_num_bins)
+                          alpha=config.focal_loss_alpha, gamma=config.focal_loss_gamma, reg_max=config.max_num_bins,
+                          mal_gamma=config.mal_gamma if config.mal_gamma is not None else 1.5)
 
 
 __all__ = [
@@ -54,6 +59,7 @@ __all__ = [
     "denoising_matching",
     "fgl_targets",
     "fine_grained_localization_loss",
+    "matchability_aware_loss",
     "union_matching",
     "varifocal_loss",
 ]

@@ -64,6 +64,7 @@ from dfine.loss.functional import (
     decoupled_distillation_loss,
     fgl_targets,
     fine_grained_localization_loss,
+    matchability_aware_loss,
     matched_iou,
     varifocal_loss,
 )
@@ -72,8 +73,11 @@ from dfine.ops import weighting_function
 
 __all__ = ["LOSS_NAMES", "DFineCriterion"]
 
-#: The base terms a weight dict may name; the weights themselves are a config's ``weight_loss_*`` fields.
+#: D-FINE's base terms; the weights themselves are a config's ``weight_loss_*`` fields.
 LOSS_NAMES = ("loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf")
+#: The classification term: ``loss_vfl`` (D-FINE) or ``loss_mal`` (DEIM's Matchability-Aware Loss), not both.
+CLASSIFICATION_LOSSES = ("loss_vfl", "loss_mal")
+_KNOWN = (*LOSS_NAMES, "loss_mal")
 
 
 class _Assignment(NamedTuple):
@@ -147,12 +151,15 @@ class DFineCriterion(nn.Module):
         reg_max: int,
         ddf_temperature: float = DDF_TEMPERATURE,
         ddf_batch_factor: float = DDF_BATCH_FACTOR,
+        mal_gamma: float = 1.5,
     ) -> None:
         super().__init__()
         weight_dict = dict(weight_dict)
-        unknown = sorted(set(weight_dict) - set(LOSS_NAMES))
+        unknown = sorted(set(weight_dict) - set(_KNOWN))
         if unknown:
-            raise ValueError(f"DFineCriterion: unknown loss names {unknown}; known: {sorted(LOSS_NAMES)}")
+            raise ValueError(f"DFineCriterion: unknown loss names {unknown}; known: {sorted(_KNOWN)}")
+        if all(name in weight_dict for name in CLASSIFICATION_LOSSES):
+            raise ValueError("DFineCriterion: weight loss_vfl or loss_mal, not both (one classification loss)")
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
@@ -161,6 +168,7 @@ class DFineCriterion(nn.Module):
         self.reg_max = reg_max
         self.ddf_temperature = ddf_temperature
         self.ddf_batch_factor = ddf_batch_factor
+        self.mal_gamma = mal_gamma
 
     def forward(
         self, outputs: Any, targets: Sequence[Mapping[str, Tensor]], up: Tensor, reg_scale: Tensor
@@ -303,6 +311,10 @@ class DFineCriterion(nn.Module):
             value = varifocal_loss(logits, boxes, own.batch_idx, own.query_idx, own.labels, own.boxes,
                                    own.num_boxes, self.alpha, self.gamma)
             self._add(losses, "loss_vfl", suffix, value)
+        if "loss_mal" in w:
+            value = matchability_aware_loss(logits, boxes, own.batch_idx, own.query_idx, own.labels, own.boxes,
+                                            own.num_boxes, self.mal_gamma)
+            self._add(losses, "loss_mal", suffix, value)
         matched_boxes = boxes[shared.batch_idx, shared.query_idx]
         if "loss_bbox" in w or "loss_giou" in w:
             l1, giou = box_losses(matched_boxes, shared.boxes, shared.num_boxes)
@@ -346,7 +358,8 @@ class DFineCriterion(nn.Module):
             # Denoising meta without denoising rows (no image has a target): the terms exist, and are 0, so the set
             # of names does not change from batch to batch (the original computes them on empty tensors -> 0).
             zero = logits.sum() * 0
-            groups = [(f"_dn_{i}", LOSS_NAMES) for i in range(num_layers)] + [("_dn_pre", LOSS_NAMES[:3])]
+            pre_names = (*CLASSIFICATION_LOSSES, "loss_bbox", "loss_giou")  # the pre head has no corners
+            groups = [(f"_dn_{i}", _KNOWN) for i in range(num_layers)] + [("_dn_pre", pre_names)]
             for suffix, names in groups:
                 losses.update({name + suffix: zero for name in names if name in self.weight_dict})
             return

@@ -106,6 +106,44 @@ def varifocal_loss(
     return loss.mean(1).sum() * logits.shape[1] / num_boxes
 
 
+def matchability_aware_loss(
+    logits: Tensor,
+    pred_boxes: Tensor,
+    batch_idx: Tensor,
+    query_idx: Tensor,
+    target_labels: Tensor,
+    target_boxes: Tensor,
+    num_boxes: float,
+    gamma: float,
+) -> Tensor:
+    """DEIM's Matchability-Aware Loss (Huang et al., "DEIM: DETR with Improved Matching for Fast Convergence", CVPR
+    2025, Eq. 4; the original's ``DEIMCriterion.loss_labels_mal`` with ``mal_alpha=None``).
+
+    With ``q`` = IoU(sg(pred box), gt) of a matched query and ``p`` = σ(logit)::
+
+        MAL(p, q, y) = −(q^γ log p + (1 − q^γ) log(1 − p))   for the matched class of a matched query (y = 1)
+                       −p^γ log(1 − p)                         everywhere else (y = 0)
+
+    i.e. BCE-with-logits against the target ``q^γ`` with weight 1 on positives and ``sg(p)^γ`` on negatives. Unlike
+    VFL, a positive with a low IoU is not down-weighted by its own target (the weight stays 1), so the many
+    low-quality matches that dense one-to-one matching produces still teach the classifier; and the negatives'
+    focal weight has no α. Normalised as :func:`varifocal_loss`.
+
+    Args:
+        as :func:`varifocal_loss`; ``gamma``: the exponent on both the target IoU and the negative weight (DEIM:
+        1.5).
+    """
+    iou = matched_iou(pred_boxes[batch_idx, query_idx], target_boxes).to(logits.dtype)
+    onehot = torch.zeros_like(logits)
+    onehot[batch_idx, query_idx, target_labels] = 1.0
+    score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
+    score[batch_idx, query_idx] = iou
+    target_score = score.unsqueeze(-1).pow(gamma) * onehot
+    weight = logits.detach().sigmoid().pow(gamma) * (1 - onehot) + onehot
+    loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
+    return loss.mean(1).sum() * logits.shape[1] / num_boxes
+
+
 def box_losses(pred_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tuple[Tensor, Tensor]:
     """L1 and GIoU losses of matched boxes (original: ``DFINECriterion.loss_boxes``).
 
