@@ -67,6 +67,9 @@ class DFineModelOutput(_Output):
     enc_outputs_class: Tensor | None = None
     enc_outputs_coord_logits: Tensor | None = None
     denoising_meta_values: dict[str, Any] | None = None
+    # segmentation models only (not a transformers field): (B, L', Q, H/4, W/4) mask logits, laid out like
+    # intermediate_predicted_corners (training: every decoder layer, denoising queries first; eval: the evaluated one)
+    intermediate_predicted_masks: Tensor | None = None
 
 
 @dataclass
@@ -108,3 +111,19 @@ class DFineObjectDetectionOutput(_Output):
     enc_outputs_class: Tensor | None = None
     enc_outputs_coord_logits: Tensor | None = None
     denoising_meta_values: dict[str, Any] | None = None
+
+
+@dataclass
+class DFineInstanceSegmentationOutput(DFineObjectDetectionOutput):
+    """:class:`DFineObjectDetectionOutput` plus the masks of D-FINE-seg.
+
+    ``pred_masks`` (B, Q, H/4, W/4) are the mask logits of the evaluated decoder layer's queries (denoising queries
+    first in training mode, like ``logits``); post-process with
+    :meth:`dfine.DFineImageProcessor.post_process_instance_segmentation`. ``intermediate_predicted_masks``
+    (B, L', Q, H/4, W/4) holds every decoder layer's in training mode (the auxiliary and denoising layers' masks;
+    each entry of ``auxiliary_outputs`` for a decoder layer also has its ``pred_masks``), the evaluated layer's in
+    eval mode. Masks are not predicted in training mode when ``labels`` are given but no target has ``masks``.
+    """
+
+    pred_masks: Tensor | None = None
+    intermediate_predicted_masks: Tensor | None = None
