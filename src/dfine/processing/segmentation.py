@@ -108,7 +108,7 @@ def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: A
     from torchvision.ops import nms
 
     logits, pred_boxes, pred_masks = _outputs(outputs)
-    batch, num_queries, num_classes = logits.shape
+    _, num_queries, num_classes = logits.shape
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0):
         raise ValueError(f"top_k must be a positive integer (candidates per image) or None, got {top_k!r}")
     if not 0.0 <= mask_threshold <= 1.0:
