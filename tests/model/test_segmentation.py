@@ -146,6 +146,7 @@ def test_detector_never_gets_a_mask_branch() -> None:
     torch.manual_seed(0)
     plain = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco"))
     assert not detector.config.use_mask_head and config.use_mask_head  # the caller's config is not changed
+    assert detector.config.to_dict()["architectures"] == ["DFineForObjectDetection"]
     assert detector.state_dict().keys() == plain.state_dict().keys()
 
 

@@ -41,7 +41,9 @@ def _with_mask_head(config: DFineConfig, enabled: bool) -> DFineConfig:
     whether it has a mask branch, whatever checkpoint its config came from."""
     if config.use_mask_head == enabled:
         return config
-    return DFineConfig.from_dict(config.to_dict(), use_mask_head=enabled)
+    data = config.to_dict()
+    del data["architectures"]  # names the other class; derived again from the flag
+    return DFineConfig.from_dict(data, use_mask_head=enabled)
 
 
 class DFineModel(PretrainedMixin, DFineNetwork):

@@ -9,6 +9,7 @@ instance's box.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -109,12 +110,14 @@ def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: A
 
     logits, pred_boxes, pred_masks = _outputs(outputs)
     _, num_queries, num_classes = logits.shape
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0):
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k <= 0):
         raise ValueError(f"top_k must be a positive integer (candidates per image) or None, got {top_k!r}")
     if not 0.0 <= mask_threshold <= 1.0:
         raise ValueError(f"mask_threshold must be a probability in [0, 1], got {mask_threshold!r}")
     sizes = _image_sizes(target_sizes, pred_masks)
-    k = min(num_queries if top_k is None else top_k, num_queries * num_classes)
+    k = min(num_queries if top_k is None else int(top_k), num_queries * num_classes)
+    # float32 whatever the model ran in: half precision cannot place a box edge to the pixel in a large image
+    pred_boxes, pred_masks = pred_boxes.float(), pred_masks.float()
     scores, labels, queries = top_k_pairs(logits, k)
     results = []
     for b, (height, width) in enumerate(sizes):
