@@ -37,6 +37,10 @@ SELECTION_MARGIN = 5e-6
 # The test pictures' seed per size, chosen so that the selection has that margin (checked in the test).
 IMAGE_SEEDS = {"n": 4, "s": 1, "m": 1, "l": 1, "x": 2}
 
+# Images per batch: two for N, where the batch axis of every step (the mask product included) is checked; one for
+# the larger sizes, whose float64 convolutions set the test's time.
+BATCH_SIZES = {"n": 2, "s": 1, "m": 1, "l": 1, "x": 1}
+
 
 def _selection_margin(enc_outputs_class: torch.Tensor, num_queries: int) -> float:
     """The smallest gap between the encoder scores that rank the first num_queries + 1 tokens, over the batch."""
@@ -56,9 +60,10 @@ def _oracle_checkpoint(size: str, pixel_values: torch.Tensor, path, num_queries:
 @pytest.mark.slow
 @pytest.mark.parametrize("size", ["n", "s", "m", "l", "x"])
 def test_logits_boxes_and_masks_match_dfine_seg(size: str, tmp_path) -> None:
-    height, width = INPUT_SIZES[size]
+    (height, width), batch = INPUT_SIZES[size], BATCH_SIZES[size]
     side = max(height, width)
-    pixel_values = to_pixel_values(natural_images(2, side, seed=IMAGE_SEEDS[size]), side)[:, :, :height, :width].contiguous()
+    images = natural_images(batch, side, seed=IMAGE_SEEDS[size])
+    pixel_values = to_pixel_values(images, side)[:, :, :height, :width].contiguous()
     oracle = _oracle_checkpoint(size, pixel_values, tmp_path / f"dfine_seg_{size}_coco.pt")
     ours = dfine.DFineForInstanceSegmentation.from_pretrained(tmp_path / f"dfine_seg_{size}_coco.pt")
     assert ours.config.use_mask_head and ours.config.mask_dim == (128 if size == "n" else 256)
@@ -71,11 +76,13 @@ def test_logits_boxes_and_masks_match_dfine_seg(size: str, tmp_path) -> None:
         got = ours(pixel_values.double())
     margin = _selection_margin(got.enc_outputs_class, 300)
     assert margin > SELECTION_MARGIN, f"near-tied encoder scores ({margin:.1e} apart): pick another IMAGE_SEEDS entry"
-    assert got.pred_masks.shape == expected["pred_masks"].shape == (2, 300, height // 4, width // 4)
-    # the outputs must depend on the image and vary over queries and pixels, or the comparison proves little
-    assert _max_diff(expected["pred_logits"][0], expected["pred_logits"][1]) > 0.5
-    assert _max_diff(expected["pred_masks"][0], expected["pred_masks"][1]) > 0.1
+    assert got.pred_masks.shape == expected["pred_masks"].shape == (batch, 300, height // 4, width // 4)
+    # the outputs must vary over queries and pixels (and images), or the comparison proves little
+    assert expected["pred_boxes"].std(dim=1).mean() > 0.01
     assert expected["pred_masks"].std(dim=(-2, -1)).mean() > 0.01
+    if batch > 1:
+        assert _max_diff(expected["pred_logits"][0], expected["pred_logits"][1]) > 0.5
+        assert _max_diff(expected["pred_masks"][0], expected["pred_masks"][1]) > 0.1
     assert _max_diff(got.logits, expected["pred_logits"]) <= TOLERANCE
     assert _max_diff(got.pred_boxes, expected["pred_boxes"]) <= TOLERANCE
     # D-FINE-seg's eval output holds probabilities, ours logits
