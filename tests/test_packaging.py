@@ -1,4 +1,5 @@
-"""The package stands on its own: transformers is a test oracle only, and light modules do not pull in torch."""
+"""The package stands on its own: transformers and dfine-seg are test oracles only, and light modules do not pull in
+torch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "dfine"
 def test_no_transformers_import_in_the_package() -> None:
     offenders = [str(p) for p in SRC.rglob("*.py")
                  if re.search(r"^\s*(from|import)\s+transformers\b", p.read_text(), re.MULTILINE)]
+    assert offenders == []
+
+
+def test_no_dfine_seg_import_in_the_package() -> None:
+    """D-FINE-seg (dfine_seg) is the segmentation tests' oracle only, like transformers."""
+    offenders = [str(p) for p in SRC.rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+dfine_seg\b", p.read_text(), re.MULTILINE)]
     assert offenders == []
 
 

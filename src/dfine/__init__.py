@@ -22,8 +22,10 @@ _EXPORTS = {
     "DatasetError": "dfine.errors",
     "DFineModel": "dfine.model",
     "DFineForObjectDetection": "dfine.model",
+    "DFineForInstanceSegmentation": "dfine.model",
     "DFineModelOutput": "dfine.model",
     "DFineObjectDetectionOutput": "dfine.model",
+    "DFineInstanceSegmentationOutput": "dfine.model",
     "DFineImageProcessor": "dfine.processing.processor",
     "Predictor": "dfine.predict.predictor",
     "list_presets": "dfine.config.presets",
@@ -42,6 +44,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from dfine.config.presets import list_presets
     from dfine.engine.api import train, val
     from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
-    from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
+    from dfine.model import (
+        DFineForInstanceSegmentation,
+        DFineForObjectDetection,
+        DFineInstanceSegmentationOutput,
+        DFineModel,
+        DFineModelOutput,
+        DFineObjectDetectionOutput,
+    )
     from dfine.predict.predictor import Predictor
     from dfine.processing.processor import DFineImageProcessor

@@ -10,6 +10,8 @@ Module names (``embedder.stem1.convolution`` …) follow the Hugging Face checkp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -147,12 +149,14 @@ class HGNetV2Encoder(nn.Module):
 
 
 class HGNetV2Backbone(nn.Module):
-    """HGNetv2 returning the feature maps of ``config.out_indices`` (stem = 0, stage s = s)."""
+    """HGNetv2 returning the feature maps of ``config.out_indices`` (stem = 0, stage s = s), or of ``out_indices``
+    when given (ascending; the mask branch of D-FINE-N-seg also takes stage 2)."""
 
-    def __init__(self, config: HGNetV2Config) -> None:
+    def __init__(self, config: HGNetV2Config, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.out_indices = list(config.out_indices)
-        self.channels = config.out_channels
+        self.out_indices = list(config.out_indices if out_indices is None else out_indices)
+        all_channels = [config.stem_channels[2], *config.stage_out_channels]
+        self.channels = [all_channels[i] for i in self.out_indices]
         self.embedder = HGStem(config.stem_channels, config.stem_strides, config.hidden_act,
                                config.use_learnable_affine_block)
         self.encoder = HGNetV2Encoder(config)
@@ -173,9 +177,9 @@ class HGNetV2Backbone(nn.Module):
 class DFineBackbone(nn.Module):
     """Holds the HGNetv2 under ``.model`` (the checkpoints' ``model.backbone.model.*`` prefix)."""
 
-    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool) -> None:
+    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.model = HGNetV2Backbone(config)
+        self.model = HGNetV2Backbone(config, out_indices)
         if freeze_batch_norm:
             freeze_batch_norms(self.model)
         self.channels = self.model.channels

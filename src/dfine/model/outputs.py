@@ -70,6 +70,9 @@ class _ModelFields(_Output):
     enc_outputs_class: Tensor | None = None
     enc_outputs_coord_logits: Tensor | None = None
     denoising_meta_values: dict[str, Any] | None = None
+    # segmentation models only (not a transformers field): (B, L', Q, H/4, W/4) mask logits, laid out like
+    # intermediate_predicted_corners (training: every decoder layer, denoising queries first; eval: the evaluated one)
+    intermediate_predicted_masks: Tensor | None = None
 
 
 @dataclass
@@ -86,6 +89,10 @@ class _DetectionFields(_Output):
 @dataclass
 class DFineModelOutput(_ModelFields):
     """The encoder-decoder's outputs (``DFineModel``)."""
+
+    # segmentation models only (not a transformers field): (B, L', Q, H/4, W/4) mask logits, laid out like
+    # intermediate_predicted_corners (training: every decoder layer, denoising queries first; eval: the evaluated one)
+    intermediate_predicted_masks: Tensor | None = None
 
 
 # A dataclass takes its bases' fields in reverse method-resolution order, so _DetectionFields' come first: the field
@@ -105,3 +112,19 @@ class DFineObjectDetectionOutput(_ModelFields, _DetectionFields):
     ``decoder_hidden_states`` (the decoder's input queries, then each layer's output, (B, Q, d)) are filled when
     ``forward`` is called with ``output_hidden_states=True``, with transformers' shapes and meaning.
     """
+
+
+@dataclass
+class DFineInstanceSegmentationOutput(DFineObjectDetectionOutput):
+    """:class:`DFineObjectDetectionOutput` plus the masks of D-FINE-seg.
+
+    ``pred_masks`` (B, Q, H/4, W/4) are the mask logits of the evaluated decoder layer's queries (denoising queries
+    first in training mode, like ``logits``); post-process with
+    :meth:`dfine.DFineImageProcessor.post_process_instance_segmentation`. ``intermediate_predicted_masks``
+    (B, L', Q, H/4, W/4) holds every decoder layer's in training mode (the auxiliary and denoising layers' masks;
+    each entry of ``auxiliary_outputs`` for a decoder layer also has its ``pred_masks``), the evaluated layer's in
+    eval mode. Masks are not predicted in training mode when ``labels`` are given but no target has ``masks``.
+    """
+
+    pred_masks: Tensor | None = None
+    intermediate_predicted_masks: Tensor | None = None
