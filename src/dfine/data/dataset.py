@@ -42,6 +42,9 @@ class DetectionDataset(Dataset):
         index.raise_if_problems()
         self.index = index
         self.transforms = transforms
+        bind = getattr(transforms, "bind_dataset", None)
+        if bind is not None:  # transforms that compose several samples (DEIM's mosaic) draw the others from here
+            bind(self)
 
     @property
     def class_names(self) -> list[str]:

@@ -80,10 +80,11 @@ def train(
     seed: int = 0,
     pretrained_backbone: bool = True,
     lr: float | None = None,
-    eval_interval: int = 1,
+    eval_interval: int | None = None,
     progress: bool = True,
     sync_bn: bool = False,
     profile: bool = False,
+    recipe: str | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train D-FINE on a data set with the original recipe, scaled to this run (printed at the start).
@@ -112,9 +113,14 @@ def train(
         seed: seed of the initial weights, data order and augmentations (0 .. 2**63 - 1).
         pretrained_backbone: presets only: start the backbone from ImageNet weights (needs the network once).
         lr: base learning rate, taken as given (the backbone LR keeps the recipe's ratio); None scales the recipe's.
-        eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA).
+        eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA); None
+            chooses from the split sizes (:func:`~dfine.engine.hparams.default_eval_interval`; 1 on COCO-sized data)
+            and says so, or keeps a resumed run's.
         progress: progress bars.
         sync_bn: under torchrun on CUDA, convert trainable batch norms to SyncBatchNorm.
+        recipe: ``"dfine"`` (the original recipe; the default) or ``"deim"``: DEIM's Dense O2O (mosaic, mixup),
+            Matchability-Aware Loss and flat-cosine schedule, which converge in fewer epochs
+            (:mod:`dfine.engine.recipes`). A resumed run keeps its own.
         profile: print where each epoch's time goes (data wait, forward, loss + matching, backward, optimizer,
             EMA, evaluation, writes; :mod:`dfine.engine.profiling`) and keep the run's totals in ``profile.json``.
         **overrides: hyper-parameters (:class:`~dfine.engine.hparams.Hyperparameters` fields, e.g.
@@ -136,7 +142,8 @@ def train(
         options = TrainOptions(data=data, model=model, epochs=epochs, batch_size=batch_size, image_size=image_size,
                                output=output, device=device, resume=resume, amp=amp, workers=workers, seed=seed,
                                pretrained_backbone=pretrained_backbone, lr=lr, eval_interval=eval_interval,
-                               progress=progress, sync_bn=sync_bn, profile=profile, overrides=dict(overrides))
+                               progress=progress, sync_bn=sync_bn, profile=profile, recipe=recipe,
+                               overrides=dict(overrides))
         return _train(options, local_rank, world_size)
     finally:
         if owns_group and world_size > 1:
@@ -145,6 +152,7 @@ def train(
 
 def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResult:
     from dfine.data import EvalTransforms, TrainTransforms
+    from dfine.data.mosaic import DenseO2OPolicy
     from dfine.engine.build import build_loaders, check_config_overrides
     from dfine.engine.distributed import is_main_process, seed_everything
     from dfine.engine.hparams import check_overrides, count_noun
@@ -162,13 +170,15 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     plan = prepare_model(options, run, data, device, world_size, hp_overrides, config_overrides)
     hp, image_hw = plan.hparams, plan.image_hw
 
-    train_set = data.spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch, seed=run.seed))
+    dense_o2o = DenseO2OPolicy(*hp.dense_o2o_epochs, mosaic_prob=hp.mosaic_prob, mixup_prob=hp.mixup_prob)
+    train_set = data.spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch, seed=run.seed,
+                                                         strong_start=hp.strong_aug_start, dense_o2o=dense_o2o))
     val_set = data.spec.build("val", EvalTransforms(image_hw)) if "val" in data.spec.splits else None
     workers = options.workers if options.workers is not None else default_workers()
     train_loader, val_loader = build_loaders(
         train_set, val_set, batch_size=hp.batch_size, image_size=image_hw, base_size_repeat=hp.base_size_repeat,
         stop_epoch=hp.stop_epoch, workers=workers, seed=run.seed, world_size=world_size,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", mixup=dense_o2o)
     parts = build_optimization(plan.net, hp, device, world_size, options.sync_bn, plan.amp, len(train_loader))
     processor = DFineImageProcessor(size={"height": image_hw[0], "width": image_hw[1]})
     trainer = Trainer(model=parts.model, train_model=parts.train_model, optimizer=parts.optimizer,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dfine.config.image_size import image_size_hw
+from dfine.engine.recipes import check_recipe
 from dfine.errors import ConfigError
 from dfine.utils.checks import (
     check_flag,
@@ -44,10 +45,11 @@ class TrainOptions:
     seed: int = 0
     pretrained_backbone: bool = True
     lr: float | None = None
-    eval_interval: int = 1
+    eval_interval: int | None = None
     progress: bool = True
     sync_bn: bool = False
     profile: bool = False
+    recipe: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -66,9 +68,13 @@ class TrainOptions:
         for flag in ("pretrained_backbone", "progress", "sync_bn", "profile"):
             check_flag(getattr(self, flag), flag)
         check_number(self.lr, "lr", low=0.0, low_open=True, optional=True)
-        check_integer(self.eval_interval, "eval_interval", 0)
+        check_integer(self.eval_interval, "eval_interval", 0, optional=True)
         check_workers(self.workers)
         check_seed(self.seed)
+        if self.recipe is not None:
+            if not isinstance(self.recipe, str):
+                raise ConfigError(f"recipe must be 'dfine' or 'deim', got {shown(self.recipe)}")
+            check_recipe(self.recipe)
 
 
 def check_workers(workers: int | None) -> None:

@@ -57,7 +57,6 @@ from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import current_lrs
 from dfine.engine.profiling import WORKER_PHASE, PhaseTimer, breakdown_table, save_profile, timed_batches
 from dfine.engine.schedule import LRSchedule
-from dfine.engine.setup import training_memory_format
 from dfine.engine.step import StepOutcome, train_step
 from dfine.engine.train_state import Diverged, TrainState, clone_state
 from dfine.engine.validate import evaluate
@@ -276,8 +275,7 @@ class Trainer:
                     self._save_batch_preview(batch)
             result = train_step(self.train_model, batch, optimizer=self.optimizer, scheduler=self.scheduler,
                                 scaler=self.scaler, ema=self.ema, device=self.device, amp_dtype=self.amp_dtype,
-                                clip_max_norm=self.hparams.clip_max_norm, timer=timer,
-                                memory_format=training_memory_format(self.device))
+                                clip_max_norm=self.hparams.clip_max_norm, timer=timer)
             if result.outcome is StepOutcome.NONFINITE:
                 in_a_row += 1
                 skipped += 1
