@@ -34,6 +34,8 @@ from dfine.engine.recipes import apply_recipe, check_recipe, describe_recipe
 from dfine.engine.schedule import LR_SCHEDULES, describe_schedule
 from dfine.errors import ConfigError
 
+LR_SCALINGS = ("linear", "sqrt", "none")
+"""How the recipe's learning rate may follow the batch size (:attr:`Hyperparameters.lr_scaling`)."""
 LARGE_DATASET = 10_000
 """Training images from which the recipe's epoch count is used unchanged."""
 MIN_ITERATIONS = 2_000
@@ -80,6 +82,8 @@ class Hyperparameters:
         mosaic_prob: the chance a training sample is a mosaic of four, in the Dense O2O epochs.
         mixup_prob: the chance a batch is mixed with itself shifted by one image, in the Dense O2O epochs.
         mal_gamma: γ of DEIM's Matchability-Aware Loss, which replaces VFL (None: VFL).
+        lr_scaling: how the recipe's learning rates follow the batch size ``k = batch / recipe batch``:
+            ``linear`` (× k, the original's rule), ``sqrt`` (× √k) or ``none``. An explicit ``lr`` is not scaled.
         ema_decay: EMA decay ``d`` in ``d(t) = d·(1 − exp(−t / ema_warmups))``.
         ema_warmups: EMA warm-up constant, in optimizer steps (0 = constant decay).
         ema_restart_decay: EMA decay from the stop epoch on.
@@ -126,6 +130,7 @@ class Hyperparameters:
     mosaic_prob: float = 0.0
     mixup_prob: float = 0.0
     mal_gamma: float | None = None
+    lr_scaling: str = "linear"
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -282,11 +287,15 @@ def resolve_hyperparameters(
                           "(the last incomplete batch is dropped, so no step would be taken)")
     k = batch_size / recipe.batch_size
 
+    lr_scaling = str(overrides.pop("lr_scaling", "linear"))
+    if lr_scaling not in LR_SCALINGS:
+        raise ConfigError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
     if lr is None:
-        lr, backbone_lr = recipe.lr * k, recipe.backbone_lr * k
+        factor = {"linear": k, "sqrt": math.sqrt(k), "none": 1.0}[lr_scaling]
+        lr, backbone_lr = recipe.lr * factor, recipe.backbone_lr * factor
         if k != 1:
-            notes.append(f"learning rates scaled x{k:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
-                         f"(batch {batch_size} vs {recipe.batch_size}, linear scaling)")
+            notes.append(f"learning rates scaled x{factor:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
+                         f"(batch {batch_size} vs {recipe.batch_size}, {lr_scaling} scaling)")
     else:
         if lr <= 0:
             raise ConfigError(f"lr must be positive, got {lr}")
@@ -333,7 +342,7 @@ def resolve_hyperparameters(
         weight_decay=recipe.weight_decay, warmup_iters=warmup_iters, ema_decay=ema_decay, ema_warmups=ema_warmups,
         ema_restart_decay=restart_decay, clip_max_norm=recipe.clip_max_norm, base_size_repeat=recipe.base_size_repeat,
         freeze_backbone_norm=recipe.freeze_backbone_norm, no_decay_bias=recipe.no_decay_bias, fine_tune=fine_tune,
-        notes=notes,
+        lr_scaling=lr_scaling, notes=notes,
     )
     hp = apply_recipe(hp, recipe_name, total)
     if overrides:
