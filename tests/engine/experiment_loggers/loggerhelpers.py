@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 # variables that could send a test to a real service, or pick up the machine's login
-_CLEARED = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_PROJECT", "WANDB_ENTITY",
-            "WANDB_RUN_ID", "WANDB_RESUME", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
-            "MLFLOW_RUN_ID")
+_CLEARED = ("WANDB_API_KEY", "WANDB_DIR", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_PROJECT",
+            "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
+            "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
 
 
 def offline_environment(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,7 +27,8 @@ def offline_environment(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     home = root / "logger-home"
     settings = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
-                "WANDB_DISABLE_GIT": "true", "WANDB_DATA_DIR": str(home / "data"), "WANDB_CACHE_DIR": str(home / "cache"),
+                "WANDB_DISABLE_GIT": "true", "WANDB_DATA_DIR": str(home / "data"),
+                "WANDB_CACHE_DIR": str(home / "cache"),
                 "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
                 "NETRC": str(home / "netrc"), "MLFLOW_TRACKING_URI": (root / "mlruns").as_uri(),
                 "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "WANDB_X_DISABLE_STATS": "true"}

@@ -27,7 +27,8 @@ def test_logger_names(value: object, names: tuple[str, ...] | None) -> None:
 
 
 def test_unknown_logger_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown logger 'comet': choose from tensorboard, wandb, mlflow \(or none\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^unknown logger 'comet': choose from tensorboard, wandb, mlflow \(or none\)$"):
         check_logger_names(["wandb", "comet"])
     with pytest.raises(ConfigError, match="^logger must be a name or a list of names"):
         check_logger_names(3)

@@ -84,3 +84,12 @@ def test_a_resume_continues_the_run_id(tmp_path: Path) -> None:
     # offline, the resumed part is a second folder of the same run: `wandb sync` uploads both
     runs = [read_wandb_run(folder) for folder in offline_runs(output)]
     assert [r.run_id for r in runs] == [previous["id"]] * 2 and [r.exit_code for r in runs] == [255, 0]
+
+
+def test_wandb_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    run = _start(tmp_path / "exp", [])
+    run.finish("finished")
+    assert not (tmp_path / "exp" / "wandb").exists()
+    (folder,) = offline_runs(tmp_path / "elsewhere")
+    assert read_wandb_run(folder).run_id == run.resume_info()["id"]

@@ -6,9 +6,10 @@ unattended training run waiting for input. The mode is therefore decided first: 
 saved), else **offline**, with a line saying how to upload the run later (``wandb sync <folder>``). An explicit
 ``WANDB_MODE=online`` without a login is a one-line error before training starts.
 
-The run lives in ``<run>/wandb/`` and is named after the run folder; the project is ``WANDB_PROJECT`` or ``dfine``
-(``WANDB_ENTITY`` picks the team). Metrics are plotted against ``epoch`` (``define_metric``), not W&B's own step
-counter, so that a resumed run that repeats an epoch is not refused for going back in steps.
+The run lives in ``<run>/wandb/`` (or under ``WANDB_DIR``) and is named after the run folder; the project is
+``WANDB_PROJECT`` or ``dfine`` (``WANDB_ENTITY`` picks the team). Metrics are plotted against ``epoch``
+(``define_metric``), not W&B's own step counter, so that a resumed run that repeats an epoch is not refused for going
+back in steps.
 
 **Resume.** The run id is saved in ``last.pt``; ``--resume`` continues that run (``resume="allow"``). Offline, the
 resumed part is a second offline folder with the same id: ``wandb sync`` both, oldest first.
@@ -70,7 +71,8 @@ class WandbLogger:
         mode = wandb_mode(wandb)
         options: dict[str, Any] = {
             "project": previous.get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-            "name": info.run_name, "dir": str(info.output_dir), "mode": mode, "job_type": "train"}
+            "name": info.run_name, "dir": os.environ.get("WANDB_DIR") or str(info.output_dir), "mode": mode,
+            "job_type": "train"}
         if previous.get("entity"):
             options["entity"] = previous["entity"]
         if previous.get("id"):
