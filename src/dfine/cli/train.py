@@ -78,6 +78,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true",
                    help="print where each epoch's time goes (data, forward, loss, backward, optimizer, EMA, "
                         "evaluation, writes) and write the run's totals to profile.json")
+    p.add_argument("--logger", action="append", default=None, metavar="NAME",
+                   help="also log to wandb, mlflow or tensorboard (repeatable, or comma-separated; none: no logger). "
+                        "W&B runs offline without a W&B login; MLflow uses MLFLOW_TRACKING_URI, else ./mlruns. "
+                        "TensorBoard is on whenever installed. Default: none, or on --resume the run's own")
+    p.add_argument("--log-model", action="store_true",
+                   help="also upload the best/ folder to W&B / MLflow at the end of the run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="a hyper-parameter (stop_epoch, warmup_iters, ema_decay, ...) or model config field "
                         "(num_queries, num_denoising, ...); repeatable")
@@ -109,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         output=args.output, device=args.device, resume=args.resume, amp=args.amp, workers=args.workers,
         seed=args.seed, pretrained_backbone=not args.no_pretrained_backbone, lr=args.lr,
         eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn,
-        profile=args.profile, recipe=args.recipe, **overrides)
+        profile=args.profile, recipe=args.recipe, logger=args.logger, log_model=args.log_model,
+        **overrides)
     if is_main_process():
         ap = result.metrics.get("AP")
         print(f"best model: {result.best_model}" + (f" (AP {format_ap(ap)})" if isinstance(ap, float) else "")

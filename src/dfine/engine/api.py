@@ -85,6 +85,8 @@ def train(
     sync_bn: bool = False,
     profile: bool = False,
     recipe: str | None = None,
+    logger: str | list[str] | tuple[str, ...] | None = None,
+    log_model: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train D-FINE on a data set with the original recipe, scaled to this run (printed at the start).
@@ -123,6 +125,12 @@ def train(
             (:mod:`dfine.engine.recipes`). A resumed run keeps its own.
         profile: print where each epoch's time goes (data wait, forward, loss + matching, backward, optimizer,
             EMA, evaluation, writes; :mod:`dfine.engine.profiling`) and keep the run's totals in ``profile.json``.
+        logger: experiment loggers besides ``metrics.jsonl``: ``"wandb"``, ``"mlflow"``, ``"tensorboard"``, a list
+            or a comma-separated string of them, or ``"none"`` (:mod:`dfine.engine.experiment_loggers`). W&B logs
+            offline when there is no W&B login; MLflow logs to ``MLFLOW_TRACKING_URI``, else ``./mlruns``.
+            TensorBoard is on whenever installed (naming it makes it required). None: on a resume, the loggers the
+            run used, continuing their runs; else none.
+        log_model: also upload the ``best/`` folder to W&B / MLflow at the end (off: a large model is a slow upload).
         **overrides: hyper-parameters (:class:`~dfine.engine.hparams.Hyperparameters` fields, e.g.
             ``stop_epoch=0``, ``warmup_iters=100``) or model config fields (e.g. ``num_queries=100``,
             ``num_denoising=0``).
@@ -143,7 +151,7 @@ def train(
                                output=output, device=device, resume=resume, amp=amp, workers=workers, seed=seed,
                                pretrained_backbone=pretrained_backbone, lr=lr, eval_interval=eval_interval,
                                progress=progress, sync_bn=sync_bn, profile=profile, recipe=recipe,
-                               overrides=dict(overrides))
+                               logger=logger, log_model=log_model, overrides=dict(overrides))
         return _train(options, local_rank, world_size)
     finally:
         if owns_group and world_size > 1:
@@ -155,6 +163,8 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     from dfine.data.mosaic import DenseO2OPolicy
     from dfine.engine.build import build_loaders, check_config_overrides
     from dfine.engine.distributed import is_main_process, seed_everything
+    from dfine.engine.experiment_loggers.choices import check_logger_names, resumed_logger_names
+    from dfine.engine.experiment_loggers.session import experiment_log, saved_runs
     from dfine.engine.hparams import check_overrides, count_noun
     from dfine.engine.trainer import Trainer
     from dfine.processing.processor import DFineImageProcessor
@@ -164,6 +174,8 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     hp_overrides, config_overrides = _split_overrides(options.overrides)
     hp_overrides, config_overrides = check_overrides(hp_overrides), check_config_overrides(config_overrides)
     run = start_run(options)
+    previous_runs = saved_runs(run.state)  # the logger runs to continue (read before run.state is dropped)
+    loggers = resumed_logger_names(check_logger_names(options.logger), previous_runs)
     seed_everything(run.seed)
     val_split = (run.state["hparams"] if run.state is not None else hp_overrides).get("val_split", 0.0)
     data = prepare_data(options, run, val_split)
@@ -203,7 +215,8 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
         print(f"Device: {device} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
               f"{count_noun(len(train_loader), 'step')} per epoch; output: {run.output_dir}")
 
-    history = trainer.fit()
+    with experiment_log(loggers, trainer, previous_runs, options.log_model):
+        history = trainer.fit()
     return TrainResult(best_model=run.output_dir / ckpt.BEST_DIR_NAME,
                        last_checkpoint=run.output_dir / ckpt.LAST_NAME,
                        metrics=dict(trainer.state.best_eval or {}), output_dir=run.output_dir, history=history)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dfine.config.image_size import image_size_hw
+from dfine.engine.experiment_loggers.choices import check_installed, check_logger_names
 from dfine.engine.recipes import check_recipe
 from dfine.errors import ConfigError
 from dfine.utils.checks import (
@@ -50,6 +51,8 @@ class TrainOptions:
     sync_bn: bool = False
     profile: bool = False
     recipe: str | None = None
+    logger: str | list[str] | tuple[str, ...] | None = None
+    log_model: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -65,7 +68,8 @@ class TrainOptions:
         if not isinstance(self.resume, bool):
             check_path(self.resume, "resume", "True, False or a checkpoint path")
         check_flag(self.amp, "amp", optional=True)
-        for flag in ("pretrained_backbone", "progress", "sync_bn", "profile"):
+        check_installed(check_logger_names(self.logger) or ())  # a missing package before the data check, too
+        for flag in ("pretrained_backbone", "progress", "sync_bn", "profile", "log_model"):
             check_flag(getattr(self, flag), flag)
         check_number(self.lr, "lr", low=0.0, low_open=True, optional=True)
         check_integer(self.eval_interval, "eval_interval", 0, optional=True)
