@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,33 @@ class Predictor:
         results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
                                                                 return_uncertainty=edges is not None)
         return [{k: v.cpu() for k, v in r.items()} for r in results]
+
+    def track(self, frames: Iterable[ImageInput], tracker: str = "bytetrack", threshold: float = 0.3,
+              classes: str | Sequence[str | int] | None = None, frame_rate: float = 30.0, batch_size: int = 1,
+              **options: Any) -> Iterator[dict[str, Tensor]]:
+        """Detect and track objects over ``frames`` read by the caller (a camera, a stream, decoded video): for each
+        frame in order, :meth:`predict`'s result plus ``track_ids`` (one per box; -1 for a box no track has taken
+        yet; ids count from 1). See :mod:`dfine.predict.tracking`; needs ``pip install 'dfine[track]'``.
+
+        Args:
+            frames: an iterable of images (read lazily, ``batch_size`` at a time, so a live stream works).
+            tracker: ``bytetrack``, ``ocsort``, ``botsort``, ``sort`` or ``cbiou``.
+            threshold: detection score kept (0.3: the trackers use low scores to follow occluded objects).
+            classes: keep only these classes (names or label indices, as ``dfine predict --classes``).
+            frame_rate: the frames' rate, which sets how long a lost track is kept.
+            batch_size: frames per forward pass.
+            **options: the tracker's own options (e.g. ``lost_track_buffer=60``).
+
+        Raises:
+            DFineError: an unknown tracker, class or option, or the trackers package missing (at the call, before
+                any frame is read).
+        """
+        from dfine.predict.files import class_indices
+        from dfine.predict.tracking import track_frames
+
+        threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+        wanted = class_indices(classes, self.class_names) if classes is not None else None
+        return track_frames(self, frames, tracker, threshold, wanted, frame_rate, batch_size, **options)
 
     def _forward(self, pixel_values: Tensor) -> Any:
         """The model's outputs, with the edges' spreads where the model can give them (the training form is asked
