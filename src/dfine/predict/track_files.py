@@ -149,7 +149,7 @@ class _Run:
         self.last_seen: dict[int, int] = {}
         self.tracker_seconds = 0.0
 
-    def frames_done(self, batch: list[_Frame], predictions: Any, mot: Any, writer: VideoWriter | None) -> None:
+    def track_batch(self, batch: list[_Frame], predictions: Any, mot: Any, writer: VideoWriter | None) -> None:
         from dfine.imaging.draw import draw_tracks
 
         results = self.predictor.predict([frame.picture for frame in batch], self.threshold)
@@ -252,11 +252,11 @@ def track_source(predictor: Any, source: str | Path, output_dir: str | Path, tra
                     for frame in sequence:
                         batch.append(frame)
                         if len(batch) >= batch_size:
-                            run.frames_done(batch, predictions, mot, writer)
+                            run.track_batch(batch, predictions, mot, writer)
                             bar.update(len(batch))
                             batch = []
                     if batch:
-                        run.frames_done(batch, predictions, mot, writer)
+                        run.track_batch(batch, predictions, mot, writer)
                         bar.update(len(batch))
                     if run.frames == 0:
                         raise InputFileError(source, "no frame could be read")
