@@ -41,7 +41,8 @@ class UncertaintyReport:
         def number(value: float) -> float | None:
             return None if not np.isfinite(value) else round(float(value), 5)
 
-        return {"spearman_rho": number(self.spearman_rho), "p_value": number(self.p_value),
+        p_value = None if not np.isfinite(self.p_value) else float(f"{self.p_value:.3g}")  # tiny, not 0
+        return {"spearman_rho": number(self.spearman_rho), "p_value": p_value,
                 "detections": self.detections, "score_threshold": self.score_threshold, "match_iou": self.match_iou,
                 "median_uncertainty": number(float(np.median(self.uncertainty))) if self.detections else None,
                 "median_error": number(float(np.median(self.error))) if self.detections else None}
