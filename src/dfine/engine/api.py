@@ -264,8 +264,8 @@ def val(
             what a deployed model scores.
         half_head: with ``dtype`` float16 or bfloat16, run the head in that precision too (``--half-head``).
         output: a folder to also write ``metrics.json``, ``predictions.json`` (COCO results in the data set's
-            category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png`` and
-            ``confusion_matrix.png`` to (:func:`dfine.engine.analysis.write_report`).
+            category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png``
+            and ``uncertainty.json`` / ``.png`` to (:func:`dfine.engine.analysis.write_report`).
         score_threshold: the score from which a detection counts in the confusion matrix.
         val_split: for a data set without a validation split, the fraction of its training images that
             ``train(val_split=...)`` held out: ``split="val"`` evaluates those same images (0: none).
@@ -321,12 +321,13 @@ def val(
         from dfine.model.deploy.fast import optimize_for_inference
 
         net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
-                                     head_dtype=None if half_head else torch.float32)
+                                     head_dtype=None if half_head else torch.float32, uncertainty=output is not None)
     from dfine.engine.evaluator import CocoEvaluator
 
     ground_truth = dataset.coco_ground_truth()
     evaluator = CocoEvaluator(ground_truth, names)
-    result = evaluate(net, loader, ground_truth, names, dev, None, progress=progress, evaluator=evaluator)
+    result = evaluate(net, loader, ground_truth, names, dev, progress=progress, evaluator=evaluator,
+                      uncertainty=output is not None)
     if output is not None:
         from dfine.engine.analysis import write_report
 

@@ -324,7 +324,8 @@ class Trainer:
         assert self.val_loader is not None and self.val_ground_truth is not None
         self._last_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
         return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
-                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator)
+                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator,
+                        uncertainty=True)  # box uncertainties too, for val/'s uncertainty report
 
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
