@@ -62,7 +62,7 @@ def random_weights_reason(model: str | Path) -> str | None:
     return None
 
 
-def _model_class(model: str | Path) -> Any:
+def model_class_for(model: str | Path) -> Any:
     """DFineForInstanceSegmentation for a segmentation checkpoint (its config has a mask head), else
     DFineForObjectDetection."""
     from dfine.config import DFineConfig
@@ -150,7 +150,7 @@ class Predictor:
         if half and device.type != "cuda":  # before loading, which can take a while
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
-        model_class = _model_class(model)
+        model_class = model_class_for(model)
         if model_class.has_mask_head and (half or bf16 or compile):
             raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
                              "give boxes only, so they are not available for it yet; leave them out")
