@@ -58,7 +58,7 @@ def main() -> None:
 
     print(f"D-FINE-{args.size.upper()} at {args.image_size}, batch 1, {args.threads} threads, {args.rounds} rounds "
           f"(median ms; interleaved), torch {torch.__version__}")
-    print(f"| form | detection | segmentation | extra |")
+    print("| form | detection | segmentation | extra |")
     print("|---|---|---|---|")
     for form in dict.fromkeys(form for form, _ in models):
         det = statistics.median(times[(form, "detection")]) * 1e3

@@ -37,8 +37,10 @@ def _threshold(model: Path, images: list, keep: int) -> str:
 
     scores = sorted((s for r in Predictor.from_pretrained(model, device="cpu").predict(images, 0.0)
                      for s in r["scores"].tolist()), reverse=True)
-    assert scores[keep - 1] > scores[keep]
-    return repr((scores[keep - 1] + scores[keep]) / 2)
+    # the widest gap between ranks keep and 3 keep: a threshold there does not move with float rounding
+    cut = max(range(keep, 3 * keep), key=lambda i: scores[i - 1] - scores[i])
+    assert scores[cut - 1] - scores[cut] > 1e-4
+    return repr((scores[cut - 1] + scores[cut]) / 2)
 
 
 def _decoded(record: dict) -> np.ndarray:
@@ -73,7 +75,8 @@ def test_masks_are_written_as_rle_drawn_and_saved_as_polygons(seg_dir, pictures,
         with_masks = np.asarray(draw_detections(picture, boxes, labels_, scores, names, masks=masks)).astype(int)
         without = np.asarray(draw_detections(picture, boxes, labels_, scores, names)).astype(int)
         union = masks.any(axis=0)
-        assert np.abs(drawn - without)[union].mean() > 10  # the masks are there
+        # the masks are there (where no tag covers them: with random weights many boxes are a tag's height)
+        assert np.any(drawn != without, axis=-1)[union].sum() > 100
         # up to rounding of the boxes in the records (2 decimals) the pictures are the same
         assert np.mean(np.abs(drawn - with_masks)[union] <= 1) > 0.95
         # --save-coco: polygons of each mask that rasterise back to it (holes filled, corners cut)
@@ -106,7 +109,8 @@ def test_video_frames_show_the_masks(seg_dir, tmp_path) -> None:
         for frame in frames:
             writer.write(frame)
     out = tmp_path / "out"
-    threshold = _threshold(seg_dir, [np.asarray(f) for f in frames], keep=8)
+    with VideoReader(source) as decoded:  # the frames as the command reads them (the codec changes them a little)
+        threshold = _threshold(seg_dir, [frame.image for frame in decoded], keep=8)
     assert main(["predict", str(source), "--model", str(seg_dir), "--output", str(out), "--threshold", threshold,
                  "--no-progress"]) == 0
     records = json.loads((out / "predictions.json").read_text())

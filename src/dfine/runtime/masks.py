@@ -10,11 +10,13 @@ mask differs from PyTorch's only where a probability rounds to the other side of
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from dfine.ops.numpy_boxes import iou_matrix
 
-__all__ = ["instance_masks", "nms", "resize_bilinear"]
+__all__ = ["Instances", "instance_masks", "nms", "resize_bilinear", "segment_image"]
 
 # instances resized at once: bounds the float temporaries at the image size
 _CHUNK = 16
@@ -70,3 +72,29 @@ def instance_masks(probabilities: np.ndarray, boxes: np.ndarray, size: tuple[int
         inside_y = (ys >= box[:, 1, None]) & (ys < box[:, 3, None])
         masks[start:start + len(chunk)] = chunk & inside_y[:, :, None] & inside_x[:, None, :]
     return masks
+
+
+class Instances(NamedTuple):
+    """The instances a segmentation model keeps in one image (:func:`segment_image`)."""
+
+    index: np.ndarray  #: (K,) their positions among the graph's top-k, best first
+    boxes: np.ndarray  #: (K, 4) absolute (x1, y1, x2, y2), clipped to the image
+    masks: np.ndarray  #: (K, H, W) bool at the image's size
+
+
+def segment_image(boxes: np.ndarray, scores: np.ndarray, probabilities: np.ndarray, keep: np.ndarray,
+                  size_wh: np.ndarray | tuple[int, int], nms_threshold: float = 0.7,
+                  mask_threshold: float = 0.5) -> Instances:
+    """One image's instances from an exported graph's outputs (``boxes`` (k, 4) absolute, ``scores`` (k,),
+    ``probabilities`` (k, h, w) masks, best first), of which ``keep`` (k,) bool passed the score threshold: boxes
+    clipped to the ``(width, height)`` image, class-agnostic NMS at ``nms_threshold`` on them, then each kept
+    instance's full-size mask, as :func:`dfine.processing.segmentation.post_process_instances` does."""
+    width, height = (int(v) for v in size_wh)
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    candidates = np.flatnonzero(keep)
+    clipped = np.minimum(np.maximum(np.asarray(boxes, dtype=np.float64)[candidates], 0.0), limits)
+    kept = nms(clipped, np.asarray(scores)[candidates], nms_threshold)
+    index = candidates[kept]
+    kept_boxes = clipped[kept].astype(np.asarray(boxes).dtype)
+    return Instances(index, kept_boxes, instance_masks(np.asarray(probabilities)[index], kept_boxes, (height, width),
+                                                       mask_threshold))

@@ -166,24 +166,6 @@ def create_session(path: str | Path, providers: Sequence[str] | None = None, thr
         raise InputFileError(path, f"cannot be loaded by ONNX Runtime ({first_line(error)})") from None
 
 
-def _clipped(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(K, 4) xyxy boxes clipped to a ``width`` x ``height`` image."""
-    limits = np.array([width, height, width, height], dtype=boxes.dtype)
-    return np.minimum(np.maximum(boxes, 0), limits)
-
-
-def _instances(boxes: np.ndarray, scores: np.ndarray, keep: np.ndarray, size_wh: np.ndarray,
-               nms_threshold: float = 0.7) -> np.ndarray:
-    """The positions of the instances a segmentation model keeps, best first: above the threshold (``keep``),
-    then class-agnostic NMS on the clipped boxes, as D-FINE-seg's inference and
-    :func:`dfine.processing.segmentation.post_process_instances`."""
-    from dfine.runtime.masks import nms
-
-    candidates = np.flatnonzero(keep)
-    clipped = _clipped(boxes[candidates], int(size_wh[0]), int(size_wh[1]))
-    return candidates[nms(clipped, scores[candidates], nms_threshold)]
-
-
 class OnnxDetector:
     """An exported D-FINE model in ONNX Runtime, used like :class:`dfine.Predictor`.
 
@@ -289,19 +271,19 @@ class OnnxDetector:
         results = []
         for i in range(len(pictures)):
             keep = scores[i] > threshold
-            if masks:
-                keep = _instances(boxes[i], scores[i], keep, sizes[i])
+            instances = None
+            if masks:  # a segmentation model's export: NMS, then full-size masks
+                from dfine.runtime.masks import segment_image
+
+                instances = segment_image(boxes[i], scores[i], masks[0][i], keep, sizes[i])
+                keep = instances.index
             kept = labels[i][keep]
             result = {
                 "scores": scores[i][keep], "labels": kept, "boxes": boxes[i][keep],
                 "names": [self.class_names[k] if 0 <= k < len(self.class_names) else str(k) for k in kept.tolist()],
             }
-            if masks:
-                from dfine.runtime.masks import instance_masks
-
-                width, height = (int(v) for v in sizes[i])
-                result["boxes"] = _clipped(result["boxes"], width, height)
-                result["masks"] = instance_masks(masks[0][i][keep], result["boxes"], (height, width))
+            if instances is not None:
+                result.update(boxes=instances.boxes, masks=instances.masks)
             results.append(result)
         return results
 
