@@ -14,8 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export", help=f"export to {' or '.join(row.kind for row in FORMATS)}",
         description="Export a model in deploy form with post-processing inside the graph (inputs: images float "
                     "(B,3,H,W) in [0,1], orig_target_sizes int64 (B,2) as (width, height); outputs: labels, boxes "
-                    "(absolute x1,y1,x2,y2), scores). The file is checked with onnx.checker and compared with "
-                    "PyTorch in ONNX Runtime (or TensorRT) before the command succeeds.")
+                    "(absolute x1,y1,x2,y2), scores; a segmentation model adds masks, each instance's mask "
+                    "probabilities at 1/4 of the input size). The file is checked with onnx.checker and compared "
+                    "with PyTorch in ONNX Runtime (or TensorRT) before the command succeeds.")
     p.add_argument("--model", required=True, help="hub id, local model directory, .pth/.safetensors file or preset")
     p.add_argument("--format", choices=[row.name for row in FORMATS], default=FORMATS[0].name,
                    help=" or ".join(f"{row.name} ({row.help})" for row in FORMATS))
@@ -60,10 +61,13 @@ def run(args: argparse.Namespace) -> int:
     row.check_output(output)
 
     from dfine.export.preprocess import check_exportable
-    from dfine.model import DFineForObjectDetection
-    from dfine.predict.predictor import load_processor
+    from dfine.predict.predictor import load_processor, model_class_for
 
-    model = DFineForObjectDetection.from_pretrained(args.model)
+    model_class = model_class_for(args.model)
+    if model_class.has_mask_head and row.name != "onnx":
+        raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX only for now (--format "
+                         "onnx)")
+    model = model_class.from_pretrained(args.model)
     # the model's own preprocessing (beside its weights), at the size it was trained for unless asked otherwise;
     # its normalisation goes into the graph, so the exported file always takes [0, 1] images
     processor = load_processor(args.model, args.image_size)

@@ -17,8 +17,9 @@ outputs: predictions.json holds one record per detection: file_name (the input p
 trained by dfine on data whose category ids were not 0..C-1: the class's id there, e.g. in the COCO file),
 category_name, bbox ([x, y, width, height] in pixels, clipped to the image), score and, with a PyTorch model,
 uncertainty (the typical edge error as a fraction of the box size) and edge_uncertainty (the standard deviation of
-the left, top, right and bottom edge in pixels, from the model's edge distributions); records of a video frame
-add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
+the left, top, right and bottom edge in pixels, from the model's edge distributions); a segmentation model
+(D-FINE-seg) adds segmentation (the instance mask as COCO run-length encoding) and draws its masks, and its
+--save-coco annotations hold polygons; records of a video frame add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
 .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg added (x.tif -> x.tif.jpg); a name already
 used in the run gets _1, _2, ... before the extension. Videos (.mp4, .mov, .avi, .mkv, .webm, ...; needs PyAV: pip
 install av) give an annotated MP4 the same way (x.mov -> x.mov.mp4), each frame at its source time, with the

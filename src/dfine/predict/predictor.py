@@ -62,6 +62,16 @@ def random_weights_reason(model: str | Path) -> str | None:
     return None
 
 
+def model_class_for(model: str | Path) -> Any:
+    """DFineForInstanceSegmentation for a segmentation checkpoint (its config has a mask head), else
+    DFineForObjectDetection."""
+    from dfine.config import DFineConfig
+    from dfine.model import DFineForInstanceSegmentation, DFineForObjectDetection
+
+    config = DFineConfig.from_pretrained(model)
+    return DFineForInstanceSegmentation if config.use_mask_head else DFineForObjectDetection
+
+
 ImageInput = Image.Image | str | Path | np.ndarray | Tensor
 """One image as :meth:`Predictor.predict` takes it."""
 
@@ -130,8 +140,6 @@ class Predictor:
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
-        from dfine.model import DFineForObjectDetection
-
         _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
         exported = format_of(model)
         if exported is not None:
@@ -142,7 +150,11 @@ class Predictor:
         if half and device.type != "cuda":  # before loading, which can take a while
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
-        network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
+        model_class = model_class_for(model)
+        if model_class.has_mask_head and (half or bf16 or compile):
+            raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
+                             "give boxes only, so they are not available for it yet; leave them out")
+        network = model_class.from_pretrained(model).to(device).eval()
         reason = random_weights_reason(model)
         if reason is not None:
             logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
@@ -156,6 +168,11 @@ class Predictor:
             network = optimize_for_inference(network, dtype=dtype, device=device, compile=compile, image_size=size,
                                              head_dtype=None if half_head else torch.float32, uncertainty=True)
         return cls(network, processor, device, torch.float32)
+
+    @property
+    def predicts_masks(self) -> bool:
+        """Whether :meth:`predict` gives instance masks (a segmentation model, D-FINE-seg)."""
+        return bool(getattr(self.model, "has_mask_head", False))
 
     @property
     def class_names(self) -> list[str]:
@@ -182,6 +199,11 @@ class Predictor:
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
         (:func:`dfine.predict.files.predict_source` clips what it writes).
 
+        A segmentation model (:attr:`predicts_masks`) also gives ``masks`` (K, H, W) bool at the image's size, and
+        its instances go through D-FINE-seg's post-processing
+        (:meth:`~dfine.processing.processor.DFineImageProcessor.post_process_instance_segmentation`: boxes clipped
+        to the image, class-agnostic NMS at IoU 0.7, each mask cut to its box).
+
         Raises:
             DFineError: no images, an image that cannot be read (naming its type, shape or file), or a threshold
                 outside [0, 1].
@@ -205,8 +227,20 @@ class Predictor:
         edges = getattr(outputs, "edge_uncertainty", None)
         if edges is not None:
             raw["edge_uncertainty"] = edges.float()
-        results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
-                                                                return_uncertainty=edges is not None)
+        masks = getattr(outputs, "pred_masks", None)
+        if masks is None:
+            results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
+                                                                    return_uncertainty=edges is not None)
+            return [{k: v.cpu() for k, v in r.items()} for r in results]
+        raw["pred_masks"] = masks
+        # masks are made at the whole (padded) input's scaled size and then cut to the picture, which fills its
+        # top-left part
+        scaled = sizes.double().round().long()
+        results = self.processor.post_process_instance_segmentation(raw, threshold=threshold, target_sizes=scaled,
+                                                                    return_uncertainty=edges is not None)
+        for result, picture in zip(results, pictures, strict=True):
+            height, width = _height_width(picture)
+            result["masks"] = result["masks"][:, :height, :width]
         return [{k: v.cpu() for k, v in r.items()} for r in results]
 
     def track(self, frames: Iterable[ImageInput], tracker: str = "bytetrack", threshold: float = 0.3,

@@ -183,6 +183,9 @@ class OnnxDetector:
             raise InputFileError(self.path, f"not a dfine export: inputs are {sorted(inputs)}, expected images and "
                                             "orig_target_sizes")
         meta = self.session.get_modelmeta().custom_metadata_map
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        #: a segmentation model's export: its ``masks`` output gives each instance's mask (dfine.runtime.masks)
+        self.predicts_masks = "masks" in self.output_names
         shape = inputs["images"].shape
         self.batch: int | None = shape[0] if isinstance(shape[0], int) else None
         self.image_size: tuple[int, int] = self._input_size(shape, meta)
@@ -225,8 +228,9 @@ class OnnxDetector:
                                  ) from None
         return height, width
 
-    def run(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The raw graph: images (B, 3, H, W) float32 and (width, height) int64 per image -> labels, boxes, scores."""
+    def run(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The raw graph: images (B, 3, H, W) float32 and (width, height) int64 per image -> labels, boxes, scores
+        (and a segmentation model's masks)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         sizes_wh = np.ascontiguousarray(sizes_wh, dtype=np.int64)
         if self.batch is None or len(images) == self.batch:
@@ -241,12 +245,11 @@ class OnnxDetector:
                 piece = np.concatenate([piece, np.repeat(piece[-1:], fill, axis=0)])
                 piece_sizes = np.concatenate([piece_sizes, np.repeat(piece_sizes[-1:], fill, axis=0)])
             parts.append([output[:count] for output in self._run_session(piece, piece_sizes)])
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
-    def _run_session(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        labels, boxes, scores = self.session.run(["labels", "boxes", "scores"],
-                                                 {"images": images, "orig_target_sizes": sizes_wh})
-        return labels, boxes, scores
+    def _run_session(self, images: np.ndarray, sizes_wh: np.ndarray) -> tuple[np.ndarray, ...]:
+        names = ["labels", "boxes", "scores", *(["masks"] if self.predicts_masks else [])]
+        return tuple(self.session.run(names, {"images": images, "orig_target_sizes": sizes_wh}))
 
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Any]]:
         """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy in pixels,
@@ -254,20 +257,34 @@ class OnnxDetector:
 
         ``images``: a path, PIL image or NumPy array (uint8 (H, W, 3) RGB or (H, W) grey, float in [0, 1]), a list
         of them, or a 4-D array as a batch.
+
+        A segmentation model's export (:attr:`predicts_masks`) also gives ``masks`` (K, H, W) bool at each image's
+        size, after the post-processing of :meth:`dfine.DFineImageProcessor.post_process_instance_segmentation`
+        (boxes clipped to the image, class-agnostic NMS at IoU 0.7, masks cut to their boxes;
+        :mod:`dfine.runtime.masks`).
         """
         threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
         # read as dfine.Predictor and the processor read them (dfine.imaging.inputs): the same pixels, the same size
         pictures = [standardize_image(im) for im in image_list(images)]
         sizes = np.array([_size(p) for p in pictures], dtype=np.int64)
-        labels, boxes, scores = self.run(preprocess(pictures, self.image_size, self.resample), sizes)
+        labels, boxes, scores, *masks = self.run(preprocess(pictures, self.image_size, self.resample), sizes)
         results = []
         for i in range(len(pictures)):
             keep = scores[i] > threshold
+            instances = None
+            if masks:  # a segmentation model's export: NMS, then full-size masks
+                from dfine.runtime.masks import segment_image
+
+                instances = segment_image(boxes[i], scores[i], masks[0][i], keep, sizes[i])
+                keep = instances.index
             kept = labels[i][keep]
-            results.append({
+            result = {
                 "scores": scores[i][keep], "labels": kept, "boxes": boxes[i][keep],
                 "names": [self.class_names[k] if 0 <= k < len(self.class_names) else str(k) for k in kept.tolist()],
-            })
+            }
+            if instances is not None:
+                result.update(boxes=instances.boxes, masks=instances.masks)
+            results.append(result)
         return results
 
     def __repr__(self) -> str:
