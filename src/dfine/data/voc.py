@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from xml.parsers import expat
 
-from dfine.data.images import IMAGE_SUFFIXES, probe_image
+from dfine.data.images import probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
+from dfine.imaging.formats import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 from dfine.imaging.sources import is_hidden_below
 
 CLASS_LIST_FILES = ("labels.txt", "classes.txt", "labelmap.txt")
