@@ -85,7 +85,7 @@ def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
 
 
 def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: Any, compile: Any,
-                               half_head: Any, bf16: Any) -> None:
+                               half_head: Any, bf16: Any, decoder_layers: Any = None) -> None:
     """Wrong types as one line naming the argument, before the model is loaded (which can be a download)."""
     if isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a preset name, hub id, folder or file (a str or Path), got {shown(model)}: "
@@ -102,6 +102,9 @@ def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: A
         raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs half (--half) "
                           "or bf16 (--bf16)")
     validate_image_size(image_size)
+    if decoder_layers is not None and (not isinstance(decoder_layers, int) or isinstance(decoder_layers, bool)
+                                       or decoder_layers < 1):
+        raise ConfigError(f"decoder_layers (--decoder-layers) must be an integer >= 1, got {shown(decoder_layers)}")
 
 
 @dataclass
@@ -116,7 +119,7 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", half: bool = False,
                         image_size: int | None = None, compile: bool = False,
-                        half_head: bool = False, bf16: bool = False) -> Predictor:
+                        half_head: bool = False, bf16: bool = False, decoder_layers: int | None = None) -> Predictor:
         """Load a model for inference.
 
         ``half`` (CUDA only), ``bf16`` (CPU or CUDA) and ``compile`` switch to
@@ -126,12 +129,15 @@ class Predictor:
         notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows what
         a precision costs on your data.
 
+        ``decoder_layers`` runs only the first K decoder layers (:mod:`dfine.model.depth`): faster, a little less
+        accurate, no retraining.
+
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
         from dfine.model import DFineForObjectDetection
 
-        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
+        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16, decoder_layers)
         exported = format_of(model)
         if exported is not None:
             runs = f"--backend {exported.backend}" if exported.predicts else "dfine benchmark"
@@ -142,6 +148,8 @@ class Predictor:
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
         network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
+        if decoder_layers is not None:
+            network.set_decoder_layers(decoder_layers)  # before the deploy form below, which copies the depth
         reason = random_weights_reason(model)
         if reason is not None:
             logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
