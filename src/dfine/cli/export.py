@@ -135,8 +135,11 @@ def _int8_options(args: argparse.Namespace, fmt: str) -> object | None:
         require_packages(("nncf",), "INT8 quantization for OpenVINO", 'pip install "dfine[int8]"')
     else:
         require_packages(("onnxruntime",), "INT8 quantization for ONNX", 'pip install "dfine[onnx]"')
+    from dfine.data import resolve_dataset
     from dfine.export.int8 import Int8Options
     from dfine.predict.evaluate import exported_ap
+
+    resolve_dataset(args.data)  # a data set that is not there is said before the model loads (maybe a download)
 
     return Int8Options(data=args.data, calibration_images=args.calibration_images, max_ap_drop=args.allow_ap_drop,
                        val_split=args.val_split, evaluate=exported_ap)

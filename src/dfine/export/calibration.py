@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfine.errors import DFineError, InputFileError
+from dfine.errors import DatasetError, DFineError, InputFileError
 
 __all__ = ["CalibrationSet", "calibration_set"]
 
@@ -64,7 +64,12 @@ def calibration_set(data: str | Path, image_size: tuple[int, int], count: int = 
     if split != "train":
         logger.warning("%s has no train split: calibrating on its validation images, which also judge the INT8 "
                        "model", spec.source)
-    check_dataset(spec, [split], progress=progress)
+    try:
+        check_dataset(spec, [split], progress=progress)
+    except DatasetError as error:
+        if len(error.problems) == 1:  # a data set without images, say: the one problem, which names the file
+            raise DFineError(error.problems[0]) from None
+        raise
     dataset = spec.build(split, EvalTransforms(image_size))
     if len(dataset) == 0:
         raise InputFileError(spec.source, f"its {split} split has no images to calibrate the INT8 model on")

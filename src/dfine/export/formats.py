@@ -23,8 +23,7 @@ from typing import Any
 from dfine.errors import ConfigError, DFineError, InputFileError
 
 __all__ = ["FORMATS", "ExportFormat", "ExportOptions", "Opened", "Written", "backend_format", "exported_format",
-           "format_named", "format_of", "known_suffixes", "open_exported", "refuse_exported",
-           "require_packages"]
+           "format_named", "format_of", "known_suffixes", "open_exported", "require_packages"]
 
 
 @dataclass(frozen=True)
@@ -329,11 +328,3 @@ def open_exported(path: str | Path, device: str = "auto", threads: int | None = 
     row = exported_format(path)
     return row.open(Path(path), row.prepare(device), threads, None)
 
-
-def refuse_exported(model: str | Path, command: str) -> None:
-    """For a command that takes PyTorch models only (``dfine val``): a one-line InputFileError when ``model`` is an
-    exported file, instead of the checkpoint reader's "unknown checkpoint type" after the data was read."""
-    row = format_of(model)
-    if row is not None:
-        raise InputFileError(model, f"{command} takes a PyTorch model, not {row.kind}: pass the model it was "
-                                    "exported from")

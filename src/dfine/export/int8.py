@@ -145,10 +145,32 @@ def quantize_onnx(float_path: Path, int8_path: Path, calibration: CalibrationSet
     finally:
         root.setLevel(level)
     quantized = onnx.load(str(int8_path))
+    _float_inputs_for_float_nodes(quantized, set(excluded))
     for prop in quantized.metadata_props:
         if prop.key == "precision":
             prop.value = "int8"
     onnx.save_model(quantized, str(int8_path))
+
+
+def _float_inputs_for_float_nodes(proto: Any, float_names: set[str]) -> None:
+    """Give the nodes kept in float their float inputs back.
+
+    A tensor read by a quantized node and by a node kept in float (the decoder's hidden state feeds both the next
+    layer's projections and the box head) gets one QuantizeLinear -> DequantizeLinear pair, and every reader then
+    sees the int8-rounded values: the float node would compute in float on rounded inputs. Here each such input is
+    the tensor before the pair again.
+    """
+    produced_by = {output: node for node in proto.graph.node for output in node.output}
+    for node in proto.graph.node:
+        if node.name not in float_names:
+            continue
+        for index, name in enumerate(node.input):
+            dequantize = produced_by.get(name)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                continue
+            quantize = produced_by.get(dequantize.input[0])
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[index] = quantize.input[0]
 
 
 def export_onnx_int8(model: DFineForObjectDetection, output: str | Path, size: tuple[int, int],

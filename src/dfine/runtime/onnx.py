@@ -119,7 +119,7 @@ def create_session(path: str | Path, providers: Sequence[str] | None = None, thr
     providers = _known_providers(providers, ort.get_all_providers(), available)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as error:  # invalid protobuf, unsupported op, ...
+    except Exception as error:  # noqa: BLE001 -- invalid protobuf, unsupported op, ...
         raise InputFileError(path, f"cannot be loaded by ONNX Runtime ({first_line(error)})") from None
 
 
