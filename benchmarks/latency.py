@@ -115,7 +115,7 @@ def _calibration(image_size: int, count: int = 16) -> Any:
     pictures = check_images([(image_size + 13 * i, image_size - 7 * i) for i in range(count)], seed=5)
     batches = [(preprocess([p], (image_size, image_size)), np.array([[p.width, p.height]], dtype=np.int64))
                for p in pictures]
-    return CalibrationSet(batches, "synthetic", Path("check_images"), [])
+    return CalibrationSet(batches, "synthetic", Path("check_images"), [], [])
 
 
 def quantized_runners(size: str, onnx_path: Path, workdir: Path, args: argparse.Namespace

@@ -160,4 +160,11 @@ def test_a_data_set_without_images_or_of_other_classes(tiny, n_model_dir, tmp_pa
     assert main(["export", "--model", str(n_model_dir), "--format", "onnx", "--int8", "--data", str(data),
                  "--output", str(tmp_path / "m.onnx")]) == 2
     assert "the model has 80 classes but the data set" in error_line()
+    train_only = tmp_path / "train-only.yaml"
+    train_only.write_text(f"train:\n  images: {data / 'images' / 'train'}\n  annotations: "
+                          f"{data / 'annotations' / 'instances_train.json'}\n")
+    assert main(["export", "--model", str(model_dir), "--format", "onnx", "--int8", "--data", str(train_only),
+                 "--output", str(tmp_path / "m.onnx")]) == 2
+    assert error_line().endswith(f"{train_only}: no 'val' split to measure the INT8 model's accuracy on (found: "
+                                 "train; a data set without one: --val-split 0.1 as in training)")
     assert not (tmp_path / "m.onnx").exists()

@@ -31,6 +31,7 @@ class CalibrationSet:
     split: str  # the split they come from
     source: Path  # the data set
     names: list[str]  # its class names
+    splits: list[str]  # its splits (after any hold-out)
 
     @property
     def count(self) -> int:
@@ -87,4 +88,4 @@ def calibration_set(data: str | Path, image_size: tuple[int, int], count: int = 
             piece, piece_sizes = piece + piece[-1:], piece_sizes + piece_sizes[-1:]
         batches.append((np.concatenate(piece).astype(np.float32), np.array(np.concatenate(piece_sizes),
                                                                            dtype=np.int64)))
-    return CalibrationSet(batches, split, Path(spec.source), list(spec.names))
+    return CalibrationSet(batches, split, Path(spec.source), list(spec.names), list(spec.splits))

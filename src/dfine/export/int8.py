@@ -92,6 +92,9 @@ def _prepare(model: DFineForObjectDetection, options: Int8Options, size: tuple[i
     if not 0 <= options.max_ap_drop <= 100:
         raise DFineError(f"--allow-ap-drop must be between 0 and 100 AP points, got {options.max_ap_drop:g}")
     calibration = calibration_set(options.data, size, options.calibration_images, batch, options.val_split)
+    if "val" not in calibration.splits:
+        raise DFineError(f"{calibration.source}: no 'val' split to measure the INT8 model's accuracy on (found: "
+                         f"{', '.join(calibration.splits)}; a data set without one: --val-split 0.1 as in training)")
     if model.config.num_labels != len(calibration.names):
         raise DFineError(f"the model has {model.config.num_labels} classes but the data set {calibration.source} has "
                          f"{len(calibration.names)}: quantize with the data set the model was trained on")
