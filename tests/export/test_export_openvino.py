@@ -57,7 +57,8 @@ def test_runtime_without_torch_matches_torch(n_ir, n_model_dir, tmp_path) -> Non
         picture.save(paths[-1])
     script = textwrap.dedent(f"""
         import json, sys
-        sys.modules["torch"] = None  # any attempt to import torch now fails
+        sys.modules["torch"] = None  # any attempt to import torch (or ONNX Runtime) now fails
+        sys.modules["onnxruntime"] = None
         from dfine.export.formats import open_exported
         opened = open_exported({str(n_ir)!r}, device="cpu", threads=2)
         assert opened.description == "OpenVINO CPU, f32", opened.description
