@@ -72,13 +72,14 @@ class Int8Export:
                 f"(float), a drop of {drop:.1f} (allowed {self.max_ap_drop:g})")
 
 
-def check_ap_drop(float_ap: float, int8_ap: float, max_drop: float, path: str | Path) -> None:
-    """A one-line DFineError when the INT8 model loses more than ``max_drop`` AP points (APs are fractions)."""
+def check_ap_drop(float_ap: float, int8_ap: float, max_drop: float, path: str | Path, hint: str = "") -> None:
+    """A one-line DFineError when the INT8 model loses more than ``max_drop`` AP points (APs are fractions);
+    ``hint`` names one more thing to try."""
     drop = 100 * (float_ap - int8_ap)
     if drop > max_drop:
         raise DFineError(f"{path}: INT8 loses {drop:.1f} AP on the validation split ({100 * int8_ap:.1f} vs "
                          f"{100 * float_ap:.1f} in float), more than the allowed {max_drop:g}: nothing was written "
-                         "(calibrate on more, or more typical, images, or accept it with --allow-ap-drop)")
+                         f"(calibrate on more, or more typical, images{hint}, or accept it with --allow-ap-drop)")
 
 
 def float_nodes(names: Iterable[str]) -> list[str]:
@@ -101,12 +102,13 @@ def _prepare(model: DFineForObjectDetection, options: Int8Options, size: tuple[i
     return calibration
 
 
-def _gate(float_detector: Any, int8_detector: Any, options: Int8Options, path: Path) -> tuple[float, float]:
+def _gate(float_detector: Any, int8_detector: Any, options: Int8Options, path: Path,
+          hint: str = "") -> tuple[float, float]:
     """The float and INT8 APs on the val split; an error when the drop is too large."""
     logger.info("evaluating the float and the INT8 model on the validation split of %s", options.data)
     float_ap = options.evaluate(float_detector, options.data, options.val_split)
     int8_ap = options.evaluate(int8_detector, options.data, options.val_split)
-    check_ap_drop(float_ap, int8_ap, options.max_ap_drop, path)
+    check_ap_drop(float_ap, int8_ap, options.max_ap_drop, path, hint)
     return float_ap, int8_ap
 
 
@@ -245,8 +247,10 @@ def export_openvino_int8(model: DFineForObjectDetection, output: str | Path, siz
         int8_xml = Path(tmp) / "int8" / "model.xml"
         int8_xml.parent.mkdir()
         save_ir(quantized, int8_xml)
+        # measured on the demo model: the float parts in bf16 cost about 1 AP more than in f32, and were ~20% faster
+        hint = ", run the float parts in f32 with --precision f32" if chosen != "f32" else ""
         float_ap, int8_ap = _gate(OpenVinoDetector(staged, threads=threads, precision="f32"),
-                                  OpenVinoDetector(int8_xml, threads=threads), options, path)
+                                  OpenVinoDetector(int8_xml, threads=threads), options, path, hint)
         _place(int8_xml.with_suffix(".bin"), path.with_suffix(".bin"))
         _place(int8_xml, path)
     return Int8Export(path, f"OpenVINO {chosen}", float_ap, int8_ap, options.max_ap_drop, calibration)
