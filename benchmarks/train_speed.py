@@ -1,10 +1,10 @@
 """Training-step throughput of dfine against Hugging Face transformers' D-FINE, on the same batch.
 
 One step = forward, loss, backward and an AdamW step, in training mode with ``labels=`` (each library computes its
-own loss: ours is the original repository's wiring, transformers' differs, SPEC Part A §4.3). Both models are built
-from the same config and carry the same weights: ours is written with ``save_pretrained`` and read back by
-``transformers.DFineForObjectDetection.from_pretrained``. The backbone batch norm is frozen or trained as in the
-size's recipe (L/X frozen, N/S/M trained), on both sides alike.
+own loss: ours is the original repository's wiring, transformers' differs, see :mod:`dfine.loss.criterion`). Both
+models are built from the same config and carry the same weights: ours is written with ``save_pretrained`` and read
+back by ``transformers.DFineForObjectDetection.from_pretrained``. The backbone batch norm is frozen or trained as in
+the size's recipe (L/X frozen, N/S/M trained), on both sides alike.
 
 Steps of the two libraries alternate after the warm-up, so that a slower or faster phase of a shared machine hits
 both alike; the table reports images per second from the median step time.

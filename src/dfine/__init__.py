@@ -6,9 +6,9 @@ particular — can be imported on machines without PyTorch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from dfine.utils.lazy import lazy_exports
 from dfine.version import __version__
 
 # public name -> module that defines it
@@ -22,8 +22,10 @@ _EXPORTS = {
     "DatasetError": "dfine.errors",
     "DFineModel": "dfine.model",
     "DFineForObjectDetection": "dfine.model",
+    "DFineForInstanceSegmentation": "dfine.model",
     "DFineModelOutput": "dfine.model",
     "DFineObjectDetectionOutput": "dfine.model",
+    "DFineInstanceSegmentationOutput": "dfine.model",
     "DFineImageProcessor": "dfine.processing.processor",
     "Predictor": "dfine.predict.predictor",
     "list_presets": "dfine.config.presets",
@@ -34,17 +36,7 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dfine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
@@ -52,6 +44,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from dfine.config.presets import list_presets
     from dfine.engine.api import train, val
     from dfine.errors import CheckpointError, ConfigError, DatasetError, DFineError, InputFileError
-    from dfine.model import DFineForObjectDetection, DFineModel, DFineModelOutput, DFineObjectDetectionOutput
+    from dfine.model import (
+        DFineForInstanceSegmentation,
+        DFineForObjectDetection,
+        DFineInstanceSegmentationOutput,
+        DFineModel,
+        DFineModelOutput,
+        DFineObjectDetectionOutput,
+    )
     from dfine.predict.predictor import Predictor
     from dfine.processing.processor import DFineImageProcessor

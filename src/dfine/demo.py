@@ -36,6 +36,7 @@ from dfine.errors import DFineError
 # it is off (stop_epoch=0): a few hundred steps are too few to benefit from it, and the shapes generalise without
 # it. lr 5e-4 and 1.6e-3 learned more slowly than 8e-4; batch 4 no faster per image than 8; 192 px with 100 queries
 # trained twice as fast per epoch but reached no higher AP in the same time.
+DEMO_MODEL = "dfine-n-coco"
 DEMO_NUM_TRAIN = 100
 DEMO_NUM_VAL = 40
 DEMO_IMAGE_SIZE = 256  # the N model needs >= 300 tokens at strides 16 and 32 for its 300 queries: 256² gives 320
@@ -99,7 +100,7 @@ def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: i
 
     torch_device = resolve_device(device)
     torch.manual_seed(seed)
-    model = DFineForObjectDetection(preset_config("dfine-n-coco", num_labels=3, freeze_backbone_batch_norms=False))
+    model = DFineForObjectDetection(preset_config(DEMO_MODEL, num_labels=3, freeze_backbone_batch_norms=False))
     model.to(torch_device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     pixels = torch.rand(batch_size, 3, image_size, image_size, device=torch_device)
@@ -261,6 +262,8 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     Raises:
         DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
+    from dfine.config import DFineConfig
+    from dfine.config.image_size import check_image_size, validate_image_size
     from dfine.data import make_synthetic_dataset
     from dfine.utils.checks import check_seed
 
@@ -270,8 +273,8 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     if minutes is not None and not 0 < minutes < math.inf:  # NaN fails both comparisons
         raise DFineError(f"minutes must be a positive number, got {minutes}")
     check_seed(seed)  # training checks it too, but only after the data set is drawn, which fails first on it
-    if image_size % 32 or image_size < 256:
-        raise DFineError(f"image size must be a multiple of 32 and at least 256, got {image_size}")
+    validate_image_size(image_size, "image size")
+    check_image_size(DFineConfig.from_preset(DEMO_MODEL), image_size, training=False)
     if num_train < batch_size or num_val < 1:
         raise DFineError(f"need at least {batch_size} training images (one batch) and 1 validation image")
     from dfine.engine.api import train
@@ -290,7 +293,7 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
             epochs = DEMO_EPOCHS
     # Data loading is cheap at this size; on a small CPU every worker process would take a core from training.
     workers = 0 if not torch.cuda.is_available() or device == "cpu" else 2
-    trained = train(data=str(data_yaml), model="dfine-n-coco", pretrained_backbone=False, image_size=image_size,
+    trained = train(data=str(data_yaml), model=DEMO_MODEL, pretrained_backbone=False, image_size=image_size,
                     epochs=epochs, batch_size=batch_size, output=str(output / "train"), device=device,
                     workers=workers, seed=seed, lr=DEMO_LR, progress=progress, stop_epoch=0)
     model_dir = Path(trained.best_model)

@@ -76,11 +76,13 @@ def test_strong_augmentation_stops_at_stop_epoch(white_square):
             return torch.allclose(target["boxes"], reference["boxes"])
         return torch.equal(image, reference_image.flip(-1)) and torch.allclose(target["boxes"], flipped_boxes)
 
-    torch.manual_seed(0)
-    train.set_epoch(2)
-    assert not all(matches_reference(*train[0]) for _ in range(10))  # still augmenting
-    train.set_epoch(3)
-    outputs = [train[0] for _ in range(16)]
+    def item_at(dataset, epoch):
+        dataset.set_epoch(epoch)
+        return dataset[0]
+
+    augmenting = CocoDetection(white_square.parent, white_square, TrainTransforms(64, stop_epoch=20))
+    assert not all(matches_reference(*item_at(augmenting, epoch)) for epoch in range(10))  # still augmenting
+    outputs = [item_at(train, epoch) for epoch in range(3, 19)]
     assert all(matches_reference(image, target) for image, target in outputs)
     assert all(torch.equal(target["class_labels"], reference["class_labels"]) for _, target in outputs)
     assert len({bool(torch.equal(image, reference_image)) for image, _ in outputs}) == 2  # the flip stays on
@@ -106,21 +108,23 @@ def test_multiscale_sizes():
         assert all(h % 32 == 0 and w % 32 == 0 for h, w in sizes)
         assert sizes.count((base, base) if isinstance(base, int) else base) >= 3
     assert sorted({h for h, _ in multiscale_sizes(320, 1)}) == [256, 288, 320, 352, 384, 416]
-    with pytest.raises(ConfigError, match="multiples of 32"):
+    with pytest.raises(ConfigError, match="image size must be a positive multiple of 32, got 100"):
         BatchCollator(100, base_size_repeat=1)
 
 
 def test_collate_multiscale_until_stop_epoch():
     collate = BatchCollator(320, base_size_repeat=1, stop_epoch=2)
     target = {"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]), "class_labels": torch.tensor([1])}
-    batch = [(torch.rand(3, 320, 320), target)] * 2
     allowed = set(multiscale_sizes(320, 1))
     seen = set()
-    for _ in range(60):
+    for image_id in range(60):  # the size is drawn per batch, from its images' ids (and the seed and epoch)
+        batch = [(torch.rand(3, 320, 320), {**target, "image_id": image_id})] * 2
         out = collate(batch)
         seen.add(tuple(out["pixel_values"].shape[-2:]))
         assert out["labels"][0]["boxes"] is target["boxes"]  # normalised: untouched by the resize
+        assert collate(batch)["pixel_values"].shape == out["pixel_values"].shape  # the same batch, the same size
     assert seen <= allowed and len(seen) >= 3
+    batch = [(torch.rand(3, 320, 320), target)] * 2
     collate.set_epoch(2)
     assert all(collate(batch)["pixel_values"].shape == (2, 3, 320, 320) for _ in range(20))
     assert BatchCollator(320)(batch)["pixel_values"].shape == (2, 3, 320, 320)  # None: no multi-scale
@@ -185,3 +189,27 @@ def test_epoch_reaches_spawned_workers(white_square):
     for batch in loader:
         for image in batch["pixel_values"]:
             assert torch.equal(image, reference) or torch.equal(image, reference.flip(-1))
+
+
+def test_a_sample_is_augmented_the_same_way_in_any_worker_and_epoch_order(white_square):
+    """Augmentation is seeded by (seed, epoch, index): the same item whatever process or order prepares it, so
+    persistent workers and resumed runs see exactly what an uninterrupted run sees; other seeds and epochs differ."""
+    from dfine.data import BatchCollator, build_dataloader
+
+    def items(seed, workers, epochs):
+        dataset = CocoDetection(white_square.parent, white_square, TrainTransforms(64, stop_epoch=50, seed=seed))
+        loader = build_dataloader(dataset, 1, shuffle=False, workers=workers, collate_fn=BatchCollator(64),
+                                  persistent_workers=workers > 0)
+        seen = {}
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            seen[epoch] = [batch["pixel_values"] for batch in loader]
+        return seen
+
+    in_process = items(0, 0, [0, 1, 2])
+    workers = items(0, 2, [2, 0, 1])  # other order, worker processes that live across epochs
+    for epoch in (0, 1, 2):
+        assert all(torch.equal(a, b) for a, b in zip(in_process[epoch], workers[epoch], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(in_process[0], in_process[1], strict=True))
+    other_seed = items(1, 0, [0])
+    assert not all(torch.equal(a, b) for a, b in zip(in_process[0], other_seed[0], strict=True))

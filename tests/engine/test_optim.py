@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 
 from dfine.config.presets import RECIPES, preset_config
 from dfine.engine.hparams import MAX_SCHEDULE_FRACTION, resolve_hyperparameters
-from dfine.engine.optim import WarmupConstantLR, build_optimizer, freeze_stem, parameter_groups
+from dfine.engine.optim import build_optimizer, freeze_stem, parameter_groups
 from dfine.errors import ConfigError
 from dfine.model import DFineForObjectDetection
 from dfine.model.layers import FrozenBatchNorm2d
@@ -96,37 +98,6 @@ def test_optimizer_settings() -> None:
                         "default": (1e-3, 0.05, 1, (0.9, 0.999))}
 
 
-def test_warmup_then_constant_and_state_round_trip() -> None:
-    param = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([{"params": [param], "lr": 1.0}], lr=1.0)
-    scheduler = WarmupConstantLR(optimizer, warmup_iters=4)
-    seen = []
-    for _ in range(7):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
-    state = scheduler.state_dict()
-    assert all(isinstance(v, (int, float, list)) for v in state.values())
-    other = WarmupConstantLR(torch.optim.AdamW([param], lr=1.0), warmup_iters=4)
-    other.load_state_dict(state)
-    assert other.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
-    assert other.last_epoch == scheduler.last_epoch
-    none = WarmupConstantLR(torch.optim.AdamW([param], lr=0.5), warmup_iters=0)
-    assert none.optimizer.param_groups[0]["lr"] == 0.5
-
-
-def test_halving_base_lrs_mid_warmup() -> None:
-    param = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([param], lr=1.0)
-    scheduler = WarmupConstantLR(optimizer, warmup_iters=2)
-    scheduler.scale_base_lrs(0.5)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
-    optimizer.step()
-    scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
-
-
 def test_recipe_unchanged_at_its_own_batch_on_coco() -> None:
     for size, recipe in RECIPES.items():
         hp = resolve_hyperparameters(size, num_train_images=117_266, batch_size=recipe.batch_size)
@@ -194,3 +165,17 @@ def test_an_explicit_warmup_replaces_the_cap_note_and_a_too_long_one_is_explaine
     assert "warmup_iters=100 is longer than this run's 2 iterations: the LR ends at 2% of its target" in hp.notes
     fits = resolve_hyperparameters("n", num_train_images=8, batch_size=4, epochs=1, overrides={"warmup_iters": 1})
     assert not any("longer than this run" in n for n in fits.notes)
+
+
+def test_large_data_at_batch_32_resolves_as_before_the_small_data_defaults() -> None:
+    """The small-data defaults must not touch COCO-sized runs: every size, from scratch and fine-tuning, at batch 32
+    on 10k (the threshold) and 118k images resolves to the hyper-parameters pinned at commit 7a53492, before they
+    changed (tests/engine/data/hparams_batch32_large.json)."""
+    pinned = json.loads((Path(__file__).parent / "data" / "hparams_batch32_large.json").read_text())
+    for key, expected in pinned.items():
+        size, fine_tune, images = key.split()
+        hp = resolve_hyperparameters(size, num_train_images=int(images.removeprefix("images=")), batch_size=32,
+                                     fine_tune=fine_tune == "fine_tune=True")
+        resolved = hp.to_dict()
+        resolved.pop("notes")
+        assert resolved == expected, key

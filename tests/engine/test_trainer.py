@@ -113,7 +113,7 @@ def test_images_and_batches_without_boxes(tmp_path: Path, caplog: pytest.LogCapt
     drop_annotations(data, "val", keep_images={0})
     with caplog.at_level(logging.INFO):
         # batch size 1: most batches have no box at all; stop_epoch=0 and no evaluation: the stop epoch has no
-        # best stage-1 state to return to, which must not crash (the original does, SPEC Part B §9 item 8)
+        # best stage-1 state to return to, which must not crash (the original does: its issues #74, #75)
         result = dfine.train(data, epochs=2, batch_size=1, output=tmp_path / "run", eval_interval=0, stop_epoch=0,
                              **TINY)
     history = read_metrics(result.output_dir)

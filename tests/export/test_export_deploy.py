@@ -132,7 +132,7 @@ def test_deploy_runs_other_sizes_in_eager(model_n) -> None:
 
 
 def test_bad_image_size_is_one_line(model_n) -> None:
-    with pytest.raises(DFineError, match="multiples of 32"):
+    with pytest.raises(DFineError, match="image size must be a positive multiple of 32, got 300"):
         deploy(model_n, 300)
 
 

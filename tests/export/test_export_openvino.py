@@ -14,12 +14,13 @@ import pytest
 
 import dfine
 from dfine.cli.main import main
+from dfine.data import make_synthetic_dataset
 from dfine.errors import DFineError, InputFileError
 from dfine.export.verify import Detections, check_images, match_detections
 
 ov = pytest.importorskip("openvino")
 
-from dfine.runtime.openvino import OpenVinoDetector, supported_precisions
+from dfine.runtime.openvino import OpenVinoDetector, supported_precisions  # noqa: E402
 
 
 @pytest.fixture(scope="module")  # an export checked against PyTorch, once for the module (~40 s)
@@ -101,7 +102,8 @@ def test_precision_choice(n_ir, model_n, monkeypatch) -> None:
 
     monkeypatch.setattr(exporter, "compare_with_torch", fake_compare)
     chosen = exporter.choose_precision(model_n, n_ir, (320, 320), 1, None, True, 2, None)
-    assert [c.precision for c in chosen if c.failure is None] == ["f32"] and calls == [f"OpenVINO {p}" for p in supported]
+    assert [c.precision for c in chosen if c.failure is None] == ["f32"]
+    assert calls == [f"OpenVINO {p}" for p in supported]
     if "bf16" in supported:
         with pytest.raises(DFineError, match="OpenVINO bf16 check failed"):
             exporter.choose_precision(model_n, n_ir, (320, 320), 1, "bf16", True, 2, None)
@@ -131,6 +133,16 @@ def test_predict_val_and_benchmark_run_an_ir(n_ir, tmp_path, capsys) -> None:
     assert main(["benchmark", "--model", str(n_ir), "--iters", "1", "--warmup", "0", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "backend:     openvino: OpenVINO CPU, f32" in text and "input 1x3x320x320" in text
+    # val with a report: an exported graph returns no box uncertainty, so no uncertainty report is promised
+    data = make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=2, image_size=(320, 320), format="yolo")
+    data.write_text(data.read_text().split("names:")[0] + "names: [" + ", ".join(f"c{i}" for i in range(80)) + "]\n")
+    report = tmp_path / "report"
+    assert main(["val", "--model", str(n_ir), "--data", str(data), "--output", str(report), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    written = "metrics.json, predictions.json, per_class_ap.png, pr_curve.png and confusion_matrix.png"
+    assert f"wrote {written} to {report}" in text and "uncertainty" not in text
+    assert json.loads((report / "metrics.json").read_text())["num_images"] == 2
+    assert not (report / "uncertainty.json").exists()
     for argv, message in (
         (["predict", str(images), "--model", str(n_ir), "--output", str(out), "--decoder-layers", "2"],
          "--decoder-layers do not apply to the openvino backend"),

@@ -131,7 +131,8 @@ def test_a_large_ap_drop_writes_nothing(tiny, tmp_path) -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--int8"], "--int8 needs --data: the data set whose images calibrate the quantization"),
     (["--data", "somewhere"], "--data is for INT8 quantization: add --int8"),
-    (["--int8", "--data", "d", "--format", "engine"], "--int8 quantizes ONNX and OpenVINO exports, not --format engine"),
+    (["--int8", "--data", "d", "--format", "engine"],
+     "--int8 quantizes ONNX and OpenVINO exports, not --format engine"),
     (["--int8", "--data", "d", "--half"], "choose one of --half and --int8"),
     (["--int8", "--data", "d", "--no-check"], "--int8 is checked on the data set's validation split"),
     (["--int8", "--data", "/no/such/data"], "/no/such/data: data set path does not exist"),

@@ -6,7 +6,23 @@ import functools
 
 import torch
 
+from dfine.config import DFineConfig
+from dfine.loss import DFineCriterion, HungarianMatcher, build_criterion, build_matcher
+
 NUM_CLASSES = 5
+
+#: VFL's α and γ as every released recipe (and DFineConfig's defaults) sets them
+VFL_ALPHA, VFL_GAMMA = 0.75, 2.0
+
+
+def make_criterion(**config_fields: object) -> DFineCriterion:
+    """Our criterion as :func:`dfine.loss.build_criterion` makes it for a config with these fields."""
+    return build_criterion(DFineConfig(num_labels=NUM_CLASSES, **config_fields))
+
+
+def make_matcher() -> HungarianMatcher:
+    """Our matcher as :func:`dfine.loss.build_matcher` makes it for the default config."""
+    return build_matcher(DFineConfig(num_labels=NUM_CLASSES))
 
 
 def random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -7,13 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from dfine_loss_testing import NUM_CLASSES, tiny_hf_model
+from dfine_loss_testing import NUM_CLASSES, VFL_ALPHA, VFL_GAMMA, make_criterion, make_matcher, tiny_hf_model
 
+from dfine.config import DFineConfig
 from dfine.errors import DFineError
-from dfine.loss import DEFAULT_WEIGHT_DICT, DFineCriterion, HungarianMatcher, union_matching
+from dfine.loss import LOSS_NAMES, DFineCriterion, union_matching
 from dfine.loss.functional import box_losses, varifocal_loss
 
-LAYER_TERMS = ["loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf"]
+LAYER_TERMS = list(LOSS_NAMES)
+UNIT_WEIGHTS = {name.replace("loss_", "weight_loss_"): 1.0 for name in LOSS_NAMES}
 
 
 def expected_keys(num_layers: int, denoising: bool = True) -> list[str]:
@@ -52,7 +54,7 @@ def _run(sizes=(3, 1), num_layers=3, perturb=True, seed=0):
 @pytest.mark.parametrize("num_layers, count", [(3, 38), (6, 68)])
 def test_keys_and_count(num_layers, count):
     _, outputs, labels, up, reg_scale = _run(num_layers=num_layers)
-    losses = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+    losses = make_criterion()(outputs, labels, up, reg_scale)
     assert list(losses) == expected_keys(num_layers)
     assert len(losses) == count
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
@@ -60,7 +62,7 @@ def test_keys_and_count(num_layers, count):
 
 def test_backward_reaches_every_head():
     model, outputs, labels, up, reg_scale = _run()
-    losses = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+    losses = make_criterion()(outputs, labels, up, reg_scale)
     sum(losses.values()).backward()
     heads = ["model.decoder.class_embed", "model.decoder.bbox_embed", "model.decoder.pre_bbox_head",
              "model.decoder.lqe_layers", "model.decoder.query_pos_head", "model.decoder.layers",
@@ -78,28 +80,29 @@ def test_backward_reaches_every_head():
 
 def test_dict_holds_weighted_terms():
     _, outputs, labels, up, reg_scale = _run()
-    weighted = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
-    unit = DFineCriterion(NUM_CLASSES, weight_dict=dict.fromkeys(DEFAULT_WEIGHT_DICT, 1.0))(
-        outputs, labels, up, reg_scale)
+    default = make_criterion()
+    weighted = default(outputs, labels, up, reg_scale)
+    unit = make_criterion(**UNIT_WEIGHTS)(outputs, labels, up, reg_scale)
+    weights = DFineConfig()
     for name, value in weighted.items():
         base = "_".join(name.split("_")[:2])
-        assert torch.allclose(value, unit[name] * DEFAULT_WEIGHT_DICT[base])
-    partial = DFineCriterion(NUM_CLASSES, weight_dict={"loss_vfl": 1.0})(outputs, labels, up, reg_scale)
+        assert torch.allclose(value, unit[name] * getattr(weights, base.replace("loss_", "weight_loss_")))
+    partial = DFineCriterion(NUM_CLASSES, default.matcher, {"loss_vfl": 1.0}, default.alpha, default.gamma,
+                             default.reg_max)(outputs, labels, up, reg_scale)
     assert all(k.startswith("loss_vfl") for k in partial) and len(partial) == 3 + 2 + 3 + 1
 
 
 def test_wiring_vfl_own_matching_boxes_union_matching():
     _, outputs, labels, up, reg_scale = _run()
-    losses = DFineCriterion(NUM_CLASSES, weight_dict=dict.fromkeys(DEFAULT_WEIGHT_DICT, 1.0))(
-        outputs, labels, up, reg_scale)
+    losses = make_criterion(**UNIT_WEIGHTS)(outputs, labels, up, reg_scale)
     num_dn = outputs.denoising_meta_values["dn_num_split"][0]
     logits = outputs.intermediate_logits[:, :, num_dn:].detach()
     boxes = outputs.intermediate_reference_points[:, :, num_dn:].detach()
-    matcher = HungarianMatcher()
+    match = make_matcher()
     heads = {"": (logits[:, 3], boxes[:, 3]), "_aux_0": (logits[:, 1], boxes[:, 1]),
              "_aux_1": (logits[:, 2], boxes[:, 2]), "_pre": (logits[:, 0], boxes[:, 0]),
              "_enc_0": (outputs.enc_topk_logits.detach(), outputs.enc_topk_bboxes.detach())}
-    own = {suffix: matcher(lg, bx, labels) for suffix, (lg, bx) in heads.items()}
+    own = {suffix: match(lg, bx, labels) for suffix, (lg, bx) in heads.items()}
     go = union_matching(list(own.values()))
     num_go = sum(len(q) for q, _ in go)
     assert num_go >= 4  # at least one query per target
@@ -114,7 +117,7 @@ def test_wiring_vfl_own_matching_boxes_union_matching():
     gb, gq, _, gbox = flat(go)
     for suffix, (lg, bx) in heads.items():
         b, q, lab, box = flat(own[suffix])
-        assert losses["loss_vfl" + suffix].item() == pytest.approx(varifocal_loss(lg, bx, b, q, lab, box, 4.0).item(),
+        assert losses["loss_vfl" + suffix].item() == pytest.approx(varifocal_loss(lg, bx, b, q, lab, box, 4.0, VFL_ALPHA, VFL_GAMMA).item(),
                                                                    rel=1e-6)
         l1, giou = box_losses(bx[gb, gq], gbox, float(num_go))
         assert losses["loss_bbox" + suffix].item() == pytest.approx(l1.item(), rel=1e-6)
@@ -127,7 +130,7 @@ def test_agrees_with_transformers_where_the_wirings_coincide():
     # is our dn_pre; its main vfl is our final vfl (own matching in both).
     _, outputs, labels, up, reg_scale = _run(perturb=False)
     assert (outputs.intermediate_reference_points > 0).all() and (outputs.intermediate_reference_points < 1).all()
-    ours = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+    ours = make_criterion()(outputs, labels, up, reg_scale)
     theirs = outputs.loss_dict
     pairs = {"loss_vfl": "loss_vfl"}
     for term in ("vfl", "bbox", "giou"):
@@ -140,7 +143,7 @@ def test_agrees_with_transformers_where_the_wirings_coincide():
 
 def test_one_image_without_targets():
     model, outputs, labels, up, reg_scale = _run(sizes=(3, 0, 2))
-    losses = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+    losses = make_criterion()(outputs, labels, up, reg_scale)
     assert list(losses) == expected_keys(3)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
@@ -150,7 +153,7 @@ def test_one_image_without_targets():
 def test_no_targets_at_all():
     model, outputs, labels, up, reg_scale = _run(sizes=(0, 0))
     assert outputs.denoising_meta_values is None
-    losses = DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+    losses = make_criterion()(outputs, labels, up, reg_scale)
     assert list(losses) == expected_keys(3, denoising=False)
     assert all(torch.isfinite(v) for v in losses.values())
     # Nothing to localise; classification still pushes every query down and DDF still distils every query.
@@ -168,7 +171,7 @@ def test_empty_denoising_meta_keeps_the_key_set():
                                                "enc_topk_logits", "enc_topk_bboxes")}
     empty = torch.zeros(0, dtype=torch.long)
     fields["denoising_meta_values"] = {"dn_positive_idx": [empty, empty], "dn_num_group": 1, "dn_num_split": [0, 30]}
-    losses = DFineCriterion(NUM_CLASSES)(fields, labels, up, reg_scale)
+    losses = make_criterion()(fields, labels, up, reg_scale)
     assert list(losses) == expected_keys(3)
     assert all(losses[k] == 0 for k in losses if "_dn_" in k)
 
@@ -176,7 +179,7 @@ def test_empty_denoising_meta_keeps_the_key_set():
 def test_stateless_and_access_by_key_or_attribute():
     _, outputs, labels, up, reg_scale = _run()
     _, other, other_labels, _, _ = _run(sizes=(2, 5), seed=1)
-    criterion = DFineCriterion(NUM_CLASSES)
+    criterion = make_criterion()
     first = criterion(outputs, labels, up, reg_scale)
     criterion(other, other_labels, up, reg_scale)
     again = criterion(dict(outputs), labels, up, reg_scale)
@@ -188,7 +191,7 @@ def test_stateless_and_access_by_key_or_attribute():
 
 def test_uses_the_reg_scale_passed_in():
     _, outputs, labels, up, _ = _run()
-    criterion = DFineCriterion(NUM_CLASSES)
+    criterion = make_criterion()
     four = criterion(outputs, labels, up, torch.tensor([4.0]))
     eight = criterion(outputs, labels, up, torch.tensor([8.0]))
     assert four["loss_fgl"] != eight["loss_fgl"]
@@ -199,7 +202,7 @@ def test_distributed_normalisation_single_rank(tmp_path):
     import torch.distributed as dist
 
     _, outputs, labels, up, reg_scale = _run()
-    criterion = DFineCriterion(NUM_CLASSES)
+    criterion = make_criterion()
     local = criterion(outputs, labels, up, reg_scale)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -214,4 +217,22 @@ def test_bad_labels_are_a_user_error():
     _, outputs, labels, up, reg_scale = _run()
     labels[0]["class_labels"][0] = NUM_CLASSES
     with pytest.raises(DFineError, match="classes"):
-        DFineCriterion(NUM_CLASSES)(outputs, labels, up, reg_scale)
+        make_criterion()(outputs, labels, up, reg_scale)
+
+
+def test_built_from_the_config_fields():
+    """build_criterion reads every number from the config: the criterion and matcher have no defaults of their own."""
+    built = make_criterion(weight_loss_fgl=0.3, focal_loss_alpha=0.5, focal_loss_gamma=1.5, matcher_giou_cost=3.0,
+                           matcher_alpha=0.4, max_num_bins=16)
+    assert built.weight_dict == {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_fgl": 0.3, "loss_ddf": 1.5}
+    assert (built.alpha, built.gamma, built.reg_max) == (0.5, 1.5, 16)
+    assert (built.matcher.giou_cost, built.matcher.alpha, built.matcher.class_cost) == (3.0, 0.4, 2.0)
+
+
+def test_config_defaults_are_the_transformers_defaults():
+    transformers = pytest.importorskip("transformers")
+    ours, theirs = DFineConfig(), transformers.DFineConfig()
+    names = [*(n.replace("loss_", "weight_loss_") for n in LOSS_NAMES), "focal_loss_alpha", "focal_loss_gamma",
+             "matcher_class_cost", "matcher_bbox_cost", "matcher_giou_cost", "matcher_alpha", "matcher_gamma",
+             "max_num_bins"]
+    assert {n: getattr(ours, n) for n in names} == {n: getattr(theirs, n) for n in names}

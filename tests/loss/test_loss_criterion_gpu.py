@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfine.loss import DFineCriterion
+from dfine.config import DFineConfig
+from dfine.loss import build_criterion
 
 pytestmark = pytest.mark.gpu
 
@@ -51,7 +52,7 @@ def _to(outputs: dict, **kwargs) -> dict:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_backward():
     outputs, targets = _synthetic([4, 0, 2])
-    criterion = DFineCriterion(NUM_CLASSES)
+    criterion = build_criterion(DFineConfig(num_labels=NUM_CLASSES))
     up, reg_scale = torch.tensor([0.5]), torch.tensor([8.0])
     cpu = criterion(_to(outputs), targets, up, reg_scale)
     gpu_outputs = _to(outputs, device="cuda")
@@ -72,7 +73,7 @@ def test_bf16_outputs_under_autocast():
     outputs, targets = _synthetic([3, 5])
     bf16 = _to(outputs, device="cuda", dtype=torch.bfloat16)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        losses = DFineCriterion(NUM_CLASSES)(bf16, targets, torch.tensor([0.5], device="cuda"),
+        losses = build_criterion(DFineConfig(num_labels=NUM_CLASSES))(bf16, targets, torch.tensor([0.5], device="cuda"),
                                              torch.tensor([4.0], device="cuda"))
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()

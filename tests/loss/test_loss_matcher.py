@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 import torch
-from dfine_loss_testing import NUM_CLASSES, random_boxes, random_targets
+from dfine_loss_testing import NUM_CLASSES, make_matcher, random_boxes, random_targets
 
-from dfine.loss import HungarianMatcher, denoising_matching, union_matching
+from dfine.loss import denoising_matching, union_matching
 from dfine.loss.matcher import INVALID_COST
 
 
@@ -34,13 +34,13 @@ def test_matches_transformers_matcher():
     targets = random_targets([3, 0, 7, 1], gen)
     expected = RTDetrHungarianMatcher(DFineConfig(num_labels=NUM_CLASSES))({"logits": logits, "pred_boxes": boxes},
                                                                           targets)
-    _assert_same(HungarianMatcher()(logits, boxes, targets), expected)
+    _assert_same(make_matcher()(logits, boxes, targets), expected)
 
 
 def test_batched_equals_per_image_and_empty_images():
     logits, boxes, gen = _random_predictions(3, 20, seed=1)
     targets = random_targets([4, 0, 6], gen)
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     batched = matcher(logits, boxes, targets)
     single = [matcher(logits[i : i + 1], boxes[i : i + 1], [targets[i]])[0] for i in range(3)]
     _assert_same(batched, single)
@@ -52,14 +52,14 @@ def test_batched_equals_per_image_and_empty_images():
 def test_no_targets_at_all():
     logits, boxes, _ = _random_predictions(2, 10)
     empty = {"class_labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}
-    result = HungarianMatcher()(logits, boxes, [empty, empty])
+    result = make_matcher()(logits, boxes, [empty, empty])
     assert all(q.numel() == 0 and t.numel() == 0 for q, t in result)
 
 
 def test_assignment_is_brute_force_optimum():
     logits, boxes, gen = _random_predictions(1, 5, seed=3)
     targets = random_targets([3], gen)
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     cost = matcher.cost_matrix(logits, boxes, targets)[0, :, :3]
     best = min(sum(cost[q, t].item() for t, q in enumerate(perm)) for perm in itertools.permutations(range(5), 3))
     queries, tgts = matcher(logits, boxes, targets)[0]
@@ -76,7 +76,7 @@ def test_cost_matrix_formula():
     ).item()
     iou = 0.6  # intersection 0.03, union 0.05, hull = union (same height, adjacent) -> GIoU = IoU
     expected = 2 * focal + 5 * 0.05 + 2 * -iou
-    assert HungarianMatcher().cost_matrix(logits, boxes, targets)[0, 0, 0].item() == pytest.approx(expected, abs=1e-6)
+    assert make_matcher().cost_matrix(logits, boxes, targets)[0, 0, 0].item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_non_finite_predictions_are_matched_last():
@@ -84,7 +84,7 @@ def test_non_finite_predictions_are_matched_last():
     boxes[0, 2] = float("nan")
     logits[0, 4] = float("inf")
     targets = random_targets([4], gen)
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     cost = matcher.cost_matrix(logits, boxes, targets)
     assert torch.isfinite(cost).all() and (cost[0, 2, :4] == INVALID_COST).all()
     queries, _ = matcher(logits, boxes, targets)[0]

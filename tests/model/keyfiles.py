@@ -1,4 +1,5 @@
-"""Read the state-dict key fixtures (every key with its shape, from SPEC spec/keys/)."""
+"""Read the state-dict key fixtures (every key with its shape): the hub's ``model.safetensors`` as
+transformers' ``save_pretrained`` writes it, and the original's released ``.pth`` (its ``model`` entry)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from hf_oracle import randomize_weights
 
 import dfine
 from dfine.errors import ConfigError
@@ -85,3 +86,22 @@ def test_knob_checks_and_restores(nano_and_pixels) -> None:
     assert len(fast.deployed.head.layers) == 3
     with pytest.raises(ConfigError, match="deployed with 3 decoder layers"):
         dfine.model.deploy.fast.optimize_for_inference(fast, decoder_layers=2)
+
+
+def test_box_uncertainty_with_k_layers_is_layer_ks_in_both_forms(nano_and_pixels) -> None:
+    """The edge spreads follow the knob: with K layers both the training form and the deploy form (which copies the
+    depth) read layer K's corner distributions, and agree; in float64, as above."""
+    model, pixels = nano_and_pixels
+    model64 = copy.deepcopy(model)
+    randomize_weights(model64, seed=5)  # the initial box heads give every query the same spread
+    model64.double()
+    pixels64 = pixels.double()
+    with torch.inference_mode():
+        full = model64(pixels64, output_uncertainty=True).edge_uncertainty
+        set_decoder_layers(model64, 1)
+        reference = model64(pixels64, output_uncertainty=True)
+        deployed = model64.deploy(SIZE).set_uncertainty()(pixels64)
+    assert len(model64.deploy(SIZE).head.layers) == 1
+    torch.testing.assert_close(deployed.pred_boxes, reference.pred_boxes, rtol=0, atol=1e-8)
+    torch.testing.assert_close(deployed.edge_uncertainty, reference.edge_uncertainty, rtol=0, atol=1e-8)
+    assert not torch.allclose(reference.edge_uncertainty, full, atol=1e-4)  # layer 1's spreads, not the last's

@@ -1,4 +1,4 @@
-"""Original Peterande/D-FINE .pth checkpoints: keys as in spec/keys/original_*, size and class count inferred.
+"""Original Peterande/D-FINE .pth checkpoints: keys as in tests/fixtures/keys/original_*, size and class count inferred.
 
 The test writes a transformers model's weights in the original layout with its own reverse mapping, checks that
 mapping against the recorded original key list (names and shapes), and loads the file with from_pretrained.

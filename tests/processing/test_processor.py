@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - older transformers
     RTDetrImageProcessorPil = None
 
 ONE_LEVEL = 1 / 255 + 1e-6  # one 8-bit step, plus float32 slack
-HUB_CONFIG = {  # the checkpoints' preprocessor_config.json (SPEC Part A §1.1 / §5)
+HUB_CONFIG = {  # the checkpoints' preprocessor_config.json (as on the hub, e.g. ustc-community/dfine-small-coco)
     "do_normalize": False,
     "do_pad": False,
     "do_rescale": True,

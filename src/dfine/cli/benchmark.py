@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dfine.cli.precision import half_precision
+    from dfine.config.image_size import validate_image_size
     from dfine.errors import DFineError
     from dfine.export.benchmark import count_flops, count_parameters, peak_memory_mib, time_callable
-    from dfine.utils.checks import validate_image_size
     from dfine.utils.device import resolve_device
 
     # an exported file runs in one runtime only, so its suffix chooses unless --backend says otherwise

@@ -71,8 +71,8 @@ def _default_output(model: str, fmt: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dfine.config.image_size import validate_image_size
     from dfine.errors import DFineError
-    from dfine.utils.checks import validate_image_size
 
     validate_image_size(args.image_size, "--image-size")
     if args.batch_size < 1 or args.max_batch < 1:

@@ -42,11 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="an exported model: CPU threads of its runtime (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--output", default=None,
-                   help="also write metrics.json, predictions.json (COCO results), per_class_ap.png, pr_curve.png "
-                        "and confusion_matrix.png to this folder")
+                   help="also write metrics.json, predictions.json (COCO results), per_class_ap.png, pr_curve.png, "
+                        "confusion_matrix.png, and uncertainty.json / uncertainty.png (Spearman rho between each "
+                        "box's uncertainty and its localisation error) to this folder")
     p.add_argument("--threshold", type=float, default=0.5,
-                   help="with --output: the score from which a detection counts in the confusion matrix (default "
-                        "0.5, as dfine predict)")
+                   help="with --output: the score from which a detection counts in the confusion matrix and the "
+                        "uncertainty report (default 0.5, as dfine predict)")
     p.set_defaults(func=run)
 
 
@@ -74,8 +75,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result.table())
         if args.output is not None:
-            print(f"wrote metrics.json, predictions.json, per_class_ap.png, pr_curve.png and confusion_matrix.png to "
-                  f"{args.output}")
+            written = "metrics.json, predictions.json, per_class_ap.png, pr_curve.png"
+            if exported is None:
+                _print_uncertainty(args.output)
+                written += ", confusion_matrix.png, uncertainty.json and uncertainty.png"
+            else:  # an exported graph returns no box uncertainty: no uncertainty report
+                written += " and confusion_matrix.png"
+            print(f"wrote {written} to {args.output}")
     return 0
 
 
@@ -101,3 +107,18 @@ def _val_exported(args: argparse.Namespace, row: ExportFormat, progress: bool) -
     return evaluate_exported(detector, args.data, args.split, batch_size=args.batch_size, workers=args.workers,
                              progress=progress, val_split=args.val_split, output=args.output,
                              score_threshold=args.threshold)
+
+
+def _print_uncertainty(output: str) -> None:
+    """The line of uncertainty.json that says whether box uncertainty tracks localisation error."""
+    import json
+    from pathlib import Path
+
+    path = Path(output).expanduser() / "uncertainty.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    rho = report.get("spearman_rho")
+    shown = "n/a (too few matched detections)" if rho is None else f"{rho:.3f}"
+    print(f"box uncertainty vs localisation error (1 - IoU): Spearman rho = {shown} over {report['detections']} "
+          f"detections scoring >= {report['score_threshold']:g}")

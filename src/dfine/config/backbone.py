@@ -10,7 +10,10 @@ from dfine.config.fields import JsonConfig
 
 
 class HGNetV2Config(JsonConfig):
-    """HGNetv2 backbone configuration (SPEC Part A §1.2). Defaults are the B4 backbone of D-FINE-L."""
+    """HGNetv2 backbone configuration (transformers' ``models/hgnet_v2/configuration_hgnet_v2.py``).
+
+    Defaults are the B4 backbone of D-FINE-L.
+    """
 
     model_type = "hgnet_v2"
     _defaults = {

@@ -53,10 +53,13 @@ DATASET_CATEGORY_IDS = "dataset_category_ids"
 
 # config.json key of DFineConfig.training_image_size
 TRAINING_IMAGE_SIZE = "training_image_size"
+# config.json key of DFineConfig.mal_gamma (not a transformers field; kept like any unknown key)
+MAL_GAMMA = "mal_gamma"
 
 
 class DFineConfig(JsonConfig):
-    """D-FINE configuration (SPEC Part A §1.1): field names and defaults of Hugging Face's ``DFineConfig``.
+    """D-FINE configuration: field names and defaults of Hugging Face's ``DFineConfig``
+    (transformers' ``models/d_fine/configuration_d_fine.py``).
 
     Build one from a size preset with :meth:`from_preset` (``"dfine-s-coco"``), from a ``config.json`` with
     :meth:`from_pretrained`, or directly with keyword arguments. ``num_labels`` is derived from ``id2label``.
@@ -128,6 +131,10 @@ class DFineConfig(JsonConfig):
         "up": 0.5,
         "tie_word_embeddings": True,
         "is_encoder_decoder": True,
+        # Instance segmentation (D-FINE-seg): not transformers fields, so config.json holds them only when the mask
+        # head is on (see to_dict). mask_dim None means d_model, which is D-FINE-seg's choice for every size.
+        "use_mask_head": False,
+        "mask_dim": None,
     }
 
     # Structured or derived values, accepted besides the fields of _defaults.
@@ -153,6 +160,9 @@ class DFineConfig(JsonConfig):
                                   "give one of them, or make them match")
         else:
             self.num_labels = 2 if num_labels is None else num_labels
+        if self.mask_dim is None:
+            self.mask_dim = self.d_model
+        self.mask_dim = typed_field("mask_dim", self.mask_dim, 0)
         self.validate()  # first: head_dim divides by the head count, which may be 0
         self.head_dim = self.d_model // self.decoder_attention_heads
         if head_dim is not None and head_dim != self.head_dim:
@@ -232,6 +242,38 @@ class DFineConfig(JsonConfig):
             self.extra[DATASET_CATEGORY_IDS] = ids
 
     @property
+    def mal_gamma(self) -> float | None:
+        """γ of DEIM's Matchability-Aware Loss, which then replaces VFL as the classification loss; None (the
+        default, and every released checkpoint's) trains with VFL.
+
+        ``dfine train --recipe deim`` sets it (DEIM's 1.5); kept in config.json, where transformers ignores it, so
+        that a model says how it was trained and a resumed run keeps its loss.
+        """
+        value = self.extra.get(MAL_GAMMA)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @mal_gamma.setter
+    def mal_gamma(self, gamma: float | None) -> None:
+        if gamma is None:
+            self.extra.pop(MAL_GAMMA, None)
+        elif not isinstance(gamma, int | float) or isinstance(gamma, bool) or gamma < 0:
+            raise ConfigError(f"mal_gamma must be a number >= 0 or None, got {gamma!r}")
+        else:
+            self.extra[MAL_GAMMA] = float(gamma)
+
+    @property
+    def mask_low_level_stage(self) -> int | None:
+        """The HGNetv2 stage whose stride-8 map the mask branch takes besides the encoder's maps, or None.
+
+        D-FINE-seg's pixel decoder starts from a stride-8 map. When the encoder has no stride-8 level (D-FINE-N), the
+        backbone's stage 2 (stride 8: HGNetv2 stage s has stride 2^(s+1)) is returned as well and passed around
+        the encoder (``build_model`` and ``DFINE.forward`` in D-FINE-seg 0.6.2's ``dfine_seg/model/dfine.py``).
+        """
+        if not self.use_mask_head or 8 in self.feat_strides:
+            return None
+        return 2
+
+    @property
     def num_points_list(self) -> list[int]:
         """Sampling points per feature level of the deformable cross-attention."""
         if isinstance(self.decoder_n_points, list | tuple):
@@ -261,8 +303,17 @@ class DFineConfig(JsonConfig):
             raise ConfigError(f"decoder_method must be 'default' or 'discrete', got {self.decoder_method!r}")
         if len(self.backbone_config.out_indices) != len(self.encoder_in_channels):
             raise ConfigError("backbone out_indices and encoder_in_channels must have the same length")
+        if self.use_mask_head:
+            self._validate_mask_head()
         if not -self.decoder_layers <= self.eval_idx < self.decoder_layers:
             raise ConfigError(f"eval_idx={self.eval_idx} is outside the {self.decoder_layers} decoder layers")
+
+    def _validate_mask_head(self) -> None:
+        if self.mask_dim < 32 or self.mask_dim % 32:
+            # the pixel decoder normalises with GroupNorm(32 groups, mask_dim)
+            raise ConfigError(f"mask_dim must be a positive multiple of 32, got {self.mask_dim}")
+        if sorted(self.feat_strides) != list(self.feat_strides) or min(self.feat_strides) < 8:
+            raise ConfigError(f"the mask head needs feat_strides of 8 or more, finest first, got {self.feat_strides}")
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -271,7 +322,10 @@ class DFineConfig(JsonConfig):
         out["id2label"] = {str(i): name for i, name in self.id2label.items()}
         out["label2id"] = {name: i for i, name in self.id2label.items()}
         out["head_dim"] = self.head_dim
-        out.setdefault("architectures", ["DFineForObjectDetection"])
+        if not self.use_mask_head:  # a detector's config.json stays what transformers writes
+            del out["use_mask_head"], out["mask_dim"]
+        out.setdefault("architectures",
+                       ["DFineForInstanceSegmentation" if self.use_mask_head else "DFineForObjectDetection"])
         return out
 
     def to_json_string(self) -> str:

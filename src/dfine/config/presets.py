@@ -1,6 +1,7 @@
 """The D-FINE model family as data: backbone variants, the N/S/M/L/X size table and the per-size training recipe.
 
-Values come from the original repository's configs (SPEC Part A §2, Part B §3.1–3.2). ``preset_config`` turns a
+Values come from the original repository's configs (``configs/dfine/dfine_hgnetv2_{n,s,m,l,x}_coco.yml``
+and ``configs/dfine/include/*.yml``). ``preset_config`` turns a
 preset name into a :class:`~dfine.config.DFineConfig`; nothing here builds modules.
 """
 
@@ -58,7 +59,7 @@ def backbone_config(variant: str, out_indices: list[int], use_lab: bool) -> HGNe
 
 @dataclass(frozen=True)
 class SizeSpec:
-    """Architecture of one D-FINE size (SPEC Part A §2.2)."""
+    """Architecture of one D-FINE size (original: ``configs/dfine/dfine_hgnetv2_*_coco.yml``)."""
 
     backbone: str
     use_lab: bool
@@ -194,7 +195,8 @@ def size_of(config: DFineConfig) -> str | None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The original training recipe of one size (SPEC Part B §3.2–3.4), at its reference total batch size."""
+    """The original training recipe of one size (``configs/dfine/dfine_hgnetv2_*_coco.yml`` and
+    ``configs/dfine/include/optimizer.yml``), at its reference total batch size."""
 
     batch_size: int
     lr: float

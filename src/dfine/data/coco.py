@@ -1,7 +1,8 @@
 """COCO-JSON annotations: parsing into a :class:`DetectionIndex`, and the :class:`CocoDetection` data set.
 
 Any category ids work (1-based, with gaps, arbitrary): they map to contiguous labels ``0..C-1`` in sorted id order,
-which fixes the original's most common custom-data failure (raw ids used as label indices, SPEC Part B §9.1).
+which fixes the original's most common custom-data failure (raw ids used as label indices, its issues #89,
+#10).
 Roboflow exports add a category that is only the ``supercategory`` of the real ones and is never used; it is
 dropped, otherwise it would become an extra, never-seen class 0.
 """

@@ -13,7 +13,9 @@ Crowd regions are left out of the targets (they only enter the evaluation ground
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from torchvision import tv_tensors
 
 from dfine.data.images import load_image
 from dfine.data.index import DetectionIndex
+from dfine.data.seeding import seeded
 
 Transforms = Callable[[tv_tensors.Image, dict[str, Any]], tuple[Any, dict[str, Any]]]
 
@@ -39,6 +42,9 @@ class DetectionDataset(Dataset):
         index.raise_if_problems()
         self.index = index
         self.transforms = transforms
+        bind = getattr(transforms, "bind_dataset", None)
+        if bind is not None:  # transforms that compose several samples (DEIM's mosaic) draw the others from here
+            bind(self)
 
     @property
     def class_names(self) -> list[str]:
@@ -76,9 +82,15 @@ class DetectionDataset(Dataset):
         return image, target
 
     def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
+        started = time.perf_counter()
         image, target = self.load_item(i)
         if self.transforms is not None:
-            image, target = self.transforms(image, target)
+            # random transforms draw from a generator seeded by (run seed, epoch, i): the same augmentation in any
+            # worker, persistent or not, and after a resume (dfine.data.seeding)
+            seed = getattr(self.transforms, "sample_seed", None)
+            with seeded(seed(i)) if seed is not None else nullcontext():
+                image, target = self.transforms(image, target)
+        target["load_seconds"] = time.perf_counter() - started  # the collator moves it out of the target
         return image, target
 
     def set_epoch(self, epoch: int) -> None:

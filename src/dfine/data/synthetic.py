@@ -16,6 +16,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from dfine.ops.numpy_boxes import iou_matrix
+
 CLASS_NAMES = ("circle", "square", "triangle")
 # COCO category ids are 1-based, as in most COCO exports, so the demo exercises the id -> label mapping.
 _COCO_CATEGORY_IDS = (1, 2, 3)
@@ -32,14 +34,6 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     )
     noise = rng.normal(0, 10, size=(h, w, 3))
     return np.clip(base + smooth + noise, 0, 255).astype(np.uint8)
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
 
 
 def draw_sample(
@@ -60,7 +54,8 @@ def draw_sample(
             size = int(rng.uniform(0.18, 0.42) * short)
             x, y = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
             box = (x, y, x + size, y + size)
-            if all(_iou(box, other) < 0.1 for _, other in objects):
+            others = np.asarray([other for _, other in objects]).reshape(-1, 4)
+            if iou_matrix(np.asarray([box]), others).max(initial=0.0) < 0.1:
                 break
         else:
             continue

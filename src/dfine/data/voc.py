@@ -45,7 +45,7 @@ from xml.parsers import expat
 from dfine.data.images import probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
 from dfine.errors import InputFileError
-from dfine.imaging.formats import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
+from dfine.imaging.formats import IMAGE_EXTENSIONS
 from dfine.imaging.sources import is_hidden_below
 
 CLASS_LIST_FILES = ("labels.txt", "classes.txt", "labelmap.txt")
@@ -369,8 +369,8 @@ def _image_candidates(images: Path, xml_name: Path, filename: str | None) -> lis
         candidates.append(images / PureWindowsPath(filename).name)
     stems = [xml_name] + ([xml_name.parent / Path(PureWindowsPath(filename).name).stem] if filename else [])
     for stem in stems:
-        candidates += [images / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
-        candidates += [images / f"{stem}{suffix.upper()}" for suffix in IMAGE_SUFFIXES]
+        candidates += [images / f"{stem}{suffix}" for suffix in sorted(IMAGE_EXTENSIONS)]
+        candidates += [images / f"{stem}{suffix.upper()}" for suffix in sorted(IMAGE_EXTENSIONS)]
     return candidates
 
 
@@ -445,7 +445,7 @@ def load_voc_index(
             builder.add_box(image_id, id_of[obj.name], obj.box, where, iscrowd=obj.difficult)
     if beside:
         # LabelImg saves no XML for an image it was never given boxes for: say so rather than drop it unseen
-        for path in sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p not in used
+        for path in sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p not in used
                            and not p.name.startswith(".")):
             builder.repairs.add("image without an XML file left out", str(path))
     if not xml_files and not list_problems:

@@ -15,8 +15,9 @@ Names are imported lazily (PEP 562): importing one engine module does not import
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dfine.utils.lazy import lazy_exports
 
 _EXPORTS = {
     # api
@@ -28,7 +29,8 @@ _EXPORTS = {
     "resolve_hyperparameters": "dfine.engine.hparams",
     "parameter_groups": "dfine.engine.optim",
     "build_optimizer": "dfine.engine.optim",
-    "WarmupConstantLR": "dfine.engine.optim",
+    "LRSchedule": "dfine.engine.schedule",
+    "build_lr_schedule": "dfine.engine.schedule",
     "ModelEMA": "dfine.engine.ema",
     "train_step": "dfine.engine.step",
     "StepOutcome": "dfine.engine.step",
@@ -60,17 +62,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dfine.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 if TYPE_CHECKING:
@@ -90,8 +82,9 @@ if TYPE_CHECKING:
     from dfine.engine.evaluator import ClassAP, CocoEvaluator, EvalResult
     from dfine.engine.hparams import Hyperparameters, resolve_hyperparameters
     from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
-    from dfine.engine.optim import WarmupConstantLR, build_optimizer, parameter_groups
+    from dfine.engine.optim import build_optimizer, parameter_groups
     from dfine.engine.plots import plot_results
+    from dfine.engine.schedule import LRSchedule, build_lr_schedule
     from dfine.engine.step import StepOutcome, train_step
     from dfine.engine.trainer import Trainer
     from dfine.engine.validate import evaluate

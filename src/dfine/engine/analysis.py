@@ -16,20 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from dfine.ops.numpy_boxes import iou_matrix
+
 __all__ = ["confusion_matrix", "prediction_records", "write_report"]
-
-
-def _iou(a: np.ndarray, b: np.ndarray, crowd: bool = False) -> np.ndarray:
-    """IoU of every xyxy box of ``a`` (N, 4) with every box of ``b`` (M, 4); with ``crowd``, the intersection over
-    the area of ``a``'s box alone, as COCO scores a detection against a crowd region."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] if crowd else area_a[:, None] + area_b[None, :] - inter
-    union = np.broadcast_to(union, inter.shape)
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _ground_truth_by_image(ground_truth: Mapping[str, Any]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -72,7 +61,7 @@ def confusion_matrix(ground_truth: Mapping[str, Any],
         keep = np.asarray(scores) >= score_threshold
         boxes, labels = np.asarray(boxes, dtype=np.float64)[keep].reshape(-1, 4), np.asarray(labels)[keep]
         real_boxes, real_labels = gt_boxes[~crowd], gt_labels[~crowd]
-        ious = _iou(real_boxes, boxes) if len(real_boxes) and len(boxes) else np.zeros((len(real_boxes), len(boxes)))
+        ious = iou_matrix(real_boxes, boxes) if len(real_boxes) and len(boxes) else np.zeros((len(real_boxes), len(boxes)))
         matched_gt = np.zeros(len(real_boxes), dtype=bool)
         matched_det = np.zeros(len(boxes), dtype=bool)
         if ious.size:
@@ -85,7 +74,7 @@ def confusion_matrix(ground_truth: Mapping[str, Any],
             matrix[real_labels[g], background] += 1
         spare = np.flatnonzero(~matched_det)
         if crowd.any() and len(spare):  # a detection inside a crowd region is not a false positive
-            inside = _iou(boxes[spare], gt_boxes[crowd], crowd=True).max(axis=1) >= iou
+            inside = iou_matrix(boxes[spare], gt_boxes[crowd], crowd=True).max(axis=1) >= iou
             spare = spare[~inside]
         for d in spare:
             matrix[background, labels[d]] += 1
@@ -119,13 +108,16 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
 
     * ``metrics.json``: ``result.as_dict()``;
     * ``predictions.json``: :func:`prediction_records` (the data set's own category ids);
-    * ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png`` (at ``score_threshold``).
+    * ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png`` (at ``score_threshold``);
+    * when the evaluator holds box uncertainties: ``uncertainty.json`` (Spearman's ρ between uncertainty and
+      localisation error, :func:`dfine.engine.localization.uncertainty_report`) and ``uncertainty.png``.
 
     Files are written whole or not at all (atomically).
     """
     import json
 
-    from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves
+    from dfine.engine.localization import uncertainty_report
+    from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves, plot_uncertainty_error
     from dfine.utils.files import atomic_write, atomic_write_text, prepare_output_dir
 
     # expanduser: as val() checks it, and train's output is taken. A parent that is a file is a one-line error.
@@ -141,4 +133,10 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
                        ("confusion_matrix.png", lambda p: plot_confusion_matrix(
                            matrix, list(class_names), p, score_threshold=score_threshold))):
         written.append(atomic_write(folder / name, draw))
+    uncertainties = evaluator.uncertainties() if hasattr(evaluator, "uncertainties") else {}
+    if uncertainties:
+        report = uncertainty_report(ground_truth, predictions, uncertainties, score_threshold)
+        written.append(atomic_write_text(folder / "uncertainty.json", json.dumps(report.as_dict(), indent=2)))
+        written.append(atomic_write(folder / "uncertainty.png", lambda p: plot_uncertainty_error(
+            report.uncertainty, report.error, report.spearman_rho, p)))
     return written

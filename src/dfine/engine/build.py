@@ -13,7 +13,8 @@ Two ways to start (:func:`build_training_model`):
   order. When no name is shared and the count differs, the tensors are re-initialised and listed.
 
 Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
-frozen for L/X, whose stem is frozen too (SPEC Part B §3.1, §3.8).
+frozen for L/X, whose stem is frozen too (``freeze_at``, ``freeze_norm`` in
+``configs/dfine/dfine_hgnetv2_{l,x}_coco.yml``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dfine.config import DFineConfig
 from dfine.config.fields import check_field_range, coerce, type_description
 from dfine.config.presets import SIZES, is_preset, preset_config, size_of
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
+from dfine.data.mosaic import DenseO2OPolicy
 from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
@@ -259,20 +261,24 @@ def build_loaders(
     seed: int,
     world_size: int,
     pin_memory: bool = False,
+    mixup: DenseO2OPolicy | None = None,
 ) -> tuple[EpochDataLoader, EpochDataLoader | None]:
     """Training loader (shuffled, last batch dropped, multi-scale until the stop epoch) and validation loader.
 
-    ``batch_size`` is the total over all processes; each process loads its share. Workers are not persistent:
-    each epoch's workers are seeded from the loader's generator, which the trainer reseeds per epoch, so a resumed
-    run sees exactly the same augmentations as an uninterrupted one.
+    ``batch_size`` is the total over all processes; each process loads its share. Workers live for the whole run
+    (starting them again every epoch cost a few seconds per epoch): augmentations are seeded per sample from
+    ``(seed, epoch, index)`` (:mod:`dfine.data.seeding`), so a resumed run still sees exactly the same ones.
     """
     per_process = batch_size // world_size
     train_loader = build_dataloader(
         train_set, per_process, shuffle=True, drop_last=True, workers=workers, seed=seed, pin_memory=pin_memory,
-        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch),
+        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch, seed=seed,
+                                 mixup=mixup),
+        persistent_workers=True,
     )
     val_loader = None
     if val_set is not None:
         val_loader = build_dataloader(val_set, max(1, per_process), shuffle=False, workers=workers, seed=seed,
-                                      pin_memory=pin_memory, collate_fn=BatchCollator(image_size))
+                                      pin_memory=pin_memory, collate_fn=BatchCollator(image_size),
+                                      persistent_workers=True)
     return train_loader, val_loader

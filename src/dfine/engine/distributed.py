@@ -1,4 +1,4 @@
-"""Distributed-training helpers (Part B §8 of the spec).
+"""Distributed-training helpers (the original's ``src/misc/dist_utils.py``).
 
 Every function here is safe to call in a plain single-process run: rank 0, world size 1, collectives that return
 their input. Processes are started by ``torchrun``, which sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``;

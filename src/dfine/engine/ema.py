@@ -1,4 +1,4 @@
-"""Exponential moving average of the model weights (SPEC Part B §3.4).
+"""Exponential moving average of the model weights (the original's ``src/optim/ema.py: ModelEMA``).
 
 After every optimizer step, every floating-point entry of the model's state dict (parameters *and* batch-norm
 running statistics) moves towards the trained model::

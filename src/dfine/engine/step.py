@@ -1,4 +1,5 @@
-"""One optimizer step with mixed precision, gradient clipping and non-finite protection (SPEC Part B §3.4).
+"""One optimizer step with mixed precision, gradient clipping and non-finite protection (the original's
+``src/solver/det_engine.py: train_one_epoch``).
 
 Order: forward under ``torch.autocast`` (the criterion itself runs in float32) → check the loss is finite on every
 rank → backward (through the GradScaler when fp16) → ``unscale_`` → ``clip_grad_norm_`` → optimizer step →
@@ -24,7 +25,11 @@ from torch.optim import Optimizer
 
 from dfine.engine.distributed import all_ranks_true, is_distributed, reduce_dict
 from dfine.engine.ema import ModelEMA
-from dfine.engine.optim import WarmupConstantLR, unwrap_model
+from dfine.engine.optim import unwrap_model
+from dfine.engine.profiling import PhaseTimer
+from dfine.engine.schedule import LRSchedule
+
+_NO_TIMER = PhaseTimer(enabled=False)
 
 
 class StepOutcome(enum.Enum):
@@ -66,12 +71,13 @@ def train_step(
     batch: Mapping[str, Any],
     *,
     optimizer: Optimizer,
-    scheduler: WarmupConstantLR,
+    scheduler: LRSchedule,
     scaler: torch.amp.GradScaler,
     ema: ModelEMA,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     clip_max_norm: float,
+    timer: PhaseTimer | None = None,
 ) -> StepResult:
     """Run one training step on ``batch`` (see the module docstring).
 
@@ -82,9 +88,12 @@ def train_step(
         device: where the model lives.
         amp_dtype: autocast dtype, or None for full precision.
         clip_max_norm: global gradient L2-norm limit; 0 disables clipping (the norm is still checked).
+        timer: where ``dfine train --profile`` counts the phases (None: not profiling).
     """
+    timer = timer or _NO_TIMER
     pixel_values, labels = move_batch(batch, device)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with timer.phase("forward"), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                enabled=amp_dtype is not None):
         outputs = model(pixel_values, labels=labels)
     loss = outputs.loss
     if is_distributed():
@@ -96,24 +105,28 @@ def train_step(
         optimizer.zero_grad(set_to_none=True)
         return StepResult(StepOutcome.NONFINITE, float(loss.detach().float().item()), {}, batch_size)
 
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm if clip_max_norm > 0 else float("inf"))
-    if scaler.is_enabled():
-        scale = scaler.get_scale()
-        scaler.step(optimizer)
-        scaler.update()
-        outcome = StepOutcome.STEPPED if scaler.get_scale() >= scale else StepOutcome.SCALER_SKIPPED
-    elif not torch.isfinite(grad_norm):
-        outcome = StepOutcome.NONFINITE
-    else:
-        optimizer.step()
-        outcome = StepOutcome.STEPPED
-    optimizer.zero_grad(set_to_none=True)
+    with timer.phase("backward"):
+        scaler.scale(loss).backward()
+    with timer.phase("optimizer"):
+        scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm if clip_max_norm > 0 else float("inf"))
+        if scaler.is_enabled():
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            outcome = StepOutcome.STEPPED if scaler.get_scale() >= scale else StepOutcome.SCALER_SKIPPED
+        elif not torch.isfinite(grad_norm):
+            outcome = StepOutcome.NONFINITE
+        else:
+            optimizer.step()
+            outcome = StepOutcome.STEPPED
+        optimizer.zero_grad(set_to_none=True)
+        if outcome is StepOutcome.STEPPED:
+            scheduler.step()
     if outcome is StepOutcome.STEPPED:
-        scheduler.step()
-        ema.update(model)
+        with timer.phase("EMA"):
+            ema.update(model)
     terms = _averaged_terms({"loss": loss, **outputs.loss_dict})
     return StepResult(outcome, terms["loss"], terms, batch_size)
 

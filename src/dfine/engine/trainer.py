@@ -6,8 +6,8 @@ weights (every ``eval_interval`` epochs, the last stage-1 epoch and the last epo
 ``last.pt`` (atomic), ``best/`` when COCO AP improved or tied (the latest of equal epochs is kept),
 ``metrics.jsonl``, TensorBoard and ``results.png``.
 
-**Stop epoch** (SPEC Part B §3.5). At ``stop_epoch`` the whole training state of the best stage-1 epoch
-(``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
+**Stop epoch** (original: ``det_solver.py: DetSolver.fit``). At ``stop_epoch`` the whole training state of the
+best stage-1 epoch (``best_stage1.pt``: model, EMA, optimizer, scaler, scheduler) is reloaded and the EMA continues with
 ``ema_restart_decay``; the remaining epochs train without strong augmentation. If there is no best stage-1 state (no
 evaluation happened, no validation split, a run resumed in a fresh folder) training simply continues from the
 current weights — the original crashes there. We do **not** run the original's stage-2 "EMA search" (restarting
@@ -17,7 +17,7 @@ worse models after each restart, and on small custom validation sets it mostly c
 training; ``best/`` keeps the best EMA weights of both stages, and ``last.pt`` is written in stage 2 too, so a run
 can always be resumed.
 
-**Non-finite loss** (SPEC Part B §9 item 9). A step whose loss is NaN/inf is skipped with a warning (nothing is
+**Non-finite loss** (the original's issue #133). A step whose loss is NaN/inf is skipped with a warning (nothing is
 updated). After ``max_nonfinite_steps`` such steps in a row, the run rolls back to the last good state (the end of
 the previous epoch, i.e. what ``last.pt`` holds, or the start of the run), halves the learning rate, says so, and
 retries the epoch; after ``max_rollbacks`` rollbacks it stops with a :class:`~dfine.errors.DFineError`. The halved
@@ -26,7 +26,6 @@ rate also holds after the stop epoch restores an earlier best stage-1 state.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from torch.optim import Optimizer
 
 from dfine.data import EpochDataLoader
 from dfine.engine import checkpoint as ckpt
+from dfine.engine.best_report import reevaluate_best, write_val_report
 from dfine.engine.distributed import (
     all_gather_object,
     barrier,
@@ -52,46 +52,20 @@ from dfine.engine.distributed import (
 )
 from dfine.engine.ema import ModelEMA
 from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
+from dfine.engine.experiment_loggers import ExperimentLog
 from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
-from dfine.engine.optim import WarmupConstantLR, current_lrs
+from dfine.engine.optim import current_lrs
+from dfine.engine.profiling import WORKER_PHASE, PhaseTimer, breakdown_table, save_profile, timed_batches
+from dfine.engine.schedule import LRSchedule
 from dfine.engine.step import StepOutcome, train_step
+from dfine.engine.train_state import Diverged, TrainState, clone_state
 from dfine.engine.validate import evaluate
 from dfine.errors import DFineError
 
 logger = logging.getLogger("dfine")
 
 PREVIEW_NAME = "train_batch0.jpg"  # the first training batch with its boxes (see Trainer._save_batch_preview)
-
-
-@dataclass
-class TrainState:
-    """Progress that a checkpoint carries besides the module/optimizer states."""
-
-    start_epoch: int = 0  # the next epoch to run
-    stage: int = 1
-    best_metric: float = -1.0
-    best_epoch: int = -1
-    best_eval: dict[str, Any] | None = None
-    rollbacks: int = 0
-    lr_scale: float = 1.0  # product of the divergence back-offs applied so far
-    stale_evals: int = 0  # evaluations in a row without a better AP, in this stage (early stopping)
-
-
-class _Diverged(Exception):
-    def __init__(self, epoch: int, iteration: int) -> None:
-        self.epoch, self.iteration = epoch, iteration
-
-
-def _clone_state(value: Any) -> Any:
-    """A deep copy of a (nested) state dict with tensors cloned to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return type(value)((k, _clone_state(v)) for k, v in value.items())
-    if isinstance(value, list):
-        return [_clone_state(v) for v in value]
-    return copy.deepcopy(value)
 
 
 @dataclass
@@ -116,6 +90,8 @@ class Trainer:
         eval_interval: evaluate every this many epochs (<= 0: never; ``best/`` is then the final EMA).
         progress: show progress bars (rank 0).
         data_source: the data set trained on (stored in ``last.pt``, so a resume on other data can say so).
+        profile: measure where each epoch's time goes and print it (``profile.json`` in the run folder holds the
+            run's totals; :mod:`dfine.engine.profiling`).
         max_nonfinite_steps: consecutive non-finite steps that trigger a rollback.
         max_rollbacks: rollbacks after which the run stops with an error.
     """
@@ -123,7 +99,7 @@ class Trainer:
     model: nn.Module
     train_model: nn.Module
     optimizer: Optimizer
-    scheduler: WarmupConstantLR
+    scheduler: LRSchedule
     scaler: torch.amp.GradScaler
     ema: ModelEMA
     hparams: Hyperparameters
@@ -142,14 +118,18 @@ class Trainer:
     data_source: str | None = None
     max_nonfinite_steps: int = 5
     max_rollbacks: int = 2
+    profile: bool = False
     state: TrainState = field(default_factory=TrainState)
     _pending_rng: dict[str, Any] | None = field(default=None, repr=False)
     _snapshot: dict[str, Any] | None = field(default=None, repr=False)
-    _best_result: EvalResult | None = field(default=None, repr=False)
+    best_result: EvalResult | None = field(default=None, repr=False)
     _last_result: EvalResult | None = field(default=None, repr=False)
     # the evaluators (their predictions) of the latest and the best evaluation, for the val/ pictures at the end
     _last_evaluator: CocoEvaluator | None = field(default=None, repr=False)
-    _best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
+    best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
+    _timer: PhaseTimer | None = field(default=None, repr=False)
+    # W&B / MLflow / TensorBoard extras (dfine.engine.experiment_loggers.session sets it around fit); empty: no-op
+    experiment: ExperimentLog = field(default_factory=ExperimentLog, repr=False)
 
     # ------------------------------------------------------------------------------------------ helpers
     def say(self, message: str) -> None:
@@ -160,7 +140,7 @@ class Trainer:
             tqdm.write(message)
 
     @property
-    def _paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, Path]:
         return {"last": self.output_dir / ckpt.LAST_NAME, "stage1": self.output_dir / ckpt.BEST_STAGE1_NAME,
                 "best": self.output_dir / ckpt.BEST_DIR_NAME}
 
@@ -188,7 +168,8 @@ class Trainer:
             "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "stale_evals": s.stale_evals,
                       "world_size": get_world_size(), "eval_interval": self.eval_interval,
                       "amp": self.amp_dtype is not None,
-                      "seed": self.seed, "data": self.data_source},
+                      "seed": self.seed, "data": self.data_source,
+                      "experiment_runs": self.experiment.resume_info()},
         }
 
     def load_checkpoint_state(self, data: dict[str, Any]) -> None:
@@ -220,7 +201,7 @@ class Trainer:
     def _enter_stage2(self, epoch: int) -> None:
         hp = self.hparams
         barrier()  # rank 0 may have just written best_stage1.pt
-        path = self._paths["stage1"]
+        path = self.paths["stage1"]
         # every rank restores the same state or none does (rank 0's file goes to nodes that do not share the run
         # folder): ranks on different states would train diverging models without a word
         data, problem = read_agreed(path, ckpt.load_checkpoint, (DFineError, RuntimeError, KeyError, ValueError))
@@ -254,21 +235,21 @@ class Trainer:
     def _take_snapshot(self, origin: str) -> None:
         # The rollback target: the same states last.pt holds, kept in memory so that every rank can restore them
         # without reading a file another rank is writing.
-        self._snapshot = {"states": _clone_state(self._module_states()), "lr_scale": self.state.lr_scale,
+        self._snapshot = {"states": clone_state(self._module_states()), "lr_scale": self.state.lr_scale,
                           "origin": origin}
 
-    def _roll_back(self, diverged: _Diverged) -> None:
+    def _roll_back(self, diverged: Diverged) -> None:
         where = f"epoch {diverged.epoch + 1}, iteration {diverged.iteration + 1}"
         assert self._snapshot is not None
         if self.state.rollbacks >= self.max_rollbacks:
             lr = self.optimizer.param_groups[0]["lr"]
-            saved = (f"; the last good state is {self._paths['last']}" if self._paths["last"].exists() else "")
+            saved = (f"; the last good state is {self.paths['last']}" if self.paths["last"].exists() else "")
             raise DFineError(
                 f"training diverged: the loss was NaN/inf in {self.max_nonfinite_steps} consecutive iterations "
                 f"({where}) even after {self.state.rollbacks} rollbacks with the learning rate halved each time (now "
                 f"{lr:.3g}); try a lower --lr, training without --amp, or check the data set{saved}")
         new_scale = self.state.lr_scale * 0.5
-        self._load_module_states(_clone_state(self._snapshot["states"]))
+        self._load_module_states(clone_state(self._snapshot["states"]))
         self.scheduler.scale_base_lrs(new_scale / self._snapshot["lr_scale"])
         self.state.lr_scale = new_scale
         self.state.rollbacks += 1
@@ -290,12 +271,15 @@ class Trainer:
         in_a_row = skipped = 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.hparams.epochs}", leave=False,
                    disable=not (self.progress and is_main_process()), dynamic_ncols=True)
-        for iteration, batch in enumerate(bar):
+        timer = self.timer
+        for iteration, batch in enumerate(timed_batches(bar, timer)):
+            timer.add(WORKER_PHASE, float(batch.pop("worker_seconds", 0.0)))
             if epoch == 0 and iteration == 0 and is_main_process():
-                self._save_batch_preview(batch)
+                with timer.phase("checkpoint + logs"):
+                    self._save_batch_preview(batch)
             result = train_step(self.train_model, batch, optimizer=self.optimizer, scheduler=self.scheduler,
                                 scaler=self.scaler, ema=self.ema, device=self.device, amp_dtype=self.amp_dtype,
-                                clip_max_norm=self.hparams.clip_max_norm)
+                                clip_max_norm=self.hparams.clip_max_norm, timer=timer)
             if result.outcome is StepOutcome.NONFINITE:
                 in_a_row += 1
                 skipped += 1
@@ -304,7 +288,7 @@ class Trainer:
                                    result.loss, epoch + 1, iteration + 1, in_a_row)
                 if in_a_row >= self.max_nonfinite_steps:
                     bar.close()
-                    raise _Diverged(epoch, iteration)
+                    raise Diverged(epoch, iteration)
                 continue
             in_a_row = 0
             meter.update(result.terms, n=result.batch_size)
@@ -325,6 +309,7 @@ class Trainer:
         try:
             picture = draw_batch(batch["pixel_values"], batch["labels"], self.class_names)
             atomic_write(path, lambda temporary: picture.save(temporary, format="JPEG", quality=90))
+            self.experiment.log_image(path, epoch=0)
         except Exception as error:  # a picture must never stop a training run
             logger.warning("could not draw %s: %s", path.name, error)
 
@@ -339,7 +324,8 @@ class Trainer:
         assert self.val_loader is not None and self.val_ground_truth is not None
         self._last_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
         return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
-                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator)
+                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator,
+                        uncertainty=True)  # box uncertainties too, for val/'s uncertainty report
 
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
@@ -354,8 +340,8 @@ class Trainer:
         if improved:
             assert result is not None
             s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
-            self._best_result = result
-            self._best_evaluator = self._last_evaluator
+            self.best_result = result
+            self.best_evaluator = self._last_evaluator
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
         if is_main_process():
             state = self.checkpoint_state(epoch, rng)
@@ -364,16 +350,17 @@ class Trainer:
             # first, a kill in between would leave them an epoch behind, or the record missing, for good
             if improved:
                 if s.stage == 1:
-                    ckpt.save_checkpoint(self._paths["stage1"], state)
-                ckpt.save_best_model(self.ema.module, self.processor, self._paths["best"])
+                    ckpt.save_checkpoint(self.paths["stage1"], state)
+                ckpt.save_best_model(self.ema.module, self.processor, self.paths["best"])
             lrs = current_lrs(self.optimizer)
-            metrics_logger.log_epoch(
+            record = metrics_logger.log_epoch(
                 epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
                 lr=list(lrs.values()), epoch_time=seconds,
                 extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None,
                        "lr_groups": list(lrs)},  # names for the "lr" list (results.png's legend)
             )
-            ckpt.save_checkpoint(self._paths["last"], state)
+            self.experiment.log_epoch(record)
+            ckpt.save_checkpoint(self.paths["last"], state)
             try:
                 from dfine.engine.plots import plot_results
 
@@ -412,23 +399,48 @@ class Trainer:
                 if epoch >= hp.stop_epoch and self.state.stage == 1:
                     self._enter_stage2(epoch)
                 started = time.perf_counter()
+                self.timer.start_epoch()
                 try:
                     train_stats = self.train_one_epoch(epoch)
-                except _Diverged as diverged:
+                except Diverged as diverged:
                     self._roll_back(diverged)
                     continue
-                result = self.validate() if self._should_evaluate(epoch) else None
+                with self.timer.phase("evaluation"):
+                    result = self.validate() if self._should_evaluate(epoch) else None
                 if result is not None:
                     self._last_result = result
-                self._end_of_epoch(epoch, train_stats, result, time.perf_counter() - started, metrics_logger)
+                with self.timer.phase("checkpoint + logs"):
+                    self._end_of_epoch(epoch, train_stats, result, time.perf_counter() - started, metrics_logger)
+                if self.profile:
+                    seconds = self.timer.end_epoch()
+                    self.say(breakdown_table(seconds, f"Time of epoch {epoch + 1}:"))
+                    self.experiment.log_profile(epoch, seconds)
                 self.state.start_epoch = epoch + 1
                 self._take_snapshot(f"the end of epoch {epoch + 1} ({ckpt.LAST_NAME})")
                 if on_epoch_end is not None:
                     on_epoch_end(epoch)
                 epoch += 1
         self._finish()
+        self._report_profile()
         return read_metrics(self.output_dir) if is_main_process() and (self.output_dir / "metrics.jsonl").exists() \
             else []
+
+    @property
+    def timer(self) -> PhaseTimer:
+        """The phase timer of ``--profile`` (a disabled one otherwise), created on first use."""
+        if self._timer is None:
+            self._timer = PhaseTimer(self.profile, self.device)
+            self._timer.watch_loss(self.train_model)
+        return self._timer
+
+    def _report_profile(self) -> None:
+        """The run's totals per phase: printed, and kept in ``profile.json``."""
+        if not self.profile or self._timer is None:
+            return
+        self._timer.close()
+        self.say(breakdown_table(self._timer.total, "Time of the whole run (dfine train --profile):"))
+        if is_main_process():
+            save_profile(self._timer.total, self.output_dir / "profile.json")
 
     def _out_of_patience(self, epoch: int) -> bool:
         """Say what early stopping does at ``epoch``: True when stage 1 ends and stage 2 follows, False to stop."""
@@ -441,58 +453,19 @@ class Trainer:
         self.say(f"{why}: stopping after epoch {epoch} of {hp.epochs}")
         return False
 
-    def _write_val_report(self) -> None:
-        """``val/`` in the run folder: the pictures and predictions of ``dfine val --output`` for the best epoch."""
-        if not is_main_process() or self._best_result is None or self._best_evaluator is None:
-            return
-        from dfine.engine.analysis import write_report
-
-        ids = getattr(self.ema.module.config, "dataset_category_ids", None) or list(range(len(self.class_names)))
-        try:
-            write_report(self.output_dir / "val", self._best_result, self._best_evaluator, ids, self.class_names)
-        except Exception as e:  # a plotting problem must never end a long training run
-            logger.warning("could not write the validation report to %s: %s", self.output_dir / "val", e)
-            return
-        self.say(f"Precision-recall curves, confusion matrix and per-class AP of epoch {self.state.best_epoch + 1}: "
-                 f"{self.output_dir / 'val'}")
-
-    def _reevaluate_best(self) -> None:
-        """Evaluate ``best/`` again, for the closing table and ``val/``: a resumed run whose best epoch came before
-        the resume holds no result of it, and the killed run stopped before it could write ``val/``."""
-        from dfine.hub.convert import to_internal_names
-        from dfine.hub.loading import load_state_dict_checked
-        from dfine.hub.readers import load_safetensors_file
-
-        path = self._paths["best"] / "model.safetensors"
-        weights, problem = read_agreed(path, load_safetensors_file, (DFineError,))
-        if problem is not None or weights is None:
-            logger.warning("could not reload %s for the best epoch's report (%s)", path, problem or "no such file")
-            return
-        assert self.val_loader is not None and self.val_ground_truth is not None
-        model = copy.deepcopy(self.ema.module)
-        try:
-            load_state_dict_checked(model, to_internal_names(weights), str(path))
-        except DFineError as error:  # the same on every rank: they all read rank 0's weights
-            logger.warning("could not reload %s for the best epoch's report (%s)", path, error)
-            return
-        self._best_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
-        self._best_result = evaluate(model, self.val_loader, self.val_ground_truth, self.class_names, self.device,
-                                     self.amp_dtype, progress=self.progress and is_main_process(),
-                                     evaluator=self._best_evaluator)
-
     def _finish(self) -> None:
-        best = self._paths["best"]
+        best = self.paths["best"]
         # before a missing best/ is filled with the final EMA below, which is not the best epoch's weights
-        if self._best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
-            self._reevaluate_best()
+        if self.best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
+            reevaluate_best(self)
         if is_main_process() and not best.exists():
             # No evaluation happened (no validation split, eval_interval <= 0): the final EMA is the best we have.
             ckpt.save_best_model(self.ema.module, self.processor, best)
             self.say(f"No evaluation ran: {best} holds the final EMA weights")
-        if self._best_result is not None:
+        if self.best_result is not None:
             self.say(f"\nValidation of the best EMA weights (epoch {self.state.best_epoch + 1}):\n"
-                     f"{self._best_result.table()}")
-            self._write_val_report()
+                     f"{self.best_result.table()}")
+            write_val_report(self)
         elif self._last_result is not None:
             self.say(f"\nLast validation:\n{self._last_result.table()}")
         barrier()

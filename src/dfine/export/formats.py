@@ -173,7 +173,8 @@ _OPENVINO_INSTALL = 'pip install "dfine[openvino]"'
 
 
 def _openvino_require_export() -> None:
-    require_packages(("openvino",), "exporting to OpenVINO", _OPENVINO_INSTALL)  # first: the rest of [onnx] may be there
+    # first: the rest of [onnx] may be there
+    require_packages(("openvino",), "exporting to OpenVINO", _OPENVINO_INSTALL)
     _onnx_require_export()  # the IR is converted from the ONNX export
 
 

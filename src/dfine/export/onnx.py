@@ -38,7 +38,7 @@ from dfine.errors import DFineError, InputFileError, first_line
 from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.preprocess import InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
-from dfine.model.deploy.deployed import deploy, normalize_image_size
+from dfine.model.deploy.deployed import deploy
 from dfine.model.depth import decoder_layers_run
 from dfine.model.detection import DFineForObjectDetection
 from dfine.runtime.onnx import RESAMPLE_NAMES
@@ -316,9 +316,9 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         DFineError: an image size too small for the model's queries, or an export, checker or comparison failure,
             with a one-line message.
     """
-    from dfine.config.image_size import check_image_size
+    from dfine.config.image_size import check_image_size, image_size_hw
 
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     # query selection needs at least num_queries encoder positions; checked here because the exporter's own
     # failure (a top-k out of range while tracing) says nothing about the image size
     check_image_size(model.config, size, training=False)

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dfine.config.image_size import image_size_hw
 from dfine.errors import DFineError
 from dfine.export.onnx import check_output_path, compare_with_torch, write_checked_onnx
 from dfine.export.preprocess import check_exportable
-from dfine.model.deploy.deployed import normalize_image_size
 from dfine.runtime.openvino import PRECISIONS, OpenVinoDetector, core, openvino_error, supported_precisions
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def export_openvino(model: DFineForObjectDetection, output: str | Path, image_si
     from dfine.config.image_size import check_image_size
 
     core()  # a missing OpenVINO is said before minutes of export
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     check_image_size(model.config, size, training=False)
     if processor is not None:
         check_exportable(processor, size, "the model")

@@ -1,9 +1,9 @@
 """Post-processing inside the exported graph: raw outputs -> ``labels``, ``boxes`` (pixels, xyxy), ``scores``.
 
 The same computation as :meth:`dfine.DFineImageProcessor.post_process_object_detection` before thresholding
-(SPEC Part A §5), through the same :func:`dfine.processing.detections.top_k_detections`: sigmoid, top-k over queries × classes
-with k = the number of queries, label = index mod C, boxes gathered by query and scaled to the original image
-size. No NMS, no clamping.
+(and as the original's ``src/zoo/dfine/postprocessor.py: DFINEPostProcessor``), through the same
+:func:`dfine.processing.detections.top_k_detections`: sigmoid, top-k over queries × classes with k = the number of
+queries, label = index mod C, boxes gathered by query and scaled to the original image size. No NMS, no clamping.
 
 **Size order.** The exported graph takes ``orig_target_sizes`` as int64 ``(width, height)`` per image — the order
 of the original D-FINE deployment tools (``export_onnx.py``, its ONNX Runtime / TensorRT / OpenVINO / C++ examples),

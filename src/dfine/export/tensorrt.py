@@ -1,7 +1,7 @@
 """TensorRT engines through the TensorRT Python API, built from our ONNX export and checked against PyTorch.
 
 fp16 engines of D-FINE built naively (``trtexec --fp16``) can collapse to empty detections (labels all 0, tiny
-scores; SPEC Part B §7, §9 items 6–7). The causes are layer normalisation and softmax computed in fp16 and a
+scores; original repository issues #44, #98). The causes are layer normalisation and softmax computed in fp16 and a
 detection head whose top-k selection and box decoding are sensitive to rounding. So an fp16 engine here keeps,
 with explicit precision constraints (``OBEY_PRECISION_CONSTRAINTS``):
 
@@ -228,12 +228,11 @@ def export_engine(model: Any, output: str | Path, image_size: int | Sequence[int
             failure on the way.
     """
     require_tensorrt()
-    from dfine.config.image_size import check_image_size
+    from dfine.config.image_size import check_image_size, image_size_hw
     from dfine.export import onnx as onnx_export
-    from dfine.model.deploy.deployed import normalize_image_size
     from dfine.utils.files import atomic_write
 
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     check_image_size(model.config, size, training=False)
     if max_batch < 1 or batch_size < 1:
         raise DFineError(f"max_batch and batch_size must be at least 1, got {max_batch} and {batch_size}")

@@ -1,13 +1,14 @@
 """ImageNet-pretrained HGNetv2 backbones: timm's weights, renamed to our module names.
 
-The original D-FINE starts every COCO training from ``PPHGNetV2_B*_stage1.pth`` (SPEC Part B §3.8): PaddleClas's
-PP-HGNetV2 "SSLD stage 1" ImageNet weights (distilled on ImageNet-22k + 1k, before the ImageNet-1k-only
-fine-tuning of "stage 2"), converted to PyTorch; early versions of the original code loaded them under PaddleClas's
-own name, ``PPHGNetV2_B*_ssld_stage1_pretrained``. timm converted the same PaddleClas release and publishes it as
-``timm/hgnetv2_b{0..6}.ssld_stage1_in22k_in1k`` on the Hugging Face hub (the "stage1 … in22k_in1k" tag names that
-checkpoint). Both conversions keep one parameter layout (the original D-FINE code and timm's ``hgnet.py`` share
-their module names), so the values should be identical; the two files were not compared byte for byte. The timm
-files also carry the ImageNet classifier (``head.*``), which D-FINE never uses and which is dropped here.
+The original D-FINE starts every COCO training from ``PPHGNetV2_B*_stage1.pth`` (its ``src/nn/backbone/hgnetv2.py``,
+class ``HGNetv2``): PaddleClas's PP-HGNetV2 "SSLD stage 1" ImageNet weights (distilled on ImageNet-22k + 1k, before
+the ImageNet-1k-only fine-tuning of "stage 2"), converted to PyTorch; early versions of the original code loaded
+them under PaddleClas's own name, ``PPHGNetV2_B*_ssld_stage1_pretrained``. timm converted the same PaddleClas
+release and publishes it as ``timm/hgnetv2_b{0..6}.ssld_stage1_in22k_in1k`` on the Hugging Face hub (the "stage1 …
+in22k_in1k" tag names that checkpoint). Both conversions keep one parameter layout (the original D-FINE code and
+timm's ``hgnet.py`` share their module names), so the values should be identical; the two files were not compared
+byte for byte. The timm files also carry the ImageNet classifier (``head.*``), which D-FINE never uses and which is
+dropped here.
 
 Key mapping, timm -> ours (relative to :class:`dfine.model.backbone.HGNetV2Backbone`, i.e. the module that sits
 at ``model.backbone.model`` inside :class:`~dfine.DFineForObjectDetection`):

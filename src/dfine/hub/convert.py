@@ -1,4 +1,5 @@
-"""State-dict key translation between the three layouts (SPEC Part A §7).
+"""State-dict key translation between the three layouts (the original's and transformers';
+transformers' ``models/d_fine/convert_d_fine_original_pytorch_checkpoint_to_hf.py`` maps the first to the second).
 
 - **internal**: our module names, equal to Hugging Face's in-memory names without the tied top-level
   ``class_embed`` / ``bbox_embed`` aliases (``model.encoder.aifi.0.layers.0.self_attn.o_proj.weight`` …);
@@ -7,7 +8,9 @@
   folder (ours or transformers') holds the same names without the ``model.`` prefix, and a transformers one has no
   detection heads (``decoder.class_embed`` / ``decoder.bbox_embed`` belong to ``DFineForObjectDetection`` there);
 - **original**: the Peterande/D-FINE ``.pth`` state dicts (``backbone.stem.stem1.conv.weight`` …), translated by
-  one declarative table, :data:`ORIGINAL_RENAMES`, plus the q/k/v split of packed attention weights.
+  one declarative table, :data:`ORIGINAL_RENAMES`, plus the q/k/v split of packed attention weights. D-FINE-seg's
+  ``.pt`` files (ArgoHA/D-FINE-seg) share this layout and add the mask branch, ``decoder.mask_decoder.*`` and
+  ``decoder.mask_head.*``, whose names only lose the ``decoder.`` prefix (:data:`MASK_BRANCH`).
 """
 
 from __future__ import annotations
@@ -62,13 +65,16 @@ ORIGINAL_RENAMES: list[tuple[str, str]] = [
     (r"^decoder\.enc_output\.norm\.", "model.enc_output.1."),
     (r"^decoder\.(enc_score_head|enc_bbox_head)\.", r"model.\1."),
     (r"^decoder\.(up|reg_scale)$", r"model.decoder.\1"),
+    # D-FINE-seg's mask branch (dfine_seg_*_coco.pt): its own module names, only the prefix moves
+    (r"^decoder\.(mask_decoder|mask_head)\.", r"model.\1."),
 ]
 
 # Derived or duplicated entries of original checkpoints: anchors/valid_mask depend on the export size, and the
 # decoder keeps a second copy of up/reg_scale.
 ORIGINAL_DROPPED = re.compile(r"^decoder\.(anchors|valid_mask|decoder\.up|decoder\.reg_scale)$")
 
-# Hub files use the names of older transformers versions for these modules (SPEC Part A §7.2).
+# Hub files use the names of older transformers versions for these modules (transformers'
+# ``conversion_mapping.py``, entry ``d_fine``).
 _HUB_TO_INTERNAL = [
     (r"^model\.encoder\.encoder\.(\d+)\.layers\.", r"model.encoder.aifi.\1.layers."),
     (r"\.self_attn\.out_proj\.", ".self_attn.o_proj."),
@@ -84,6 +90,8 @@ _INTERNAL_TO_HUB = [
 # The per-layer detection heads: absent as a whole from a transformers DFineModel file (see absent_detection_heads).
 # The prefix is optional so that the pattern also fits DFineModel's own names.
 DETECTION_HEADS = re.compile(r"^(model\.)?decoder\.(class_embed|bbox_embed)\.")
+# The mask branch of segmentation models (internal names; the prefix is optional as above).
+MASK_BRANCH = re.compile(r"^(model\.)?(mask_decoder|mask_head)\.")
 _LAYER_MLP = re.compile(r"^model\.(encoder\.(aifi|encoder)\.\d+\.layers|decoder\.layers)\.\d+\.")
 
 

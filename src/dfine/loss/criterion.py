@@ -1,4 +1,5 @@
-"""The D-FINE training criterion with the ORIGINAL (Peterande/D-FINE) wiring and GO-LSD (SPEC Part A §4.2).
+"""The D-FINE training criterion with the original repository's wiring and GO-LSD
+(``src/zoo/dfine/dfine_criterion.py: DFINECriterion``).
 
 Terms (``L`` decoder layers; denoising terms only when the outputs carry denoising meta values):
 
@@ -19,14 +20,15 @@ Eval-mode outputs (the evaluated layer only: ``intermediate_logits`` (B, 1, Q, C
 denoising) get the final-layer and ``_enc_0`` terms, 7 in all, with the GO union of those two matchings: the
 validation loss on what the eval forward computes, as transformers gives one whenever labels are passed.
 
-Matching (SPEC Part B §4.6): the final layer, every auxiliary layer, the pre head and the encoder proposals are
+Matching (D-FINE paper, section "Global Optimal Localization Self-Distillation"; original:
+``DFINECriterion._get_go_indices``): the final layer, every auxiliary layer, the pre head and the encoder proposals are
 matched separately; VFL of each uses its own matching and ``num_boxes``. Their union (``indices_go``, each query
 keeping its most frequent target) with ``num_boxes_go`` = its size drives bbox/giou/fgl/ddf of final, aux and pre,
 and bbox/giou of the encoder (the original passes ``indices_go`` to the encoder's ``boxes`` loss only — its ``local``
 loss needs corners, which the encoder does not have). Denoising rows use the known assignment (positive slots ↔
 targets tiled K times) and the normaliser ``num_boxes · K`` for every term.
 
-Differences from Hugging Face's ``DFineForObjectDetectionLoss`` (SPEC Part A §4.3, §8 item 1 and 10), all on
+Differences from Hugging Face's ``DFineForObjectDetectionLoss`` (transformers' ``loss/loss_d_fine.py``), all on
 purpose, to reproduce the original training:
 
 - aux i supervises layer i's logits/boxes together with layer i's corners (HF pairs layer i−1's logits/boxes with
@@ -54,28 +56,28 @@ from torch import Tensor, nn
 
 from dfine.errors import DFineError
 from dfine.loss.functional import (
+    DDF_BATCH_FACTOR,
+    DDF_TEMPERATURE,
     FGLTargets,
     box_losses,
     ddf_balance,
     decoupled_distillation_loss,
     fgl_targets,
     fine_grained_localization_loss,
+    matchability_aware_loss,
     matched_iou,
     varifocal_loss,
 )
 from dfine.loss.matcher import HungarianMatcher, Matching, denoising_matching, union_matching
 from dfine.ops import weighting_function
 
-__all__ = ["DEFAULT_WEIGHT_DICT", "DFineCriterion"]
+__all__ = ["LOSS_NAMES", "DFineCriterion"]
 
-#: Loss weights of every released recipe (SPEC Part B §3.7).
-DEFAULT_WEIGHT_DICT: dict[str, float] = {
-    "loss_vfl": 1.0,
-    "loss_bbox": 5.0,
-    "loss_giou": 2.0,
-    "loss_fgl": 0.15,
-    "loss_ddf": 1.5,
-}
+#: D-FINE's base terms; the weights themselves are a config's ``weight_loss_*`` fields.
+LOSS_NAMES = ("loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf")
+#: The classification term: ``loss_vfl`` (D-FINE) or ``loss_mal`` (DEIM's Matchability-Aware Loss), not both.
+CLASSIFICATION_LOSSES = ("loss_vfl", "loss_mal")
+_KNOWN = (*LOSS_NAMES, "loss_mal")
 
 
 class _Assignment(NamedTuple):
@@ -103,7 +105,8 @@ def _field(outputs: Any, name: str) -> Any:
 
 
 def _global_mean_counts(counts: Sequence[int], device: torch.device) -> list[float]:
-    """Counts summed over ranks and divided by the world size, each at least 1 (SPEC Part B §8); one all-reduce."""
+    """Counts summed over ranks and divided by the world size, each at least 1 (as the original's
+    ``DFINECriterion.forward``); one all-reduce."""
     values = torch.tensor([float(c) for c in counts], dtype=torch.float32, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values)
@@ -123,42 +126,49 @@ def _assign(matching: Matching, targets: Sequence[Mapping[str, Tensor]], num_box
 class DFineCriterion(nn.Module):
     """D-FINE training loss with the original wiring (see the module docstring for the terms and the matching).
 
+    :func:`dfine.loss.build_criterion` makes one from a :class:`~dfine.config.DFineConfig`, whose defaults are every
+    released recipe's values; the config is the only place those numbers are written.
+
     Args:
         num_classes: C, the number of class logits.
-        matcher: the Hungarian matcher; default ``HungarianMatcher()`` (costs 2/5/2, α 0.25, γ 2).
-        weight_dict: weight of each base term (``loss_vfl``, ``loss_bbox``, ``loss_giou``, ``loss_fgl``,
-            ``loss_ddf``); default :data:`DEFAULT_WEIGHT_DICT`. A base term left out is neither computed nor returned.
-        alpha: VFL negative weight α (0.75).
-        gamma: VFL focusing γ (2).
-        reg_max: N, the last FDR bin index (32).
-        ddf_temperature: DDF temperature T (5).
+        matcher: the Hungarian matcher (:func:`dfine.loss.build_matcher`).
+        weight_dict: weight of each base term (:data:`LOSS_NAMES`: ``loss_vfl``, ``loss_bbox``, ``loss_giou``,
+            ``loss_fgl``, ``loss_ddf``). A base term left out is neither computed nor returned.
+        alpha: VFL negative weight α (``focal_loss_alpha``).
+        gamma: VFL focusing γ (``focal_loss_gamma``).
+        reg_max: N, the last FDR bin index (``max_num_bins``).
+        ddf_temperature: DDF temperature T.
         ddf_batch_factor: the ``8`` in DDF's ``8/B`` count scaling.
     """
 
     def __init__(
         self,
         num_classes: int,
-        matcher: HungarianMatcher | None = None,
-        weight_dict: Mapping[str, float] | None = None,
-        alpha: float = 0.75,
-        gamma: float = 2.0,
-        reg_max: int = 32,
-        ddf_temperature: float = 5.0,
-        ddf_batch_factor: float = 8.0,
+        matcher: HungarianMatcher,
+        weight_dict: Mapping[str, float],
+        alpha: float,
+        gamma: float,
+        reg_max: int,
+        ddf_temperature: float = DDF_TEMPERATURE,
+        ddf_batch_factor: float = DDF_BATCH_FACTOR,
+        mal_gamma: float = 1.5,
     ) -> None:
         super().__init__()
-        weight_dict = dict(DEFAULT_WEIGHT_DICT if weight_dict is None else weight_dict)
-        unknown = sorted(set(weight_dict) - set(DEFAULT_WEIGHT_DICT))
+        weight_dict = dict(weight_dict)
+        unknown = sorted(set(weight_dict) - set(_KNOWN))
         if unknown:
-            raise ValueError(f"DFineCriterion: unknown loss names {unknown}; known: {sorted(DEFAULT_WEIGHT_DICT)}")
+            raise ValueError(f"DFineCriterion: unknown loss names {unknown}; known: {sorted(_KNOWN)}")
+        if all(name in weight_dict for name in CLASSIFICATION_LOSSES):
+            raise ValueError("DFineCriterion: weight loss_vfl or loss_mal, not both (one classification loss)")
         self.num_classes = num_classes
-        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        self.matcher = matcher
         self.weight_dict = weight_dict
         self.alpha = alpha
         self.gamma = gamma
         self.reg_max = reg_max
         self.ddf_temperature = ddf_temperature
         self.ddf_batch_factor = ddf_batch_factor
+        self.mal_gamma = mal_gamma
 
     def forward(
         self, outputs: Any, targets: Sequence[Mapping[str, Tensor]], up: Tensor, reg_scale: Tensor
@@ -301,6 +311,10 @@ class DFineCriterion(nn.Module):
             value = varifocal_loss(logits, boxes, own.batch_idx, own.query_idx, own.labels, own.boxes,
                                    own.num_boxes, self.alpha, self.gamma)
             self._add(losses, "loss_vfl", suffix, value)
+        if "loss_mal" in w:
+            value = matchability_aware_loss(logits, boxes, own.batch_idx, own.query_idx, own.labels, own.boxes,
+                                            own.num_boxes, self.mal_gamma)
+            self._add(losses, "loss_mal", suffix, value)
         matched_boxes = boxes[shared.batch_idx, shared.query_idx]
         if "loss_bbox" in w or "loss_giou" in w:
             l1, giou = box_losses(matched_boxes, shared.boxes, shared.num_boxes)
@@ -337,14 +351,15 @@ class DFineCriterion(nn.Module):
         project: Tensor,
         reg_scale: Tensor,
     ) -> None:
-        """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (SPEC Part A §4.2)."""
+        """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (the original's ``dn_meta`` branch of
+        ``DFINECriterion.forward``)."""
         num_layers = corners.shape[1]
         if num_dn == 0:
             # Denoising meta without denoising rows (no image has a target): the terms exist, and are 0, so the set
             # of names does not change from batch to batch (the original computes them on empty tensors -> 0).
             zero = logits.sum() * 0
-            layer_names = ("loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf")
-            groups = [(f"_dn_{i}", layer_names) for i in range(num_layers)] + [("_dn_pre", layer_names[:3])]
+            pre_names = (*CLASSIFICATION_LOSSES, "loss_bbox", "loss_giou")  # the pre head has no corners
+            groups = [(f"_dn_{i}", _KNOWN) for i in range(num_layers)] + [("_dn_pre", pre_names)]
             for suffix, names in groups:
                 losses.update({name + suffix: zero for name in names if name in self.weight_dict})
             return

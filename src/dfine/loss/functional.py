@@ -1,4 +1,5 @@
-"""Pure D-FINE loss functions (SPEC Part A §4.1, Part B §3.7 and §4.4-4.5).
+"""Pure D-FINE loss functions (D-FINE paper: FGL and DDF losses; the original repository's
+``src/zoo/dfine/dfine_criterion.py: DFINECriterion``).
 
 Every function here is a function of tensors only: no modules, no state, no matching. The criterion
 (:mod:`dfine.loss.criterion`) decides which outputs, which matching and which normaliser each term gets.
@@ -11,7 +12,8 @@ All boxes are normalised ``(cx, cy, w, h)``.
 Where the original code (Peterande/D-FINE) and ``dfine.ops`` differ in one detail that matters for the loss, this
 module follows the original: before any IoU / GIoU in the loss and the matcher, predicted widths and heights are
 clamped at 0 (the original's cxcywh->xyxy conversion does that; ``dfine.ops.box_cxcywh_to_xyxy`` does not, which is
-right for post-processing). Hugging Face instead clamps whole predicted boxes to [0, 1] (SPEC Part A §8 item 10).
+right for post-processing). Hugging Face instead clamps whole predicted boxes to [0, 1] (transformers'
+``loss/loss_d_fine.py``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dfine.ops import bbox2distance, box_cxcywh_to_xyxy, elementwise_box_iou, translate_gt
+from dfine.ops.boxes import box_cxcywh_to_xyxy, elementwise_box_iou, elementwise_generalized_box_iou
+from dfine.ops.fdr import bbox2distance, translate_gt
 
 __all__ = [
+    "DDF_BATCH_FACTOR",
+    "DDF_TEMPERATURE",
     "FGLTargets",
     "box_losses",
     "cxcywh_to_xyxy_clamped",
@@ -32,10 +37,14 @@ __all__ = [
     "decoupled_distillation_loss",
     "fgl_targets",
     "fine_grained_localization_loss",
-    "generalized_iou",
     "matched_iou",
     "varifocal_loss",
 ]
+
+#: DDF's distillation temperature T and the ``8`` of its ``8/B`` count scaling: constants of the original repository
+#: (``src/zoo/dfine/dfine_criterion.py: DFINECriterion.loss_local``), not options of any released recipe or config.
+DDF_TEMPERATURE = 5.0
+DDF_BATCH_FACTOR = 8.0
 
 
 def cxcywh_to_xyxy_clamped(boxes: Tensor) -> Tensor:
@@ -46,23 +55,6 @@ def cxcywh_to_xyxy_clamped(boxes: Tensor) -> Tensor:
     """
     cx, cy, w, h = boxes.unbind(-1)
     return box_cxcywh_to_xyxy(torch.stack([cx, cy, w.clamp(min=0), h.clamp(min=0)], dim=-1))
-
-
-def generalized_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Generalised IoU of corner-form boxes that broadcast against each other.
-
-    ``(M, 4) x (M, 4) -> (M,)`` gives the element-wise values the box loss needs; ``(B, Q, 1, 4) x (B, 1, T, 4)
-    -> (B, Q, T)`` gives the per-image pairwise matrix the matcher needs. (``dfine.ops.generalized_box_iou`` is the
-    2-D pairwise form only.)
-    """
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    inter_wh = (torch.min(boxes1[..., 2:], boxes2[..., 2:]) - torch.max(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = area1 + area2 - inter
-    hull_wh = (torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
-    hull = hull_wh[..., 0] * hull_wh[..., 1]
-    return inter / union - (hull - union) / hull
 
 
 @torch.no_grad()
@@ -82,10 +74,10 @@ def varifocal_loss(
     target_labels: Tensor,
     target_boxes: Tensor,
     num_boxes: float,
-    alpha: float = 0.75,
-    gamma: float = 2.0,
+    alpha: float,
+    gamma: float,
 ) -> Tensor:
-    """Varifocal loss as implemented in D-FINE (SPEC Part A §4.1, Part B §3.7).
+    """Varifocal loss as implemented in D-FINE (original: ``DFINECriterion.loss_labels_vfl``).
 
     Target score ``τ`` = IoU(sg(pred box), gt) on the matched class of a matched query, 0 everywhere else;
     weight = ``alpha · sg(σ(logit))^gamma · (1 − onehot) + τ``; per-element BCE-with-logits against ``τ``;
@@ -98,7 +90,7 @@ def varifocal_loss(
         target_labels: (M,) class index of each matched target, in ``[0, C)``.
         target_boxes: (M, 4) matched target boxes.
         num_boxes: normaliser (total number of targets, >= 1).
-        alpha, gamma: focal weighting of the negatives (0.75, 2 in every released recipe).
+        alpha, gamma: focal weighting of the negatives (``DFineConfig.focal_loss_alpha`` / ``focal_loss_gamma``).
 
     Returns:
         Scalar loss.
@@ -114,8 +106,46 @@ def varifocal_loss(
     return loss.mean(1).sum() * logits.shape[1] / num_boxes
 
 
+def matchability_aware_loss(
+    logits: Tensor,
+    pred_boxes: Tensor,
+    batch_idx: Tensor,
+    query_idx: Tensor,
+    target_labels: Tensor,
+    target_boxes: Tensor,
+    num_boxes: float,
+    gamma: float,
+) -> Tensor:
+    """DEIM's Matchability-Aware Loss (Huang et al., "DEIM: DETR with Improved Matching for Fast Convergence", CVPR
+    2025, Eq. 4; the original's ``DEIMCriterion.loss_labels_mal`` with ``mal_alpha=None``).
+
+    With ``q`` = IoU(sg(pred box), gt) of a matched query and ``p`` = σ(logit)::
+
+        MAL(p, q, y) = −(q^γ log p + (1 − q^γ) log(1 − p))   for the matched class of a matched query (y = 1)
+                       −p^γ log(1 − p)                         everywhere else (y = 0)
+
+    i.e. BCE-with-logits against the target ``q^γ`` with weight 1 on positives and ``sg(p)^γ`` on negatives. Unlike
+    VFL, a positive with a low IoU is not down-weighted by its own target (the weight stays 1), so the many
+    low-quality matches that dense one-to-one matching produces still teach the classifier; and the negatives'
+    focal weight has no α. Normalised as :func:`varifocal_loss`.
+
+    Args:
+        as :func:`varifocal_loss`; ``gamma``: the exponent on both the target IoU and the negative weight (DEIM:
+        1.5).
+    """
+    iou = matched_iou(pred_boxes[batch_idx, query_idx], target_boxes).to(logits.dtype)
+    onehot = torch.zeros_like(logits)
+    onehot[batch_idx, query_idx, target_labels] = 1.0
+    score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
+    score[batch_idx, query_idx] = iou
+    target_score = score.unsqueeze(-1).pow(gamma) * onehot
+    weight = logits.detach().sigmoid().pow(gamma) * (1 - onehot) + onehot
+    loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
+    return loss.mean(1).sum() * logits.shape[1] / num_boxes
+
+
 def box_losses(pred_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tuple[Tensor, Tensor]:
-    """L1 and GIoU losses of matched boxes (SPEC Part A §4.1).
+    """L1 and GIoU losses of matched boxes (original: ``DFINECriterion.loss_boxes``).
 
     Args:
         pred_boxes: (M, 4) matched predictions, cxcywh (L1 on the raw values, as the original: no [0, 1] clamp).
@@ -126,7 +156,7 @@ def box_losses(pred_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> tu
         ``(l1, giou)``: ``Σ|pred − gt|₁ / num_boxes`` and ``Σ(1 − GIoU) / num_boxes``, scalars.
     """
     l1 = F.l1_loss(pred_boxes, target_boxes, reduction="none").sum() / num_boxes
-    giou = 1 - generalized_iou(cxcywh_to_xyxy_clamped(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
+    giou = 1 - elementwise_generalized_box_iou(cxcywh_to_xyxy_clamped(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
     return l1, giou.sum() / num_boxes
 
 
@@ -162,7 +192,8 @@ def fgl_targets(reference: Tensor, target_boxes: Tensor, project: Tensor, reg_sc
 def fine_grained_localization_loss(
     pred_corners: Tensor, targets: FGLTargets, iou: Tensor, num_boxes: float
 ) -> Tensor:
-    """FGL: IoU-weighted two-bin interpolated cross-entropy (SPEC Part A §4.1, Part B §4.4).
+    """FGL: IoU-weighted two-bin interpolated cross-entropy (D-FINE paper, FGL loss; original:
+    ``DFINECriterion.loss_local``, ``unimodal_distribution_focal_loss``).
 
     ``Σ_matched Σ_edges IoU · [w← · CE(logits, ⌊i⌋) + w→ · CE(logits, ⌊i⌋ + 1)] / num_boxes``.
 
@@ -185,9 +216,9 @@ def fine_grained_localization_loss(
 
 
 def ddf_balance(
-    num_matched: int, num_queries_total: int, batch_size: int, batch_factor: float = 8.0
+    num_matched: int, num_queries_total: int, batch_size: int, batch_factor: float = DDF_BATCH_FACTOR
 ) -> tuple[float, float]:
-    """The DDF positive / negative balancing scales (SPEC Part B §4.5).
+    """The DDF positive / negative balancing scales (original: ``DFINECriterion.loss_local``).
 
     ``s_pos = sqrt(#matched edges · 8/B)``, ``s_neg = sqrt(#unmatched edges · 8/B)`` with 4 edges per query and
     ``B`` the per-device batch size. The ``8/B`` factor multiplies both counts, so it cancels in the weighted mean
@@ -211,10 +242,11 @@ def decoupled_distillation_loss(
     query_idx: Tensor,
     iou: Tensor,
     balance: tuple[float, float] | None = None,
-    temperature: float = 5.0,
-    batch_factor: float = 8.0,
+    temperature: float = DDF_TEMPERATURE,
+    batch_factor: float = DDF_BATCH_FACTOR,
 ) -> Tensor:
-    """DDF: the GO-LSD self-distillation of a shallower layer towards the last one (SPEC Part B §4.5).
+    """DDF: the GO-LSD self-distillation of a shallower layer towards the last one (D-FINE paper, DDF loss;
+    original: ``DFINECriterion.loss_local``).
 
     For every query q and edge e (matched or not)::
 

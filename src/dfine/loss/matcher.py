@@ -1,7 +1,7 @@
 """Assignments between predictions and targets: Hungarian matching, GO-LSD union matching, denoising matching.
 
-A matching is a list with one ``(pred_idx, tgt_idx)`` pair of int64 CPU tensors per image (SPEC Part A §4.1,
-Part B §3.7 and §4.6).
+A matching is a list with one ``(pred_idx, tgt_idx)`` pair of int64 CPU tensors per image, as the
+original's ``src/zoo/dfine/matcher.py: HungarianMatcher`` returns.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from dfine.loss.functional import cxcywh_to_xyxy_clamped, generalized_iou
-from dfine.ops import box_cxcywh_to_xyxy
+from dfine.loss.functional import cxcywh_to_xyxy_clamped
+from dfine.ops.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
 __all__ = ["HungarianMatcher", "Matching", "denoising_matching", "union_matching"]
 
@@ -38,17 +38,20 @@ class HungarianMatcher(nn.Module):
     ``w, h`` clamped at 0 as the original does). Non-finite costs become :data:`INVALID_COST`.
 
     The cost is computed for the whole batch at once, on the predictions' device, against the targets padded to the
-    largest per-image count (``B × Q × T_max``, not the original's ``B·Q × ΣT`` cross-image matrix); the assignment
-    itself runs on CPU with scipy's ``linear_sum_assignment``, one image at a time.
+    largest per-image count (``B × Q × T_max``, not the original's ``B·Q × ΣT`` cross-image matrix; the GIoU term
+    image by image, as torchvision's pairwise GIoU before 0.24 takes no batch dimension); the assignment itself runs
+    on CPU with scipy's ``linear_sum_assignment``, one image at a time.
+
+    The costs, α and γ are a config's ``matcher_*`` fields: :func:`dfine.loss.build_matcher` passes them.
     """
 
     def __init__(
         self,
-        class_cost: float = 2.0,
-        bbox_cost: float = 5.0,
-        giou_cost: float = 2.0,
-        alpha: float = 0.25,
-        gamma: float = 2.0,
+        class_cost: float,
+        bbox_cost: float,
+        giou_cost: float,
+        alpha: float,
+        gamma: float,
     ) -> None:
         super().__init__()
         if class_cost == bbox_cost == giou_cost == 0:
@@ -88,9 +91,8 @@ class HungarianMatcher(nn.Module):
         cost_class = pos - neg
         pred = boxes.float()
         cost_bbox = (pred[:, :, None, :] - tgt_boxes[:, None, :, :]).abs().sum(-1)
-        cost_giou = -generalized_iou(
-            cxcywh_to_xyxy_clamped(pred)[:, :, None, :], box_cxcywh_to_xyxy(tgt_boxes)[:, None, :, :]
-        )
+        pred_xyxy, tgt_xyxy = cxcywh_to_xyxy_clamped(pred), box_cxcywh_to_xyxy(tgt_boxes)
+        cost_giou = -torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, tgt_xyxy, strict=True)])
         cost = self.bbox_cost * cost_bbox + self.class_cost * cost_class + self.giou_cost * cost_giou
         cost = cost.to(device="cpu", dtype=torch.float64)
         return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, INVALID_COST))
@@ -125,7 +127,7 @@ class HungarianMatcher(nn.Module):
 
 
 def union_matching(matchings: Sequence[Matching]) -> Matching:
-    """GO-LSD global-optimal matching: the union of several matchings (SPEC Part B §4.6).
+    """GO-LSD global-optimal matching: the union of several matchings (original: ``DFINECriterion._get_go_indices``).
 
     All ``(query, target)`` pairs of all matchings are pooled per image; every query that appears keeps the target it
     was paired with most often. Ties go to the smallest target index (the original breaks them by an unstable sort,
@@ -162,7 +164,8 @@ def union_matching(matchings: Sequence[Matching]) -> Matching:
 def denoising_matching(
     positive_idx: Sequence[Tensor], num_groups: int, targets: Sequence[Mapping[str, Tensor]]
 ) -> Matching:
-    """The known assignment of contrastive-denoising queries (SPEC Part A §3.14).
+    """The known assignment of contrastive-denoising queries (original:
+    ``DFINECriterion.get_cdn_matched_indices``).
 
     Image i's positive slots (``num_groups · n_i`` of them, group-major) are matched to its targets tiled
     ``num_groups`` times.

@@ -1,6 +1,9 @@
-"""The D-FINE network: HGNetv2 backbone, hybrid encoder, FDR decoder; its deploy form; loading checkpoints."""
+"""The D-FINE network: HGNetv2 backbone, hybrid encoder, FDR decoder, the D-FINE-seg mask branch; its deploy form;
+loading checkpoints."""
 
 from dfine.model.detection import DFineForObjectDetection, DFineModel
-from dfine.model.outputs import DFineModelOutput, DFineObjectDetectionOutput
+from dfine.model.outputs import DFineInstanceSegmentationOutput, DFineModelOutput, DFineObjectDetectionOutput
+from dfine.model.segmentation import DFineForInstanceSegmentation
 
-__all__ = ["DFineForObjectDetection", "DFineModel", "DFineModelOutput", "DFineObjectDetectionOutput"]
+__all__ = ["DFineForInstanceSegmentation", "DFineForObjectDetection", "DFineInstanceSegmentationOutput", "DFineModel",
+           "DFineModelOutput", "DFineObjectDetectionOutput"]

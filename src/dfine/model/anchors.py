@@ -1,4 +1,5 @@
-"""Anchor grid for two-stage query selection (SPEC Part A §3.8).
+"""Anchor grid for two-stage query selection (the original repository's
+``src/zoo/dfine/dfine_decoder.py: DFINETransformer._generate_anchors``).
 
 One anchor per cell of every level: centre of the cell, width and height ``0.05 · 2^level``; anchors with any
 coordinate outside (0.01, 0.99) are invalid. Anchors are returned in logit space; invalid ones are set to the

@@ -1,4 +1,5 @@
-"""HGNetv2 backbone (SPEC Part A §3.3, Part B §3.1; timm's ``hgnet.py`` implements the same network).
+"""HGNetv2 backbone (the original repository's ``src/nn/backbone/hgnetv2.py: HGNetv2``; timm's ``hgnet.py``
+implements the same network).
 
 Stem (stride 4) followed by four stages of HG blocks. An HG block runs a chain of convolutions, concatenates the
 block input with every intermediate output, and squeezes the result with two 1×1 convolutions; blocks after the
@@ -8,6 +9,8 @@ Module names (``embedder.stem1.convolution`` …) follow the Hugging Face checkp
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +73,7 @@ class HGStem(nn.Module):
         self.stem3 = HGConvLayer(2 * c_mid, c_mid, 3, strides[3], act=act, use_lab=use_lab)
         self.stem4 = HGConvLayer(c_mid, c_out, 1, strides[4], act=act, use_lab=use_lab)
         # The original asks for ceil_mode=True, which with stride 1 changes nothing; leaving it off avoids the
-        # ceil-mode ONNX export failure users of the original hit (SPEC Part B §7).
+        # ceil-mode ONNX export failure users of the original hit (its issues #13, #45, #260).
         self.pool = nn.MaxPool2d(kernel_size=2, stride=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -146,12 +149,14 @@ class HGNetV2Encoder(nn.Module):
 
 
 class HGNetV2Backbone(nn.Module):
-    """HGNetv2 returning the feature maps of ``config.out_indices`` (stem = 0, stage s = s)."""
+    """HGNetv2 returning the feature maps of ``config.out_indices`` (stem = 0, stage s = s), or of ``out_indices``
+    when given (ascending; the mask branch of D-FINE-N-seg also takes stage 2)."""
 
-    def __init__(self, config: HGNetV2Config) -> None:
+    def __init__(self, config: HGNetV2Config, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.out_indices = list(config.out_indices)
-        self.channels = config.out_channels
+        self.out_indices = list(config.out_indices if out_indices is None else out_indices)
+        all_channels = [config.stem_channels[2], *config.stage_out_channels]
+        self.channels = [all_channels[i] for i in self.out_indices]
         self.embedder = HGStem(config.stem_channels, config.stem_strides, config.hidden_act,
                                config.use_learnable_affine_block)
         self.encoder = HGNetV2Encoder(config)
@@ -172,9 +177,9 @@ class HGNetV2Backbone(nn.Module):
 class DFineBackbone(nn.Module):
     """Holds the HGNetv2 under ``.model`` (the checkpoints' ``model.backbone.model.*`` prefix)."""
 
-    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool) -> None:
+    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.model = HGNetV2Backbone(config)
+        self.model = HGNetV2Backbone(config, out_indices)
         if freeze_batch_norm:
             freeze_batch_norms(self.model)
         self.channels = self.model.channels

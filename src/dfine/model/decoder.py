@@ -1,8 +1,9 @@
 """D-FINE decoder: deformable cross-attention layers with Fine-grained Distribution Refinement.
 
-SPEC Part A §3.10–3.13, Part B §4.3. Each layer predicts, per box edge, a distribution over ``N + 1`` bins; the
-distribution logits are refined residually from layer to layer, and every layer's box is decoded around the same
-fixed reference — the first layer's "pre" box — rather than around the previous layer's box.
+D-FINE paper, section "Fine-grained Distribution Refinement"; the original repository's
+``src/zoo/dfine/dfine_decoder.py: TransformerDecoder``. Each layer predicts, per box edge, a distribution over
+``N + 1`` bins; the distribution logits are refined residually from layer to layer, and every layer's box is decoded
+around the same fixed reference — the first layer's "pre" box — rather than around the previous layer's box.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class DecoderLayer(nn.Module):
 
 
 class LQE(nn.Module):
-    """Localisation-quality estimate from the corner distributions, added to every class logit (SPEC §3.12)."""
+    """Localisation-quality estimate from the corner distributions, added to every class logit (original: ``LQE``)."""
 
     def __init__(self, config: DFineConfig) -> None:
         super().__init__()
@@ -121,7 +122,8 @@ class DFineDecoder(nn.Module):
         self.class_embed = nn.ModuleList(nn.Linear(dim, config.num_labels) for _ in range(num_layers))
         self.bbox_embed = nn.ModuleList(MLP(dim, dim, 4 * (config.max_num_bins + 1), 3) for _ in range(num_layers))
         # Stored in checkpoints as (non-trainable) parameters; the stored values win over the config at inference
-        # (D-FINE-X uses reg_scale 8 while some configs say 4: SPEC Part A §2.2).
+        # (D-FINE-X uses reg_scale 8, ``configs/dfine/dfine_hgnetv2_x_coco.yml``, while a config that does not
+        # say so has the default 4).
         self.reg_scale = nn.Parameter(torch.tensor([float(config.reg_scale)]), requires_grad=False)
         self.up = nn.Parameter(torch.tensor([float(config.up)]), requires_grad=False)
 

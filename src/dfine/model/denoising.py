@@ -1,4 +1,5 @@
-"""Contrastive denoising queries for training (SPEC Part A §3.14, Part B §3.7; DN-DETR / DINO).
+"""Contrastive denoising queries for training (DINO's, Zhang et al., arXiv 2203.03605; the original
+repository's ``src/zoo/dfine/denoising.py: get_contrastive_denoising_training_group``).
 
 Ground-truth boxes are copied into ``K`` groups of a positive (small noise) and a negative (large noise) copy,
 with some labels flipped. The decoder learns to reconstruct positives and to reject negatives; an attention mask

@@ -1,6 +1,7 @@
 """Hybrid encoder: AIFI self-attention on the coarsest level, then CCFF top-down and bottom-up fusion.
 
-SPEC Part A §3.5–3.6 (RT-DETR's hybrid encoder with D-FINE's GELAN blocks). Input: the backbone maps already
+RT-DETR's efficient hybrid encoder (Zhao et al., arXiv 2304.08069: AIFI and CCFF) with D-FINE's GELAN blocks (the
+original repository's ``src/zoo/dfine/hybrid_encoder.py: HybridEncoder``). Input: the backbone maps already
 projected to ``encoder_hidden_dim`` channels (the projections live on :class:`~dfine.model.network.DFineModel` so
 that state-dict keys match the checkpoints).
 """
@@ -22,7 +23,8 @@ def sincos_position_embedding(height: int, width: int, dim: int, temperature: fl
     """2-D sin-cos embedding (1, H·W, dim), tokens row-major (y outer): [sin(yω), cos(yω), sin(xω), cos(xω)].
 
     For square maps this equals the original repository; for rectangles the original orders its grid with x
-    outer, which pairs tokens with the wrong positions (SPEC Part A §8.8). We use the geometrically right order.
+    outer, which pairs tokens with the wrong positions (original:
+    ``HybridEncoder.build_2d_sincos_position_embedding``). We use the geometrically right order.
     Built in float64 (float32 where the device has no float64) and cast, as Hugging Face does.
     """
     compute = torch.float32 if device.type == "mps" else torch.float64
@@ -117,7 +119,8 @@ class HybridEncoder(nn.Module):
                 maps[level] = aifi(maps[level])
 
         # Top-down: the lateral conv output of each coarser level is both upsampled into the next finer fusion
-        # and kept for the bottom-up path (the PAN concatenates these lateral maps, SPEC Part A §3.6).
+        # and kept for the bottom-up path (the PAN concatenates these lateral maps, as the original's
+        # ``HybridEncoder.forward`` does).
         laterals = []
         top = maps[-1]
         for i, (lateral, fpn) in enumerate(zip(self.lateral_convs, self.fpn_blocks)):

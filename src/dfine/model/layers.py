@@ -1,4 +1,5 @@
-"""Small building blocks shared by the encoder and decoder (SPEC Part A §3.6, §3.10–3.12).
+"""Small building blocks shared by the encoder and decoder (the original repository's
+``src/zoo/dfine/hybrid_encoder.py`` and ``src/zoo/dfine/dfine_decoder.py``).
 
 Attribute names (``conv``, ``norm``, ``layers``, ``gate`` …) follow the Hugging Face checkpoints so that state-dict
 keys match without renaming.
@@ -25,7 +26,8 @@ def activation(name: str | None) -> nn.Module:
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters, all stored as buffers.
 
-    Used for the backbone of inference models and of L/X training (SPEC Part B §3.8). eps is fixed at 1e-5 as in
+    Used for the backbone of inference models and of L/X training (the original's ``freeze_norm``,
+    ``src/nn/backbone/hgnetv2.py: HGNetv2``). eps is fixed at 1e-5 as in
     both reference implementations. ``num_batches_tracked`` from a trainable-BN checkpoint is ignored on load.
     """
 
@@ -119,7 +121,8 @@ class CSPRepLayer(nn.Module):
 
 
 class RepNCSPELAN4(nn.Module):
-    """GELAN block of the CCFF fusion: 2h -> h channels with CSP hidden width ``hidden`` (SPEC Part A §3.6)."""
+    """GELAN block of the CCFF fusion: 2h -> h channels with CSP hidden width ``hidden`` (original:
+    ``src/zoo/dfine/hybrid_encoder.py: RepNCSPELAN4``)."""
 
     def __init__(self, width: int, hidden: int, num_blocks: int, act: str = "silu", csp_act: str = "silu",
                  eps: float = 1e-5) -> None:

@@ -1,4 +1,4 @@
-"""The D-FINE network (Peng et al. 2024, §3; the original ``DFINE`` in ``src/zoo/dfine/dfine.py``): HGNetv2
+"""The D-FINE network (Peng et al., arXiv 2410.13842; the original ``DFINE`` in ``src/zoo/dfine/dfine.py``): HGNetv2
 backbone -> hybrid encoder -> two-stage query selection -> decoder with FDR.
 
 Module names follow Hugging Face's in-memory layout, so a hub ``model.safetensors`` loads with at most the legacy
@@ -26,6 +26,7 @@ from dfine.model.encoder import HybridEncoder
 from dfine.model.hf_compat import TransformersModelMixin
 from dfine.model.inputs import check_feature_maps, check_flags, check_labels, check_pixel_values, encoder_output_parts
 from dfine.model.layers import MLP
+from dfine.model.mask_head import MaskDecoder, mask_embedding_head, mask_logits
 from dfine.model.outputs import DFineModelOutput
 
 
@@ -53,6 +54,14 @@ def _recording_aifi(encoder: HybridEncoder, enabled: bool) -> Iterator[list[Tens
             handle.remove()
 
 
+def _wants_masks(training: bool, labels: list[dict[str, Tensor]] | None) -> bool:
+    """Masks are predicted at inference, and in training when some target has masks to learn from: a batch of
+    boxes only trains detection alone (D-FINE-seg's ``DFINETransformer._should_do_masks``)."""
+    if not training or labels is None:
+        return True
+    return any(isinstance(t.get("masks"), Tensor) and t["masks"].numel() > 0 for t in labels)
+
+
 class DFineNetwork(TransformersModelMixin):
     """The D-FINE network without the loss. ``forward(pixel_values)`` -> :class:`DFineModelOutput`.
 
@@ -64,11 +73,15 @@ class DFineNetwork(TransformersModelMixin):
         super().__init__()
         self.config = config
         dim = config.d_model
-        self.backbone = DFineBackbone(config.backbone_config, config.freeze_backbone_batch_norms)
+        # D-FINE-N-seg: the backbone also returns a stride-8 map, first, which only the mask branch reads
+        low_level = config.mask_low_level_stage
+        self.backbone = DFineBackbone(config.backbone_config, config.freeze_backbone_batch_norms,
+                                      None if low_level is None else [low_level, *config.backbone_config.out_indices])
+        encoder_channels = self.backbone.channels[0 if low_level is None else 1:]
         self.encoder_input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, config.encoder_hidden_dim, 1, bias=False),
                           nn.BatchNorm2d(config.encoder_hidden_dim))
-            for c in self.backbone.channels[: len(config.decoder_in_channels)]
+            for c in encoder_channels[: len(config.decoder_in_channels)]
         )
         self.encoder = HybridEncoder(config)
         if config.num_denoising > 0:
@@ -88,9 +101,13 @@ class DFineNetwork(TransformersModelMixin):
                     nn.Conv2d(in_channels, dim, 3 if extra else 1, 2 if extra else 1, 1 if extra else 0, bias=False),
                     nn.BatchNorm2d(dim, config.batch_norm_eps)))
         self.decoder = DFineDecoder(config)
+        if config.use_mask_head:  # D-FINE-seg's names: decoder.mask_decoder / decoder.mask_head in its files
+            low_level_channels = [] if low_level is None else self.backbone.channels[:1]
+            self.mask_decoder = MaskDecoder([*low_level_channels, *config.decoder_in_channels], config.mask_dim)
+            self.mask_head = mask_embedding_head(dim, config.mask_dim)
         self.reset_parameters()
 
-    # -- initialisation (original repository's, SPEC Part A §8.11) ---------------------------------------------
+    # -- initialisation (original: DFINETransformer._reset_parameters) ---------------------------------------------
     @torch.no_grad()
     def reset_parameters(self) -> None:
         config = self.config
@@ -143,6 +160,9 @@ class DFineNetwork(TransformersModelMixin):
     def _check_inputs(self, pixel_values: Any, inputs_embeds: Any, encoder_outputs: Any) -> int:
         """Check what the forward starts from; returns the batch size."""
         levels, channels = len(self.encoder_input_proj), self.config.encoder_hidden_dim
+        if pixel_values is None and self.config.mask_low_level_stage is not None:
+            raise ModelInputError("this model's mask branch reads a backbone map the encoder does not see: pass "
+                                  "pixel_values, not inputs_embeds / encoder_outputs")
         if encoder_outputs is not None:
             maps = encoder_output_parts(encoder_outputs)[0]
             return check_feature_maps(maps, "encoder_outputs[0]", levels, channels)[0].shape[0]
@@ -186,24 +206,35 @@ class DFineNetwork(TransformersModelMixin):
         return outputs.to_tuple() if return_dict is False else outputs
 
     def _encode(self, pixel_values: Tensor | None, encoder_outputs: Any, inputs_embeds: list[Tensor] | None,
-                output_hidden_states: bool) -> tuple[list[Tensor], tuple[Tensor, ...] | None]:
-        """The encoder's output maps and, when asked, transformers' ``encoder_hidden_states``."""
+                output_hidden_states: bool) -> tuple[list[Tensor], tuple[Tensor, ...] | None, Tensor | None]:
+        """The encoder's output maps, transformers' ``encoder_hidden_states`` when asked, and the backbone map that
+        only the mask branch reads (D-FINE-N-seg; else None)."""
         if encoder_outputs is not None:
             maps, hidden = encoder_output_parts(encoder_outputs)
-            return list(maps), (tuple(hidden) if output_hidden_states and hidden is not None else None)
+            return list(maps), (tuple(hidden) if output_hidden_states and hidden is not None else None), None
+        low_level = None
         if inputs_embeds is None:
             assert pixel_values is not None  # checked by _check_inputs
             features = self.backbone(pixel_values)
+            if self.config.mask_low_level_stage is not None:
+                low_level, features = features[0], features[1:]
             inputs_embeds = [proj(f) for proj, f in zip(self.encoder_input_proj, features)]
         with _recording_aifi(self.encoder, output_hidden_states) as record:
             maps = self.encoder(list(inputs_embeds))
-        return maps, (tuple(record) if output_hidden_states else None)
+        return maps, (tuple(record) if output_hidden_states else None), low_level
+
+    def _predict_masks(self, encoder_maps: list[Tensor], low_level: Tensor | None, queries: Tensor) -> Tensor:
+        """(B, L', Q, H/4, W/4) mask logits of the decoder layers in ``queries`` (L', B, Q, d), from the encoder's
+        maps before the decoder's input projection (plus the backbone's stride-8 map for N), as D-FINE-seg's
+        ``DFINETransformer.forward``."""
+        maps = encoder_maps if low_level is None else [low_level, *encoder_maps]
+        return mask_logits(self.mask_head, queries, self.mask_decoder(maps))
 
     def _forward(self, pixel_values: Tensor | None, encoder_outputs: Any, inputs_embeds: list[Tensor] | None,
                  labels: list[dict[str, Tensor]] | None, output_hidden_states: bool) -> DFineModelOutput:
         config = self.config
-        encoder_maps, encoder_hidden_states = self._encode(pixel_values, encoder_outputs, inputs_embeds,
-                                                           output_hidden_states)
+        encoder_maps, encoder_hidden_states, low_level = self._encode(pixel_values, encoder_outputs, inputs_embeds,
+                                                                      output_hidden_states)
         memory, spatial_shapes = self._flatten_levels(encoder_maps)
         if memory.shape[1] < config.num_queries:
             if pixel_values is not None:
@@ -251,6 +282,12 @@ class DFineNetwork(TransformersModelMixin):
         # transformers' decoder_hidden_states: the decoder's input, then every layer's output (already stacked).
         decoder_hidden_states = ((queries, *decoded.intermediate_hidden_states.unbind(0)) if output_hidden_states
                                  else None)
+        masks = None
+        if self.config.use_mask_head and _wants_masks(self.training, labels):
+            # training: every layer (denoising queries included) for the auxiliary and denoising mask losses;
+            # inference: the evaluated layer only
+            layers = decoded.intermediate_hidden_states
+            masks = self._predict_masks(encoder_maps, low_level, layers if self.training else layers[-1:])
         return DFineModelOutput(
             last_hidden_state=decoded.last_hidden_state,
             intermediate_hidden_states=decoded.intermediate_hidden_states,
@@ -266,4 +303,5 @@ class DFineNetwork(TransformersModelMixin):
             enc_topk_bboxes=enc_topk_bboxes,
             enc_outputs_class=enc_outputs_class,
             denoising_meta_values=meta,
+            intermediate_predicted_masks=masks,
         )

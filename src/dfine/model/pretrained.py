@@ -4,7 +4,8 @@ Loading is strict (:func:`dfine.hub.loading.load_state_dict_checked`): a missing
 an error that names the keys. The tolerated differences are the class-sized heads when the caller asks for another
 class count or no denoising (re-initialised, or dropped, and reported), and the decoder's detection heads when a
 file has none of them at all (transformers' ``DFineModel`` does not own them; they are freshly initialised and
-reported).
+reported), and the mask branch when only one of the checkpoint and the model class has one (a segmentation
+checkpoint in a detector: not used; a detection checkpoint in a segmentation model: fresh; both reported).
 
 ``from_pretrained`` also takes the loading options of transformers that make sense here (``dtype`` /
 ``torch_dtype``, a single-device ``device_map``, the hub options); any other keyword must be a config field.
@@ -89,6 +90,7 @@ class PretrainedMixin:
             if class_overrides:
                 own = _carry_rows_by_name(own, model.state_dict(), source_names,  # type: ignore[attr-defined]
                                           resolved.config.class_names)
+            own = _fit_mask_branch(own, model.state_dict(), type(model).__name__, resolved.source)  # type: ignore[attr-defined]
             new_heads = any(k in overrides for k in ("num_labels", "id2label", "label2id", "num_denoising"))
             # transformers' DFineModel files have no detection heads: ours get fresh ones, as in transformers
             fresh = absent_detection_heads(resolved.state_dict)
@@ -276,6 +278,27 @@ def _carry_rows_by_name(state_dict: dict[str, Tensor], fresh: Mapping[str, Tenso
         return state_dict
     logger.warning("class heads for the new class list: %s", describe_carried_rows(target, matches))
     return carry_class_rows(state_dict, dict(fresh), matches)
+
+
+def _fit_mask_branch(state_dict: dict[str, Tensor], expected: Mapping[str, Tensor], model_name: str,
+                     source: str) -> dict[str, Tensor]:
+    """``state_dict`` fitted to whether the model has a mask branch, when the checkpoint is of the other kind:
+    a segmentation checkpoint loaded as a detector loses its mask branch, and a detection checkpoint starts a
+    segmentation model with a fresh one (the model's own initial values). Both are said in the log; a partial mask
+    branch is left to the strict loading, which names the missing keys."""
+    from dfine.hub.convert import MASK_BRANCH
+
+    given = [k for k in state_dict if MASK_BRANCH.match(k)]
+    wanted = [k for k in expected if MASK_BRANCH.match(k)]
+    if given and not wanted:
+        logger.warning("%s: a segmentation checkpoint loaded as %s; its mask branch (%d tensors) is not used (load "
+                       "it with DFineForInstanceSegmentation for masks)", source, model_name, len(given))
+        return {k: v for k, v in state_dict.items() if k not in set(given)}
+    if wanted and not given:
+        logger.warning("%s: a detection checkpoint; the mask branch of %s (%d tensors) starts freshly initialised",
+                       source, model_name, len(wanted))
+        return {**state_dict, **{k: expected[k] for k in wanted}}
+    return state_dict
 
 
 def _report_skipped(skipped: list[str], expected: Mapping[str, Tensor], num_labels: int,

@@ -27,7 +27,7 @@ from dfine.config.presets import (
     preset_config,
 )
 from dfine.errors import CheckpointError, InputFileError
-from dfine.hub.convert import absent_detection_heads, is_original_layout, to_internal_names
+from dfine.hub.convert import MASK_BRANCH, absent_detection_heads, is_original_layout, to_internal_names
 from dfine.hub.download import HUB_OPTIONS, download_from_hub
 from dfine.hub.readers import (
     PYTORCH_NAME,
@@ -82,9 +82,12 @@ def infer_config(state_dict: dict[str, Tensor], source: str) -> DFineConfig:
         "num_denoising": 100 if "model.denoising_class_embed.weight" in state_dict else 0,
     }
     for field, key in (("decoder_ffn_dim", "model.decoder.layers.0.mlp.layers.0.weight"),
-                       ("encoder_ffn_dim", "model.encoder.aifi.0.layers.0.mlp.layers.0.weight")):
+                       ("encoder_ffn_dim", "model.encoder.aifi.0.layers.0.mlp.layers.0.weight"),
+                       ("mask_dim", "model.mask_head.layers.2.weight")):
         if key in state_dict:
             measured[field] = int(state_dict[key].shape[0])
+    # D-FINE-seg: a mask branch on the detector (its shapes are then checked like every other tensor's)
+    measured["use_mask_head"] = any(MASK_BRANCH.match(k) for k in state_dict)
     use_lab = any(k.startswith("model.backbone.") and ".lab." in k for k in state_dict)
     absent = absent_detection_heads(state_dict)  # a transformers DFineModel file: compare the rest
     best: tuple[int, str, list[str]] | None = None

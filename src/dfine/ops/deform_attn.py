@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention core, D-FINE variant (SPEC Part A §3.10).
+"""Multi-scale deformable attention core, D-FINE variant (the original repository's
+``src/zoo/dfine/utils.py: deformable_attention_core_func_v2``).
 
 D-FINE samples a different number of points on each level (e.g. 3/6/3) and has no value or output projection.
 "default" samples bilinearly with ``grid_sample``; "discrete" takes the nearest cell (a gather), which some

@@ -1,4 +1,5 @@
-"""Fine-grained Distribution Refinement maths (D-FINE paper §3.2; SPEC Part A §3.11 and §4.1, Part B §4).
+"""Fine-grained Distribution Refinement maths (D-FINE paper, section "Fine-grained Distribution Refinement";
+the original repository's ``src/zoo/dfine/dfine_utils.py``).
 
 Each box edge is a distribution over ``N + 1`` bins. Bin ``n`` stands for the offset ``W(n)`` measured in units of
 ``w / reg_scale`` (or ``h / reg_scale``) of the reference box. ``W`` is non-uniform: fine near zero, coarse far out,
@@ -93,7 +94,8 @@ def bbox2distance(reference: Tensor, target_xyxy: Tensor, reg_scale: float) -> T
 
 
 def translate_gt(offsets: Tensor, project: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Locate target offsets between two neighbouring bins of W (the FGL target, SPEC Part A §4.1).
+    """Locate target offsets between two neighbouring bins of W (the FGL target; original:
+    ``dfine_utils.py: translate_gt``).
 
     Args:
         offsets: (K,) target offsets (flattened edges).

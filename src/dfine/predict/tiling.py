@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from dfine.errors import ConfigError, DFineError
+from dfine.ops.numpy_boxes import box_areas, intersection_areas
 
 __all__ = ["TiledDetector", "cut_by_tile", "merge_overlaps", "tile_windows"]
 
@@ -53,7 +54,7 @@ def merge_overlaps(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, ma
     flags = np.zeros(len(scores), dtype=bool) if cut is None else np.asarray(cut, dtype=bool)
     order = np.lexsort((-scores, flags))  # complete boxes first, then by score
     boxes, scores, labels = boxes[order].astype(np.float64), scores[order], labels[order]
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    areas = box_areas(boxes)
     absorbed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
     merged: list[np.ndarray] = []
@@ -61,10 +62,9 @@ def merge_overlaps(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, ma
         if absorbed[i]:
             continue
         later = np.nonzero((labels[i + 1:] == labels[i]) & ~absorbed[i + 1:])[0] + i + 1  # one vector step per box
-        width = np.clip(np.minimum(boxes[later, 2], boxes[i, 2]) - np.maximum(boxes[later, 0], boxes[i, 0]), 0, None)
-        height = np.clip(np.minimum(boxes[later, 3], boxes[i, 3]) - np.maximum(boxes[later, 1], boxes[i, 1]), 0, None)
+        shared = intersection_areas(boxes[later], boxes[i:i + 1])[:, 0]
         smaller = np.maximum(np.minimum(areas[later], areas[i]), 1e-9)
-        matched = later[width * height / smaller >= match_threshold]
+        matched = later[shared / smaller >= match_threshold]
         absorbed[matched] = True
         group = boxes[np.concatenate([[i], matched])]
         kept.append(i)

@@ -1,15 +1,25 @@
 """From raw model outputs to detections: the top-k selection shared by the processor and the exported graphs, the
-softmax variant, and COCO results records."""
+softmax variant, and COCO results records (with run-length encoded masks for instance segmentation)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["softmax_detections", "to_coco_results", "top_k_detections"]
+__all__ = ["mask_to_rle", "output_edge_uncertainty", "softmax_detections", "split_uncertainty", "to_coco_results",
+           "top_k_detections", "top_k_pairs"]
+
+
+def top_k_pairs(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(scores, labels, query_index)``, each (B, k): the ``k`` best (query, class) pairs of each image by sigmoid
+    score, best first (see :func:`top_k_detections`)."""
+    num_classes = logits.shape[-1]
+    scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
+    return scores, flat_index % num_classes, flat_index // num_classes
 
 
 def top_k_detections(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -25,11 +35,9 @@ def top_k_detections(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Ten
         boxes: (B, Q, D) per-query boxes in any format; the selected queries' rows are returned.
         k: pairs kept per image (at most Q · C).
     """
-    num_classes = logits.shape[-1]
-    scores, flat_index = torch.topk(logits.sigmoid().flatten(1), k, dim=1)
-    query_index = flat_index // num_classes
+    scores, labels, query_index = top_k_pairs(logits, k)
     boxes = boxes.gather(1, query_index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
-    return scores, flat_index % num_classes, boxes
+    return scores, labels, boxes
 
 
 def softmax_detections(logits: Tensor, boxes: Tensor, top_k: int | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -49,6 +57,32 @@ def softmax_detections(logits: Tensor, boxes: Tensor, top_k: int | None) -> tupl
     return scores, labels, boxes
 
 
+def output_edge_uncertainty(outputs: Any, shape: Sequence[int]) -> Tensor:
+    """The ``edge_uncertainty`` (B, Q, 4) of model outputs (an object or a dict) whose ``logits`` have ``shape``.
+
+    Raises:
+        ValueError: the outputs have none (the model was run without ``output_uncertainty=True``), or the wrong shape.
+    """
+    edges = outputs.get("edge_uncertainty") if isinstance(outputs, Mapping) else getattr(outputs, "edge_uncertainty",
+                                                                                         None)
+    if edges is None:
+        raise ValueError("return_uncertainty=True needs outputs with edge_uncertainty: run the model with "
+                         "output_uncertainty=True (a deployed model: set_uncertainty())")
+    if tuple(edges.shape) != (shape[0], shape[1], 4):
+        raise ValueError(f"edge_uncertainty must be (batch, queries, 4) = ({shape[0]}, {shape[1]}, 4), got "
+                         f"{tuple(edges.shape)}")
+    return edges
+
+
+def split_uncertainty(result: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A detection dict whose ``boxes`` carry the edges' σ as columns 4..7 -> ``boxes`` (N, 4), ``edge_uncertainty``
+    (N, 4) and ``uncertainty`` (N,) (:func:`dfine.ops.uncertainty.box_uncertainty`)."""
+    from dfine.ops.uncertainty import box_uncertainty
+
+    boxes, edges = result["boxes"][:, :4], result["boxes"][:, 4:]
+    return {**result, "boxes": boxes, "edge_uncertainty": edges, "uncertainty": box_uncertainty(edges, boxes)}
+
+
 def to_coco_results(
     results: Sequence[Mapping[str, Tensor]],
     image_ids: Sequence[int],
@@ -58,13 +92,15 @@ def to_coco_results(
 
     Args:
         results: per-image dicts from :meth:`DFineImageProcessor.post_process_object_detection` with absolute
-            (x1, y1, x2, y2) boxes (pass ``target_sizes``).
+            (x1, y1, x2, y2) boxes (pass ``target_sizes``), or from ``post_process_instance_segmentation``, whose
+            ``masks`` become each record's ``segmentation`` (COCO RLE, see :func:`mask_to_rle`).
         image_ids: the COCO image id of each result.
         label_to_category: model label -> COCO category id (a dict or a list indexed by label). ``None`` uses the
             label itself (our data sets number categories 0..C-1).
 
     Returns:
-        A flat list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with plain Python numbers.
+        A flat list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (plus ``"segmentation"``
+        for results with masks) with plain Python numbers.
     """
     if len(results) != len(image_ids):
         raise ValueError(f"{len(results)} results but {len(image_ids)} image ids")
@@ -74,7 +110,8 @@ def to_coco_results(
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         labels = torch.as_tensor(result["labels"]).detach().cpu().reshape(-1).tolist()
         scores = torch.as_tensor(result["scores"]).detach().cpu().double().reshape(-1).tolist()
-        for box, label, score in zip(xywh, labels, scores):
+        segmentations = mask_to_rle(result["masks"]) if "masks" in result else [None] * len(scores)
+        for box, label, score, segmentation in zip(xywh, labels, scores, segmentations, strict=True):
             label = int(label)
             if label_to_category is None:
                 category = label
@@ -83,7 +120,22 @@ def to_coco_results(
                     category = int(label_to_category[label])
                 except (KeyError, IndexError):
                     raise ValueError(f"label {label} has no category id in label_to_category") from None
-            detections.append(
-                {"image_id": int(image_id), "category_id": category, "bbox": box, "score": float(score)}
-            )
+            record = {"image_id": int(image_id), "category_id": category, "bbox": box, "score": float(score)}
+            if segmentation is not None:
+                record["segmentation"] = segmentation
+            detections.append(record)
     return detections
+
+
+def mask_to_rle(masks: Tensor | np.ndarray) -> list[dict[str, Any]]:
+    """COCO run-length encodings ``{"size": [H, W], "counts": str}`` of (K, H, W) binary masks: the
+    ``segmentation`` of COCO results records, encoded by faster-coco-eval (pycocotools' format, JSON-ready)."""
+    from faster_coco_eval.core import mask as coco_mask
+
+    array = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
+    if array.ndim != 3:
+        raise ValueError(f"masks must be (K, H, W), got shape {array.shape}")
+    if array.shape[0] == 0:
+        return []
+    encoded = coco_mask.encode(np.asfortranarray(array.transpose(1, 2, 0).astype(bool).astype(np.uint8)))
+    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from dfine.config import CONFIG_NAME, DFineConfig
+from dfine.config.image_size import STRIDE, is_input_size
 from dfine.config.presets import (
     is_preset,
 )
@@ -82,11 +83,11 @@ def model_input_size(name_or_path: str | Path) -> tuple[int, int]:
     if folder is not None:
         processor = DFineImageProcessor.from_pretrained(folder)
         height, width = processor.size["height"], processor.size["width"]
-        if not processor.do_pad and (height % 32 or width % 32):
-            # every command would refuse the size later (the backbone's stride is 32), naming neither the file
-            # the size came from nor the way around it
+        if not processor.do_pad and not is_input_size(height, width):
+            # every command would refuse the size later, naming neither the file the size came from nor the way
+            # around it
             raise InputFileError(folder / PREPROCESSOR_CONFIG_NAME,
-                                 f"size {height}x{width} is not a multiple of 32, as D-FINE's input must be: "
+                                 f"size {height}x{width} is not a multiple of {STRIDE}, as D-FINE's input must be: "
                                  "correct it, or give an image size (--image-size)")
         return height, width
     return saved_training_size(path) or (640, 640)

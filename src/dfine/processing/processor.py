@@ -34,11 +34,12 @@ from PIL import Image
 from torch import Tensor
 
 from dfine.errors import ConfigError, DFineError, InputFileError
+from dfine.hub.download import download_from_hub
 from dfine.imaging.inputs import check_channel_format, image_list, standardize_image
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 from dfine.processing.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
 from dfine.processing.batch_feature import BatchFeature
-from dfine.processing.detections import softmax_detections, top_k_detections
+from dfine.processing.detections import output_edge_uncertainty, softmax_detections, split_uncertainty, top_k_detections
 from dfine.processing.options import (
     ANNOTATION_FORMATS,
     HUB_ID,
@@ -273,6 +274,7 @@ class DFineImageProcessor:
         target_sizes: Tensor | Sequence[Sequence[int]] | np.ndarray | None = None,
         use_focal_loss: bool = True,
         top_k: int | None = None,
+        return_uncertainty: bool = False,
     ) -> list[dict[str, Tensor]]:
         """Raw outputs -> per-image detections, as Hugging Face's RT-DETR/D-FINE post-processing (no NMS).
 
@@ -290,6 +292,9 @@ class DFineImageProcessor:
                 pixels of those sizes. ``None`` leaves them normalised to [0, 1].
             use_focal_loss: sigmoid scores over (query, class) pairs; ``False``: softmax with a "no object" class.
             top_k: candidates per image before thresholding (default Q, like the checkpoints' post-processor).
+            return_uncertainty: also ``edge_uncertainty`` (N, 4), the σ of each edge in the boxes' units, and
+                ``uncertainty`` (N,), one number per box (:mod:`dfine.ops.uncertainty`); the outputs must have
+                ``edge_uncertainty`` (``model(..., output_uncertainty=True)``).
 
         Returns:
             One dict per image: ``scores`` (N,), ``labels`` (N,) int64, ``boxes`` (N, 4) absolute (x1, y1, x2, y2),
@@ -307,12 +312,14 @@ class DFineImageProcessor:
             logits, pred_boxes = outputs.logits, outputs.pred_boxes
         batch, num_queries, num_classes = logits.shape
         boxes = box_cxcywh_to_xyxy(pred_boxes)
+        if return_uncertainty:  # the edges' σ ride along as 4 more box columns, so they are selected and scaled alike
+            boxes = torch.cat([boxes, output_edge_uncertainty(outputs, logits.shape).to(boxes)], dim=-1)
         if target_sizes is not None:
             sizes = torch.as_tensor(np.asarray(target_sizes) if not isinstance(target_sizes, Tensor) else target_sizes)
             if sizes.ndim != 2 or sizes.shape != (batch, 2):
                 raise ValueError(f"target_sizes must hold one (height, width) per image: {batch} expected")
             heights, widths = sizes.to(device=boxes.device, dtype=boxes.dtype).unbind(1)
-            boxes = boxes * torch.stack([widths, heights, widths, heights], dim=1)[:, None, :]
+            boxes = boxes * torch.stack([widths, heights] * (boxes.shape[-1] // 2), dim=1)[:, None, :]
 
         if use_focal_loss:
             k = min(num_queries if top_k is None else int(top_k), num_queries * num_classes)
@@ -321,10 +328,21 @@ class DFineImageProcessor:
             scores, labels, boxes = softmax_detections(logits, boxes, top_k)
 
         keep = scores > threshold
-        return [
+        results = [
             {"scores": scores[i][keep[i]], "labels": labels[i][keep[i]], "boxes": boxes[i][keep[i]]}
             for i in range(batch)
         ]
+        return [split_uncertainty(r) for r in results] if return_uncertainty else results
+
+    def post_process_instance_segmentation(
+        self, outputs: Any, threshold: float = 0.5, target_sizes: Tensor | Sequence[Sequence[int]] | None = None,
+        mask_threshold: float = 0.5, nms_threshold: float | None = 0.7, top_k: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Outputs of ``DFineForInstanceSegmentation`` -> per-image ``scores``, ``labels``, ``boxes`` and ``masks``
+        (K, H, W) bool, as D-FINE-seg's inference; see :func:`dfine.processing.segmentation.post_process_instances`."""
+        from dfine.processing.segmentation import post_process_instances
+
+        return post_process_instances(outputs, threshold, target_sizes, mask_threshold, nms_threshold, top_k)
 
     # -------------------------------------------------------------------------------------------- config I/O
     def to_dict(self, keep_only_options: bool = False) -> dict[str, Any]:
@@ -401,7 +419,8 @@ class DFineImageProcessor:
 
         Raises:
             InputFileError: a local path is missing or holds invalid JSON.
-            DFineError: the hub file cannot be obtained (offline and not cached, unknown repository, no such file).
+            CheckpointError: the hub file cannot be obtained (offline and not cached, unknown repository, no such
+                file), in one line (:func:`dfine.hub.download.download_from_hub`).
         """
         check_option_names(overrides)  # a typo in the call, before the file (which is not to blame) is read
         path = Path(pretrained).expanduser()
@@ -413,7 +432,8 @@ class DFineImageProcessor:
         elif not path.is_file():
             if not HUB_ID.match(text) or text.endswith(".json"):
                 raise InputFileError(pretrained, "no such file or folder")
-            path = _download_config(text, revision, cache_dir, local_files_only, token)
+            path = download_from_hub(text, PREPROCESSOR_CONFIG_NAME, revision, cache_dir=cache_dir,
+                                     local_files_only=local_files_only, token=token)
         elif path.suffix.lower() != ".json":
             # a model file (last.pt, model.safetensors, a .pth) given as the model's from_pretrained takes it: the
             # processor is the one saved beside it
@@ -439,44 +459,3 @@ class DFineImageProcessor:
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={getattr(self, name)!r}" for name in OPTION_NAMES)
         return f"{self.__class__.__name__}({options})"
-
-
-def _download_config(
-    repo_id: str, revision: str | None, cache_dir: str | Path | None, local_files_only: bool, token: str | bool | None
-) -> Path:
-    """Fetch ``preprocessor_config.json`` from the hub, turning hub failures into one-line DFineErrors."""
-    from huggingface_hub import errors as hub_errors
-    from huggingface_hub import hf_hub_download
-
-    where = f"{repo_id}{'@' + revision if revision else ''}"
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                PREPROCESSOR_CONFIG_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                token=token,
-            )
-        )
-    except hub_errors.LocalEntryNotFoundError as error:
-        raise DFineError(
-            f"{where}: not a local folder, {PREPROCESSOR_CONFIG_NAME} is not in the hub cache and the hub cannot "
-            "be reached (offline?); download it once while online or pass a local folder"
-        ) from error
-    except hub_errors.GatedRepoError as error:
-        raise DFineError(f"{where}: gated repository; accept its terms and log in (hf auth login)") from error
-    except hub_errors.RepositoryNotFoundError as error:
-        raise DFineError(
-            f"{where}: not a local folder, and no such repository on the hub (or it is private: log in)"
-        ) from error
-    except hub_errors.RevisionNotFoundError as error:
-        raise DFineError(f"{where}: no such revision") from error
-    except hub_errors.EntryNotFoundError as error:
-        raise DFineError(f"{where}: repository has no {PREPROCESSOR_CONFIG_NAME}") from error
-    except hub_errors.HFValidationError as error:
-        raise DFineError(f"{repo_id}: neither a local path nor a valid hub repository id") from error
-    except OSError as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DFineError(f"{where}: cannot download {PREPROCESSOR_CONFIG_NAME} ({detail})") from error

@@ -97,10 +97,3 @@ def check_seed(seed: Any) -> int:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"the seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     return seed
-
-
-def validate_image_size(image_size: int | None, name: str = "image_size") -> None:
-    """Raise a ConfigError unless ``image_size`` is None or an integer that is a positive multiple of 32 (the
-    backbone's stride); ``name`` is what the message calls the value (``--image-size`` on the command line)."""
-    if image_size is not None and (not _is_integer(image_size) or image_size <= 0 or image_size % 32):
-        raise ConfigError(f"{name} must be a positive multiple of 32, got {shown(image_size)}")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dfine.config.image_size import image_size_hw
 from dfine.model.backbone import HGStem
 from dfine.model.deploy.fuse import FusedConv, fuse_convolutions
 from dfine.model.deploy.head import DeployHead, DetectionOutput
@@ -37,20 +38,7 @@ if TYPE_CHECKING:
 from dfine.model.encoder import AIFILayer, sincos_position_embedding
 from dfine.model.layers import RepNCSPELAN4
 
-__all__ = ["DeployedDFine", "DetectionOutput", "deploy", "normalize_image_size"]
-
-
-def normalize_image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``640`` or ``(H, W)`` -> ``(H, W)``, checked to be positive multiples of 32."""
-    if isinstance(image_size, int):
-        height = width = image_size
-    else:
-        height, width = (int(v) for v in image_size)
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        from dfine.errors import ConfigError
-
-        raise ConfigError(f"image size must be positive multiples of 32, got {height}x{width}")
-    return height, width
+__all__ = ["DeployedDFine", "DetectionOutput", "deploy"]
 
 
 class DeployAIFI(nn.Module):
@@ -241,6 +229,12 @@ class DeployedDFine(nn.Module):
         self.head.to(dtype if head_dtype is None else head_dtype)
         return self
 
+    def set_uncertainty(self, enabled: bool = True) -> DeployedDFine:
+        """Also return each box edge's spread (:class:`~dfine.model.deploy.head.DetectionWithUncertainty`), as the
+        training form does with ``output_uncertainty=True``; detections are unchanged. Returns self."""
+        self.head.output_uncertainty = bool(enabled)
+        return self
+
     def use_max_pool_op(self) -> DeployedDFine:
         """Pool the stem with ``nn.MaxPool2d`` rather than shifted maxima. Returns self.
 
@@ -289,7 +283,7 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
     if image_size is None:
         config = model.config
         image_size = config.anchor_image_size or config.eval_size or config.training_image_size or 640
-    size = normalize_image_size(image_size)
+    size = image_size_hw(image_size)
     source = copy.deepcopy(model).eval()
     if decoder_layers is not None:
         set_decoder_layers(source, decoder_layers)  # the head keeps the layers up to the decoder's eval_idx

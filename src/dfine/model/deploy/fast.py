@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from dfine.config.image_size import image_size_hw
 from dfine.errors import ConfigError, DFineError
-from dfine.model.deploy.deployed import DeployedDFine, deploy, normalize_image_size
+from dfine.model.deploy.deployed import DeployedDFine, deploy
 from dfine.model.deploy.head import DetectionOutput
 
 __all__ = ["CUDAGraphRunner", "FastDetector", "optimize_for_inference"]
@@ -73,9 +74,10 @@ class CUDAGraphRunner:
         with torch.inference_mode():
             self.static_input.copy_(pixel_values)
             self.graph.replay()
+            kind = type(self.static_output)  # DetectionOutput, or DetectionWithUncertainty
             if self.clone_outputs:
-                return DetectionOutput(*(t.clone() for t in self.static_output))
-            return DetectionOutput(*self.static_output)
+                return kind(*(t.clone() for t in self.static_output))
+            return kind(*self.static_output)
 
 
 class FastDetector(nn.Module):
@@ -132,7 +134,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
                            image_size: int | Sequence[int] | None = None, batch_size: int = 1,
                            channels_last: bool | None = None,
                            head_dtype: torch.dtype | str | None = torch.float32,
-                           decoder_layers: int | None = None) -> FastDetector:
+                           decoder_layers: int | None = None, uncertainty: bool = False) -> FastDetector:
     """A fast inference version of a D-FINE model (the model itself is not changed).
 
     Args:
@@ -154,6 +156,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
         decoder_layers: run only the first K decoder layers (default: the model's own choice, every layer): faster,
             slightly less accurate, no retraining (:mod:`dfine.model.depth`; ``dfine val --decoder-layers K``
             measures the cost).
+        uncertainty: also return each box edge's spread (:meth:`DeployedDFine.set_uncertainty`), decided here
+            because compiling and capturing fix what the forward returns.
 
     Raises:
         DFineError: an unsupported combination (fp16 on a CPU, a CUDA graph without CUDA, ...).
@@ -178,12 +182,14 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
         deployed = copy.deepcopy(model)
     else:
         deployed = deploy(model, image_size, decoder_layers)  # type: ignore[arg-type]  # a copy already
-    size = deployed.image_size if image_size is None else normalize_image_size(image_size)
+    size = deployed.image_size if image_size is None else image_size_hw(image_size)
     deployed = deployed.to(device)
     deployed.set_precision(dtype, head_dtype)
     if channels_last is None:
         channels_last = True
     deployed.to_channels_last(channels_last)
+    if uncertainty:  # (a deployed model given with its own setting keeps it otherwise)
+        deployed.set_uncertainty()
     if device.type == "cuda":
         # fixed shapes: let cuDNN benchmark its convolution algorithms once (a process-wide setting)
         torch.backends.cudnn.benchmark = True

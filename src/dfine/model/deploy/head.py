@@ -1,6 +1,7 @@
 """Deploy form of the detection head: two-stage query selection and the FDR decoder, inference path only.
 
-Numerically the same computation as :class:`dfine.model.network.DFineNetwork` in eval mode (SPEC Part A §3.8–3.13),
+Numerically the same computation as :class:`dfine.model.network.DFineNetwork` in eval mode (the original's
+``src/zoo/dfine/dfine_decoder.py: DFINETransformer.forward``),
 restructured for speed and for capture (CUDA graphs, ``torch.compile``, ONNX):
 
 * anchors, the valid mask, the FDR weighting W(n) and the deformable-attention point scales are buffers computed
@@ -26,8 +27,9 @@ from dfine.model.network import DFineNetwork
 from dfine.ops.boxes import inverse_sigmoid
 from dfine.ops.deform_attn import grid_sample_layout, sample_levels
 from dfine.ops.fdr import distance2bbox, weighting_function
+from dfine.ops.uncertainty import edge_uncertainty
 
-__all__ = ["DeployHead", "DetectionOutput"]
+__all__ = ["DeployHead", "DetectionOutput", "DetectionWithUncertainty"]
 
 # Invalid anchors get this logit instead of the dtype's maximum: finite in fp16 and bf16, and any value above ~20
 # gives the same sigmoid (1.0) and the same clamped inverse sigmoid, so the outputs do not change.
@@ -39,6 +41,14 @@ class DetectionOutput(NamedTuple):
 
     logits: Tensor  # (B, Q, C) class logits, sigmoid gives scores
     pred_boxes: Tensor  # (B, Q, 4) normalised (cx, cy, w, h)
+
+
+class DetectionWithUncertainty(NamedTuple):
+    """:class:`DetectionOutput` with the spread of each box edge, what a head with ``output_uncertainty`` returns."""
+
+    logits: Tensor  # (B, Q, C)
+    pred_boxes: Tensor  # (B, Q, 4) normalised (cx, cy, w, h)
+    edge_uncertainty: Tensor  # (B, Q, 4) σ of left, top, right, bottom (dfine.ops.uncertainty), normalised
 
 
 def _merged_linear(*layers: nn.Linear) -> nn.Linear:
@@ -113,7 +123,13 @@ class DeployHead(nn.Module):
         model: the training-form network (its modules are reused, not copied).
         spatial_shapes: ``((H_l, W_l), ...)`` of the levels at the export size; buffers are precomputed for them
             (other sizes still work in eager mode, computing the buffers on the fly).
+
+    Setting :attr:`output_uncertainty` makes the forward return :class:`DetectionWithUncertainty` (the same
+    detections plus ``edge_uncertainty``, computed from the final corner logits with the ``project`` buffer, so
+    still without host synchronisation); set it before ``torch.compile`` or a CUDA-graph capture.
     """
+
+    output_uncertainty: bool = False
 
     def __init__(self, model: DFineNetwork, spatial_shapes: tuple[tuple[int, int], ...]) -> None:
         super().__init__()
@@ -152,7 +168,7 @@ class DeployHead(nn.Module):
         logits = torch.where(valid, logits, torch.full_like(logits, _INVALID_ANCHOR_LOGIT))
         return logits, valid.to(dtype)
 
-    def forward(self, maps: list[Tensor]) -> DetectionOutput:
+    def forward(self, maps: list[Tensor]) -> DetectionOutput | DetectionWithUncertainty:
         """maps: one (B, d, H_l, W_l) map per level, finest first."""
         dtype = self.enc_score_head.weight.dtype
         shapes = tuple((int(m.shape[2]), int(m.shape[3])) for m in maps)
@@ -164,10 +180,10 @@ class DeployHead(nn.Module):
             value_scales = torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=memory.device)
         anchors, valid, value_scales = anchors.to(dtype), valid.to(dtype), value_scales.to(dtype)
 
-        # two-stage query selection (SPEC Part A §3.9): score every token, keep the best Q. Token-sized tensors
-        # (B·S·d, float32) are the largest of the head and set the peak memory at large batch, so few are kept
-        # alive: enc_output's Linear(memory · valid) is computed as (memory Wᵀ) · valid + b without a masked copy,
-        # and the scored tokens are dropped before the value maps are laid out.
+        # two-stage query selection (original: DFINETransformer._select_topk): score every token, keep the best Q.
+        # Token-sized tensors (B·S·d, float32) are the largest of the head and set the peak memory at large batch,
+        # so few are kept alive: enc_output's Linear(memory · valid) is computed as (memory Wᵀ) · valid + b without
+        # a masked copy, and the scored tokens are dropped before the value maps are laid out.
         batch = memory.shape[0]
         linear, norm = self.enc_output[0], self.enc_output[1]
         output_memory = norm(F.linear(memory, linear.weight).mul_(valid).add_(linear.bias))
@@ -190,8 +206,10 @@ class DeployHead(nn.Module):
 
         return self._decode(selected, reference, values, scales)
 
-    def _decode(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]) -> DetectionOutput:
-        """The FDR decoder (SPEC Part A §3.11), collecting only the evaluated layer."""
+    def _decode(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]
+                ) -> DetectionOutput | DetectionWithUncertainty:
+        """The FDR decoder (D-FINE paper, section "Fine-grained Distribution Refinement"), collecting only the
+        evaluated layer."""
         project = self.project.to(hidden.dtype)
         previous: Tensor | None = None
         corners: Tensor | None = None
@@ -212,4 +230,7 @@ class DeployHead(nn.Module):
             previous = hidden
         assert corners is not None
         logits = self.lqe(self.class_head(hidden), corners)
+        if self.output_uncertainty:
+            edges = edge_uncertainty(corners, fixed_reference, project, self.reg_scale)
+            return DetectionWithUncertainty(logits=logits, pred_boxes=boxes, edge_uncertainty=edges.to(boxes.dtype))
         return DetectionOutput(logits=logits, pred_boxes=boxes)

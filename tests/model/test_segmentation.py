@@ -1,0 +1,161 @@
+"""DFineForInstanceSegmentation: the D-FINE-seg mask branch's shapes and names for every size, its outputs in eval
+and training mode, its files, and what happens when detection and segmentation checkpoints are mixed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import dfine
+from dfine.errors import CheckpointError, ModelInputError, UnsupportedFeatureError
+from dfine.model.network import DFineNetwork
+
+# D-FINE-seg 0.6.2's mask tensors (names in its files) per size: the pixel decoder's input channels, finest first
+# (N: the backbone's stride-8 map, 256 channels, then the encoder's two levels), D and d.
+_MASK_BRANCH = {"n": ((256, 128, 128), 128, 128), "s": ((256, 256, 256), 256, 256),
+                "m": ((256, 256, 256), 256, 256), "l": ((256, 256, 256), 256, 256),
+                "x": ((384, 384, 384), 256, 256)}
+
+
+def _dfine_seg_mask_shapes(size: str) -> dict[str, tuple[int, ...]]:
+    channels, mask_dim, hidden = _MASK_BRANCH[size]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, c in enumerate(channels):
+        shapes[f"decoder.mask_decoder.lateral.{i}.weight"] = (mask_dim, c, 1, 1)
+        shapes[f"decoder.mask_decoder.bn.{i}.weight"] = shapes[f"decoder.mask_decoder.bn.{i}.bias"] = (mask_dim,)
+    for name in ("fusion_conv", "up_conv"):
+        shapes[f"decoder.mask_decoder.{name}.weight"] = (mask_dim, mask_dim, 3, 3)
+    for name in ("fusion_norm", "bn1"):
+        shapes[f"decoder.mask_decoder.{name}.weight"] = shapes[f"decoder.mask_decoder.{name}.bias"] = (mask_dim,)
+    for k, (rows, cols) in enumerate(((hidden, hidden), (hidden, hidden), (mask_dim, hidden))):
+        shapes[f"decoder.mask_head.layers.{k}.weight"] = (rows, cols)
+        shapes[f"decoder.mask_head.layers.{k}.bias"] = (rows,)
+    return shapes
+
+
+@pytest.mark.parametrize("size", ["n", "s", "m", "l", "x"])
+def test_mask_branch_has_dfine_segs_21_tensors(size: str) -> None:
+    config = dfine.DFineConfig.from_preset(f"dfine-{size}-coco", use_mask_head=True)
+    with torch.device("meta"):
+        network = DFineNetwork(config)
+    ours = {f"decoder.{k}": tuple(v.shape) for k, v in network.state_dict().items() if k.startswith("mask_")}
+    assert ours == _dfine_seg_mask_shapes(size)
+    assert len(ours) == 21
+
+
+@pytest.fixture(scope="module")
+def nano_seg() -> dfine.DFineForInstanceSegmentation:
+    torch.manual_seed(0)
+    return dfine.DFineForInstanceSegmentation(dfine.DFineConfig.from_preset("dfine-n-coco", num_labels=3,
+                                                                                num_queries=50)).eval()
+
+
+@pytest.fixture(scope="module")
+def pixels() -> torch.Tensor:
+    return torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+
+
+def _labels(with_masks: bool) -> list[dict[str, torch.Tensor]]:
+    labels = []
+    for _ in range(2):
+        target = {"class_labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.2],
+                                                                              [0.3, 0.6, 0.2, 0.4]])}
+        if with_masks:
+            target["masks"] = torch.ones(2, 160, 160)
+        labels.append(target)
+    return labels
+
+
+def test_eval_outputs_masks_of_the_evaluated_layer(nano_seg, pixels) -> None:
+    with torch.no_grad():
+        out = nano_seg(pixels)
+    assert out.pred_masks.shape == (2, 50, 40, 40)
+    assert out.intermediate_predicted_masks.shape == (2, 1, 50, 40, 40)
+    assert torch.equal(out.pred_masks, out.intermediate_predicted_masks[:, -1])
+    assert out.logits.shape == (2, 50, 3)
+
+
+def test_training_outputs_every_layers_masks_denoising_queries_first(nano_seg, pixels) -> None:
+    nano_seg.train()
+    try:
+        out = nano_seg(pixels, labels=_labels(with_masks=True))
+        boxes_only = nano_seg(pixels, labels=_labels(with_masks=False))
+    finally:
+        nano_seg.eval()
+    num_dn, num_queries = out.denoising_meta_values["dn_num_split"]
+    assert num_dn > 0 and num_queries == 50
+    layers = nano_seg.config.decoder_layers
+    assert out.intermediate_predicted_masks.shape == (2, layers, num_dn + 50, 40, 40)
+    assert out.pred_masks.shape == (2, num_dn + 50, 40, 40)  # like logits in training: denoising queries first
+    layer_entries = out.auxiliary_outputs[:-1]  # the last entry is the encoder proposals: no masks
+    assert len(layer_entries) == layers - 1
+    for i, entry in enumerate(layer_entries):
+        assert torch.equal(entry["pred_masks"], out.intermediate_predicted_masks[:, i, num_dn:])
+    assert "pred_masks" not in out.auxiliary_outputs[-1]
+    # a batch of boxes only trains detection alone, as D-FINE-seg
+    assert boxes_only.pred_masks is None and boxes_only.loss is not None
+
+
+def test_config_json_has_the_mask_fields_only_for_segmentation(tmp_path) -> None:
+    detector = dfine.DFineConfig.from_preset("dfine-n-coco").to_dict()
+    assert "use_mask_head" not in detector and "mask_dim" not in detector
+    assert detector["architectures"] == ["DFineForObjectDetection"]
+    seg = dfine.DFineConfig.from_preset("dfine-n-coco", use_mask_head=True)
+    assert seg.to_dict()["use_mask_head"] is True and seg.to_dict()["mask_dim"] == 128  # N: d_model
+    assert seg.mask_low_level_stage == 2
+    assert dfine.DFineConfig.from_preset("dfine-s-coco", use_mask_head=True).mask_low_level_stage is None
+    with pytest.raises(dfine.ConfigError, match="mask_dim must be a positive multiple of 32, got 100"):
+        dfine.DFineConfig.from_preset("dfine-s-coco", use_mask_head=True, mask_dim=100)
+
+
+def test_save_pretrained_folder_loads_back(nano_seg, pixels, tmp_path) -> None:
+    nano_seg.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["use_mask_head"] is True and config["architectures"] == ["DFineForInstanceSegmentation"]
+    again = dfine.DFineForInstanceSegmentation.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again(pixels).pred_masks, nano_seg(pixels).pred_masks)
+    assert torch.equal(again.model.mask_decoder.up_conv.weight, nano_seg.model.mask_decoder.up_conv.weight)
+
+
+def test_detection_folder_starts_a_fresh_mask_branch(saved_nano, caplog) -> None:
+    directory, detector = saved_nano
+    model = dfine.DFineForInstanceSegmentation.from_pretrained(directory)
+    assert "the mask branch of DFineForInstanceSegmentation (21 tensors) starts freshly initialised" in caplog.text
+    assert model.config.use_mask_head and model.config.mask_dim == 128
+    key = "model.decoder.class_embed.2.weight"
+    assert torch.equal(model.state_dict()[key], detector.state_dict()[key])
+
+
+def test_a_partial_mask_branch_is_an_error(nano_seg, tmp_path) -> None:
+    state = {k: v for k, v in nano_seg.state_dict().items() if "mask_decoder.fusion" not in k}
+    nano_seg.config.save_pretrained(tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"3 missing keys: model\.mask_decoder\.fusion_conv\.weight"):
+        dfine.DFineForInstanceSegmentation.from_pretrained(tmp_path)
+
+
+def test_detector_never_gets_a_mask_branch() -> None:
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", use_mask_head=True)
+    torch.manual_seed(0)
+    detector = dfine.DFineForObjectDetection(config)
+    torch.manual_seed(0)
+    plain = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco"))
+    assert not detector.config.use_mask_head and config.use_mask_head  # the caller's config is not changed
+    assert detector.config.to_dict()["architectures"] == ["DFineForObjectDetection"]
+    assert detector.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_nano_masks_need_pixel_values(nano_seg) -> None:
+    embeds = [torch.zeros(1, 128, 10, 10), torch.zeros(1, 128, 5, 5)]
+    with pytest.raises(ModelInputError, match="mask branch reads a backbone map"):
+        nano_seg(None, inputs_embeds=embeds)
+
+
+def test_deploy_form_is_not_available_yet(nano_seg) -> None:
+    with pytest.raises(UnsupportedFeatureError, match="deploy form of a segmentation model"):
+        nano_seg.deploy()
