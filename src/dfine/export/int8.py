@@ -247,7 +247,8 @@ def export_openvino_int8(model: DFineForObjectDetection, output: str | Path, siz
         int8_xml = Path(tmp) / "int8" / "model.xml"
         int8_xml.parent.mkdir()
         save_ir(quantized, int8_xml)
-        # measured on the demo model: the float parts in bf16 cost about 1 AP more than in f32, and were ~20% faster
+        # measured on the demo model (docs/cpu-deployment.md): float parts in bf16 cost 1.2-1.5 AP more than in f32
+        # and were 12-21% faster at 640
         hint = ", run the float parts in f32 with --precision f32" if chosen != "f32" else ""
         float_ap, int8_ap = _gate(OpenVinoDetector(staged, threads=threads, precision="f32"),
                                   OpenVinoDetector(int8_xml, threads=threads), options, path, hint)
