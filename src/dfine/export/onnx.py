@@ -12,7 +12,8 @@ LayerNormalization and GridSample as single ops, no ceil-mode pooling anywhere):
   segmentation model adds ``masks`` float32 (B, K, H/4, W/4), each instance's mask probabilities
   (:mod:`dfine.export.segmentation`);
 * metadata (``metadata_props``): ``class_names`` (JSON list), ``image_size`` ("H,W"), ``orig_target_sizes``
-  ("width,height"), ``precision`` ("fp32"/"fp16"), ``dynamic_batch``, ``top_k``, ``dfine_version``.
+  ("width,height"), ``precision`` ("fp32"/"fp16"; "int8" from :mod:`dfine.export.int8`), ``dynamic_batch``,
+  ``top_k``, ``decoder_layers`` ("run/in the model", :mod:`dfine.model.depth`), ``dfine_version``.
 
 With ``half=True`` the backbone and encoder run in fp16 inside the graph; the head (query selection, decoder,
 post-processing) stays fp32 and the inputs and outputs keep their types, so callers do not change.
@@ -40,6 +41,7 @@ from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.preprocess import InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
 from dfine.model.deploy.deployed import deploy
+from dfine.model.depth import decoder_layers_run
 from dfine.model.detection import DFineForObjectDetection
 from dfine.runtime.onnx import RESAMPLE_NAMES
 
@@ -94,6 +96,7 @@ def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], h
         "precision": "fp16" if half else "fp32",
         "dynamic_batch": str(bool(dynamic_batch)).lower(),
         "top_k": str(top_k),
+        "decoder_layers": f"{decoder_layers_run(model)}/{model.config.decoder_layers}",  # run / in the model
         "dfine_version": __version__,
     }
 
@@ -172,15 +175,18 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
 def _label_nodes(proto: object) -> None:
     """Prefix every node name with the part of the model it belongs to and drop the exporter's node metadata.
 
-    ``body/...`` (backbone, encoder), ``head/...`` (query selection, decoder) and ``post/...`` (post-processing):
-    the TensorRT builder keeps ``head/`` and ``post/`` layers in fp32 in an fp16 engine (see
-    :mod:`dfine.export.tensorrt`). The exporter's per-node metadata (Python stack traces with local paths, FX
-    dumps) would otherwise make up a good part of the file.
+    ``body/...`` (backbone, encoder), ``head/...`` (query selection, decoder) and ``post/...`` (post-processing),
+    then the innermost module of the part that made the node (``head/layers.0.mlp.layers.1/node_linear_19``; ``-``
+    for the part's own code, such as box decoding): the TensorRT builder keeps ``head/`` and ``post/`` layers in
+    fp32 in an fp16 engine (see :mod:`dfine.export.tensorrt`), and INT8 quantization (:mod:`dfine.export.int8`)
+    tells the decoder's projections from its box and score heads by the module. The exporter's per-node metadata
+    (Python stack traces with local paths, FX dumps) would otherwise make up a good part of the file.
     """
     for node in proto.graph.node:  # type: ignore[attr-defined]
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
         part = "body" if "'model.body'" in scopes else "head" if "'model.head'" in scopes else "post"
-        node.name = f"{part}/{node.name}"
+        inner = re.findall(rf"'model\.{part}\.([^']+)'", scopes) if part != "post" else []
+        node.name = f"{part}/{inner[-1] if inner else '-'}/{node.name}"
         del node.metadata_props[:]
 
 

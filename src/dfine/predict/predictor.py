@@ -96,7 +96,7 @@ def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
 
 
 def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: Any, compile: Any,
-                               half_head: Any, bf16: Any) -> None:
+                               half_head: Any, bf16: Any, decoder_layers: Any = None) -> None:
     """Wrong types as one line naming the argument, before the model is loaded (which can be a download)."""
     if isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a preset name, hub id, folder or file (a str or Path), got {shown(model)}: "
@@ -113,6 +113,9 @@ def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: A
         raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs half (--half) "
                           "or bf16 (--bf16)")
     validate_image_size(image_size)
+    if decoder_layers is not None and (not isinstance(decoder_layers, int) or isinstance(decoder_layers, bool)
+                                       or decoder_layers < 1):
+        raise ConfigError(f"decoder_layers (--decoder-layers) must be an integer >= 1, got {shown(decoder_layers)}")
 
 
 @dataclass
@@ -127,20 +130,24 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", half: bool = False,
                         image_size: int | None = None, compile: bool = False,
-                        half_head: bool = False, bf16: bool = False) -> Predictor:
+                        half_head: bool = False, bf16: bool = False, decoder_layers: int | None = None) -> Predictor:
         """Load a model for inference.
 
         ``half`` (CUDA only), ``bf16`` (CPU or CUDA) and ``compile`` switch to
-        :func:`dfine.model.deploy.fast.optimize_for_inference`: the deploy form with an fp16 or bf16 backbone/encoder (the
-        head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs as loaded
+        :func:`dfine.model.deploy.fast.optimize_for_inference`: the deploy form with an fp16 or bf16
+        backbone/encoder (the head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs
+        as loaded
         (numerically identical to transformers). ``half_head`` runs the head in that half precision too: faster,
         notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows what
         a precision costs on your data.
 
+        ``decoder_layers`` runs only the first K decoder layers (:mod:`dfine.model.depth`): faster, a little less
+        accurate, no retraining.
+
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
-        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
+        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16, decoder_layers)
         exported = format_of(model)
         if exported is not None:
             runs = f"--backend {exported.backend}" if exported.predicts else "dfine benchmark"
@@ -155,6 +162,8 @@ class Predictor:
             raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
                              "give boxes only, so they are not available for it yet; leave them out")
         network = model_class.from_pretrained(model).to(device).eval()
+        if decoder_layers is not None:
+            network.set_decoder_layers(decoder_layers)  # before the deploy form below, which copies the depth
         reason = random_weights_reason(model)
         if reason is not None:
             logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
@@ -191,8 +200,8 @@ class Predictor:
         (:mod:`dfine.ops.uncertainty`).
 
         ``images`` is one image or a sequence of them; an image is a path or http(s) URL, a PIL image, a numpy
-        array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch tensor
-        ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
+        array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch
+        tensor ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
         so one image gives a list of one (as :meth:`dfine.runtime.onnx.OnnxDetector.predict`). Boxes are in the pixels
         of each image as given (a tensor's H and W), whatever size the model runs at.
 
