@@ -137,7 +137,8 @@ class DFineImageProcessor:
         """Turn one image or a batch (and optionally its COCO annotations) into model inputs.
 
         See the module docstring for accepted images. Annotations follow transformers' RT-DETR processors
-        (:mod:`dfine.processing.annotations` describes each step), so the ``labels`` fine-tuning recipes read are the same.
+        (:mod:`dfine.processing.annotations` describes each step), so the ``labels`` fine-tuning recipes read are the
+        same.
 
         Args:
             images: an image, a list/tuple of images, or a 4-D batch tensor (B, C, H, W) / array (B, H, W, C).
