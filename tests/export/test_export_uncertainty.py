@@ -16,6 +16,7 @@ import dfine
 from dfine.cli.main import main
 from dfine.errors import DFineError
 from dfine.export.onnx import export_onnx
+from dfine.export.uncertainty import check_uncertainty
 from dfine.export.verify import check_images
 
 pytest.importorskip("onnxruntime")
@@ -71,6 +72,13 @@ def test_graph_uncertainty_equals_the_pytorch_post_processing(unc_onnx, model_n)
         assert (edges[i] >= 0).all() and (uncertainty[i] >= 0).all() and edges[i, :top].max() > 0
         # σ of the left/right edges scale with the width, top/bottom with the height: image 1 is portrait
     assert not np.allclose(edges[0, :top] / [800, 600, 800, 600], edges[1, :top] / [400, 700, 400, 700])
+    # the export's own check passes these outputs, and fails a scaled per-box number or swapped axes
+    sizes = np.array(originals)
+    assert check_uncertainty(reference, sizes, labels, boxes, scores, edges, uncertainty, "graph", 1e-3, 1e-3) < 1e-5
+    for wrong_edges, wrong_uncertainty in ((edges, uncertainty * 1.05), (edges[..., [1, 0, 3, 2]], uncertainty)):
+        with pytest.raises(DFineError, match="box uncertainties differ"):
+            check_uncertainty(reference, sizes, labels, boxes, scores, wrong_edges, wrong_uncertainty, "graph", 1e-3,
+                              1e-3)
 
 
 def test_runtime_predict_returns_uncertainty_per_detection(unc_onnx) -> None:
