@@ -130,6 +130,7 @@ def test_segmentation_and_other_formats_are_refused_in_one_line(tmp_path, error_
         assert "--uncertainty" in error_line()
 
 
+@pytest.mark.slow  # an OpenVINO export checked against PyTorch (~25 s)
 def test_openvino_ir_carries_the_uncertainty_outputs(unc_onnx, model_n, tmp_path) -> None:
     pytest.importorskip("openvino")
     from dfine.export.openvino import export_openvino
