@@ -275,7 +275,8 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     reference_model = _float32(model, eval_mode=True)
     device = next(reference_model.parameters()).device
     with torch.inference_mode():
-        outputs = reference_model(processor(pictures)["pixel_values"].to(device), output_uncertainty=uncertainty)
+        asked = {"output_uncertainty": True} if uncertainty else {}  # only what is needed of the model
+        outputs = reference_model(processor(pictures)["pixel_values"].to(device), **asked)
     scale = np.concatenate([sizes_wh, sizes_wh], axis=1).astype(np.float64)  # (w, h, w, h)
     reference = top_detections(outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
                                k=None, scale=np.ones_like(scale))
