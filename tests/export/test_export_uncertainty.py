@@ -14,6 +14,7 @@ from seghelpers import tiny_segmentation_model
 
 import dfine
 from dfine.cli.main import main
+from dfine.data import make_synthetic_dataset
 from dfine.errors import DFineError
 from dfine.export.onnx import export_onnx
 from dfine.export.uncertainty import check_uncertainty
@@ -118,6 +119,16 @@ def test_predict_cli_writes_uncertainty_from_an_onnx_file(unc_onnx, n_onnx, tmp_
                  "--show-uncertainty", "--no-progress"]) == 2
     line = error_line()
     assert str(n_onnx) in line and "--uncertainty" in line
+
+
+def test_val_of_an_export_with_uncertainty_writes_the_uncertainty_report(unc_onnx, tmp_path, capsys) -> None:
+    data = make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=2, image_size=(320, 320), format="yolo")
+    data.write_text(data.read_text().split("names:")[0] + "names: [" + ", ".join(f"c{i}" for i in range(80)) + "]\n")
+    report = tmp_path / "report"
+    assert main(["val", "--model", str(unc_onnx), "--data", str(data), "--output", str(report), "--threshold", "0.0",
+                 "--threads", "1"]) == 0
+    assert "uncertainty.json and uncertainty.png" in capsys.readouterr().out
+    assert json.loads((report / "uncertainty.json").read_text())["detections"] > 0
 
 
 def test_segmentation_and_other_formats_are_refused_in_one_line(tmp_path, error_line) -> None:
