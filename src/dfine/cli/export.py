@@ -15,8 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Export a model in deploy form with post-processing inside the graph (inputs: images float "
                     "(B,3,H,W) in [0,1], orig_target_sizes int64 (B,2) as (width, height); outputs: labels, boxes "
                     "(absolute x1,y1,x2,y2), scores; a segmentation model adds masks, each instance's mask "
-                    "probabilities at 1/4 of the input size). The file is compared with PyTorch in its runtime (ONNX "
-                    "Runtime, OpenVINO or TensorRT) before the command succeeds; with --int8 the quantized model's "
+                    "probabilities at 1/4 of the input size; --uncertainty adds edge_uncertainty and uncertainty). "
+                    "The file is compared with PyTorch in its runtime (ONNX Runtime, OpenVINO or TensorRT) before "
+                    "the command succeeds; with --int8 the quantized model's "
                     "COCO AP is compared with the float model's on the data set's validation split.")
     p.add_argument("--model", required=True, help="hub id, local model directory, .pth/.safetensors file or preset")
     p.add_argument("--format", choices=[row.name for row in FORMATS], default=FORMATS[0].name,
@@ -34,6 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "normalisation, softmax and the head kept in fp32)")
     p.add_argument("--max-batch", type=int, default=32, help="largest batch of a dynamic engine (default 32)")
     p.add_argument("--no-check", action="store_true", help="skip the checker and the comparison with PyTorch")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="onnx, openvino: add the box uncertainty outputs edge_uncertainty (B,K,4: the standard "
+                        "deviation of each edge in pixels, from the model's edge distributions) and uncertainty "
+                        "(B,K: one number per box, the mean edge σ over the box's side), as dfine predict writes them")
     p.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
                    help="openvino: the inference precision (default: the fastest this CPU runs natively whose "
                         "detections agree with PyTorch; bf16 needs AVX-512 BF16 or AMX, f16 AVX512-FP16 or AMX-FP16)")
@@ -84,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.precision is not None and row.name != "openvino":
         raise DFineError(f"--precision chooses OpenVINO's inference precision: it does not apply to --format "
                          f"{row.name} (use --half for an fp16 graph)")
+    if args.uncertainty and (row.name not in ("onnx", "openvino") or args.int8):
+        raise DFineError("--uncertainty adds outputs to float ONNX and OpenVINO exports only, not to "
+                         f"{'--int8' if args.int8 else f'--format {row.name}'} exports")
     int8 = _int8_options(args, row.name)
     output = Path(args.output) if args.output else _default_output(args.model, args.format)
     # before loading the model (maybe a download) and exporting (minutes): a missing package or a bad --output is
@@ -98,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if model_class.has_mask_head and row.name != "onnx":
         raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX only for now (--format "
                          "onnx)")
+    if model_class.has_mask_head and args.uncertainty:
+        raise DFineError(f"{args.model} is a segmentation model: its export has no box uncertainty outputs yet "
+                         "(leave out --uncertainty)")
     model = model_class.from_pretrained(args.model)
     if args.decoder_layers is not None:
         model.set_decoder_layers(args.decoder_layers)  # the exported graph and the model it is checked against
@@ -108,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     check_exportable(processor, size, str(args.model))
     options = ExportOptions(half=args.half, dynamic_batch=args.dynamic_batch, batch_size=args.batch_size,
                             max_batch=args.max_batch, check=not args.no_check, processor=processor,
-                            precision=args.precision, threads=args.threads, int8=int8)
+                            precision=args.precision, threads=args.threads, int8=int8,
+                            uncertainty=args.uncertainty)
     print(f"wrote {row.export(model, output, size, options).summary}")
     return 0
 

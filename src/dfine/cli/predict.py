@@ -15,11 +15,13 @@ _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
 0-based position in this run), category_id (the model's 0-based label index), dataset_category_id (for a model
 trained by dfine on data whose category ids were not 0..C-1: the class's id there, e.g. in the COCO file),
-category_name, bbox ([x, y, width, height] in pixels, clipped to the image), score and, with a PyTorch model,
-uncertainty (the typical edge error as a fraction of the box size) and edge_uncertainty (the standard deviation of
-the left, top, right and bottom edge in pixels, from the model's edge distributions); a segmentation model
+category_name, bbox ([x, y, width, height] in pixels, clipped to the image), score and, with a PyTorch model or
+an export made with --uncertainty, uncertainty (the typical edge error as a fraction of the box size) and
+edge_uncertainty (the standard deviation of the left, top, right and bottom edge in pixels, from the model's edge
+distributions); a segmentation model
 (D-FINE-seg) adds segmentation (the instance mask as COCO run-length encoding) and draws its masks, and its
---save-coco annotations hold polygons; records of a video frame add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
+--save-coco annotations hold polygons; records of a video frame add frame (its 0-based index) and time (seconds).
+Annotated images keep the input's file name when it ends in .jpg,
 .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg added (x.tif -> x.tif.jpg); a name already
 used in the run gets _1, _2, ... before the extension. Videos (.mp4, .mov, .avi, .mkv, .webm, ...; needs PyAV: pip
 install av) give an annotated MP4 the same way (x.mov -> x.mov.mp4), each frame at its source time, with the
@@ -132,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
                              f"to the {backend} backend (precision, input size and decoder depth are fixed at export "
                              "time)")
         predictor = runtime.open(Path(args.model), prepared, None, None).model
+        if args.show_uncertainty and not getattr(predictor, "predicts_uncertainty", False):
+            raise InputFileError(args.model, "has no box uncertainty outputs, so --show-uncertainty cannot draw "
+                                             "them: re-export it with dfine export --uncertainty")
     else:
         predictor = Predictor.from_pretrained(args.model, device=args.device, half=args.half,
                                               image_size=args.image_size, compile=args.compile,

@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     dtype = half_precision(args)
     progress = not args.json and sys.stderr.isatty()
     exported = format_of(args.model)
+    # an exported graph has box uncertainty only when it was exported with --uncertainty
+    reports_uncertainty = exported is None
     if exported is not None:
-        result = _val_exported(args, exported, progress)
+        result, reports_uncertainty = _val_exported(args, exported, progress)
     else:
         from dfine.engine.api import val
 
@@ -76,17 +78,18 @@ def run(args: argparse.Namespace) -> int:
         print(result.table())
         if args.output is not None:
             written = "metrics.json, predictions.json, per_class_ap.png, pr_curve.png"
-            if exported is None:
+            if reports_uncertainty:
                 _print_uncertainty(args.output)
                 written += ", confusion_matrix.png, uncertainty.json and uncertainty.png"
-            else:  # an exported graph returns no box uncertainty: no uncertainty report
+            else:
                 written += " and confusion_matrix.png"
             print(f"wrote {written} to {args.output}")
     return 0
 
 
-def _val_exported(args: argparse.Namespace, row: ExportFormat, progress: bool) -> Any:
-    """COCO metrics of an exported file in its runtime (:func:`dfine.predict.evaluate.evaluate_exported`)."""
+def _val_exported(args: argparse.Namespace, row: ExportFormat, progress: bool) -> tuple[Any, bool]:
+    """COCO metrics of an exported file in its runtime (:func:`dfine.predict.evaluate.evaluate_exported`), and
+    whether it gives box uncertainty (then its report has uncertainty.json too)."""
     from pathlib import Path
 
     from dfine.errors import DFineError, InputFileError
@@ -104,9 +107,10 @@ def _val_exported(args: argparse.Namespace, row: ExportFormat, progress: bool) -
 
     prepared = row.prepare(args.device)
     detector = row.open(Path(args.model), prepared, args.threads, None).model
-    return evaluate_exported(detector, args.data, args.split, batch_size=args.batch_size, workers=args.workers,
-                             progress=progress, val_split=args.val_split, output=args.output,
-                             score_threshold=args.threshold)
+    result = evaluate_exported(detector, args.data, args.split, batch_size=args.batch_size, workers=args.workers,
+                               progress=progress, val_split=args.val_split, output=args.output,
+                               score_threshold=args.threshold)
+    return result, bool(getattr(detector, "predicts_uncertainty", False))
 
 
 def _print_uncertainty(output: str) -> None:

@@ -65,6 +65,8 @@ def _metadata_lines(path: Path, meta: dict[str, str]) -> list[str]:
     if "decoder_layers" in meta:
         run, _, total = meta["decoder_layers"].partition("/")
         lines.append(f"decoder:     {run} of {total or '?'} layers run")
+    if meta.get("uncertainty") == "true":
+        lines.append("uncertainty: outputs edge_uncertainty (each edge's σ, pixels) and uncertainty (per box)")
     if "preprocessing" in meta:
         lines.append(f"images:      {meta['preprocessing']}")
     try:

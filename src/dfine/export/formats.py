@@ -39,6 +39,7 @@ class ExportOptions:
     precision: str | None = None  # OpenVINO's inference precision, f32 / bf16 / f16 (None: the fastest verified)
     threads: int | None = None  # CPU threads of the runtimes that check or time the export (None: their choice)
     int8: Any = None  # an Int8Options (dfine.export.int8): quantize, calibrated on a data set (None: float)
+    uncertainty: bool = False  # add the box uncertainty outputs (dfine.export.uncertainty): ONNX and OpenVINO
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def _onnx_export(model: Any, output: Path, size: tuple[int, int], options: Expor
         return Written(result.path, result.summary())
 
     result = export_onnx(model, output, size, dynamic_batch=options.dynamic_batch, half=options.half,
-                         batch_size=options.batch_size, check=options.check, processor=options.processor)
+                         batch_size=options.batch_size, check=options.check, processor=options.processor,
+                         uncertainty=options.uncertainty)
     return Written(result.path, result.summary())
 
 
@@ -196,7 +198,7 @@ def _openvino_export(model: Any, output: Path, size: tuple[int, int], options: E
 
     result = export_openvino(model, output, size, precision=options.precision, dynamic_batch=options.dynamic_batch,
                              batch_size=options.batch_size, check=options.check, processor=options.processor,
-                             threads=options.threads)
+                             threads=options.threads, uncertainty=options.uncertainty)
     return Written(result.path, result.summary())
 
 

@@ -10,10 +10,13 @@ LayerNormalization and GridSample as single ops, no ceil-mode pooling anywhere):
 * outputs ``labels`` int64 (B, K), ``boxes`` float32 (B, K, 4) absolute (x1, y1, x2, y2) in pixels of
   ``orig_target_sizes``, ``scores`` float32 (B, K), sorted by score; K = the number of queries (300); a
   segmentation model adds ``masks`` float32 (B, K, H/4, W/4), each instance's mask probabilities
-  (:mod:`dfine.export.segmentation`);
+  (:mod:`dfine.export.segmentation`); with ``uncertainty=True`` (``dfine export --uncertainty``) the graph adds
+  ``edge_uncertainty`` float32 (B, K, 4), each edge's σ in pixels, and ``uncertainty`` float32 (B, K), one number per
+  box (:mod:`dfine.export.uncertainty`);
 * metadata (``metadata_props``): ``class_names`` (JSON list), ``image_size`` ("H,W"), ``orig_target_sizes``
   ("width,height"), ``precision`` ("fp32"/"fp16"; "int8" from :mod:`dfine.export.int8`), ``dynamic_batch``,
-  ``top_k``, ``decoder_layers`` ("run/in the model", :mod:`dfine.model.depth`), ``dfine_version``.
+  ``top_k``, ``decoder_layers`` ("run/in the model", :mod:`dfine.model.depth`), ``dfine_version``; ``uncertainty``
+  ("true") when the graph has the uncertainty outputs.
 
 With ``half=True`` the backbone and encoder run in fp16 inside the graph; the head (query selection, decoder,
 post-processing) stays fp32 and the inputs and outputs keep their types, so callers do not change.
@@ -48,8 +51,8 @@ from dfine.runtime.onnx import RESAMPLE_NAMES
 if TYPE_CHECKING:
     from dfine.processing.processor import DFineImageProcessor
 
-__all__ = ["OPSET", "ExportResult", "check_onnx_output", "check_output_path", "compare_with_torch", "export_onnx",
-           "onnx_metadata"]
+__all__ = ["OPSET", "ExportResult", "check_onnx_output", "check_output_path", "check_uncertainty_export",
+           "compare_with_torch", "export_onnx", "onnx_metadata"]
 
 logger = logging.getLogger("dfine")
 
@@ -76,7 +79,8 @@ class ExportResult:
 
 
 def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], half: bool, dynamic_batch: bool,
-                  top_k: int, processor: DFineImageProcessor | None = None) -> dict[str, str]:
+                  top_k: int, processor: DFineImageProcessor | None = None,
+                  uncertainty: bool = False) -> dict[str, str]:
     """The ``metadata_props`` written into the exported file (read back by :mod:`dfine.runtime.onnx`)."""
     from dfine.version import __version__
 
@@ -98,6 +102,7 @@ def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], h
         "top_k": str(top_k),
         "decoder_layers": f"{decoder_layers_run(model)}/{model.config.decoder_layers}",  # run / in the model
         "dfine_version": __version__,
+        **({"uncertainty": "true"} if uncertainty else {}),  # the edge_uncertainty and uncertainty outputs
     }
 
 
@@ -241,13 +246,16 @@ def check_onnx_output(output: str | Path) -> Path:
 
 
 def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: tuple[int, int], batch: int,
-                       half: bool, backend: str, processor: DFineImageProcessor | None = None) -> MatchReport:
+                       half: bool, backend: str, processor: DFineImageProcessor | None = None,
+                       uncertainty: bool = False) -> MatchReport:
     """Run ``run`` (an exported graph) and ``model`` (PyTorch, float32) on the same pictures and compare.
 
     Pictures of two non-square original sizes are used, so that a swapped (width, height) shows up. The graph gets
     its own input ([0, 1] images) and PyTorch what ``processor`` (the model's, default: the checkpoints') makes of
     the same pictures, so a normalisation carried into the graph is checked too. Raises a one-line
-    :class:`DFineError` when the detections disagree beyond the tolerance, or look empty.
+    :class:`DFineError` when the detections disagree beyond the tolerance, or look empty. With ``uncertainty``, the
+    graph's 4th and 5th outputs are its box uncertainties, compared with PyTorch's post-processing
+    (:func:`dfine.export.uncertainty.check_uncertainty`).
     """
     from dfine.processing.processor import DFineImageProcessor
 
@@ -267,7 +275,8 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     reference_model = _float32(model, eval_mode=True)
     device = next(reference_model.parameters()).device
     with torch.inference_mode():
-        outputs = reference_model(processor(pictures)["pixel_values"].to(device))
+        asked = {"output_uncertainty": True} if uncertainty else {}  # only what is needed of the model
+        outputs = reference_model(processor(pictures)["pixel_values"].to(device), **asked)
     scale = np.concatenate([sizes_wh, sizes_wh], axis=1).astype(np.float64)  # (w, h, w, h)
     reference = top_detections(outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
                                k=None, scale=np.ones_like(scale))
@@ -287,7 +296,14 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     if report.fraction < required:
         raise DFineError(f"{backend} check failed: {report.summary()} within score {score_tol:g} / box {box_tol:g} "
                          f"of PyTorch (need {required:.0%}); worst: {report.worst}")
-    if len(graph_outputs) > 3:  # a segmentation model's masks, instance by instance
+    if uncertainty:  # as post_process_object_detection(return_uncertainty=True) gives them, detection by detection
+        from dfine.export.uncertainty import check_uncertainty
+
+        post = processor.post_process_object_detection(outputs, threshold=-1.0, target_sizes=sizes_wh[:, ::-1].copy(),
+                                                       return_uncertainty=True)
+        report.uncertainty_diff = check_uncertainty(post, sizes_wh, labels, boxes, scores, graph_outputs[3],
+                                                    graph_outputs[4], backend, score_tol=score_tol, box_tol=box_tol)
+    elif len(graph_outputs) > 3:  # a segmentation model's masks, instance by instance
         from dfine.export.segmentation import check_masks
 
         report.mask_diff = check_masks(
@@ -306,7 +322,8 @@ def ort_runner(path: str | Path, providers: Sequence[str] | None = None) -> RunF
 
 def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: int | Sequence[int] = 640,
                 dynamic_batch: bool = False, half: bool = False, batch_size: int = 1, check: bool = True,
-                top_k: int | None = None, processor: DFineImageProcessor | None = None) -> ExportResult:
+                top_k: int | None = None, processor: DFineImageProcessor | None = None,
+                uncertainty: bool = False) -> ExportResult:
     """Export ``model`` (deploy form + post-processing) to ONNX, check the graph and compare it with PyTorch.
 
     Args:
@@ -322,10 +339,12 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
         processor: the model's preprocessing (default: the released checkpoints', no normalisation); its
             normalisation is carried into the graph and its resampling filter into the metadata
             (:mod:`dfine.export.preprocess`), so the graph still takes [0, 1] images.
+        uncertainty: add the box uncertainty outputs ``edge_uncertainty`` and ``uncertainty``
+            (:mod:`dfine.export.uncertainty`), checked against PyTorch's too; not for a segmentation model.
 
     Raises:
-        DFineError: an image size too small for the model's queries, or an export, checker or comparison failure,
-            with a one-line message.
+        DFineError: an image size too small for the model's queries, uncertainty asked of a segmentation model, or
+            an export, checker or comparison failure, with a one-line message.
     """
     from dfine.config.image_size import check_image_size, image_size_hw
 
@@ -333,6 +352,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
     # query selection needs at least num_queries encoder positions; checked here because the exporter's own
     # failure (a top-k out of range while tracing) says nothing about the image size
     check_image_size(model.config, size, training=False)
+    check_uncertainty_export(model, uncertainty)
     path = Path(output)
     if processor is not None:
         check_exportable(processor, size, "the model")
@@ -343,7 +363,7 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
 
     def write(tmp: Path) -> None:
         report[0] = write_checked_onnx(model, tmp, path, size, dynamic_batch, half, batch_size, check, top_k,
-                                       processor)
+                                       processor, uncertainty)
 
     # written and checked under a temporary name beside ``path``, then renamed: a failed check or an interrupt
     # leaves no complete-looking file behind, and never replaces a good export already there
@@ -353,9 +373,11 @@ def export_onnx(model: DFineForObjectDetection, output: str | Path, image_size: 
 
 def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, size: tuple[int, int],
                        dynamic_batch: bool, half: bool, batch_size: int, check: bool,
-                       top_k: int | None, processor: DFineImageProcessor | None = None) -> MatchReport | None:
+                       top_k: int | None, processor: DFineImageProcessor | None = None,
+                       uncertainty: bool = False) -> MatchReport | None:
     """The work of :func:`export_onnx` on the file ``tmp``, which the caller renames to ``path`` (named in logs and
     errors) once this returns. Returns the comparison report (None without ``check``)."""
+    check_uncertainty_export(model, uncertainty)
     k = int(top_k or model.config.num_queries)
     # deploy() copies the model and sets eval mode itself, so only the dtype needs a copy here: a float32 source
     # keeps the folded weights in float32 whatever the model's dtype
@@ -364,26 +386,32 @@ def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, si
     deployed = _deployed(source, size, segment).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
+    if uncertainty:
+        deployed.set_uncertainty()
     affine = input_affine(processor) if processor is not None else None
     transform = InputAffine(*affine) if affine else None
-    wrapper = (_with_masks(deployed, k, transform) if segment else DeployWithPostprocess(deployed, k, transform)).eval()
+    wrapper = _wrapper(deployed, k, transform, segment, uncertainty).eval()
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
     example = (torch.rand(example_batch, 3, *size), torch.tensor([[size[1], size[0]]] * example_batch))
     logger.info("exporting %s (%s, opset %d, %dx%d, batch %s)", path, "fp16" if half else "fp32", OPSET, *size,
                 "dynamic" if dynamic_batch else batch_size)
-    metadata = onnx_metadata(model, size, half, dynamic_batch, k, processor)
+    metadata = onnx_metadata(model, size, half, dynamic_batch, k, processor, uncertainty)
     outputs = OUTPUT_NAMES
     if segment:
         from dfine.export.segmentation import MASK_OUTPUT
 
         metadata["task"] = "segment"
         outputs = [*OUTPUT_NAMES, MASK_OUTPUT]
+    if uncertainty:
+        from dfine.export.uncertainty import UNCERTAINTY_OUTPUTS
+
+        outputs = [*OUTPUT_NAMES, *UNCERTAINTY_OUTPUTS]
     _export_graph(wrapper, example, tmp, dynamic_batch, metadata, outputs)
     if not check:
         return None
     _check_graph(tmp, path)
     batch = 2 if dynamic_batch else batch_size
-    return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime", processor)
+    return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime", processor, uncertainty)
 
 
 def _deployed(model: DFineForObjectDetection, size: tuple[int, int], segment: bool) -> torch.nn.Module:
@@ -395,7 +423,22 @@ def _deployed(model: DFineForObjectDetection, size: tuple[int, int], segment: bo
     return deploy_segmentation(model, size)
 
 
-def _with_masks(deployed: torch.nn.Module, k: int, transform: torch.nn.Module | None) -> torch.nn.Module:
-    from dfine.export.segmentation import DeployWithMasks
+def check_uncertainty_export(model: DFineForObjectDetection, uncertainty: bool) -> None:
+    """A one-line DFineError when box uncertainty outputs are asked of a model that cannot give them."""
+    if uncertainty and model.config.use_mask_head:
+        raise DFineError("box uncertainty outputs (--uncertainty) are not available for a segmentation model's "
+                         "export yet: export it without --uncertainty")
 
-    return DeployWithMasks(deployed, k, transform)
+
+def _wrapper(deployed: torch.nn.Module, k: int, transform: torch.nn.Module | None, segment: bool,
+             uncertainty: bool) -> torch.nn.Module:
+    """The deployed model and the post-processing of its graph: plain, with masks, or with box uncertainty."""
+    if segment:
+        from dfine.export.segmentation import DeployWithMasks
+
+        return DeployWithMasks(deployed, k, transform)
+    if uncertainty:
+        from dfine.export.uncertainty import DeployWithUncertainty
+
+        return DeployWithUncertainty(deployed, k, transform)
+    return DeployWithPostprocess(deployed, k, transform)

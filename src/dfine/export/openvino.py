@@ -2,9 +2,9 @@
 (``model.xml`` + ``model.bin``), checked against PyTorch in OpenVINO's CPU runtime as part of the export.
 
 The IR has the ONNX export's inputs and outputs (``images``, ``orig_target_sizes`` -> ``labels``, ``boxes``,
-``scores``; see :mod:`dfine.export.onnx`) and its metadata, in the IR's ``rt_info`` under ``dfine``. Weights stay
-float32 in the ``.bin`` (no ``compress_to_fp16``): the precision is OpenVINO's runtime choice
-(``INFERENCE_PRECISION_HINT``), not the file's.
+``scores``, and with ``uncertainty=True`` ``edge_uncertainty`` and ``uncertainty``; see :mod:`dfine.export.onnx`)
+and its metadata, in the IR's ``rt_info`` under ``dfine``. Weights stay float32 in the ``.bin`` (no
+``compress_to_fp16``): the precision is OpenVINO's runtime choice (``INFERENCE_PRECISION_HINT``), not the file's.
 
 **Precision.** Asked for (``precision="bf16"``), it is verified like ``dfine export --half``'s fp16 graph and the
 export fails when the detections disagree with PyTorch. Left to the export, every precision this CPU runs natively
@@ -30,7 +30,7 @@ import numpy as np
 
 from dfine.config.image_size import image_size_hw
 from dfine.errors import DFineError
-from dfine.export.onnx import check_output_path, compare_with_torch, write_checked_onnx
+from dfine.export.onnx import check_output_path, check_uncertainty_export, compare_with_torch, write_checked_onnx
 from dfine.export.preprocess import check_exportable
 from dfine.runtime.openvino import PRECISIONS, OpenVinoDetector, core, openvino_error, supported_precisions
 
@@ -141,7 +141,7 @@ def _candidates(precision: str | None, check: bool) -> list[str]:
 
 def choose_precision(model: DFineForObjectDetection, staged: Path, size: tuple[int, int], batch: int,
                      precision: str | None, check: bool, threads: int | None,
-                     processor: DFineImageProcessor | None) -> list[Candidate]:
+                     processor: DFineImageProcessor | None, uncertainty: bool = False) -> list[Candidate]:
     """Check (and, with several, time) each candidate precision of the IR ``staged``; the caller takes the fastest
     verified one. An asked-for precision that fails its check is an error, as is an f32 that fails (a broken
     conversion, not a precision loss)."""
@@ -153,7 +153,7 @@ def choose_precision(model: DFineForObjectDetection, staged: Path, size: tuple[i
         if check:
             try:
                 candidate.report = compare_with_torch(model, detectors[name].run, size, batch, name != "f32",
-                                                      f"OpenVINO {name}", processor)
+                                                      f"OpenVINO {name}", processor, uncertainty)
             except DFineError as error:
                 if name == "f32" or precision is not None:
                     raise
@@ -174,7 +174,7 @@ def choose_precision(model: DFineForObjectDetection, staged: Path, size: tuple[i
 def export_openvino(model: DFineForObjectDetection, output: str | Path, image_size: int | Sequence[int] = 640,
                     precision: str | None = None, dynamic_batch: bool = False, batch_size: int = 1,
                     check: bool = True, top_k: int | None = None, processor: DFineImageProcessor | None = None,
-                    threads: int | None = None) -> OpenVinoExport:
+                    threads: int | None = None, uncertainty: bool = False) -> OpenVinoExport:
     """Export ``model`` to an OpenVINO IR (``output`` .xml + .bin) and check it against PyTorch.
 
     Args:
@@ -186,6 +186,8 @@ def export_openvino(model: DFineForObjectDetection, output: str | Path, image_si
         dynamic_batch, batch_size, top_k, processor: as for :func:`dfine.export.onnx.export_onnx`.
         check: compare with PyTorch (f32: as the ONNX export; bf16 and f16: as ``--half``).
         threads: OpenVINO threads for the check and the timing (default: OpenVINO's choice).
+        uncertainty: add the box uncertainty outputs (:mod:`dfine.export.uncertainty`), checked like the ONNX
+            export's.
 
     Raises:
         DFineError: OpenVINO missing, an image size or precision this model or CPU cannot take, or an export,
@@ -198,12 +200,13 @@ def export_openvino(model: DFineForObjectDetection, output: str | Path, image_si
     check_image_size(model.config, size, training=False)
     if processor is not None:
         check_exportable(processor, size, "the model")
+    check_uncertainty_export(model, uncertainty)
     path = check_openvino_output(output)
     _candidates(precision, check)  # an unsupported precision is said before the export
     with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", dir=path.parent) as tmp:
-        staged = stage_ir(model, Path(tmp), path, size, dynamic_batch, batch_size, top_k, processor)
+        staged = stage_ir(model, Path(tmp), path, size, dynamic_batch, batch_size, top_k, processor, uncertainty)
         candidates = choose_precision(model, staged, size, 2 if dynamic_batch else batch_size, precision, check,
-                                      threads, processor)
+                                      threads, processor, uncertainty)
         verified = [c for c in candidates if c.failure is None]
         chosen = min(verified, key=lambda c: c.median_ms if c.median_ms is not None else 0.0)
         ir = core().read_model(str(staged))
@@ -214,15 +217,17 @@ def export_openvino(model: DFineForObjectDetection, output: str | Path, image_si
 
 
 def stage_ir(model: DFineForObjectDetection, folder: Path, path: Path, size: tuple[int, int], dynamic_batch: bool,
-             batch_size: int, top_k: int | None, processor: DFineImageProcessor | None) -> Path:
+             batch_size: int, top_k: int | None, processor: DFineImageProcessor | None,
+             uncertainty: bool = False) -> Path:
     """The model's ONNX graph converted to an f32 IR in ``folder`` (``model.xml``; errors name ``path``)."""
     from dfine.export.onnx import onnx_metadata
 
     onnx_path = folder / "model.onnx"
     k = int(top_k or model.config.num_queries)
     # the comparison with PyTorch is made on the IR, so the ONNX graph is not run here
-    write_checked_onnx(model, onnx_path, path, size, dynamic_batch, False, batch_size, False, k, processor)
-    metadata = onnx_metadata(model, size, False, dynamic_batch, k, processor)
+    write_checked_onnx(model, onnx_path, path, size, dynamic_batch, False, batch_size, False, k, processor,
+                       uncertainty)
+    metadata = onnx_metadata(model, size, False, dynamic_batch, k, processor, uncertainty)
     staged = folder / "model.xml"
     import openvino
 

@@ -38,6 +38,7 @@ class MatchReport:
     worst: str  # a description of the worst unmatched detection ("" when all matched)
     excused: int = 0  # unmatched, but scored at the candidate's top-k boundary (a tie, not an error)
     mask_diff: float | None = None  # a segmentation model's largest mask probability difference, when compared
+    uncertainty_diff: float | None = None  # the largest edge σ difference (fractions of the image), when compared
 
     @property
     def fraction(self) -> float:
@@ -46,6 +47,8 @@ class MatchReport:
     def summary(self) -> str:
         excused = f" ({self.excused} boundary ties excused)" if self.excused else ""
         masks = f", max mask diff {self.mask_diff:.2e}" if self.mask_diff is not None else ""
+        if self.uncertainty_diff is not None:
+            masks += f", max edge σ diff {self.uncertainty_diff:.2e}"
         return (f"{self.matched}/{self.checked} matched{excused}, max score diff {self.max_score_diff:.2e}, "
                 f"max box diff {self.max_box_diff:.2e}{masks}")
 

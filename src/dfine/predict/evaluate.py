@@ -50,7 +50,8 @@ def evaluate_exported(detector: Any, data: str | Path, split: str = "val", *, ba
         workers: data-loading processes (0: in this process).
         progress: show a progress bar.
         val_split: for a data set without a validation split, the fraction ``train --val-split`` held out.
-        output: also write ``dfine val --output``'s report (metrics.json, predictions.json, plots) there.
+        output: also write ``dfine val --output``'s report (metrics.json, predictions.json, plots) there; an
+            export with box uncertainty outputs also gets uncertainty.json / .png.
         score_threshold: with ``output``, the score from which a detection counts in the confusion matrix.
     """
     from tqdm import tqdm
@@ -74,8 +75,13 @@ def evaluate_exported(detector: Any, data: str | Path, split: str = "val", *, ba
         targets = batch["labels"]
         # orig_size is (height, width); the graph takes (width, height), as the original D-FINE tools
         sizes_wh = np.array([[int(t["orig_size"][1]), int(t["orig_size"][0])] for t in targets], dtype=np.int64)
-        labels, boxes, scores = detector.run(batch["pixel_values"].numpy(), sizes_wh)[:3]
-        evaluator.update({int(t["image_id"]): {"boxes": boxes[i], "scores": scores[i], "labels": labels[i]}
+        raw = detector.run(batch["pixel_values"].numpy(), sizes_wh)
+        outputs = dict(zip(getattr(detector, "graph_outputs", ["labels", "boxes", "scores"]), raw))
+        # an export with box uncertainty (dfine export --uncertainty) gives its per-box number to the report too
+        spread = outputs.get("uncertainty")
+        evaluator.update({int(t["image_id"]): {"boxes": outputs["boxes"][i], "scores": outputs["scores"][i],
+                                               "labels": outputs["labels"][i],
+                                               "uncertainty": None if spread is None else spread[i]}
                           for i, t in enumerate(targets)})
     result = evaluator.compute()
     if output is not None:

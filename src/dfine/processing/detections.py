@@ -75,11 +75,12 @@ def output_edge_uncertainty(outputs: Any, shape: Sequence[int]) -> Tensor:
 
 
 def split_uncertainty(result: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A detection dict whose ``boxes`` carry the edges' σ as columns 4..7 -> ``boxes`` (N, 4), ``edge_uncertainty``
-    (N, 4) and ``uncertainty`` (N,) (:func:`dfine.ops.uncertainty.box_uncertainty`)."""
+    """A detection dict whose ``boxes`` carry the edges' σ as columns 4..7 -> ``boxes`` (..., 4), ``edge_uncertainty``
+    (..., 4) and ``uncertainty`` (...,) (:func:`dfine.ops.uncertainty.box_uncertainty`): one image's (N, 8), or a
+    batch's (B, K, 8) as the exported graph has them (:mod:`dfine.export.uncertainty`)."""
     from dfine.ops.uncertainty import box_uncertainty
 
-    boxes, edges = result["boxes"][:, :4], result["boxes"][:, 4:]
+    boxes, edges = result["boxes"][..., :4], result["boxes"][..., 4:]
     return {**result, "boxes": boxes, "edge_uncertainty": edges, "uncertainty": box_uncertainty(edges, boxes)}
 
 

@@ -4,9 +4,11 @@ metadata, feeding a fixed-batch graph, and detections per image.
 An exported dfine graph (:mod:`dfine.export.onnx`, and the OpenVINO IR made from it) takes ``images`` float32
 (B, 3, H, W) in [0, 1] after a stretch resize and ``orig_target_sizes`` int64 (B, 2) as (width, height), and gives
 ``labels``, ``boxes`` (absolute x1, y1, x2, y2) and ``scores`` (a segmentation model's also ``masks``, each
-instance's mask probabilities at 1/4 of the input size). :class:`ExportedDetector` does everything around
-that; a runtime (:class:`dfine.runtime.onnx.OnnxDetector`, :class:`dfine.runtime.openvino.OpenVinoDetector`) loads
-the file, hands over its metadata and input shape, and runs one batch.
+instance's mask probabilities at 1/4 of the input size; an export with ``--uncertainty`` also ``edge_uncertainty``,
+each edge's σ in pixels, and ``uncertainty``, one number per box: :mod:`dfine.export.uncertainty`).
+:class:`ExportedDetector` does everything around that; a runtime (:class:`dfine.runtime.onnx.OnnxDetector`,
+:class:`dfine.runtime.openvino.OpenVinoDetector`) loads the file, hands over its metadata
+and input shape, and runs one batch.
 
 Preprocessing is identical to :class:`dfine.DFineImageProcessor` for pictures and 8-bit data (the same PIL bilinear
 stretch resize, the same float32 values of v/255), so detections equal those of the PyTorch model within the
@@ -33,7 +35,7 @@ from dfine.utils.checks import check_number
 __all__ = ["EXTRA_OUTPUTS", "RESAMPLE_NAMES", "ExportedDetector", "ImageInput", "preprocess"]
 
 #: outputs an export may have beyond labels, boxes and scores, in the order :meth:`ExportedDetector.run` gives them
-EXTRA_OUTPUTS = ("masks",)
+EXTRA_OUTPUTS = ("masks", "edge_uncertainty", "uncertainty")
 
 # uint8 -> float32 of v / 255, computed in float64 and rounded once: the processor's exact values
 _RESCALE = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
@@ -91,6 +93,7 @@ class ExportedDetector:
     resample: str
     graph_outputs: list[str]  # labels, boxes, scores, then those of EXTRA_OUTPUTS the graph has
     predicts_masks: bool  # a segmentation model's export: its masks output gives each instance's mask
+    predicts_uncertainty: bool  # an export with --uncertainty: its detections carry box uncertainty
 
     def _read_metadata(self, meta: Mapping[str, str], shape: Sequence[Any], outputs: Iterable[str]) -> None:
         """Set the attributes above from the file's dfine metadata, the ``images`` input shape (ints for fixed
@@ -99,6 +102,7 @@ class ExportedDetector:
         names = set(outputs)
         self.graph_outputs = ["labels", "boxes", "scores", *(name for name in EXTRA_OUTPUTS if name in names)]
         self.predicts_masks = "masks" in names
+        self.predicts_uncertainty = {"edge_uncertainty", "uncertainty"} <= names
         self.batch = shape[0] if shape and isinstance(shape[0], int) else None
         self.image_size = self._input_size(shape, meta)
         if meta.get("orig_target_sizes", "width,height") != "width,height":
@@ -174,6 +178,10 @@ class ExportedDetector:
         size, after the post-processing of :meth:`dfine.DFineImageProcessor.post_process_instance_segmentation`
         (boxes clipped to the image, class-agnostic NMS at IoU 0.7, masks cut to their boxes;
         :mod:`dfine.runtime.masks`).
+
+        An export with box uncertainty (:attr:`predicts_uncertainty`, ``dfine export --uncertainty``) also gives
+        ``edge_uncertainty`` (K, 4), the σ of each edge in pixels, and ``uncertainty`` (K,), one number per box, as
+        :meth:`dfine.Predictor.predict` does (:mod:`dfine.ops.uncertainty`).
         """
         threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
         # read as dfine.Predictor and the processor read them (dfine.imaging.inputs): the same pixels, the same size
@@ -196,6 +204,9 @@ class ExportedDetector:
             }
             if instances is not None:
                 result.update(boxes=instances.boxes, masks=instances.masks)
+            if self.predicts_uncertainty:
+                result.update(edge_uncertainty=outputs["edge_uncertainty"][i][keep],
+                              uncertainty=outputs["uncertainty"][i][keep])
             results.append(result)
         return results
 
