@@ -74,14 +74,32 @@ class Mosaic:
         merged = {**target, "labels": torch.cat(labels),
                   "boxes": tv_tensors.BoundingBoxes(torch.cat(boxes).reshape(-1, 4), format="XYXY",
                                                     canvas_size=(2 * cell_h, 2 * cell_w))}
+        if "masks" in target:  # instance masks: each tile's pasted where its image went, in the same object order
+            merged["masks"] = _mosaic_masks([tile_target["masks"] for _, tile_target in tiles], cell_h, cell_w)
         return self.affine(tv_tensors.Image(canvas), merged)
 
 
+def _mosaic_masks(masks: list[Tensor], cell_h: int, cell_w: int) -> tv_tensors.Mask:
+    """The (n, 2·cell_h, 2·cell_w) masks of a mosaic: tile k's (n_k, h, w) masks at its grid cell, zero elsewhere."""
+    canvas = torch.zeros((sum(len(m) for m in masks), 2 * cell_h, 2 * cell_w), dtype=masks[0].dtype)
+    first = 0
+    for k, tile_masks in enumerate(masks):
+        top, left = (k // 2) * cell_h, (k % 2) * cell_w
+        canvas[first:first + len(tile_masks), top:top + tile_masks.shape[-2], left:left + tile_masks.shape[-1]] = \
+            tile_masks
+        first += len(tile_masks)
+    return tv_tensors.Mask(canvas)
+
+
 def mixup(pixel_values: Tensor, labels: list[dict[str, Any]], ratio: float) -> tuple[Tensor, list[dict[str, Any]]]:
-    """Blend image ``i`` with image ``i - 1`` (``ratio`` of the own image) and give it both images' boxes."""
+    """Blend image ``i`` with image ``i - 1`` (``ratio`` of the own image) and give it both images' boxes (and
+    instance masks, when the targets have them)."""
     mixed = pixel_values * ratio + pixel_values.roll(shifts=1, dims=0) * (1.0 - ratio)
     previous = labels[-1:] + labels[:-1]
     merged = [{**own, "class_labels": torch.cat([own["class_labels"], other["class_labels"]]),
                "boxes": torch.cat([own["boxes"], other["boxes"]])} for own, other in zip(labels, previous, strict=True)]
+    for target, own, other in zip(merged, labels, previous, strict=True):
+        if "masks" in own and "masks" in other:
+            target["masks"] = torch.cat([own["masks"], other["masks"]])
     return mixed, merged
 
