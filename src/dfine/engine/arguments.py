@@ -49,6 +49,7 @@ class TrainOptions:
     sync_bn: bool = False
     profile: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     def check(self) -> None:
         """Every argument, before the data check or a download."""
@@ -69,6 +70,9 @@ class TrainOptions:
         check_integer(self.eval_interval, "eval_interval", 0)
         check_workers(self.workers)
         check_seed(self.seed)
+        from dfine.engine.task import check_task
+
+        check_task(self.task)
 
 
 def check_workers(workers: int | None) -> None:

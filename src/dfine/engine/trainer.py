@@ -363,7 +363,8 @@ class Trainer:
             except Exception as e:  # a plotting problem must never end a long training run
                 logger.warning("could not draw results.png: %s", e)
         best = f" (best {format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
-        ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{best}"
+        mask = "" if result is None or result.segm is None else f", mask AP {format_ap(result.segm.AP)}"
+        ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{mask}{best}"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
                  f"{seconds:.1f} s" + (f", {count_noun(int(train_stats['skipped_steps']), 'step')} skipped"
                                        if train_stats.get("skipped_steps") else ""))
