@@ -27,7 +27,9 @@ def test_predict_folder_writes_images_and_json(model_dir, image_dir, tmp_path, c
     records = json.loads((out / "predictions.json").read_text())
     assert {r["file_name"].split("/")[-1] for r in records} == {"img0.jpg", "img1.jpg", "img2.jpg"}
     first = records[0]
-    assert set(first) == {"image_id", "file_name", "category_id", "category_name", "bbox", "score"}
+    assert set(first) == {"image_id", "file_name", "category_id", "category_name", "bbox", "score", "uncertainty",
+                          "edge_uncertainty"}
+    assert first["uncertainty"] >= 0 and len(first["edge_uncertainty"]) == 4 and min(first["edge_uncertainty"]) >= 0
     assert first["category_name"] == dfine.DFineConfig.from_pretrained(model_dir).id2label[first["category_id"]]
     assert len(first["bbox"]) == 4 and 0 <= first["score"] <= 1
     assert sorted(p.name for p in out.glob("*.jpg")) == ["img0.jpg", "img1.jpg", "img2.jpg"]
@@ -35,8 +37,9 @@ def test_predict_folder_writes_images_and_json(model_dir, image_dir, tmp_path, c
 
 def test_predict_matches_the_python_api(model_dir, image_dir, tmp_path) -> None:
     out = tmp_path / "out"
+    # random weights score about 0.13: threshold 0 keeps detections to compare
     assert main(["predict", str(image_dir / "img1.jpg"), "--model", str(model_dir), "--output", str(out),
-                 "--threshold", "0.2", "--no-save-images"]) == 0
+                 "--threshold", "0.0", "--no-save-images"]) == 0
     records = json.loads((out / "predictions.json").read_text())
     model = dfine.DFineForObjectDetection.from_pretrained(model_dir)
     processor = dfine.DFineImageProcessor.from_pretrained(model_dir)
@@ -44,11 +47,28 @@ def test_predict_matches_the_python_api(model_dir, image_dir, tmp_path) -> None:
 
     image = Image.open(image_dir / "img1.jpg")
     with torch.no_grad():
-        outputs = model(**processor(image))
-    result = processor.post_process_object_detection(outputs, threshold=0.2, target_sizes=[image.size[::-1]])[0]
-    assert len(records) == len(result["scores"])
-    if records:
-        assert records[0]["score"] == pytest.approx(result["scores"][0].item(), abs=1e-5)
+        outputs = model(**processor(image), output_uncertainty=True)
+    result = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=[image.size[::-1]],
+                                                     return_uncertainty=True)[0]
+    assert len(records) == len(result["scores"]) > 0
+    assert records[0]["score"] == pytest.approx(result["scores"][0].item(), abs=1e-5)
+    assert records[0]["uncertainty"] == pytest.approx(result["uncertainty"][0].item(), abs=1e-5)
+    assert records[0]["edge_uncertainty"] == pytest.approx(result["edge_uncertainty"][0].tolist(), abs=0.01)
+
+
+def test_show_uncertainty_draws_bands_around_the_edges(model_dir, image_dir, tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    pictures = {}
+    for flag in ([], ["--show-uncertainty"]):
+        out = tmp_path / ("bands" if flag else "plain")
+        assert main(["predict", str(image_dir / "img0.jpg"), "--model", str(model_dir), "--output", str(out),
+                     "--threshold", "0.0", "--no-progress", *flag]) == 0
+        pictures[bool(flag)] = np.asarray(Image.open(out / "img0.jpg"), dtype=np.int16)
+    # this random model's boxes are tiny and their σ below a pixel, so the bands change few pixels (the drawing
+    # itself is tested in tests/imaging/test_draw.py)
+    assert (pictures[True] != pictures[False]).any()
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_folder", "corrupt", "no_match"])

@@ -34,6 +34,9 @@ def test_the_file_holds_the_detections_and_trains(model_dir, image_dir, tmp_path
         theirs = sorted(r["bbox"] for r in records if r["file_name"].endswith(image["file_name"]))
         assert mine == theirs
     assert {a["category_id"] - 1 for a in document["annotations"]} == {r["category_id"] for r in records}
+    # each box's uncertainty, to review the least certain pre-labels first
+    assert sorted(a["uncertainty"] for a in document["annotations"]) == sorted(r["uncertainty"] for r in records)
+    assert all(len(a["edge_uncertainty"]) == 4 and min(a["edge_uncertainty"]) >= 0 for a in document["annotations"])
     # with the image folder, the file is a training data set
     data = tmp_path / "data.yaml"
     data.write_text(yaml.safe_dump({"train": {"images": str(image_dir), "annotations": str(labels)}}))

@@ -38,7 +38,7 @@ def test_every_frame_is_predicted_and_drawn(model_dir, video, tmp_path, capsys) 
                  "--batch-size", "2", "--no-progress"]) == 0
     records = _records(out)
     assert set(records[0]) == {"image_id", "file_name", "frame", "time", "category_id", "category_name", "bbox",
-                               "score"}
+                               "score", "uncertainty", "edge_uncertainty"}
     assert sorted({r["frame"] for r in records}) == list(range(FRAMES))
     for r in records:
         assert r["image_id"] == r["frame"] and r["file_name"] == str(video)

@@ -55,8 +55,8 @@ def _error_class(message: str) -> type[DFineError]:
     ({"pretrained_backbone": 0}, "pretrained_backbone must be True or False, got 0"),
     ({"progress": "no"}, "progress must be True or False, got 'no'"),
     ({"sync_bn": 1}, "sync_bn must be True or False, got 1"),
-    ({"eval_interval": -1}, "eval_interval must be an integer >= 0, got -1"),
-    ({"eval_interval": False}, "eval_interval must be an integer >= 0, got False"),
+    ({"eval_interval": -1}, "eval_interval must be an integer >= 0 or None, got -1"),
+    ({"eval_interval": False}, "eval_interval must be an integer >= 0 or None, got False"),
     ({"output": 3}, "output must be a folder (a str or Path), got 3"),
     ({"resume": 1}, "resume must be True, False or a checkpoint path (a str or Path), got 1"),
     ({"model": 5}, "model must be a preset name, hub id, folder or file or a DFineForObjectDetection (a str or "

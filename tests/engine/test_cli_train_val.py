@@ -42,10 +42,13 @@ def test_val_output_writes_scoreable_predictions_and_pictures(trained_run, tiny_
     out = tmp_path / "report"
     assert main(["val", "--model", str(trained_run.best_model), "--data", str(tiny_yaml), "--workers", "0",
                  "--output", str(out), "--threshold", "0.3"]) == 0
-    assert f"confusion_matrix.png to {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"uncertainty.png to {out}" in printed and "box uncertainty vs localisation error" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     records = json.loads((out / "predictions.json").read_text())
-    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png"):
+    uncertainty = json.loads((out / "uncertainty.json").read_text())
+    assert uncertainty["score_threshold"] == 0.3 and uncertainty["detections"] >= 0
+    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png", "uncertainty.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
     # the records are in the annotation file's own ids: scoring them against that file gives val's AP
@@ -67,7 +70,7 @@ def test_a_training_run_leaves_the_best_epochs_validation_report(trained_run, tm
     assert metrics["AP"] == pytest.approx(trained_run.metrics["AP"], abs=1e-12)
     records = json.loads((report / "predictions.json").read_text())
     assert records and {r["category_id"] for r in records} <= {1, 2, 3}  # the COCO file's own ids
-    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png"):
+    for name in ("per_class_ap.png", "pr_curve.png", "confusion_matrix.png", "uncertainty.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +165,17 @@ def test_an_explicit_warmup_replaces_the_cap_note_and_a_too_long_one_is_explaine
     assert "warmup_iters=100 is longer than this run's 2 iterations: the LR ends at 2% of its target" in hp.notes
     fits = resolve_hyperparameters("n", num_train_images=8, batch_size=4, epochs=1, overrides={"warmup_iters": 1})
     assert not any("longer than this run" in n for n in fits.notes)
+
+
+def test_large_data_at_batch_32_resolves_as_before_the_small_data_defaults() -> None:
+    """The small-data defaults must not touch COCO-sized runs: every size, from scratch and fine-tuning, at batch 32
+    on 10k (the threshold) and 118k images resolves to the hyper-parameters pinned at commit 7a53492, before they
+    changed (tests/engine/data/hparams_batch32_large.json)."""
+    pinned = json.loads((Path(__file__).parent / "data" / "hparams_batch32_large.json").read_text())
+    for key, expected in pinned.items():
+        size, fine_tune, images = key.split()
+        hp = resolve_hyperparameters(size, num_train_images=int(images.removeprefix("images=")), batch_size=32,
+                                     fine_tune=fine_tune == "fine_tune=True")
+        resolved = hp.to_dict()
+        resolved.pop("notes")
+        assert resolved == expected, key

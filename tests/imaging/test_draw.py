@@ -145,3 +145,29 @@ def test_draw_batch_puts_normalised_targets_on_the_augmented_pixels():
     big = draw_batch(torch.rand(1, 3, 800, 1000), targets[:1], names, cell_size=400)
     assert max(big.size) < 450
     assert draw_batch(pixels[2:], targets[2:], names).size[0] > 96  # an image without boxes is drawn as it is
+
+
+def test_uncertainty_bands_are_as_wide_as_each_edges_sigma():
+    """A band of ±σ around each edge: 12 px each side of the uncertain right edge, nothing around the sharp ones."""
+    image = _canvas()
+    box = torch.tensor([[100.0, 150.0, 300.0, 350.0]])
+    plain = draw_detections(image, box, [0], [0.9], line_width=2)
+    banded = draw_detections(image, box, [0], [0.9], line_width=2, edge_uncertainty=[[0.0, 0.0, 12.0, 0.0]])
+    extra = _changed(plain, banded)
+    rows, cols = np.nonzero(extra)
+    assert 287 <= cols.min() <= 289 and 311 <= cols.max() <= 313  # 300 ± 12, the right edge only
+    assert rows.min() >= 150 and rows.max() <= 350  # along the box's height
+    tint = np.asarray(banded, dtype=int)[250, 305] - np.asarray(plain, dtype=int)[250, 305]
+    assert np.sign(tint).tolist() == np.sign(np.array(class_color(0)) - BACKGROUND).tolist()  # towards the colour
+
+
+def test_tracks_are_coloured_by_id_tagged_and_trailed():
+    from dfine.imaging.draw import draw_tracks
+
+    image = _canvas()
+    out = draw_tracks(image, [[100.0, 150.0, 300.0, 350.0]], [0], [7], [0.9], ["person"],
+                      trails={7: [(50.0, 400.0), (150.0, 420.0), (200.0, 250.0)]}, line_width=3)
+    assert out.getpixel((100, 250)) == class_color(7)  # the track's colour, not the class's
+    assert out.getpixel((100, 410)) == class_color(7)  # on the trail, below the box
+    # without trails or tracks nothing breaks
+    assert draw_tracks(image, np.zeros((0, 4)), [], [], [], ["person"]).size == image.size

@@ -18,9 +18,9 @@ from dfine.version import __version__
 
 def _subcommands() -> list:
     # imported here, not at module level, so that `dfine --version` does not pay for torch
-    from dfine.cli import benchmark, check, demo, export, info, predict, push, train, val
+    from dfine.cli import benchmark, check, demo, export, info, predict, push, track, train, val
 
-    return [predict, train, val, check, export, benchmark, info, push, demo]
+    return [predict, track, train, val, check, export, benchmark, info, push, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

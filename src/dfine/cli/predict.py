@@ -15,7 +15,9 @@ _EPILOG = """\
 outputs: predictions.json holds one record per detection: file_name (the input path), image_id (the image's
 0-based position in this run), category_id (the model's 0-based label index), dataset_category_id (for a model
 trained by dfine on data whose category ids were not 0..C-1: the class's id there, e.g. in the COCO file),
-category_name, bbox ([x, y, width, height] in pixels, clipped to the image) and score; records of a video frame
+category_name, bbox ([x, y, width, height] in pixels, clipped to the image), score and, with a PyTorch model,
+uncertainty (the typical edge error as a fraction of the box size) and edge_uncertainty (the standard deviation of
+the left, top, right and bottom edge in pixels, from the model's edge distributions); records of a video frame
 add frame (its 0-based index) and time (seconds). Annotated images keep the input's file name when it ends in .jpg,
 .jpeg, .png, .bmp or .webp; other formats are written as JPEG with .jpg added (x.tif -> x.tif.jpg); a name already
 used in the run gets _1, _2, ... before the extension. Videos (.mp4, .mov, .avi, .mkv, .webm, ...; needs PyAV: pip
@@ -66,6 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-coco", default=None, metavar="FILE",
                    help="also write the detections as a COCO annotation file listing every image (file names "
                         "relative to the source folder), to correct in a labelling tool (CVAT, Roboflow) and train on")
+    p.add_argument("--show-uncertainty", action="store_true",
+                   help="draw a translucent band of plus/minus one standard deviation around each box edge: wide "
+                        "where the model is unsure of the edge")
     p.add_argument("--no-save-images", action="store_true",
                    help="only write predictions.json (no annotated images or videos)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -130,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     result = predict_source(predictor, args.source, args.output, threshold=args.threshold,
                             batch_size=args.batch_size, save_images=not args.no_save_images,
                             progress=not args.no_progress, classes=args.classes, save_coco=args.save_coco,
-                            recursive=args.recursive)
+                            recursive=args.recursive, show_uncertainty=args.show_uncertainty)
     inputs = []
     if result.images or not result.videos:
         inputs.append(_count(result.images, "image"))

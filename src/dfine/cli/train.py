@@ -63,8 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate, used as given (default: the recipe's, "
                                                           "scaled to the batch size)")
-    p.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs (0: never; default 1; when "
-                                                                     "resuming, the run's own)")
+    p.add_argument("--eval-interval", type=int, default=None,
+                   help="evaluate every N epochs (0: never; default: chosen from the split sizes to keep evaluation "
+                        "near 5%% of the training time, 1 on large data; when resuming, the run's own)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early stopping: after N evaluations without a better AP, stage 1 ends (stage 2 follows from "
                         "the best weights) and stage 2 ends the run (default: off; a resume may change it)")
@@ -75,9 +76,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start the backbone from random weights instead of ImageNet (presets only)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under multi-GPU training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--recipe", choices=("dfine", "deim"), default=None,
+                   help="dfine: the original D-FINE recipe (default); deim: DEIM's Dense O2O (mosaic, mixup), "
+                        "Matchability-Aware Loss and flat-cosine schedule, which converge in fewer epochs")
     p.add_argument("--profile", action="store_true",
                    help="print where each epoch's time goes (data, forward, loss, backward, optimizer, EMA, "
                         "evaluation, writes) and write the run's totals to profile.json")
+    p.add_argument("--logger", action="append", default=None, metavar="NAME",
+                   help="also log to wandb, mlflow or tensorboard (repeatable, or comma-separated; none: no logger). "
+                        "W&B runs offline without a W&B login; MLflow uses MLFLOW_TRACKING_URI, else ./mlruns. "
+                        "TensorBoard is on whenever installed. Default: none, or on --resume the run's own")
+    p.add_argument("--log-model", action="store_true",
+                   help="also upload the best/ folder to W&B / MLflow at the end of the run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="a hyper-parameter (stop_epoch, warmup_iters, ema_decay, ...) or model config field "
                         "(num_queries, num_denoising, ...); repeatable")
@@ -109,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         output=args.output, device=args.device, resume=args.resume, amp=args.amp, workers=args.workers,
         seed=args.seed, pretrained_backbone=not args.no_pretrained_backbone, lr=args.lr,
         eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn,
-        profile=args.profile, task=args.task, **overrides)
+        profile=args.profile, recipe=args.recipe, logger=args.logger, log_model=args.log_model, task=args.task,
+        **overrides)
     if is_main_process():
         ap = result.metrics.get("AP")
         mask_ap = (result.metrics.get("segm") or {}).get("AP")

@@ -31,11 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "precision too")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--output", default=None,
-                   help="also write metrics.json, predictions.json (COCO results), per_class_ap.png, pr_curve.png "
-                        "and confusion_matrix.png to this folder")
+                   help="also write metrics.json, predictions.json (COCO results), per_class_ap.png, pr_curve.png, "
+                        "confusion_matrix.png, and uncertainty.json / uncertainty.png (Spearman rho between each "
+                        "box's uncertainty and its localisation error) to this folder")
     p.add_argument("--threshold", type=float, default=0.5,
-                   help="with --output: the score from which a detection counts in the confusion matrix (default "
-                        "0.5, as dfine predict)")
+                   help="with --output: the score from which a detection counts in the confusion matrix and the "
+                        "uncertainty report (default 0.5, as dfine predict)")
     p.set_defaults(func=run)
 
 
@@ -59,6 +60,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result.table())
         if args.output is not None:
-            print(f"wrote metrics.json, predictions.json, per_class_ap.png, pr_curve.png and confusion_matrix.png to "
-                  f"{args.output}")
+            _print_uncertainty(args.output)
+            print(f"wrote metrics.json, predictions.json, per_class_ap.png, pr_curve.png, confusion_matrix.png, "
+                  f"uncertainty.json and uncertainty.png to {args.output}")
     return 0
+
+
+def _print_uncertainty(output: str) -> None:
+    """The line of uncertainty.json that says whether box uncertainty tracks localisation error."""
+    import json
+    from pathlib import Path
+
+    path = Path(output).expanduser() / "uncertainty.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    rho = report.get("spearman_rho")
+    shown = "n/a (too few matched detections)" if rho is None else f"{rho:.3f}"
+    print(f"box uncertainty vs localisation error (1 - IoU): Spearman rho = {shown} over {report['detections']} "
+          f"detections scoring >= {report['score_threshold']:g}")

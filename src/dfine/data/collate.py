@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dfine.config.image_size import image_size_hw
 from dfine.data.epoch import SharedEpoch
+from dfine.data.mosaic import DenseO2OPolicy, mixup
 from dfine.data.seeding import batch_seed
 from dfine.errors import ConfigError
 
@@ -56,6 +57,8 @@ class BatchCollator:
         stop_epoch: first epoch with all batches at the base size; None keeps multi-scale on.
         seed: the run's seed; a batch's size is drawn from a generator seeded by ``(seed, epoch, its image ids)``
             (:mod:`dfine.data.seeding`), so it does not depend on the worker that collates it.
+        mixup: DEIM's policy (:mod:`dfine.data.mosaic`): in its epochs, a batch is mixed with itself shifted by one
+            image with its ``mixup_prob``.
 
     Each target's ``load_seconds`` (the time its data set item took) is removed and summed into the batch's
     ``worker_seconds``: the data preparation time that ``dfine train --profile`` reports.
@@ -67,11 +70,13 @@ class BatchCollator:
         base_size_repeat: int | None = None,
         stop_epoch: int | None = None,
         seed: int = 0,
+        mixup: DenseO2OPolicy | None = None,
     ) -> None:
         self.base_size = image_size_hw(base_size)
         self.sizes = None if base_size_repeat is None else multiscale_sizes(base_size, base_size_repeat)
         self.stop_epoch = stop_epoch
         self.seed = seed
+        self.mixup = mixup
         self.epoch = SharedEpoch()
 
     def set_epoch(self, epoch: int) -> None:
@@ -90,13 +95,18 @@ class BatchCollator:
         if len(shapes) != 1:
             raise ValueError(f"images of one batch must have the same shape (resize them in the transforms): {shapes}")
         pixel_values = torch.stack([image.as_subclass(Tensor) for image in images])
+        labels = [target for _, target in batch]
+        generator = torch.Generator().manual_seed(
+            batch_seed(self.seed, self.epoch.value, (int(target.get("image_id", 0)) for target in labels)))
         if self.sizes is not None and self.multiscale:
-            generator = torch.Generator().manual_seed(
-                batch_seed(self.seed, self.epoch.value, (int(target.get("image_id", 0)) for _, target in batch)))
             size = self.sizes[int(torch.randint(len(self.sizes), (), generator=generator))]
             if size != tuple(pixel_values.shape[-2:]):
                 pixel_values = F.interpolate(pixel_values, size=size)
-        return {"pixel_values": pixel_values, "labels": [target for _, target in batch],
+        if (self.mixup is not None and len(labels) > 1 and self.mixup.active(self.epoch.value)
+                and float(torch.rand((), generator=generator)) < self.mixup.mixup_prob):
+            ratio = 0.45 + 0.1 * float(torch.rand((), generator=generator))  # DEIM: uniform in [0.45, 0.55]
+            pixel_values, labels = mixup(pixel_values, labels, ratio)
+        return {"pixel_values": pixel_values, "labels": labels,
                 "worker_seconds": loading + time.perf_counter() - started}
 
 

@@ -50,6 +50,9 @@ class DetectionDataset(Dataset):
         self.index = index
         self.transforms = transforms
         self.masks = masks
+        bind = getattr(transforms, "bind_dataset", None)
+        if bind is not None:  # transforms that compose several samples (DEIM's mosaic) draw the others from here
+            bind(self)
 
     @property
     def class_names(self) -> list[str]:

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 
 from dfine.config.image_size import image_size_hw
 from dfine.data.epoch import SharedEpoch
+from dfine.data.mosaic import DenseO2OPolicy, Mosaic
 from dfine.data.seeding import derived_seed
 from dfine.ops.boxes import box_xyxy_to_cxcywh
 
@@ -63,14 +64,21 @@ class TrainTransforms:
         iou_crop_p: probability of trying an IoU crop (the recipe's 0.8).
         seed: the run's seed; sample ``i`` of epoch ``e`` is augmented with a generator seeded from
             ``(seed, e, i)`` (:mod:`dfine.data.seeding`).
+        strong_start: first epoch with strong augmentation (DEIM's plain first epochs; 0 for D-FINE).
+        dense_o2o: DEIM's mosaic policy (:mod:`dfine.data.mosaic`): in its epochs, a sample becomes a mosaic of four
+            with its probability, and then skips zoom-out and IoU crop, as DEIM's does. The data set provides the
+            other three samples (:meth:`bind_dataset`).
     """
 
     def __init__(self, size: int | tuple[int, int] = 640, stop_epoch: int | None = None, iou_crop_p: float = 0.8,
-                 seed: int = 0):
+                 seed: int = 0, strong_start: int = 0, dense_o2o: DenseO2OPolicy | None = None):
         self.size = image_size_hw(size)
         self.stop_epoch = stop_epoch
         self.iou_crop_p = iou_crop_p
         self.seed = seed
+        self.strong_start = strong_start
+        self.dense_o2o = dense_o2o
+        self.mosaic: Mosaic | None = None
         self.epoch = SharedEpoch()
         self.photometric = v2.RandomPhotometricDistort(p=0.5)
         self.zoom_out = v2.RandomZoomOut(fill=0)
@@ -82,6 +90,11 @@ class TrainTransforms:
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
 
+    def bind_dataset(self, dataset: Any) -> None:
+        """Called by the data set these transforms serve: a mosaic draws its other samples from it."""
+        if self.dense_o2o is not None and self.dense_o2o.mosaic_prob > 0:
+            self.mosaic = Mosaic(dataset.load_item, len(dataset), tile_size=max(32, max(self.size) // 2))
+
     def sample_seed(self, index: int) -> int:
         """The seed of sample ``index``'s augmentation in the current epoch."""
         return derived_seed(self.seed, self.epoch.value, index)
@@ -89,17 +102,24 @@ class TrainTransforms:
     @property
     def strong_augmentation(self) -> bool:
         """Whether the current epoch still uses photometric distortion, zoom-out and IoU crop."""
-        return self.stop_epoch is None or self.epoch.value < self.stop_epoch
+        epoch = self.epoch.value
+        return epoch >= self.strong_start and (self.stop_epoch is None or epoch < self.stop_epoch)
 
     def __call__(self, image: tv_tensors.Image, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """(3, h, w) uint8 image + raw target -> (3, H, W) float32 image + model target."""
         if self.strong_augmentation:
+            mosaic = (self.mosaic is not None and self.dense_o2o is not None and self.dense_o2o.active(self.epoch.value)
+                      and float(torch.rand(())) < self.dense_o2o.mosaic_prob)
+            if mosaic:
+                assert self.mosaic is not None
+                image, target = self.mosaic(image, target)
             image, target = self.photometric(image, target)
-            image, target = self.zoom_out(image, target)
-            # Without boxes, RandomIoUCrop can never satisfy its IoU constraint and spins until it picks "no crop":
-            # skipping it gives the same result without the wasted trials.
-            if len(target["boxes"]) and float(torch.rand(())) < self.iou_crop_p:
-                image, target = self.iou_crop(image, target)
+            if not mosaic:  # DEIM: zoom-out and IoU crop never stack on a mosaic
+                image, target = self.zoom_out(image, target)
+                # Without boxes, RandomIoUCrop can never satisfy its IoU constraint and spins until it picks "no
+                # crop": skipping it gives the same result without the wasted trials.
+                if len(target["boxes"]) and float(torch.rand(())) < self.iou_crop_p:
+                    image, target = self.iou_crop(image, target)
         image, target = self.flip(image, target)
         image, target = self.resize(image, target)
         image, target = self.sanitize(image, target)

@@ -108,13 +108,16 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
 
     * ``metrics.json``: ``result.as_dict()``;
     * ``predictions.json``: :func:`prediction_records` (the data set's own category ids);
-    * ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png`` (at ``score_threshold``).
+    * ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png`` (at ``score_threshold``);
+    * when the evaluator holds box uncertainties: ``uncertainty.json`` (Spearman's ρ between uncertainty and
+      localisation error, :func:`dfine.engine.localization.uncertainty_report`) and ``uncertainty.png``.
 
     Files are written whole or not at all (atomically).
     """
     import json
 
-    from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves
+    from dfine.engine.localization import uncertainty_report
+    from dfine.engine.plots import plot_confusion_matrix, plot_per_class_ap, plot_pr_curves, plot_uncertainty_error
     from dfine.utils.files import atomic_write, atomic_write_text, prepare_output_dir
 
     # expanduser: as val() checks it, and train's output is taken. A parent that is a file is a one-line error.
@@ -130,4 +133,10 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
                        ("confusion_matrix.png", lambda p: plot_confusion_matrix(
                            matrix, list(class_names), p, score_threshold=score_threshold))):
         written.append(atomic_write(folder / name, draw))
+    uncertainties = evaluator.uncertainties() if hasattr(evaluator, "uncertainties") else {}
+    if uncertainties:
+        report = uncertainty_report(ground_truth, predictions, uncertainties, score_threshold)
+        written.append(atomic_write_text(folder / "uncertainty.json", json.dumps(report.as_dict(), indent=2)))
+        written.append(atomic_write(folder / "uncertainty.png", lambda p: plot_uncertainty_error(
+            report.uncertainty, report.error, report.spearman_rho, p)))
     return written

@@ -80,10 +80,13 @@ def train(
     seed: int = 0,
     pretrained_backbone: bool = True,
     lr: float | None = None,
-    eval_interval: int = 1,
+    eval_interval: int | None = None,
     progress: bool = True,
     sync_bn: bool = False,
     profile: bool = False,
+    recipe: str | None = None,
+    logger: str | list[str] | tuple[str, ...] | None = None,
+    log_model: bool = False,
     task: str | None = None,
     **overrides: Any,
 ) -> TrainResult:
@@ -113,11 +116,22 @@ def train(
         seed: seed of the initial weights, data order and augmentations (0 .. 2**63 - 1).
         pretrained_backbone: presets only: start the backbone from ImageNet weights (needs the network once).
         lr: base learning rate, taken as given (the backbone LR keeps the recipe's ratio); None scales the recipe's.
-        eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA).
+        eval_interval: evaluate the EMA weights every this many epochs (0: never; ``best/`` is the final EMA); None
+            chooses from the split sizes (:func:`~dfine.engine.hparams.default_eval_interval`; 1 on COCO-sized data)
+            and says so, or keeps a resumed run's.
         progress: progress bars.
         sync_bn: under torchrun on CUDA, convert trainable batch norms to SyncBatchNorm.
+        recipe: ``"dfine"`` (the original recipe; the default) or ``"deim"``: DEIM's Dense O2O (mosaic, mixup),
+            Matchability-Aware Loss and flat-cosine schedule, which converge in fewer epochs
+            (:mod:`dfine.engine.recipes`). A resumed run keeps its own.
         profile: print where each epoch's time goes (data wait, forward, loss + matching, backward, optimizer,
             EMA, evaluation, writes; :mod:`dfine.engine.profiling`) and keep the run's totals in ``profile.json``.
+        logger: experiment loggers besides ``metrics.jsonl``: ``"wandb"``, ``"mlflow"``, ``"tensorboard"``, a list
+            or a comma-separated string of them, or ``"none"`` (:mod:`dfine.engine.experiment_loggers`). W&B logs
+            offline when there is no W&B login; MLflow logs to ``MLFLOW_TRACKING_URI``, else ``./mlruns``.
+            TensorBoard is on whenever installed (naming it makes it required). None: on a resume, the loggers the
+            run used, continuing their runs; else none.
+        log_model: also upload the ``best/`` folder to W&B / MLflow at the end (off: a large model is a slow upload).
         task: ``"segment"`` trains instance segmentation (a ``DFineForInstanceSegmentation``; a detection checkpoint
             or preset gets a fresh mask branch; the data set needs a polygon or mask for every object), ``"detect"``
             boxes only; None (default): the model's own (:mod:`dfine.engine.task`). Segmentation runs report mask AP
@@ -141,8 +155,8 @@ def train(
         options = TrainOptions(data=data, model=model, epochs=epochs, batch_size=batch_size, image_size=image_size,
                                output=output, device=device, resume=resume, amp=amp, workers=workers, seed=seed,
                                pretrained_backbone=pretrained_backbone, lr=lr, eval_interval=eval_interval,
-                               progress=progress, sync_bn=sync_bn, profile=profile, overrides=dict(overrides),
-                               task=task)
+                               progress=progress, sync_bn=sync_bn, profile=profile, recipe=recipe,
+                               logger=logger, log_model=log_model, overrides=dict(overrides), task=task)
         return _train(options, local_rank, world_size)
     finally:
         if owns_group and world_size > 1:
@@ -151,8 +165,11 @@ def train(
 
 def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResult:
     from dfine.data import EvalTransforms, TrainTransforms
+    from dfine.data.mosaic import DenseO2OPolicy
     from dfine.engine.build import build_loaders, check_config_overrides
     from dfine.engine.distributed import is_main_process, seed_everything
+    from dfine.engine.experiment_loggers.choices import check_logger_names, resumed_logger_names
+    from dfine.engine.experiment_loggers.session import experiment_log, saved_runs
     from dfine.engine.hparams import check_overrides, count_noun
     from dfine.engine.task import trains_segmentation
     from dfine.engine.trainer import Trainer
@@ -163,6 +180,8 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     hp_overrides, config_overrides = _split_overrides(options.overrides)
     hp_overrides, config_overrides = check_overrides(hp_overrides), check_config_overrides(config_overrides)
     run = start_run(options)
+    previous_runs = saved_runs(run.state)  # the logger runs to continue (read before run.state is dropped)
+    loggers = resumed_logger_names(check_logger_names(options.logger), previous_runs)
     seed_everything(run.seed)
     val_split = (run.state["hparams"] if run.state is not None else hp_overrides).get("val_split", 0.0)
     segment = trains_segmentation(options.task, options.model, run.state["config"] if run.state else None)
@@ -173,14 +192,16 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     plan = prepare_model(options, run, data, device, world_size, hp_overrides, config_overrides, segment=segment)
     hp, image_hw = plan.hparams, plan.image_hw
 
-    train_set = data.spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch, seed=run.seed),
+    dense_o2o = DenseO2OPolicy(*hp.dense_o2o_epochs, mosaic_prob=hp.mosaic_prob, mixup_prob=hp.mixup_prob)
+    train_set = data.spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch, seed=run.seed,
+                                                         strong_start=hp.strong_aug_start, dense_o2o=dense_o2o),
                                 masks=segment)
     val_set = data.spec.build("val", EvalTransforms(image_hw)) if "val" in data.spec.splits else None
     workers = options.workers if options.workers is not None else default_workers()
     train_loader, val_loader = build_loaders(
         train_set, val_set, batch_size=hp.batch_size, image_size=image_hw, base_size_repeat=hp.base_size_repeat,
         stop_epoch=hp.stop_epoch, workers=workers, seed=run.seed, world_size=world_size,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", mixup=dense_o2o)
     parts = build_optimization(plan.net, hp, device, world_size, options.sync_bn, plan.amp, len(train_loader))
     processor = DFineImageProcessor(size={"height": image_hw[0], "width": image_hw[1]})
     trainer = Trainer(model=parts.model, train_model=parts.train_model, optimizer=parts.optimizer,
@@ -205,7 +226,8 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
         print(f"Device: {device} x {world_size} process(es), {precision}; image size {image_hw[0]}x{image_hw[1]}; "
               f"{count_noun(len(train_loader), 'step')} per epoch; output: {run.output_dir}")
 
-    history = trainer.fit()
+    with experiment_log(loggers, trainer, previous_runs, options.log_model):
+        history = trainer.fit()
     return TrainResult(best_model=run.output_dir / ckpt.BEST_DIR_NAME,
                        last_checkpoint=run.output_dir / ckpt.LAST_NAME,
                        metrics=dict(trainer.state.best_eval or {}), output_dir=run.output_dir, history=history)
@@ -255,8 +277,8 @@ def val(
             what a deployed model scores.
         half_head: with ``dtype`` float16 or bfloat16, run the head in that precision too (``--half-head``).
         output: a folder to also write ``metrics.json``, ``predictions.json`` (COCO results in the data set's
-            category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png`` and
-            ``confusion_matrix.png`` to (:func:`dfine.engine.analysis.write_report`).
+            category ids, the best 100 per image), ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png``
+            and ``uncertainty.json`` / ``.png`` to (:func:`dfine.engine.analysis.write_report`).
         score_threshold: the score from which a detection counts in the confusion matrix.
         val_split: for a data set without a validation split, the fraction of its training images that
             ``train(val_split=...)`` held out: ``split="val"`` evaluates those same images (0: none).
@@ -317,12 +339,13 @@ def val(
         from dfine.model.deploy.fast import optimize_for_inference
 
         net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
-                                     head_dtype=None if half_head else torch.float32)
+                                     head_dtype=None if half_head else torch.float32, uncertainty=output is not None)
     from dfine.engine.evaluator import CocoEvaluator
 
     ground_truth = dataset.coco_ground_truth()
     evaluator = CocoEvaluator(ground_truth, names)
-    result = evaluate(net, loader, ground_truth, names, dev, None, progress=progress, evaluator=evaluator)
+    result = evaluate(net, loader, ground_truth, names, dev, progress=progress, evaluator=evaluator,
+                      uncertainty=output is not None)
     if output is not None:
         from dfine.engine.analysis import write_report
 

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from dfine.config.image_size import image_size_hw
+from dfine.engine.experiment_loggers.choices import check_installed, check_logger_names
+from dfine.engine.recipes import check_recipe
 from dfine.errors import ConfigError
 from dfine.utils.checks import (
     check_flag,
@@ -44,10 +46,13 @@ class TrainOptions:
     seed: int = 0
     pretrained_backbone: bool = True
     lr: float | None = None
-    eval_interval: int = 1
+    eval_interval: int | None = None
     progress: bool = True
     sync_bn: bool = False
     profile: bool = False
+    recipe: str | None = None
+    logger: str | list[str] | tuple[str, ...] | None = None
+    log_model: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
 
@@ -64,12 +69,17 @@ class TrainOptions:
         if not isinstance(self.resume, bool):
             check_path(self.resume, "resume", "True, False or a checkpoint path")
         check_flag(self.amp, "amp", optional=True)
-        for flag in ("pretrained_backbone", "progress", "sync_bn", "profile"):
+        check_installed(check_logger_names(self.logger) or ())  # a missing package before the data check, too
+        for flag in ("pretrained_backbone", "progress", "sync_bn", "profile", "log_model"):
             check_flag(getattr(self, flag), flag)
         check_number(self.lr, "lr", low=0.0, low_open=True, optional=True)
-        check_integer(self.eval_interval, "eval_interval", 0)
+        check_integer(self.eval_interval, "eval_interval", 0, optional=True)
         check_workers(self.workers)
         check_seed(self.seed)
+        if self.recipe is not None:
+            if not isinstance(self.recipe, str):
+                raise ConfigError(f"recipe must be 'dfine' or 'deim', got {shown(self.recipe)}")
+            check_recipe(self.recipe)
         from dfine.engine.task import check_task
 
         check_task(self.task)

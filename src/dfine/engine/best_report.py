@@ -54,6 +54,6 @@ def reevaluate_best(trainer: Trainer) -> None:
         logger.warning("could not reload %s for the best epoch's report (%s)", path, error)
         return
     trainer.best_evaluator = CocoEvaluator(trainer.val_ground_truth, trainer.class_names)
-    trainer.best_result = evaluate(model, trainer.val_loader, trainer.val_ground_truth, trainer.class_names, trainer.device,
-                                 trainer.amp_dtype, progress=trainer.progress and is_main_process(),
-                                 evaluator=trainer.best_evaluator)
+    trainer.best_result = evaluate(model, trainer.val_loader, trainer.val_ground_truth, trainer.class_names,
+                                   trainer.device, trainer.amp_dtype, progress=trainer.progress and is_main_process(),
+                                   evaluator=trainer.best_evaluator, uncertainty=True)

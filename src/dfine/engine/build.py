@@ -31,6 +31,7 @@ from dfine.config import DFineConfig
 from dfine.config.fields import check_field_range, coerce, type_description
 from dfine.config.presets import SIZES, is_preset, preset_config, size_of
 from dfine.data import BatchCollator, DetectionDataset, EpochDataLoader, build_dataloader
+from dfine.data.mosaic import DenseO2OPolicy
 from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
@@ -285,6 +286,7 @@ def build_loaders(
     seed: int,
     world_size: int,
     pin_memory: bool = False,
+    mixup: DenseO2OPolicy | None = None,
 ) -> tuple[EpochDataLoader, EpochDataLoader | None]:
     """Training loader (shuffled, last batch dropped, multi-scale until the stop epoch) and validation loader.
 
@@ -295,7 +297,8 @@ def build_loaders(
     per_process = batch_size // world_size
     train_loader = build_dataloader(
         train_set, per_process, shuffle=True, drop_last=True, workers=workers, seed=seed, pin_memory=pin_memory,
-        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch, seed=seed),
+        collate_fn=BatchCollator(image_size, base_size_repeat=base_size_repeat, stop_epoch=stop_epoch, seed=seed,
+                                 mixup=mixup),
         persistent_workers=True,
     )
     val_loader = None

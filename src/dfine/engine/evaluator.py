@@ -218,6 +218,7 @@ class CocoEvaluator:
         # image id -> (boxes xyxy float32 (N, 4), scores float32 (N,), labels int64 (N,))
         self._predictions: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._non_finite: dict[int, int] = {}  # image id -> detections dropped for NaN/inf
+        self._uncertainty: dict[int, np.ndarray] = {}  # image id -> (N,) box uncertainty, when detections have it
 
     @staticmethod
     def _normalise_ground_truth(gt: Mapping[str, Any], class_names: Sequence[str] | None) -> dict[str, Any]:
@@ -267,6 +268,7 @@ class CocoEvaluator:
         """Forget all predictions (to reuse the evaluator for the next epoch)."""
         self._predictions = {}
         self._non_finite = {}
+        self._uncertainty = {}
 
     def update(self, predictions: Mapping[int, Mapping[str, Any]]) -> None:
         """Add the detections of some images.
@@ -274,7 +276,9 @@ class CocoEvaluator:
         Args:
             predictions: image id -> ``{"boxes": (N, 4) absolute xyxy in the original image size, "scores": (N,),
                 "labels": (N,) contiguous label ids}`` as tensors or arrays. ``N`` may be 0; such images still count
-                (their ground truth becomes misses). An image sent twice keeps its last detections.
+                (their ground truth becomes misses). An image sent twice keeps its last detections. An
+                ``"uncertainty"`` (N,) entry (``return_uncertainty=True`` post-processing) is kept for
+                :meth:`uncertainties`.
         """
         for image_id, det in predictions.items():
             image_id = int(image_id)
@@ -296,6 +300,10 @@ class CocoEvaluator:
             else:
                 self._non_finite.pop(image_id, None)
             self._predictions[image_id] = (boxes, scores, labels)
+            if det.get("uncertainty") is not None:
+                self._uncertainty[image_id] = _to_numpy(det["uncertainty"], np.float32).reshape(-1)[finite]
+            else:
+                self._uncertainty.pop(image_id, None)
 
     def synchronize(self) -> None:
         """Merge the predictions of all ranks, so that every rank holds all of them.
@@ -303,13 +311,15 @@ class CocoEvaluator:
         Must be called on every rank. A ``DistributedSampler`` pads the last batch with repeated images; since
         predictions are keyed by image id, the repeats collapse instead of being counted twice.
         """
-        gathered = all_gather_object((self._predictions, self._non_finite))
+        gathered = all_gather_object((self._predictions, self._non_finite, self._uncertainty))
         merged: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         non_finite: dict[int, int] = {}
-        for predictions, dropped in gathered:
+        uncertainty: dict[int, np.ndarray] = {}
+        for predictions, dropped, spreads in gathered:
             merged.update(predictions)
             non_finite.update(dropped)
-        self._predictions, self._non_finite = merged, non_finite
+            uncertainty.update(spreads)
+        self._predictions, self._non_finite, self._uncertainty = merged, non_finite, uncertainty
 
     def coco_detections(self) -> list[dict[str, Any]]:
         """The stored predictions as a COCO results list (``bbox`` as absolute ``xywh``)."""
@@ -376,6 +386,11 @@ class CocoEvaluator:
     def predictions(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Image id -> (boxes xyxy (N, 4), scores (N,), labels (N,)) as received (NaN/inf dropped); not copies."""
         return self._predictions
+
+    def uncertainties(self) -> dict[int, np.ndarray]:
+        """Image id -> the (N,) box uncertainty of :meth:`predictions`' detections, for the images whose
+        detections had one (:mod:`dfine.ops.uncertainty`); not copies."""
+        return self._uncertainty
 
     def _per_class(self, evaluator: Any, image_ids: set[int]) -> list[ClassAP]:
         # precision: [T iou thresholds, R recall points, K categories, A area ranges, M maxDets]; -1 marks "no GT".

@@ -30,9 +30,12 @@ from typing import Any
 
 from dfine.config.fields import coerce, type_description
 from dfine.config.presets import RECIPES
+from dfine.engine.recipes import apply_recipe, check_recipe, describe_recipe
 from dfine.engine.schedule import LR_SCHEDULES, describe_schedule
 from dfine.errors import ConfigError
 
+LR_SCALINGS = ("linear", "sqrt", "none")
+"""How the recipe's learning rate may follow the batch size (:attr:`Hyperparameters.lr_scaling`)."""
 LARGE_DATASET = 10_000
 """Training images from which the recipe's epoch count is used unchanged."""
 MIN_ITERATIONS = 2_000
@@ -41,6 +44,11 @@ MAX_DEFAULT_EPOCHS = 500
 """Upper bound of the default epoch count (tiny data sets; pass ``epochs`` to go further)."""
 MAX_SCHEDULE_FRACTION = 0.1
 """Warm-ups and the EMA horizon are at most this share of all iterations."""
+EVAL_SHARE = 0.05
+"""The share of training time the default evaluation interval aims to spend on evaluation."""
+EVAL_COST_PER_IMAGE = 1 / 5
+"""Evaluating an image costs about this fraction of training on one (a forward without loss, no backward, plus
+COCO scoring), as ``dfine train --profile`` measured for D-FINE-N (docs/training-speed.md)."""
 
 # Objects365 -> COCO / custom fine-tuning schedules (epochs, stop epoch) of the original
 # (``configs/dfine/objects365/dfine_hgnetv2_*_obj2coco.yml``).
@@ -68,6 +76,14 @@ class Hyperparameters:
             (``constant``: the original recipe's).
         lr_min_ratio: where the decaying schedules end, as a fraction of the base LR.
         lr_flat_epochs: ``flat-cosine``: epochs at the full LR before the decay (None: half the stage-1 epochs).
+        recipe: ``dfine`` (the original's) or ``deim`` (:mod:`dfine.engine.recipes`).
+        strong_aug_start: first epoch with strong augmentation (DEIM starts with a few plain epochs; D-FINE: 0).
+        dense_o2o_epochs: ``[start, end)`` epochs of DEIM's Dense O2O (mosaic and mixup); ``[0, 0]``: none.
+        mosaic_prob: the chance a training sample is a mosaic of four, in the Dense O2O epochs.
+        mixup_prob: the chance a batch is mixed with itself shifted by one image, in the Dense O2O epochs.
+        mal_gamma: γ of DEIM's Matchability-Aware Loss, which replaces VFL (None: VFL).
+        lr_scaling: how the recipe's learning rates follow the batch size ``k = batch / recipe batch``:
+            ``linear`` (× k, the original's rule), ``sqrt`` (× √k) or ``none``. An explicit ``lr`` is not scaled.
         ema_decay: EMA decay ``d`` in ``d(t) = d·(1 − exp(−t / ema_warmups))``.
         ema_warmups: EMA warm-up constant, in optimizer steps (0 = constant decay).
         ema_restart_decay: EMA decay from the stop epoch on.
@@ -108,6 +124,13 @@ class Hyperparameters:
     lr_schedule: str = "constant"
     lr_min_ratio: float = 0.0
     lr_flat_epochs: int | None = None
+    recipe: str = "dfine"
+    strong_aug_start: int = 0
+    dense_o2o_epochs: tuple[int, int] = (0, 0)
+    mosaic_prob: float = 0.0
+    mixup_prob: float = 0.0
+    mal_gamma: float | None = None
+    lr_scaling: str = "linear"
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -119,6 +142,7 @@ class Hyperparameters:
         """Plain JSON/``torch.save(weights_only)``-safe dict."""
         out = asdict(self)
         out["betas"] = list(self.betas)
+        out["dense_o2o_epochs"] = list(self.dense_o2o_epochs)
         return out
 
     @classmethod
@@ -126,6 +150,7 @@ class Hyperparameters:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["betas"] = tuple(values.get("betas", (0.9, 0.999)))
+        values["dense_o2o_epochs"] = tuple(values.get("dense_o2o_epochs", (0, 0)))
         return cls(**values)
 
     def summary(self) -> str:
@@ -136,7 +161,8 @@ class Hyperparameters:
         stage2 = (f"{which} (no strong augmentation, EMA decay {self.ema_restart_decay:.6g})"
                   if self.stop_epoch < self.epochs else "none")
         rows = [
-            ("recipe", f"D-FINE-{self.size.upper()}" + (" (fine-tuning)" if self.fine_tune else "")),
+            ("recipe", ("DEIM on D-FINE-" if self.recipe == "deim" else "D-FINE-") + self.size.upper()
+                       + (" (fine-tuning)" if self.fine_tune else "")),
             ("batch size", f"{self.batch_size} (total over all processes)"),
             ("epochs", f"{self.epochs}; stage 2: {stage2}"),
             ("learning rate", f"{self.lr:.4g} (backbone {self.backbone_lr:.4g}), AdamW betas "
@@ -145,6 +171,7 @@ class Hyperparameters:
             ("EMA", f"decay {self.ema_decay:.6g}, warm-up {count_noun(self.ema_warmups, 'iteration')}"),
             ("gradient clip", f"{self.clip_max_norm:g} (global L2 norm)"),
             ("multi-scale", "off" if self.base_size_repeat is None else f"on (base size x{self.base_size_repeat})"),
+            *describe_recipe(self),
             ("backbone norm", "frozen BN + frozen stem" if self.freeze_backbone_norm else "trainable BN"),
         ]
         if self.patience:
@@ -192,6 +219,16 @@ def _cap_decay(decay: float, max_horizon: float) -> float:
     return min(decay, 1.0 - 1.0 / max_horizon)
 
 
+def default_eval_interval(num_train: int, num_val: int, epochs: int) -> int:
+    """Evaluate every this many epochs: the smallest interval that keeps evaluation near :data:`EVAL_SHARE` of the
+    training time, but at least ten evaluations a run. On COCO (5k validation images, 118k training) it is 1, as in
+    the original; on small data sets, whose validation split is a large share of the images, 2 or 3."""
+    if num_val <= 0 or num_train <= 0:
+        return 1
+    share = num_val * EVAL_COST_PER_IMAGE / num_train  # of an epoch's training time, evaluating every epoch
+    return max(1, min(math.ceil(share / EVAL_SHARE - 1e-9), epochs // 10))
+
+
 def default_stop_epoch(epochs: int, recipe_epochs: int, recipe_stop: int) -> int:
     """The stop epoch keeping the recipe's share of stage-2 epochs (at least one when there are two epochs)."""
     if epochs < 2:
@@ -210,6 +247,7 @@ def resolve_hyperparameters(
     fine_tune: bool = False,
     world_size: int = 1,
     overrides: dict[str, Any] | None = None,
+    recipe: str = "dfine",
 ) -> Hyperparameters:
     """The recipe of ``size`` adapted to this run (see the module docstring for the rules).
 
@@ -223,13 +261,15 @@ def resolve_hyperparameters(
         fine_tune: starting from trained detection weights rather than a preset.
         world_size: number of training processes.
         overrides: field name -> value, applied last.
+        recipe: ``dfine`` or ``deim`` (DEIM's schedule, Dense O2O and MAL on top; :mod:`dfine.engine.recipes`).
 
     Raises:
         ConfigError: invalid values, or an override that is not a hyper-parameter.
     """
     if size not in RECIPES:
         raise ConfigError(f"no training recipe for size {size!r}")
-    recipe = RECIPES[size]
+    check_recipe(recipe)
+    recipe_name, recipe = recipe, RECIPES[size]
     overrides = check_overrides(dict(overrides or {}))
     if num_train_images < 1:
         raise ConfigError("the training split has no images")
@@ -247,11 +287,15 @@ def resolve_hyperparameters(
                           "(the last incomplete batch is dropped, so no step would be taken)")
     k = batch_size / recipe.batch_size
 
+    lr_scaling = str(overrides.pop("lr_scaling", "linear"))
+    if lr_scaling not in LR_SCALINGS:
+        raise ConfigError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
     if lr is None:
-        lr, backbone_lr = recipe.lr * k, recipe.backbone_lr * k
+        factor = {"linear": k, "sqrt": math.sqrt(k), "none": 1.0}[lr_scaling]
+        lr, backbone_lr = recipe.lr * factor, recipe.backbone_lr * factor
         if k != 1:
-            notes.append(f"learning rates scaled x{k:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
-                         f"(batch {batch_size} vs {recipe.batch_size}, linear scaling)")
+            notes.append(f"learning rates scaled x{factor:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
+                         f"(batch {batch_size} vs {recipe.batch_size}, {lr_scaling} scaling)")
     else:
         if lr <= 0:
             raise ConfigError(f"lr must be positive, got {lr}")
@@ -298,8 +342,9 @@ def resolve_hyperparameters(
         weight_decay=recipe.weight_decay, warmup_iters=warmup_iters, ema_decay=ema_decay, ema_warmups=ema_warmups,
         ema_restart_decay=restart_decay, clip_max_norm=recipe.clip_max_norm, base_size_repeat=recipe.base_size_repeat,
         freeze_backbone_norm=recipe.freeze_backbone_norm, no_decay_bias=recipe.no_decay_bias, fine_tune=fine_tune,
-        notes=notes,
+        lr_scaling=lr_scaling, notes=notes,
     )
+    hp = apply_recipe(hp, recipe_name, total)
     if overrides:
         hp = replace(hp, **overrides)
         hp.notes.append("set explicitly: " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
@@ -348,5 +393,11 @@ def _validate(hp: Hyperparameters) -> None:
         raise ConfigError(f"lr_min_ratio must be in [0, 1], got {hp.lr_min_ratio}")
     if hp.lr_flat_epochs is not None and hp.lr_flat_epochs < 0:
         raise ConfigError(f"lr_flat_epochs must be >= 0 or null, got {hp.lr_flat_epochs}")
+    check_recipe(hp.recipe)
+    for name in ("mosaic_prob", "mixup_prob"):
+        if not 0.0 <= getattr(hp, name) <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {getattr(hp, name)}")
+    if hp.mal_gamma is not None and hp.mal_gamma < 0:
+        raise ConfigError(f"mal_gamma must be >= 0 or null (VFL), got {hp.mal_gamma}")
     if not all(0.0 <= b < 1.0 for b in hp.betas):
         raise ConfigError(f"betas must both be in [0, 1), got {list(hp.betas)}")

@@ -1,5 +1,5 @@
 """Training curves from the files the training loop writes, and the charts of an evaluation (per-class AP,
-precision-recall curves, confusion matrix).
+precision-recall curves, confusion matrix, box uncertainty against localisation error).
 
 Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches ``pyplot``'s global state
 or the user's chosen backend (safe in a headless training job and inside a notebook alike).
@@ -317,6 +317,39 @@ def plot_confusion_matrix(matrix: Any, class_names: list[str], out_png: str | Pa
                             color="white" if fractions[r, c] > 0.5 else "black")
     ax.set_title(f"Confusion matrix at score >= {score_threshold:g}, IoU >= {iou:g}{shown_note}\n"
                  "rows: where each class's boxes went; background row: false positives", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, out_png)
+
+
+def plot_uncertainty_error(uncertainty: Any, error: Any, rho: float, out_png: str | Path) -> Path:
+    """Each matched detection's box uncertainty against its localisation error ``1 - IoU``
+    (:mod:`dfine.engine.localization`), with the median error of each tenth of the uncertainties, and Spearman's ρ
+    in the title."""
+    import numpy as np
+
+    uncertainty, error = np.asarray(uncertainty, dtype=np.float64), np.asarray(error, dtype=np.float64)
+    figure = _new_figure(6.4, 4.8)
+    ax = figure.add_subplot(1, 1, 1)
+    positive = uncertainty > 0
+    if positive.any():
+        ax.scatter(uncertainty[positive], error[positive], s=6, alpha=0.35, color="#1f77b4", linewidths=0)
+        ax.set_xscale("log")
+        if positive.sum() >= 20:  # the trend: median error per decile of uncertainty
+            order = np.argsort(uncertainty[positive])
+            chunks = np.array_split(order, 10)
+            ax.plot([np.median(uncertainty[positive][c]) for c in chunks],
+                    [np.median(error[positive][c]) for c in chunks], color="#d62728", marker="o", markersize=4,
+                    label="median per tenth")
+            ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no matched detection", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("box uncertainty (mean edge σ / box side)", fontsize=9)
+    ax.set_ylabel("localisation error (1 - IoU with the matched box)", fontsize=9)
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    shown = "n/a" if not np.isfinite(rho) else f"{rho:.3f}"
+    ax.set_title(f"Box uncertainty vs localisation error: Spearman ρ = {shown} ({len(error)} detections)",
+                 fontsize=9)
     figure.tight_layout()
     return _save(figure, out_png)
 

@@ -87,16 +87,15 @@ def apply_resume_changes(hp: Any, overrides: dict[str, Any]) -> None:
             setattr(hp, name, overrides[name])
 
 
-def resumed_eval_interval(state: dict[str, Any], eval_interval: int, notes: list[str]) -> int:
-    """The evaluation interval of a resumed run: the checkpoint's when ``eval_interval`` is the default (1), so that
+def resumed_eval_interval(state: dict[str, Any], eval_interval: int | None, notes: list[str]) -> int:
+    """The evaluation interval of a resumed run: the checkpoint's when ``eval_interval`` is not given (None), so that
     ``--resume`` alone continues the run as it was (which epochs are evaluated decides best/ and the state stage 2
-    restarts from); a value given on purpose is used, with a note."""
+    restarts from); a value given on purpose is used, with a note. A checkpoint that predates the record: 1."""
     saved = state.get("extra", {}).get("eval_interval")
+    if eval_interval is None:
+        return int(saved) if saved is not None else 1
     if saved is None or int(saved) == eval_interval:
         return eval_interval
-    if eval_interval == 1:
-        notes.append(f"eval_interval {saved} kept from the checkpoint")
-        return int(saved)
     notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
     return eval_interval
 

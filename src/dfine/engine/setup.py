@@ -28,7 +28,7 @@ from dfine.engine.arguments import TrainOptions
 from dfine.engine.build import ModelReport, build_training_model
 from dfine.engine.distributed import is_main_process
 from dfine.engine.ema import ModelEMA
-from dfine.engine.hparams import Hyperparameters, resolve_hyperparameters
+from dfine.engine.hparams import EVAL_SHARE, Hyperparameters, default_eval_interval, resolve_hyperparameters
 from dfine.engine.optim import build_optimizer, freeze_stem
 from dfine.engine.resuming import (
     apply_resume_changes,
@@ -199,10 +199,19 @@ def prepare_model(options: TrainOptions, run: RunStart, data: DataPlan, device: 
         net.config.dataset_category_ids = data.spec.category_ids  # predictions can then name the data set's ids
         hp = resolve_hyperparameters(report.size, num_train_images=data.num_train, batch_size=options.batch_size,
                                      epochs=options.epochs, lr=options.lr, fine_tune=report.fine_tune,
-                                     world_size=world_size, overrides=hp_overrides)
+                                     world_size=world_size, overrides=hp_overrides, recipe=options.recipe or "dfine")
+        net.config.mal_gamma = hp.mal_gamma  # the criterion reads the classification loss from the config
         image_hw = image_size_hw(options.image_size)
         net.config.training_image_size = image_hw  # the size dfine.val and deploy() use for this model object
-        plan = ModelPlan(net, hp, image_hw, report, options.eval_interval, options.amp)
+        eval_interval = options.eval_interval
+        if eval_interval is None:
+            num_val = len(data.spec.index("val").records) if "val" in data.spec.splits else 0
+            eval_interval = default_eval_interval(data.num_train, num_val, hp.epochs)
+            if num_val and eval_interval > 1:
+                hp.notes.append(f"evaluation every {eval_interval} epochs (and at the stop and last epochs): "
+                                f"{num_val} validation images beside {data.num_train} training images keep it "
+                                f"near {EVAL_SHARE:.0%} of the training time (--eval-interval N to choose)")
+        plan = ModelPlan(net, hp, image_hw, report, eval_interval, options.amp)
     check_image_size(plan.net.config, plan.image_hw)
     return plan
 
@@ -216,6 +225,9 @@ def _resumed_model(options: TrainOptions, run: RunStart, data: DataPlan, device:
         raise DFineError(f"{resume_from} was trained on classes {state.get('class_names')}, but {options.data} has "
                          f"{data.class_names}: resume with the same data set")
     hp = Hyperparameters.from_dict(state["hparams"])
+    if options.recipe is not None and options.recipe != hp.recipe:
+        raise DFineError(f"{resume_from} was trained with the {hp.recipe} recipe: resume it with that one (or "
+                         "without --recipe)")
     check_resume_options(state, hp, overrides, batch_size=options.batch_size, lr=options.lr,
                          image_size=options.image_size)
     apply_resume_changes(hp, overrides)
@@ -243,18 +255,15 @@ def _resumed_model(options: TrainOptions, run: RunStart, data: DataPlan, device:
     return ModelPlan(net, hp, image_hw, report, eval_interval, amp)
 
 
-def training_memory_format(device: torch.device) -> torch.memory_format:
-    """Channels-last on the CPU: oneDNN's convolutions and batch norm run natively in NHWC, and a D-FINE-N training
-    step measured about 1.3x faster than in NCHW (docs/training-speed.md). Elsewhere the default layout, which is
-    what was measured there."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
-
-
 def build_optimization(net: nn.Module, hp: Hyperparameters, device: torch.device, world_size: int, sync_bn: bool,
                        amp: bool | None, steps_per_epoch: int) -> Optimization:
-    """Move ``net`` to ``device`` (in :func:`training_memory_format`) and build what trains it. SyncBN comes before
-    the optimizer (it replaces modules), the EMA after DDP (which syncs rank 0's weights to the others)."""
-    net.to(device, memory_format=training_memory_format(device))
+    """Move ``net`` to ``device`` and build what trains it. SyncBN comes before the optimizer (it replaces modules),
+    the EMA after DDP (which syncs rank 0's weights to the others).
+
+    The model keeps PyTorch's default (NCHW) layout: channels-last measured no faster for a D-FINE-N training step
+    on this project's CPU (within noise) and moves the first steps' losses by rounding (docs/training-speed.md).
+    """
+    net.to(device)
     train_model: nn.Module = net
     if world_size > 1:
         if sync_bn and device.type == "cuda":

@@ -46,10 +46,9 @@ class StepResult:
     batch_size: int
 
 
-def move_batch(batch: Mapping[str, Any], device: torch.device,
-               memory_format: torch.memory_format = torch.contiguous_format) -> tuple[Tensor, list[dict[str, Any]]]:
-    """``pixel_values`` (in ``memory_format``) and the targets' tensors on ``device``."""
-    pixel_values = batch["pixel_values"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+def move_batch(batch: Mapping[str, Any], device: torch.device) -> tuple[Tensor, list[dict[str, Any]]]:
+    """``pixel_values`` and the targets' tensors on ``device``."""
+    pixel_values = batch["pixel_values"].to(device, non_blocking=True)
     labels = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in target.items()}
               for target in batch["labels"]]
     return pixel_values, labels
@@ -79,7 +78,6 @@ def train_step(
     amp_dtype: torch.dtype | None,
     clip_max_norm: float,
     timer: PhaseTimer | None = None,
-    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> StepResult:
     """Run one training step on ``batch`` (see the module docstring).
 
@@ -91,10 +89,9 @@ def train_step(
         amp_dtype: autocast dtype, or None for full precision.
         clip_max_norm: global gradient L2-norm limit; 0 disables clipping (the norm is still checked).
         timer: where ``dfine train --profile`` counts the phases (None: not profiling).
-        memory_format: the layout of the images, the model's (:func:`dfine.engine.setup.training_memory_format`).
     """
     timer = timer or _NO_TIMER
-    pixel_values, labels = move_batch(batch, device, memory_format)
+    pixel_values, labels = move_batch(batch, device)
     with timer.phase("forward"), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                 enabled=amp_dtype is not None):
         outputs = model(pixel_values, labels=labels)

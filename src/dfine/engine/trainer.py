@@ -52,12 +52,12 @@ from dfine.engine.distributed import (
 )
 from dfine.engine.ema import ModelEMA
 from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
+from dfine.engine.experiment_loggers import ExperimentLog
 from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import current_lrs
 from dfine.engine.profiling import WORKER_PHASE, PhaseTimer, breakdown_table, save_profile, timed_batches
 from dfine.engine.schedule import LRSchedule
-from dfine.engine.setup import training_memory_format
 from dfine.engine.step import StepOutcome, train_step
 from dfine.engine.train_state import Diverged, TrainState, clone_state
 from dfine.engine.validate import evaluate
@@ -128,6 +128,8 @@ class Trainer:
     _last_evaluator: CocoEvaluator | None = field(default=None, repr=False)
     best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
     _timer: PhaseTimer | None = field(default=None, repr=False)
+    # W&B / MLflow / TensorBoard extras (dfine.engine.experiment_loggers.session sets it around fit); empty: no-op
+    experiment: ExperimentLog = field(default_factory=ExperimentLog, repr=False)
 
     # ------------------------------------------------------------------------------------------ helpers
     def say(self, message: str) -> None:
@@ -166,7 +168,8 @@ class Trainer:
             "extra": {"rollbacks": s.rollbacks, "lr_scale": s.lr_scale, "stale_evals": s.stale_evals,
                       "world_size": get_world_size(), "eval_interval": self.eval_interval,
                       "amp": self.amp_dtype is not None,
-                      "seed": self.seed, "data": self.data_source},
+                      "seed": self.seed, "data": self.data_source,
+                      "experiment_runs": self.experiment.resume_info()},
         }
 
     def load_checkpoint_state(self, data: dict[str, Any]) -> None:
@@ -276,8 +279,7 @@ class Trainer:
                     self._save_batch_preview(batch)
             result = train_step(self.train_model, batch, optimizer=self.optimizer, scheduler=self.scheduler,
                                 scaler=self.scaler, ema=self.ema, device=self.device, amp_dtype=self.amp_dtype,
-                                clip_max_norm=self.hparams.clip_max_norm, timer=timer,
-                                memory_format=training_memory_format(self.device))
+                                clip_max_norm=self.hparams.clip_max_norm, timer=timer)
             if result.outcome is StepOutcome.NONFINITE:
                 in_a_row += 1
                 skipped += 1
@@ -307,6 +309,7 @@ class Trainer:
         try:
             picture = draw_batch(batch["pixel_values"], batch["labels"], self.class_names)
             atomic_write(path, lambda temporary: picture.save(temporary, format="JPEG", quality=90))
+            self.experiment.log_image(path, epoch=0)
         except Exception as error:  # a picture must never stop a training run
             logger.warning("could not draw %s: %s", path.name, error)
 
@@ -321,7 +324,8 @@ class Trainer:
         assert self.val_loader is not None and self.val_ground_truth is not None
         self._last_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
         return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
-                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator)
+                        self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator,
+                        uncertainty=True)  # box uncertainties too, for val/'s uncertainty report
 
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
@@ -349,12 +353,13 @@ class Trainer:
                     ckpt.save_checkpoint(self.paths["stage1"], state)
                 ckpt.save_best_model(self.ema.module, self.processor, self.paths["best"])
             lrs = current_lrs(self.optimizer)
-            metrics_logger.log_epoch(
+            record = metrics_logger.log_epoch(
                 epoch, train=train_stats, eval_metrics=result.as_dict() if result is not None else None,
                 lr=list(lrs.values()), epoch_time=seconds,
                 extra={"stage": s.stage, "best_AP": s.best_metric if s.best_epoch >= 0 else None,
                        "lr_groups": list(lrs)},  # names for the "lr" list (results.png's legend)
             )
+            self.experiment.log_epoch(record)
             ckpt.save_checkpoint(self.paths["last"], state)
             try:
                 from dfine.engine.plots import plot_results
@@ -408,7 +413,9 @@ class Trainer:
                 with self.timer.phase("checkpoint + logs"):
                     self._end_of_epoch(epoch, train_stats, result, time.perf_counter() - started, metrics_logger)
                 if self.profile:
-                    self.say(breakdown_table(self.timer.end_epoch(), f"Time of epoch {epoch + 1}:"))
+                    seconds = self.timer.end_epoch()
+                    self.say(breakdown_table(seconds, f"Time of epoch {epoch + 1}:"))
+                    self.experiment.log_profile(epoch, seconds)
                 self.state.start_epoch = epoch + 1
                 self._take_snapshot(f"the end of epoch {epoch + 1} ({ckpt.LAST_NAME})")
                 if on_epoch_end is not None:

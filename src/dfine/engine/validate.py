@@ -34,6 +34,7 @@ def evaluate(
     desc: str = "val",
     evaluator: CocoEvaluator | None = None,
     mask_evaluator: MaskEvaluator | None = None,
+    uncertainty: bool = False,
 ) -> EvalResult:
     """COCO box metrics of ``model`` on the images of ``loader`` (and mask metrics, as ``segm``, for a
     segmentation model on a ground truth with masks).
@@ -55,8 +56,12 @@ def evaluate(
             predictions afterwards (:func:`dfine.engine.analysis.write_report`).
         mask_evaluator: the mask evaluator to fill; default: a new one when the model has a mask head and the
             ground truth has segmentations, else none.
+        uncertainty: also give the evaluator each detection's box uncertainty (:mod:`dfine.ops.uncertainty`),
+            where the model gives it (the training form always; a fast form built with ``uncertainty=True``).
     """
     from tqdm import tqdm
+
+    from dfine.model.detection import DFineForObjectDetection
 
     was_training = model.training
     model.eval()
@@ -70,12 +75,16 @@ def evaluate(
     try:
         for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False, dynamic_ncols=True):
             pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+            ask = {"output_uncertainty": True} if uncertainty and isinstance(model, DFineForObjectDetection) else {}
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs = model(pixel_values)
+                outputs = model(pixel_values, **ask)
             sizes = torch.stack([target["orig_size"] for target in batch["labels"]]).to(device)
+            raw = {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()}
+            edges = getattr(outputs, "edge_uncertainty", None) if uncertainty else None
+            if edges is not None:
+                raw["edge_uncertainty"] = edges.float()
             # threshold -1 keeps every one of the top-k candidates, as the original's post-processor does
-            detections = postprocess({"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()},
-                                     threshold=-1.0, target_sizes=sizes)
+            detections = postprocess(raw, threshold=-1.0, target_sizes=sizes, return_uncertainty=edges is not None)
             evaluator.update({int(target["image_id"]): det for target, det in zip(batch["labels"], detections)})
             masks = getattr(outputs, "pred_masks", None)
             if mask_evaluator is not None and masks is not None:

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dfine.imaging.inputs import is_tensor, tensor_to_numpy
 
-__all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "make_grid", "shrink_to_fit"]
+__all__ = ["class_color", "draw_batch", "draw_detections", "draw_ground_truth", "draw_tracks", "make_grid",
+           "shrink_to_fit"]
 
 # Twenty saturated, mutually distinct colours that stay readable on photos (chosen by hand for this project).
 _PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -89,6 +90,24 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color: tu
                       fill=color, width=width)  # fmt: skip
 
 
+def _with_bands(canvas: Image.Image, boxes: np.ndarray, edges: np.ndarray, colors: np.ndarray,
+                shown: np.ndarray) -> Image.Image:
+    """``canvas`` with a translucent band of ±σ around each edge of the ``shown`` boxes (σ: ``edges``, per edge
+    left, top, right, bottom, in pixels): where the model is unsure of an edge, its band is wide."""
+    if len(edges) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(edges)} edge uncertainties")
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for i in np.flatnonzero(shown):
+        (x1, y1, x2, y2), (left, top, right, bottom) = boxes[i], np.nan_to_num(edges[i]).clip(0, None)
+        fill = (*class_color(colors[i]), 96)
+        for band in ((x1 - left, y1, x1 + left, y2), (x2 - right, y1, x2 + right, y2),
+                     (x1, y1 - top, x2, y1 + top), (x1, y2 - bottom, x2, y2 + bottom)):
+            if band[2] > band[0] and band[3] > band[1]:
+                draw.rectangle(band, fill=fill)
+    return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
+
+
 def _draw(
     image: Image.Image,
     boxes: Any,
@@ -99,7 +118,12 @@ def _draw(
     dashed: bool,
     line_width: int | None,
     font_size: int | None,
+    bands: Any = None,
+    colors: Any = None,
+    texts: Sequence[str] | None = None,
 ) -> Image.Image:
+    """Outlines and tags; ``bands``: σ per edge to show around the boxes; ``colors``: the keys that pick each box's
+    colour (default its label); ``texts``: each box's tag (default its class name and score)."""
     canvas = image.convert("RGB")  # always a new image, so the caller's stays untouched
     width, height = canvas.size
     default_line, default_font = _style(width, height)
@@ -110,26 +134,33 @@ def _draw(
     scores_np = _as_numpy(scores).astype(np.float64) if scores is not None else None
     if len(labels_np) != len(boxes_np) or (scores_np is not None and len(scores_np) != len(boxes_np)):
         raise ValueError(f"{len(boxes_np)} boxes but {len(labels_np)} labels / {len(_as_numpy(scores))} scores")
+    colors_np = labels_np if colors is None else _as_numpy(colors).astype(np.int64)
+    shown = np.ones(len(boxes_np), dtype=bool) if scores_np is None else scores_np >= threshold
+    if bands is not None:
+        canvas = _with_bands(canvas, boxes_np, _as_numpy(bands, 4).astype(np.float64), colors_np, shown)
 
     order = np.arange(len(boxes_np)) if scores_np is None else np.argsort(scores_np, kind="stable")
     draw = ImageDraw.Draw(canvas)
     tags = []
     for i in order:  # lowest score first, so the most confident boxes end up on top
-        if scores_np is not None and not scores_np[i] >= threshold:
+        if not shown[i]:
             continue
         x1, y1, x2, y2 = boxes_np[i]
         if not np.isfinite(boxes_np[i]).all() or x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
             continue  # nothing of the box is visible
         # Clip so boxes that run off the image still show their visible edges.
         box = (max(x1, 0.0), max(y1, 0.0), min(max(x2, x1), width - 1.0), min(max(y2, y1), height - 1.0))
-        color = class_color(labels_np[i])
+        color = class_color(colors_np[i])
         if dashed:
             _dashed_rectangle(draw, box, color, line_width)
         else:
             draw.rectangle(box, outline=color, width=line_width)
-        text = _class_name(int(labels_np[i]), class_names)
-        if scores_np is not None:
-            text += f" {scores_np[i]:.2f}"
+        if texts is not None:
+            text = texts[i]
+        else:
+            text = _class_name(int(labels_np[i]), class_names)
+            if scores_np is not None:
+                text += f" {scores_np[i]:.2f}"
         tags.append((box, color, text))
 
     # Tags after all outlines, so no box line crosses a label.
@@ -154,6 +185,7 @@ def draw_detections(
     threshold: float = 0.0,
     line_width: int | None = None,
     font_size: int | None = None,
+    edge_uncertainty: Any = None,
 ) -> Image.Image:
     """Draw detections as solid boxes with a filled "name 0.93" tag per box.
 
@@ -167,11 +199,59 @@ def draw_detections(
         threshold: draw only detections with ``score >= threshold``.
         line_width: outline width in pixels (default grows with the image size).
         font_size: text height in pixels (default grows with the image size).
+        edge_uncertainty: (N, 4) the σ of each box's left, top, right and bottom edge in pixels
+            (:mod:`dfine.ops.uncertainty`), drawn as a translucent band of ±σ around the edge; None draws none.
 
     Returns:
         A new RGB image of the same size.
     """
-    return _draw(image, boxes, labels, scores, class_names, threshold, False, line_width, font_size)
+    return _draw(image, boxes, labels, scores, class_names, threshold, False, line_width, font_size,
+                 bands=edge_uncertainty)
+
+
+def draw_tracks(
+    image: Image.Image,
+    boxes: Any,
+    labels: Any,
+    track_ids: Sequence[int],
+    scores: Any = None,
+    class_names: Names = None,
+    trails: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+    edge_uncertainty: Any = None,
+    line_width: int | None = None,
+    font_size: int | None = None,
+) -> Image.Image:
+    """Draw tracked objects: each box in its track's colour with a "#id name 0.93" tag, and its trail.
+
+    Args:
+        image: the frame.
+        boxes: (N, 4) absolute (x1, y1, x2, y2) pixels.
+        labels: (N,) class indices (for the names).
+        track_ids: (N,) each box's track id; the id picks the colour, so an object keeps its colour.
+        scores: (N,) confidences, or None.
+        class_names: list or dict label -> name.
+        trails: track id -> the recent positions (x, y) of that track, oldest first, drawn as a line.
+        edge_uncertainty: (N, 4) σ per edge in pixels, drawn as bands (as :func:`draw_detections`).
+        line_width: outline width in pixels (default grows with the image size).
+        font_size: text height in pixels (default grows with the image size).
+
+    Returns:
+        A new RGB image of the same size.
+    """
+    ids = [int(i) for i in _as_numpy(track_ids).tolist()]
+    label_list = _as_numpy(labels).astype(np.int64).tolist()
+    score_list = _as_numpy(scores).astype(np.float64).tolist() if scores is not None else None
+    texts = [f"#{track} {_class_name(label, class_names)}" + (f" {score_list[i]:.2f}" if score_list else "")
+             for i, (track, label) in enumerate(zip(ids, label_list, strict=True))]
+    canvas = image.convert("RGB")
+    width = line_width or _style(*canvas.size)[0]
+    draw = ImageDraw.Draw(canvas)
+    for track, points in (trails or {}).items():
+        if len(points) > 1:
+            draw.line([(float(x), float(y)) for x, y in points], fill=class_color(track), width=width,
+                      joint="curve")
+    return _draw(canvas, boxes, labels, scores, class_names, 0.0, False, line_width, font_size,
+                 bands=edge_uncertainty, colors=ids, texts=texts)
 
 
 def draw_ground_truth(

@@ -17,6 +17,8 @@ from dfine.model.hf_compat import TransformersModelMixin
 from dfine.model.network import DFineNetwork
 from dfine.model.outputs import DFineModelOutput, DFineObjectDetectionOutput
 from dfine.model.pretrained import PretrainedMixin
+from dfine.ops.fdr import weighting_function
+from dfine.ops.uncertainty import edge_uncertainty
 
 
 def _auxiliary_outputs(outputs: DFineModelOutput) -> list[dict[str, Tensor]]:
@@ -97,6 +99,14 @@ class DFineForObjectDetection(PretrainedMixin, TransformersModelMixin):
         return optimize_for_inference(self, dtype=dtype, compile=compile, cuda_graph=cuda_graph,
                                       image_size=image_size, batch_size=batch_size, **kwargs)
 
+    def _edge_uncertainty(self, outputs: DFineModelOutput) -> Tensor:
+        """σ of each edge of the final layer's boxes (the last entry of the corner and reference stacks, which line
+        up with ``pred_boxes`` in training and in eval mode)."""
+        decoder = self.model.decoder
+        project = weighting_function(decoder.max_num_bins, decoder.up, decoder.reg_scale)
+        return edge_uncertainty(outputs.intermediate_predicted_corners[:, -1], outputs.initial_reference_points[:, -1],
+                                project, decoder.reg_scale)
+
     def forward(
         self,
         pixel_values: Tensor | None,
@@ -107,12 +117,17 @@ class DFineForObjectDetection(PretrainedMixin, TransformersModelMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_uncertainty: bool = False,
     ) -> DFineObjectDetectionOutput | tuple[Any, ...]:
         """The arguments of transformers' ``DFineForObjectDetection.forward`` (see :meth:`DFineModel.forward`).
 
         With ``labels`` the loss is computed in training mode (with denoising queries) and in eval mode (without:
         the final-layer and encoder terms on what the eval forward computes), as transformers does.
         ``return_dict=False`` returns ``to_tuple()``, the loss first when present.
+
+        ``output_uncertainty`` (ours, not transformers') also fills ``edge_uncertainty`` (B, Q, 4), the spread of
+        each edge of ``pred_boxes`` under the final layer's FDR distributions (:mod:`dfine.ops.uncertainty`);
+        ``logits`` and ``pred_boxes`` are the same with or without it.
         """
         outputs = self.model(pixel_values, pixel_mask=pixel_mask, encoder_outputs=encoder_outputs,
                              inputs_embeds=inputs_embeds, labels=labels, output_attentions=output_attentions,
@@ -133,5 +148,6 @@ class DFineForObjectDetection(PretrainedMixin, TransformersModelMixin):
             auxiliary_outputs=auxiliary_outputs,
             **final,
             **{name: getattr(outputs, name) for name in outputs.keys()},
+            edge_uncertainty=self._edge_uncertainty(outputs) if output_uncertainty else None,
         )
         return result.to_tuple() if return_dict is False else result

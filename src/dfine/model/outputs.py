@@ -111,7 +111,14 @@ class DFineObjectDetectionOutput(_ModelFields, _DetectionFields):
     ``encoder_hidden_states`` (the input of the first AIFI block, then each AIFI block's output, (B, C, H, W)) and
     ``decoder_hidden_states`` (the decoder's input queries, then each layer's output, (B, Q, d)) are filled when
     ``forward`` is called with ``output_hidden_states=True``, with transformers' shapes and meaning.
+
+    ``edge_uncertainty`` (B, Q, 4), not in transformers, is filled when ``forward`` is called with
+    ``output_uncertainty=True``: the standard deviation of each box edge (left, top, right, bottom) under the final
+    layer's FDR distributions, as fractions of the image's width (left, right) and height (top, bottom); see
+    :mod:`dfine.ops.uncertainty`. It is the last field, so the other fields keep transformers' order.
     """
+
+    edge_uncertainty: Tensor | None = None
 
 
 @dataclass

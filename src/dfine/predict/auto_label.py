@@ -10,7 +10,9 @@ detections, since an image without objects teaches the model what background loo
 COCO files are relative to their image folder; a downloaded URL keeps its file name, and the URL as ``coco_url``.
 Category ids are those of the data set a dfine-trained model came from (``dataset_category_ids``), so a model
 trained on a COCO file labels with that file's ids; otherwise 1..C in label order. Each annotation keeps the
-detection's ``score``, an extra field that tools ignore and that lets a reviewer sort or filter."""
+detection's ``score``, an extra field that tools ignore and that lets a reviewer sort or filter; so do
+``uncertainty`` and ``edge_uncertainty`` (:mod:`dfine.ops.uncertainty`), sorting the boxes whose edges the model is
+least sure of first."""
 
 from __future__ import annotations
 
@@ -71,24 +73,33 @@ class CocoLabelWriter:
         return resolved.relative_to(self.root).as_posix() if resolved.is_relative_to(self.root) else str(path)
 
     def add(self, path: Path, width: int, height: int, boxes_xyxy: np.ndarray, labels: np.ndarray,
-            scores: np.ndarray, url: str | None = None) -> None:
+            scores: np.ndarray, url: str | None = None, uncertainty: np.ndarray | None = None,
+            edges: np.ndarray | None = None) -> None:
         """One image and its detections (absolute ``xyxy`` boxes, clipped to the image). ``url``: where a
-        downloaded image came from, kept as COCO's ``coco_url`` since the download itself is deleted after the run."""
+        downloaded image came from, kept as COCO's ``coco_url`` since the download itself is deleted after the run.
+        ``uncertainty`` (one per box) and ``edges`` (σ per edge in pixels, :mod:`dfine.ops.uncertainty`), when the
+        model gives them, are kept as the extra fields ``uncertainty`` and ``edge_uncertainty``."""
         image_id = len(self.images) + 1
         image = {"id": image_id, "file_name": self._file_name(path), "width": int(width), "height": int(height)}
         self.images.append({**image, "coco_url": url} if url is not None else image)
-        for (x1, y1, x2, y2), label, score in zip(np.asarray(boxes_xyxy, dtype=np.float64).tolist(),
-                                                  np.asarray(labels).reshape(-1).tolist(),
-                                                  np.asarray(scores).reshape(-1).tolist(), strict=True):
+        label_list = np.asarray(labels).reshape(-1).tolist()
+        for i, ((x1, y1, x2, y2), label, score) in enumerate(zip(np.asarray(boxes_xyxy, dtype=np.float64).tolist(),
+                                                                 label_list, np.asarray(scores).reshape(-1).tolist(),
+                                                                 strict=True)):
             w, h = x2 - x1, y2 - y1
             if w <= 0 or h <= 0 or not 0 <= label < len(self.category_ids):
                 continue  # a box clipped to nothing is not an object a tool or a trainer can use
-            self.annotations.append({
+            annotation = {
                 "id": len(self.annotations) + 1, "image_id": image_id, "category_id": self.category_ids[label],
                 "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2),
                 # an empty segmentation, as box-only COCO files write it: Datumaro (CVAT's COCO import) requires
                 # the field
-                "segmentation": [], "iscrowd": 0, "score": round(float(score), 5)})
+                "segmentation": [], "iscrowd": 0, "score": round(float(score), 5)}
+            if uncertainty is not None:  # lets a reviewer start with the boxes the model is least sure of
+                annotation["uncertainty"] = round(float(uncertainty[i]), 5)
+            if edges is not None:
+                annotation["edge_uncertainty"] = [round(float(v), 2) for v in edges[i]]
+            self.annotations.append(annotation)
 
     def write(self, path: Path) -> Path:
         """Write the file atomically (an interrupted run leaves none, or the previous one)."""

@@ -27,6 +27,7 @@ from dfine.imaging.formats import unread_image_problem
 from dfine.imaging.sources import list_images
 from dfine.imaging.video import VideoFrame, VideoReader, VideoWriter, copy_audio, is_video_file
 from dfine.predict.auto_label import CocoLabelWriter, check_label_file, common_folder
+from dfine.predict.records import FrameDetections, detection_records
 from dfine.utils.files import prepare_output_dir
 
 logger = logging.getLogger("dfine")
@@ -80,14 +81,6 @@ def picture_name(source: Path, used: set[str], keep: frozenset[str] = PICTURE_SU
     return candidate
 
 
-def _clip_boxes(boxes: Any, width: int, height: int) -> np.ndarray:
-    """(K, 4) xyxy boxes clipped to the image, as float64 (the model's boxes can run past the borders)."""
-    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    array[:, 0::2] = array[:, 0::2].clip(0, width)
-    array[:, 1::2] = array[:, 1::2].clip(0, height)
-    return array
-
-
 class _Recorder:
     """Detections -> predictions.json records and annotated pictures, numbering images and frames across a run.
 
@@ -97,8 +90,9 @@ class _Recorder:
 
     def __init__(self, predictor: Detector, threshold: float, stream: TextIO,
                  classes: Sequence[int] | None = None, file_names: dict[Path, str] | None = None,
-                 labels: CocoLabelWriter | None = None) -> None:
+                 labels: CocoLabelWriter | None = None, show_uncertainty: bool = False) -> None:
         self.predictor = predictor
+        self.show_uncertainty = show_uncertainty  # draw each edge's ±σ band (when the detector gives σ)
         self.labels = labels  # still images also go to a COCO annotation file (--save-coco)
         self.file_names = file_names or {}  # what records call a file, where not its path (a downloaded URL)
         self.threshold = threshold
@@ -125,30 +119,19 @@ class _Recorder:
 
         annotated: list[Image.Image | None] = []
         detections = self.predictor.predict([picture for _, picture, _ in items], self.threshold)
-        for (path, picture, frame), det in zip(items, detections, strict=True):
-            boxes = _clip_boxes(det["boxes"], picture.width, picture.height)
-            labels_array = np.asarray(det["labels"]).reshape(-1)
-            scores_array = np.asarray(det["scores"]).reshape(-1)
-            if self.classes is not None:
-                keep = np.isin(labels_array, self.classes)
-                boxes, labels_array, scores_array = boxes[keep], labels_array[keep], scores_array[keep]
+        for (path, picture, frame), result in zip(items, detections, strict=True):
+            det = FrameDetections.from_result(result, picture.width, picture.height, self.classes)
             if self.labels is not None and frame is None:
-                self.labels.add(path, picture.width, picture.height, boxes, labels_array, scores_array,
-                                url=self.file_names.get(path))
-            labels, scores = labels_array.tolist(), scores_array.tolist()
+                self.labels.add(path, picture.width, picture.height, det.boxes, det.labels, det.scores,
+                                url=self.file_names.get(path), uncertainty=det.uncertainty, edges=det.edges)
             where: dict[str, Any] = {"image_id": self.next_id, "file_name": self.file_names.get(path, str(path))}
             if frame is not None:
                 where.update(frame=frame.index, time=round(frame.time, 3))
-            for score, label, (x1, y1, x2, y2) in zip(scores, labels, boxes.tolist(), strict=True):
-                label = int(label)
-                record = {**where, "category_id": label}
-                if self.dataset_ids is not None and 0 <= label < len(self.dataset_ids):
-                    record["dataset_category_id"] = self.dataset_ids[label]
-                name = self.names[label] if 0 <= label < len(self.names) else str(label)
-                self._write({**record, "category_name": name,
-                             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                             "score": round(float(score), 5)})
-            annotated.append(draw_detections(picture, boxes, labels, scores, self.names) if draw else None)
+            for record in detection_records(where, det, self.names, self.dataset_ids):
+                self._write(record)
+            bands = det.edges if self.show_uncertainty else None
+            annotated.append(draw_detections(picture, det.boxes, det.labels, det.scores, self.names,
+                                             edge_uncertainty=bands) if draw else None)
             self.next_id += 1
         return annotated
 
@@ -191,7 +174,7 @@ def _run_video(recorder: _Recorder, path: Path, target: Path | None, batch_size:
             try:
                 with VideoWriter(silent, video.fps) as writer:
                     frames = predict_frames(writer)
-                if not _with_audio(silent, path, tmp):
+                if not with_audio(silent, path, tmp):
                     silent.replace(tmp)
             finally:
                 silent.unlink(missing_ok=True)
@@ -201,7 +184,7 @@ def _run_video(recorder: _Recorder, path: Path, target: Path | None, batch_size:
         return frames
 
 
-def _with_audio(frames: Path, source: Path, output: Path) -> bool:
+def with_audio(frames: Path, source: Path, output: Path) -> bool:
     """``frames`` with ``source``'s audio into ``output`` (:func:`dfine.imaging.video.copy_audio`); False, leaving the
     silent video to be kept, when there is no audio to copy or copying it fails (the annotated frames matter more)."""
     try:
@@ -264,7 +247,8 @@ def class_indices(classes: str | Sequence[str | int], class_names: Sequence[str]
 def predict_source(predictor: Detector, source: str | Path, output_dir: str | Path, threshold: float = 0.5,
                    batch_size: int = 1, save_images: bool = True, progress: bool = True,
                    classes: str | Sequence[str | int] | None = None,
-                   save_coco: str | Path | None = None, recursive: bool = False) -> PredictionRun:
+                   save_coco: str | Path | None = None, recursive: bool = False,
+                   show_uncertainty: bool = False) -> PredictionRun:
     """Run ``predictor`` on an image or video, a folder, a glob or an http(s) URL of an image or video (downloaded
     for the run; its records' ``file_name`` is the URL); write annotated copies and ``predictions.json``.
 
@@ -273,8 +257,10 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     sorted order of the source), ``category_id`` (the model's 0-based label index), ``dataset_category_id`` (only
     for a model trained by dfine on a data set whose category ids were not 0..C-1: the id the class had there,
     e.g. in the COCO file), ``category_name``, ``bbox`` (``[x, y, width, height]`` in pixels of the original
-    image, clipped to it) and ``score``; a video frame's records add ``frame`` (its 0-based index in the video) and
-    ``time`` (seconds from the start). The layout is that of a COCO results file, but the image ids are this
+    image, clipped to it) and ``score``; a model that gives box uncertainty (a D-FINE model run by
+    :class:`~dfine.predict.predictor.Predictor`) adds ``uncertainty`` (one number per box) and ``edge_uncertainty``
+    (the σ of its left, top, right and bottom edge in pixels; :mod:`dfine.ops.uncertainty`); a video frame's
+    records add ``frame`` (its 0-based index in the video) and ``time`` (seconds from the start). The layout is that of a COCO results file, but the image ids are this
     run's, so match records to a data set by ``file_name``.
 
     Annotated pictures are named by :func:`picture_name` and show the same clipped boxes; a video's annotated frames
@@ -287,6 +273,8 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
 
     ``classes`` keeps only detections of these classes (names or label indices, see :func:`class_indices`), in
     the records and the pictures alike.
+
+    ``show_uncertainty`` draws a translucent band of ±σ around each edge of the annotated pictures.
 
     ``save_coco`` also writes the still images' detections as a COCO annotation file, every image listed (see
     :mod:`dfine.predict.auto_label`): to correct in a labelling tool and train on. Video frames are left out of it.
@@ -305,13 +293,13 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     wanted = class_indices(classes, predictor.class_names) if classes is not None else None
     label_file = check_label_file(save_coco, output_dir) if save_coco is not None else None
     output = prepare_output_dir(output_dir)
-    with _local_files(source, progress, recursive) as (files, file_names):
+    with local_files(source, progress, recursive) as (files, file_names):
         labels = None
         if label_file is not None:
             root = Path(source) if Path(source).is_dir() else common_folder(files)
             labels = CocoLabelWriter(predictor.class_names, getattr(predictor, "dataset_category_ids", None), root)
         job = _Job(predictor, source, files, output, threshold, batch_size, save_images, progress, wanted,
-                   file_names, labels)
+                   file_names, labels, show_uncertainty)
         # written as detections come, under a temporary name: an interrupted run leaves no partial predictions.json
         atomic_write(job.run.predictions, job.write)
     if labels is not None and label_file is not None:
@@ -323,8 +311,8 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
 
 
 @contextlib.contextmanager
-def _local_files(source: str | Path, progress: bool, recursive: bool = False
-                 ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
+def local_files(source: str | Path, progress: bool, recursive: bool = False
+                ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """The files of ``source`` and the names records give them: a URL is downloaded into a temporary folder for
     the run, and its records and errors name the URL rather than that folder."""
     if not is_url(source):
@@ -351,8 +339,9 @@ class _Job:
     def __init__(self, predictor: Detector, source: str | Path, files: list[Path], output_dir: Path,
                  threshold: float, batch_size: int, save_images: bool, progress: bool,
                  classes: list[int] | None = None, file_names: dict[Path, str] | None = None,
-                 labels: CocoLabelWriter | None = None) -> None:
+                 labels: CocoLabelWriter | None = None, show_uncertainty: bool = False) -> None:
         self.predictor, self.source, self.files, self.output_dir = predictor, source, files, output_dir
+        self.show_uncertainty = show_uncertainty
         self.classes, self.file_names, self.labels = classes, file_names or {}, labels
         self.threshold, self.batch_size, self.save_images, self.progress = threshold, batch_size, save_images, progress
         self.run = PredictionRun(output_dir / "predictions.json", 0, 0)
@@ -363,7 +352,7 @@ class _Job:
         """Predict everything, writing the records to ``tmp``."""
         with open(tmp, "w", encoding="utf-8") as stream:
             recorder = _Recorder(self.predictor, self.threshold, stream, self.classes, self.file_names,
-                                 self.labels)
+                                 self.labels, self.show_uncertainty)
             self._predict_all(recorder)
             recorder.finish()
         run = self.run

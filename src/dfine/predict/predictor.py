@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ class Predictor:
             size = (processor.size["height"], processor.size["width"])
             dtype = torch.float16 if half else torch.bfloat16 if bf16 else torch.float32
             network = optimize_for_inference(network, dtype=dtype, device=device, compile=compile, image_size=size,
-                                             head_dtype=None if half_head else torch.float32)
+                                             head_dtype=None if half_head else torch.float32, uncertainty=True)
         return cls(network, processor, device, torch.float32)
 
     @property
@@ -168,7 +168,10 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, images: ImageInput | Iterable[ImageInput], threshold: float = 0.5) -> list[dict[str, Tensor]]:
-        """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU.
+        """Detections per image: ``scores`` (K,), ``labels`` (K,), ``boxes`` (K, 4) absolute xyxy, on the CPU, and
+        for a D-FINE model (not a model of another kind wrapped in a Predictor) ``edge_uncertainty`` (K, 4), the
+        standard deviation of each box edge in pixels, and ``uncertainty`` (K,), one number per box
+        (:mod:`dfine.ops.uncertainty`).
 
         ``images`` is one image or a sequence of them; an image is a path or http(s) URL, a PIL image, a numpy
         array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch tensor
@@ -189,7 +192,7 @@ class Predictor:
         pictures = [standardize_image(im) for im in _image_list(images)]
         features = self.processor(pictures)
         pixel_values = features["pixel_values"].to(self.device, self.dtype)
-        outputs = self.model(pixel_values)
+        outputs = self._forward(pixel_values)
         sizes = torch.tensor([_height_width(p) for p in pictures])
         if "pixel_mask" in features:
             # a padding processor (do_pad) puts each picture in the top-left part of a larger input, and the boxes
@@ -198,7 +201,46 @@ class Predictor:
             filled = torch.stack([mask.any(2).sum(1), mask.any(1).sum(1)], dim=1).double()
             sizes = sizes.double() * torch.tensor(mask.shape[1:], dtype=torch.float64) / filled
         sizes = sizes.to(self.device)
-        results = self.processor.post_process_object_detection(
-            {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()},
-            threshold=threshold, target_sizes=sizes)
+        raw = {"logits": outputs.logits.float(), "pred_boxes": outputs.pred_boxes.float()}
+        edges = getattr(outputs, "edge_uncertainty", None)
+        if edges is not None:
+            raw["edge_uncertainty"] = edges.float()
+        results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
+                                                                return_uncertainty=edges is not None)
         return [{k: v.cpu() for k, v in r.items()} for r in results]
+
+    def track(self, frames: Iterable[ImageInput], tracker: str = "bytetrack", threshold: float = 0.3,
+              classes: str | Sequence[str | int] | None = None, frame_rate: float = 30.0, batch_size: int = 1,
+              **options: Any) -> Iterator[dict[str, Tensor]]:
+        """Detect and track objects over ``frames`` read by the caller (a camera, a stream, decoded video): for each
+        frame in order, :meth:`predict`'s result plus ``track_ids`` (one per box; -1 for a box no track has taken
+        yet; ids count from 1). See :mod:`dfine.predict.tracking`; needs ``pip install 'dfine[track]'``.
+
+        Args:
+            frames: an iterable of images (read lazily, ``batch_size`` at a time, so a live stream works).
+            tracker: ``bytetrack``, ``ocsort``, ``botsort``, ``sort`` or ``cbiou``.
+            threshold: detection score kept (0.3: the trackers use low scores to follow occluded objects).
+            classes: keep only these classes (names or label indices, as ``dfine predict --classes``).
+            frame_rate: the frames' rate, which sets how long a lost track is kept.
+            batch_size: frames per forward pass.
+            **options: the tracker's own options (e.g. ``lost_track_buffer=60``).
+
+        Raises:
+            DFineError: an unknown tracker, class or option, or the trackers package missing (at the call, before
+                any frame is read).
+        """
+        from dfine.predict.files import class_indices
+        from dfine.predict.tracking import track_frames
+
+        threshold = check_number(threshold, "threshold", low=0.0, high=1.0)
+        wanted = class_indices(classes, self.class_names) if classes is not None else None
+        return track_frames(self, frames, tracker, threshold, wanted, frame_rate, batch_size, **options)
+
+    def _forward(self, pixel_values: Tensor) -> Any:
+        """The model's outputs, with the edges' spreads where the model can give them (the training form is asked
+        for them; a fast form from :meth:`from_pretrained` was built to return them)."""
+        from dfine.model.detection import DFineForObjectDetection
+
+        if isinstance(self.model, DFineForObjectDetection):
+            return self.model(pixel_values, output_uncertainty=True)
+        return self.model(pixel_values)

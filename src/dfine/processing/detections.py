@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["mask_to_rle", "softmax_detections", "to_coco_results", "top_k_detections", "top_k_pairs"]
+__all__ = ["mask_to_rle", "output_edge_uncertainty", "softmax_detections", "split_uncertainty", "to_coco_results",
+           "top_k_detections", "top_k_pairs"]
 
 
 def top_k_pairs(logits: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,6 +55,32 @@ def softmax_detections(logits: Tensor, boxes: Tensor, top_k: int | None) -> tupl
         labels = labels.gather(1, index)
         boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
     return scores, labels, boxes
+
+
+def output_edge_uncertainty(outputs: Any, shape: Sequence[int]) -> Tensor:
+    """The ``edge_uncertainty`` (B, Q, 4) of model outputs (an object or a dict) whose ``logits`` have ``shape``.
+
+    Raises:
+        ValueError: the outputs have none (the model was run without ``output_uncertainty=True``), or the wrong shape.
+    """
+    edges = outputs.get("edge_uncertainty") if isinstance(outputs, Mapping) else getattr(outputs, "edge_uncertainty",
+                                                                                         None)
+    if edges is None:
+        raise ValueError("return_uncertainty=True needs outputs with edge_uncertainty: run the model with "
+                         "output_uncertainty=True (a deployed model: set_uncertainty())")
+    if tuple(edges.shape) != (shape[0], shape[1], 4):
+        raise ValueError(f"edge_uncertainty must be (batch, queries, 4) = ({shape[0]}, {shape[1]}, 4), got "
+                         f"{tuple(edges.shape)}")
+    return edges
+
+
+def split_uncertainty(result: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A detection dict whose ``boxes`` carry the edges' σ as columns 4..7 -> ``boxes`` (N, 4), ``edge_uncertainty``
+    (N, 4) and ``uncertainty`` (N,) (:func:`dfine.ops.uncertainty.box_uncertainty`)."""
+    from dfine.ops.uncertainty import box_uncertainty
+
+    boxes, edges = result["boxes"][:, :4], result["boxes"][:, 4:]
+    return {**result, "boxes": boxes, "edge_uncertainty": edges, "uncertainty": box_uncertainty(edges, boxes)}
 
 
 def to_coco_results(

@@ -39,7 +39,7 @@ from dfine.imaging.inputs import check_channel_format, image_list, standardize_i
 from dfine.ops.boxes import box_cxcywh_to_xyxy
 from dfine.processing.annotations import check_annotations, coco_to_target, normalize_target, pad_target, resize_target
 from dfine.processing.batch_feature import BatchFeature
-from dfine.processing.detections import softmax_detections, top_k_detections
+from dfine.processing.detections import output_edge_uncertainty, softmax_detections, split_uncertainty, top_k_detections
 from dfine.processing.options import (
     ANNOTATION_FORMATS,
     HUB_ID,
@@ -274,6 +274,7 @@ class DFineImageProcessor:
         target_sizes: Tensor | Sequence[Sequence[int]] | np.ndarray | None = None,
         use_focal_loss: bool = True,
         top_k: int | None = None,
+        return_uncertainty: bool = False,
     ) -> list[dict[str, Tensor]]:
         """Raw outputs -> per-image detections, as Hugging Face's RT-DETR/D-FINE post-processing (no NMS).
 
@@ -291,6 +292,9 @@ class DFineImageProcessor:
                 pixels of those sizes. ``None`` leaves them normalised to [0, 1].
             use_focal_loss: sigmoid scores over (query, class) pairs; ``False``: softmax with a "no object" class.
             top_k: candidates per image before thresholding (default Q, like the checkpoints' post-processor).
+            return_uncertainty: also ``edge_uncertainty`` (N, 4), the σ of each edge in the boxes' units, and
+                ``uncertainty`` (N,), one number per box (:mod:`dfine.ops.uncertainty`); the outputs must have
+                ``edge_uncertainty`` (``model(..., output_uncertainty=True)``).
 
         Returns:
             One dict per image: ``scores`` (N,), ``labels`` (N,) int64, ``boxes`` (N, 4) absolute (x1, y1, x2, y2),
@@ -308,12 +312,14 @@ class DFineImageProcessor:
             logits, pred_boxes = outputs.logits, outputs.pred_boxes
         batch, num_queries, num_classes = logits.shape
         boxes = box_cxcywh_to_xyxy(pred_boxes)
+        if return_uncertainty:  # the edges' σ ride along as 4 more box columns, so they are selected and scaled alike
+            boxes = torch.cat([boxes, output_edge_uncertainty(outputs, logits.shape).to(boxes)], dim=-1)
         if target_sizes is not None:
             sizes = torch.as_tensor(np.asarray(target_sizes) if not isinstance(target_sizes, Tensor) else target_sizes)
             if sizes.ndim != 2 or sizes.shape != (batch, 2):
                 raise ValueError(f"target_sizes must hold one (height, width) per image: {batch} expected")
             heights, widths = sizes.to(device=boxes.device, dtype=boxes.dtype).unbind(1)
-            boxes = boxes * torch.stack([widths, heights, widths, heights], dim=1)[:, None, :]
+            boxes = boxes * torch.stack([widths, heights] * (boxes.shape[-1] // 2), dim=1)[:, None, :]
 
         if use_focal_loss:
             k = min(num_queries if top_k is None else int(top_k), num_queries * num_classes)
@@ -322,10 +328,11 @@ class DFineImageProcessor:
             scores, labels, boxes = softmax_detections(logits, boxes, top_k)
 
         keep = scores > threshold
-        return [
+        results = [
             {"scores": scores[i][keep[i]], "labels": labels[i][keep[i]], "boxes": boxes[i][keep[i]]}
             for i in range(batch)
         ]
+        return [split_uncertainty(r) for r in results] if return_uncertainty else results
 
     def post_process_instance_segmentation(
         self, outputs: Any, threshold: float = 0.5, target_sizes: Tensor | Sequence[Sequence[int]] | None = None,

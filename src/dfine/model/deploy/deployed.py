@@ -228,6 +228,12 @@ class DeployedDFine(nn.Module):
         self.head.to(dtype if head_dtype is None else head_dtype)
         return self
 
+    def set_uncertainty(self, enabled: bool = True) -> DeployedDFine:
+        """Also return each box edge's spread (:class:`~dfine.model.deploy.head.DetectionWithUncertainty`), as the
+        training form does with ``output_uncertainty=True``; detections are unchanged. Returns self."""
+        self.head.output_uncertainty = bool(enabled)
+        return self
+
     def use_max_pool_op(self) -> DeployedDFine:
         """Pool the stem with ``nn.MaxPool2d`` rather than shifted maxima. Returns self.
 

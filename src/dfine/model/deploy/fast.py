@@ -74,9 +74,10 @@ class CUDAGraphRunner:
         with torch.inference_mode():
             self.static_input.copy_(pixel_values)
             self.graph.replay()
+            kind = type(self.static_output)  # DetectionOutput, or DetectionWithUncertainty
             if self.clone_outputs:
-                return DetectionOutput(*(t.clone() for t in self.static_output))
-            return DetectionOutput(*self.static_output)
+                return kind(*(t.clone() for t in self.static_output))
+            return kind(*self.static_output)
 
 
 class FastDetector(nn.Module):
@@ -132,7 +133,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
                            compile_mode: str | None = None, cuda_graph: bool = False,
                            image_size: int | Sequence[int] | None = None, batch_size: int = 1,
                            channels_last: bool | None = None,
-                           head_dtype: torch.dtype | str | None = torch.float32) -> FastDetector:
+                           head_dtype: torch.dtype | str | None = torch.float32,
+                           uncertainty: bool = False) -> FastDetector:
     """A fast inference version of a D-FINE model (the model itself is not changed).
 
     Args:
@@ -151,6 +153,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
             ``dtype`` too (a "half head"). On an H100 a half head made D-FINE-L 27% faster at batch 32 in fp16 and
             compiled batch-1 latency 2.3 ms instead of 3.1 (docs/benchmarks-gpu.md); its detections agreed with
             float32 on the weights checked there, but check yours: ``dfine val --half --half-head``.
+        uncertainty: also return each box edge's spread (:meth:`DeployedDFine.set_uncertainty`), decided here
+            because compiling and capturing fix what the forward returns.
 
     Raises:
         DFineError: an unsupported combination (fp16 on a CPU, a CUDA graph without CUDA, ...).
@@ -178,6 +182,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
     if channels_last is None:
         channels_last = True
     deployed.to_channels_last(channels_last)
+    if uncertainty:  # (a deployed model given with its own setting keeps it otherwise)
+        deployed.set_uncertainty()
     if device.type == "cuda":
         # fixed shapes: let cuDNN benchmark its convolution algorithms once (a process-wide setting)
         torch.backends.cudnn.benchmark = True

@@ -27,8 +27,9 @@ from dfine.model.network import DFineNetwork
 from dfine.ops.boxes import inverse_sigmoid
 from dfine.ops.deform_attn import grid_sample_layout, sample_levels
 from dfine.ops.fdr import distance2bbox, weighting_function
+from dfine.ops.uncertainty import edge_uncertainty
 
-__all__ = ["DeployHead", "DetectionOutput"]
+__all__ = ["DeployHead", "DetectionOutput", "DetectionWithUncertainty"]
 
 # Invalid anchors get this logit instead of the dtype's maximum: finite in fp16 and bf16, and any value above ~20
 # gives the same sigmoid (1.0) and the same clamped inverse sigmoid, so the outputs do not change.
@@ -40,6 +41,14 @@ class DetectionOutput(NamedTuple):
 
     logits: Tensor  # (B, Q, C) class logits, sigmoid gives scores
     pred_boxes: Tensor  # (B, Q, 4) normalised (cx, cy, w, h)
+
+
+class DetectionWithUncertainty(NamedTuple):
+    """:class:`DetectionOutput` with the spread of each box edge, what a head with ``output_uncertainty`` returns."""
+
+    logits: Tensor  # (B, Q, C)
+    pred_boxes: Tensor  # (B, Q, 4) normalised (cx, cy, w, h)
+    edge_uncertainty: Tensor  # (B, Q, 4) σ of left, top, right, bottom (dfine.ops.uncertainty), normalised
 
 
 def _merged_linear(*layers: nn.Linear) -> nn.Linear:
@@ -114,7 +123,13 @@ class DeployHead(nn.Module):
         model: the training-form network (its modules are reused, not copied).
         spatial_shapes: ``((H_l, W_l), ...)`` of the levels at the export size; buffers are precomputed for them
             (other sizes still work in eager mode, computing the buffers on the fly).
+
+    Setting :attr:`output_uncertainty` makes the forward return :class:`DetectionWithUncertainty` (the same
+    detections plus ``edge_uncertainty``, computed from the final corner logits with the ``project`` buffer, so
+    still without host synchronisation); set it before ``torch.compile`` or a CUDA-graph capture.
     """
+
+    output_uncertainty: bool = False
 
     def __init__(self, model: DFineNetwork, spatial_shapes: tuple[tuple[int, int], ...]) -> None:
         super().__init__()
@@ -153,7 +168,7 @@ class DeployHead(nn.Module):
         logits = torch.where(valid, logits, torch.full_like(logits, _INVALID_ANCHOR_LOGIT))
         return logits, valid.to(dtype)
 
-    def forward(self, maps: list[Tensor]) -> DetectionOutput:
+    def forward(self, maps: list[Tensor]) -> DetectionOutput | DetectionWithUncertainty:
         """maps: one (B, d, H_l, W_l) map per level, finest first."""
         dtype = self.enc_score_head.weight.dtype
         shapes = tuple((int(m.shape[2]), int(m.shape[3])) for m in maps)
@@ -191,7 +206,8 @@ class DeployHead(nn.Module):
 
         return self._decode(selected, reference, values, scales)
 
-    def _decode(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]) -> DetectionOutput:
+    def _decode(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]
+                ) -> DetectionOutput | DetectionWithUncertainty:
         """The FDR decoder (D-FINE paper, section "Fine-grained Distribution Refinement"), collecting only the
         evaluated layer."""
         project = self.project.to(hidden.dtype)
@@ -214,4 +230,7 @@ class DeployHead(nn.Module):
             previous = hidden
         assert corners is not None
         logits = self.lqe(self.class_head(hidden), corners)
+        if self.output_uncertainty:
+            edges = edge_uncertainty(corners, fixed_reference, project, self.reg_scale)
+            return DetectionWithUncertainty(logits=logits, pred_boxes=boxes, edge_uncertainty=edges.to(boxes.dtype))
         return DetectionOutput(logits=logits, pred_boxes=boxes)
