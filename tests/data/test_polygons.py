@@ -123,6 +123,24 @@ def test_coco_mask_problems_stop_segmentation_only(tmp_path) -> None:
         spec.build("train", masks=True)
 
 
+def test_polygons_outside_their_image(tmp_path) -> None:
+    data, ann = _coco_yaml(tmp_path, [
+        _polygon_annotation(1, [4, 4, 30, 4, 30, 20, 4, 20]),
+        _polygon_annotation(2, [50, 30, 70, 30, 70, 40, 50, 40]),  # 6 px past the right edge: clipped
+        box_annotation(3, 1, [10, 30, 10, 10], segmentation=[[80, 60, 90, 60, 90, 70]]),  # beyond the image
+        box_annotation(4, 1, [30, 30, 10, 10], segmentation=[[30, 30, 35, 35, 40, 40]]),  # on a line: no area
+    ])
+    spec = resolve_dataset(data)
+    with pytest.raises(DatasetError) as info:
+        check_dataset(spec, ["train"], progress=False, masks=True)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{ann}: 2 x polygons that cover no pixel of their image")
+    assert "a.png object 3" in problem and "a.png object 4" in problem and "\n" not in problem
+    report = check_dataset(spec, ["train"], progress=False)
+    assert any("reaching outside their image" in w and "a.png object 2" in w for w in report.warnings)
+    assert any("cover no pixel" in w and "instance segmentation refuses these" in w for w in report.warnings)
+
+
 def test_yolo_seg_lines_and_their_problems(tmp_path) -> None:
     data = write_yolo(tmp_path, {
         "a": "0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n0 0.7 0.7 0.2 0.2\n",  # a polygon, then a box-only line

@@ -7,8 +7,10 @@ and images whose size does not match their annotations, are problems; images ann
 (EXIF) are handled and reported. Nothing on disk is ever modified.
 
 Instance masks (polygons, RLE) are checked when they will be used or when the data set has them: objects without a
-mask in a data set with masks, unreadable or degenerate polygons, and polygons that cross themselves. For
-segmentation (``masks=True``) the first two are problems; otherwise they are warnings, and a detector never looks.
+mask in a data set with masks (a box-only YOLO line among polygon lines), unreadable or degenerate polygons (fewer
+than three points, an odd number of coordinates, no pixel inside the image), polygons reaching outside their image,
+and polygons that cross themselves. For segmentation (``masks=True``) the first three are problems; otherwise they
+are warnings, and a detector never looks.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from dfine.data.images import (
     size_mismatch_message,
     use_exif_orientation,
 )
-from dfine.data.index import DetectionIndex, RepairLog
-from dfine.data.polygons import crosses_itself, polygon_parts
+from dfine.data.index import CLIP_TOLERANCE_PX, DetectionIndex, RepairLog
+from dfine.data.polygons import crosses_itself, outside_image, polygon_parts
 from dfine.data.resolve import DatasetSpec, SplitFiles, resolve_dataset
 from dfine.errors import DatasetError, InputFileError
 
@@ -148,7 +150,7 @@ def _check_masks(index: DetectionIndex, split: str, masks: bool | None, report: 
     if masks is False or (masks is None and not index.has_masks):
         return
     lines = index.mask_problems()
-    unreadable, crossing = RepairLog(), RepairLog()
+    unreadable, notes = RepairLog(), RepairLog()
     for record in index.records:
         for k, segmentation in enumerate(record.segmentations or []):
             if not isinstance(segmentation, list):
@@ -157,16 +159,22 @@ def _check_masks(index: DetectionIndex, split: str, masks: bool | None, report: 
             _, dropped = polygon_parts(segmentation)
             if dropped is not None:
                 unreadable.add(f"{dropped} (left out of the mask)", where)
+            outside = outside_image(segmentation, record.width, record.height, CLIP_TOLERANCE_PX)
+            if outside == "entirely" and not record.iscrowd[k]:
+                unreadable.add("polygons that cover no pixel of their image (outside it, or enclosing no area): an "
+                               "empty mask", where)
+            elif outside == "partly":
+                notes.add("polygons reaching outside their image (the mask is clipped to it)", where)
             if crosses_itself(segmentation):
-                crossing.add("polygons that cross themselves (filled by COCO's rule, which may not be the shape "
-                             "meant)", where)
+                notes.add("polygons that cross themselves (filled by COCO's rule, which may not be the shape meant)",
+                          where)
     lines += [f"{index.source}: {line}" for line in unreadable.lines()]
     if masks:
         problems.extend(lines)
     else:
         for line in lines:
             report.add_warning(f"{split}: {line} (instance segmentation refuses these)")
-    for line in crossing.lines():
+    for line in notes.lines():
         report.add_warning(f"{split}: {line}")
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "box_segmentation",
     "crosses_itself",
     "normalised_polygon",
+    "outside_image",
     "polygon_parts",
     "rasterize",
     "segmentation_area",
@@ -119,6 +120,34 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
 def segmentation_area(segmentation: Any, height: int, width: int) -> float:
     """Pixels covered by a segmentation on a (height, width) image: COCO's ``area`` of an annotation."""
     return float(rasterize(segmentation, height, width).sum())
+
+
+def outside_image(segmentation: Any, width: int, height: int, tolerance: float = 0.0) -> str | None:
+    """Whether a polygon segmentation leaves its ``width`` x ``height`` image: ``"entirely"`` (its mask is empty),
+    ``"partly"`` (some point lies more than ``tolerance`` pixels outside; the mask is clipped to the image) or None.
+    A polygon that encloses no area (all its points on a line) counts as entirely outside: its mask is empty too.
+    RLE masks have the image's size by construction (checked when parsed)."""
+    if not isinstance(segmentation, list):
+        return None
+    parts, _ = polygon_parts(segmentation)
+    if not parts:
+        return None
+    points = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
+    if all(_on_a_line(p) for p in points):
+        return "entirely"
+    stacked = np.concatenate(points)
+    x0, y0 = stacked.min(axis=0)
+    x1, y1 = stacked.max(axis=0)
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        return "entirely"
+    if max(-x0, -y0, x1 - width, y1 - height) > tolerance:
+        return "partly"
+    return None
+
+
+def _on_a_line(points: np.ndarray) -> bool:
+    # not the signed (shoelace) area, which is 0 for a symmetric bow tie that does cover pixels
+    return bool(np.linalg.matrix_rank(points - points[0], tol=1e-9) < 2)
 
 
 def crosses_itself(segmentation: Any) -> bool:
