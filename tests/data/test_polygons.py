@@ -213,6 +213,16 @@ def test_mosaic_and_mixup_carry_the_masks(seg_data) -> None:
         found = _mask_box(mask)
         assert (found[:2] >= box[:2] - 1).all() and (found[2:] <= box[2:] + 1).all()
         assert (found - box).abs().max() <= 0.35 * (box[2:] - box[:2]).max()
+    # rotated, each box is its mask's extent (the affine's box of a rotated box would be wider)
+    rotating = Mosaic(dataset.load_item, len(dataset), tile_size=48, degrees=10.0, translate=(0.1, 0.1),
+                      scale=(0.8, 1.2))
+    for i in range(4):
+        _, target = rotating(*dataset.load_item(i))
+        for mask, box in zip(target["masks"], target["boxes"], strict=True):
+            if mask.any():
+                assert torch.equal(_mask_box(mask), box.as_subclass(torch.Tensor))
+            else:
+                assert (box[2:] <= box[:2]).any()
     labels = [{"class_labels": torch.tensor([0]), "boxes": torch.rand(1, 4), "masks": torch.ones(1, 8, 8)},
               {"class_labels": torch.tensor([1, 2]), "boxes": torch.rand(2, 4), "masks": torch.zeros(2, 8, 8)}]
     _, merged = mixup(torch.rand(2, 3, 8, 8), labels, 0.5)

@@ -5,7 +5,8 @@ step. DEIM raises the count without changing the matching by putting more object
 
 * :class:`Mosaic` tiles the sample with three others drawn from the data set in a 2x2 grid (each resized so its
   shorter side is ``tile_size``), then applies one random affine transform (rotation, translation, scale) to the
-  whole mosaic and its boxes; the rest of the pipeline (photometric distortion, flip, resize) follows as usual.
+  whole mosaic and its boxes (with instance masks, each box becomes its transformed mask's extent); the rest of the
+  pipeline (photometric distortion, flip, resize) follows as usual.
   In the original (``engine/data/transforms/mosaic.py: Mosaic``) a mosaic sample skips zoom-out and IoU crop.
 * :func:`mixup` blends each image of a batch with its neighbour (ratio drawn from [0.45, 0.55]) and gives it
   both images' boxes (``engine/data/dataloader.py: BatchImageCollateFunction.apply_mixup``).
@@ -74,9 +75,13 @@ class Mosaic:
         merged = {**target, "labels": torch.cat(labels),
                   "boxes": tv_tensors.BoundingBoxes(torch.cat(boxes).reshape(-1, 4), format="XYXY",
                                                     canvas_size=(2 * cell_h, 2 * cell_w))}
-        if "masks" in target:  # instance masks: each tile's pasted where its image went, in the same object order
-            merged["masks"] = _mosaic_masks([tile_target["masks"] for _, tile_target in tiles], cell_h, cell_w)
-        return self.affine(tv_tensors.Image(canvas), merged)
+        if "masks" not in target:
+            return self.affine(tv_tensors.Image(canvas), merged)
+        # instance masks: each tile's pasted where its image went, in the same object order
+        merged["masks"] = _mosaic_masks([tile_target["masks"] for _, tile_target in tiles], cell_h, cell_w)
+        image, merged = self.affine(tv_tensors.Image(canvas), merged)
+        merged["boxes"] = _mask_boxes(merged["masks"], merged["boxes"])
+        return image, merged
 
 
 def _mosaic_masks(masks: list[Tensor], cell_h: int, cell_w: int) -> tv_tensors.Mask:
@@ -89,6 +94,20 @@ def _mosaic_masks(masks: list[Tensor], cell_h: int, cell_w: int) -> tv_tensors.M
             tile_masks
         first += len(tile_masks)
     return tv_tensors.Mask(canvas)
+
+
+def _mask_boxes(masks: Tensor, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.BoundingBoxes:
+    """Each object's box as its mask's extent (pixel edges), as D-FINE-seg recomputes a box from its transformed
+    polygon: the affine's box of a rotated box is wider than the object; an object whose mask left the canvas gets an
+    empty box, which the pipeline's ``SanitizeBoundingBoxes`` drops with its mask."""
+    from torchvision.ops import masks_to_boxes
+
+    binary = masks.as_subclass(Tensor).bool()
+    tight = torch.zeros((len(binary), 4), dtype=boxes.dtype)
+    present = binary.flatten(1).any(dim=1)
+    if present.any():
+        tight[present] = masks_to_boxes(binary[present]).to(boxes.dtype) + torch.tensor([0, 0, 1, 1], dtype=boxes.dtype)
+    return tv_tensors.wrap(tight, like=boxes)
 
 
 def mixup(pixel_values: Tensor, labels: list[dict[str, Any]], ratio: float) -> tuple[Tensor, list[dict[str, Any]]]:
