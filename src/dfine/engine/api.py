@@ -135,7 +135,7 @@ def train(
         task: ``"segment"`` trains instance segmentation (a ``DFineForInstanceSegmentation``; a detection checkpoint
             or preset gets a fresh mask branch; the data set needs a polygon or mask for every object), ``"detect"``
             boxes only; None (default): the model's own (:mod:`dfine.engine.task`). Segmentation runs report mask AP
-            beside box AP (``metrics["segm"]``).
+            beside box AP (``metrics["segm"]``) and keep the epoch of the best mask AP in ``best/``.
         **overrides: hyper-parameters (:class:`~dfine.engine.hparams.Hyperparameters` fields, e.g.
             ``stop_epoch=0``, ``warmup_iters=100``) or model config fields (e.g. ``num_queries=100``,
             ``num_denoising=0``).

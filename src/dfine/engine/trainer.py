@@ -333,13 +333,15 @@ class Trainer:
         # Ties count as a new best: with AP flat (often 0 early on small data sets) the latest weights have trained
         # longest, and keeping the first would make the stop epoch throw away every epoch since. best/ and
         # best_stage1.pt are written on the same condition, so they always hold the same epoch.
-        improved = result is not None and not math.isnan(result.AP) and result.AP >= s.best_metric
+        # a segmentation run is judged by its masks (COCO segm AP), a detection run by its boxes
+        ap = math.nan if result is None else result.segm.AP if result.segm is not None else result.AP
+        improved = result is not None and not math.isnan(ap) and ap >= s.best_metric
         if result is not None:  # early stopping counts strict gains: a flat AP is no progress
-            better = not math.isnan(result.AP) and result.AP > s.best_metric
+            better = not math.isnan(ap) and ap > s.best_metric
             s.stale_evals = 0 if better else s.stale_evals + 1
         if improved:
             assert result is not None
-            s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
+            s.best_metric, s.best_epoch, s.best_eval = float(ap), epoch, result.as_dict()
             self.best_result = result
             self.best_evaluator = self._last_evaluator
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
@@ -367,7 +369,8 @@ class Trainer:
                 plot_results(metrics_logger.path, self.output_dir / "results.png")
             except Exception as e:  # a plotting problem must never end a long training run
                 logger.warning("could not draw results.png: %s", e)
-        best = f" (best {format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
+        kind = "mask " if result is not None and result.segm is not None else ""
+        best = f" (best {kind}{format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
         mask = "" if result is None or result.segm is None else f", mask AP {format_ap(result.segm.AP)}"
         ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{mask}{best}"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
