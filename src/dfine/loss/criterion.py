@@ -99,6 +99,22 @@ class _Assignment(NamedTuple):
     masks: Tensor | None = None  # (M', h, w) the target masks of those pairs, at the logits' size
 
 
+def _gather_mask_rows(masks: Tensor, reads: Sequence[tuple[int, int, _Assignment]]) -> list[Tensor]:
+    """The mask logits of every (layer, row offset, assignment) read's mask pairs, in one indexing of ``masks``
+    (B, L, Q_tot, h, w): each separate slice or index of that stack would allocate and fill a gradient of its
+    whole size in the backward pass, which cost more than the mask losses themselves."""
+    batch, layer, query, counts = [], [], [], []
+    for index, offset, assignment in reads:
+        pairs = assignment.mask_pairs
+        assert pairs is not None
+        batch.append(assignment.batch_idx[pairs])
+        query.append(assignment.query_idx[pairs] + offset)
+        layer.append(torch.full_like(batch[-1], index))
+        counts.append(len(batch[-1]))
+    rows = masks[torch.cat(batch), torch.cat(layer), torch.cat(query)].float()
+    return list(rows.split(counts))
+
+
 class _Local(NamedTuple):
     """What the FGL/DDF terms of one branch share: computed once per forward call, passed around."""
 
@@ -252,11 +268,12 @@ class DFineCriterion(nn.Module):
         logits_n, boxes_n = logits[:, :, num_dn:], boxes[:, :, num_dn:]
         corners_n, refs_n = corners[:, :, num_dn:], refs[:, :, num_dn:]
         with_masks = masks is not None
-        # mask logits of layer i's matching queries (the layers have no pre entry: index i is decoder layer i)
-        masks_n = masks[:, :, num_dn:].float() if with_masks else None
+        # mask logits of layer i's matching queries for the matcher, which needs no gradient (the layers have no
+        # pre entry: index i is decoder layer i); the losses read their rows in one gather below
+        detached = masks.detach() if masks is not None else None
 
         def layer_masks(i: int) -> Tensor | None:
-            return masks_n[:, i] if masks_n is not None else None
+            return detached[:, i, num_dn:].float() if detached is not None else None
 
         # --- Matching: each output on its own, then the GO-LSD union. ---
         last = num_outputs - 1  # index of the final layer in the (pre, layer 0, ...) stacks
@@ -278,15 +295,22 @@ class DFineCriterion(nn.Module):
             balance=ddf_balance(len(go.batch_idx), batch_size * logits_n.shape[2], batch_size, self.ddf_batch_factor),
         )
 
+        own_final = _assign(match_final, targets, num_boxes, with_masks)
+        own_aux = [_assign(match, targets, num_boxes, with_masks) for match in match_aux]
+        dn = self._denoising_assignment(meta, targets, num_dn, num_boxes, with_masks)
+        mask_rows: list[Tensor | None] = [None] * (1 + num_aux + num_layers)
+        if masks is not None:
+            reads = [(corner, num_dn, own_final), *((i, num_dn, own_aux[i]) for i in range(num_aux))]
+            reads += [(i, 0, dn) for i in range(num_layers)] if dn is not None else []
+            mask_rows[:len(reads)] = _gather_mask_rows(masks, reads)
+
         losses: dict[str, Tensor] = {}
         teacher = (corners_n[:, corner], logits_n[:, last])
-        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, corner],
-                    _assign(match_final, targets, num_boxes, with_masks), go, local, teacher=None,
-                    masks=layer_masks(corner))
+        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, corner], own_final, go, local,
+                    teacher=None, mask_rows=mask_rows[0])
         for i in range(num_aux):
-            self._layer(losses, f"_aux_{i}", logits_n[:, i + 1], boxes_n[:, i + 1], corners_n[:, i],
-                        _assign(match_aux[i], targets, num_boxes, with_masks), go, local, teacher=teacher,
-                        masks=layer_masks(i))
+            self._layer(losses, f"_aux_{i}", logits_n[:, i + 1], boxes_n[:, i + 1], corners_n[:, i], own_aux[i], go,
+                        local, teacher=teacher, mask_rows=mask_rows[1 + i])
         for match in match_pre:
             self._layer(losses, "_pre", logits_n[:, 0], boxes_n[:, 0], None,
                         _assign(match, targets, num_boxes), go, local, teacher=None)
@@ -294,8 +318,8 @@ class DFineCriterion(nn.Module):
                     _assign(match_enc, targets, num_boxes), go, local, teacher=None)
 
         if meta is not None:
-            self._denoising(losses, meta, targets, logits, boxes, corners, refs, num_dn, num_boxes, local, project,
-                            reg_scale, None if masks is None else masks[:, :, :num_dn].float())
+            self._denoising(losses, dn, logits, boxes, corners, refs, num_dn, local, project, reg_scale, with_masks,
+                            mask_rows[1 + num_aux:])
         return {name: torch.nan_to_num(value, nan=0.0) for name, value in losses.items()}
 
     def _prepare_targets(self, targets: Sequence[Mapping[str, Tensor]], device: torch.device,
@@ -338,7 +362,7 @@ class DFineCriterion(nn.Module):
         local: _Local,
         teacher: tuple[Tensor, Tensor] | None,
         teacher_is_self: bool = False,
-        masks: Tensor | None = None,
+        mask_rows: Tensor | None = None,
     ) -> None:
         """Terms of one output: VFL and the mask terms on ``own``; bbox/giou, and fgl/ddf when it has corners, on
         ``shared``.
@@ -348,13 +372,12 @@ class DFineCriterion(nn.Module):
             own: the output's own matching (VFL); shared: GO union or denoising matching (boxes, local).
             teacher: (corners, logits) of the teacher layer for DDF, or None for no DDF term.
             teacher_is_self: this output IS the teacher: its DDF is 0 (the original's ``torch.equal`` case).
-            masks: (B, Q, h, w) mask logits, or None for no mask terms; ``own`` then carries the target masks.
+            mask_rows: (M', h, w) mask logits of ``own``'s mask pairs (:func:`_gather_mask_rows`), or None for no
+                mask terms; ``own`` then carries the target masks.
         """
         w = self.weight_dict
-        if masks is not None and own.masks is not None and own.mask_pairs is not None:
-            pairs = own.mask_pairs
-            bce, dice = cropped_mask_losses(masks[own.batch_idx[pairs], own.query_idx[pairs]], own.masks,
-                                            own.boxes[pairs])
+        if mask_rows is not None and own.masks is not None and own.mask_pairs is not None:
+            bce, dice = cropped_mask_losses(mask_rows, own.masks, own.boxes[own.mask_pairs])
             for name, value in zip(MASK_LOSS_NAMES, (bce, dice), strict=True):
                 if name in w:
                     self._add(losses, name, suffix, value)
@@ -387,38 +410,45 @@ class DFineCriterion(nn.Module):
                                                 iou, local.balance, self.ddf_temperature)
             self._add(losses, "loss_ddf", suffix, value)
 
+    @staticmethod
+    def _denoising_assignment(meta: Mapping[str, Any] | None, targets: list[dict], num_dn: int, num_boxes: float,
+                              with_masks: bool) -> _Assignment | None:
+        """The denoising rows' fixed matching (None without denoising rows)."""
+        if meta is None or num_dn == 0:
+            return None
+        num_groups = int(meta["dn_num_group"])
+        matching = denoising_matching(meta["dn_positive_idx"], num_groups, targets)
+        return _assign(matching, targets, max(num_boxes * num_groups, 1.0), with_masks=with_masks)
+
     def _denoising(
         self,
         losses: dict[str, Tensor],
-        meta: Mapping[str, Any],
-        targets: list[dict],
+        dn: _Assignment | None,
         logits: Tensor,
         boxes: Tensor,
         corners: Tensor,
         refs: Tensor,
         num_dn: int,
-        num_boxes: float,
         local: _Local,
         project: Tensor,
         reg_scale: Tensor,
-        masks: Tensor | None = None,
+        with_masks: bool,
+        mask_rows: Sequence[Tensor | None],
     ) -> None:
         """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (the original's ``dn_meta`` branch of
-        ``DFINECriterion.forward``); ``masks`` (B, L, num_dn, h, w): the denoising rows' mask logits, or None."""
+        ``DFINECriterion.forward``) with their matching ``dn`` (:meth:`_denoising_assignment`); ``mask_rows``: each
+        layer's mask logits of the matched denoising rows (None entries without masks)."""
         num_layers = corners.shape[1]
-        if num_dn == 0:
+        if dn is None:
             # Denoising meta without denoising rows (no image has a target): the terms exist, and are 0, so the set
             # of names does not change from batch to batch (the original computes them on empty tensors -> 0).
             zero = logits.sum() * 0
             pre_names = (*CLASSIFICATION_LOSSES, "loss_bbox", "loss_giou")  # the pre head has no corners
-            layer_names = _KNOWN if masks is not None else tuple(n for n in _KNOWN if n not in MASK_LOSS_NAMES)
+            layer_names = _KNOWN if with_masks else tuple(n for n in _KNOWN if n not in MASK_LOSS_NAMES)
             groups = [(f"_dn_{i}", layer_names) for i in range(num_layers)] + [("_dn_pre", pre_names)]
             for suffix, names in groups:
                 losses.update({name + suffix: zero for name in names if name in self.weight_dict})
             return
-        num_groups = int(meta["dn_num_group"])
-        matching = denoising_matching(meta["dn_positive_idx"], num_groups, targets)
-        dn = _assign(matching, targets, max(num_boxes * num_groups, 1.0), with_masks=masks is not None)
         logits_d, boxes_d = logits[:, :, :num_dn], boxes[:, :, :num_dn]
         corners_d, refs_d = corners[:, :, :num_dn], refs[:, :, :num_dn]
         last = num_layers
@@ -430,6 +460,5 @@ class DFineCriterion(nn.Module):
         teacher = (corners_d[:, last - 1], logits_d[:, last])
         for i in range(num_layers):
             self._layer(losses, f"_dn_{i}", logits_d[:, i + 1], boxes_d[:, i + 1], corners_d[:, i], dn, dn, local_dn,
-                        teacher=teacher, teacher_is_self=(i == num_layers - 1),
-                        masks=None if masks is None else masks[:, i])
+                        teacher=teacher, teacher_is_self=(i == num_layers - 1), mask_rows=mask_rows[i])
         self._layer(losses, "_dn_pre", logits_d[:, 0], boxes_d[:, 0], None, dn, dn, local_dn, teacher=None)

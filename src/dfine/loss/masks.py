@@ -129,9 +129,11 @@ def mask_match_costs(logits: Tensor, targets: Tensor, alpha: float, gamma: float
     prob = logits.float().flatten(2).sigmoid()  # (B, Q, HW)
     truth = targets.float().flatten(2)  # (B, T, HW)
     pixels = prob.shape[-1]
-    neg = (1 - alpha) * prob.pow(gamma) * -(1 - prob + _LOG_EPS).log()
-    pos = alpha * (1 - prob).pow(gamma) * -(prob + _LOG_EPS).log()
-    focal = (torch.bmm(pos - neg, truth.transpose(1, 2)) + neg.sum(-1, keepdim=True)) / pixels
+    # in place where it can: these (B, Q, HW) maps, several per layer, are most of a segmentation step's matching
+    rest = 1 - prob
+    neg = (rest + _LOG_EPS).log_().mul_(-(1 - alpha)).mul_(prob.pow(gamma))
+    pos = (prob + _LOG_EPS).log_().mul_(-alpha).mul_(rest.pow_(gamma))
+    focal = (torch.bmm(pos.sub_(neg), truth.transpose(1, 2)) + neg.sum(-1, keepdim=True)) / pixels
     overlap = torch.bmm(prob, truth.transpose(1, 2))
     dice = 1 - (2 * overlap + _EPS) / (prob.sum(-1)[:, :, None] + truth.sum(-1)[:, None, :] + _EPS)
     return focal, dice
