@@ -34,13 +34,13 @@ def measure(size: str, batch: int, image_size: int, workdir: Path) -> dict[str, 
     with torch.inference_mode():
         fast = ours.optimize_for_inference(dtype=torch.bfloat16, image_size=image_size)
         row["ours optimised"] = peak_activation_bytes(lambda: fast(pixels)) / 2**20
-        del fast
+        fast = None  # free it before the next model (a del would hide the name from the lambda above)
         half = pixels.to(torch.bfloat16)
         eager = DFineForObjectDetection(ours.config).eval()
         eager.load_state_dict(ours.state_dict())
         eager.to(torch.bfloat16)
         row["ours eager"] = peak_activation_bytes(lambda: eager(half)) / 2**20
-        del eager
+        eager = None
         try:
             import transformers
         except ImportError:

@@ -18,6 +18,8 @@ Usage::
     python benchmarks/train_quality.py --output runs/quality                     # everything (hours on 2 CPU cores)
     python benchmarks/train_quality.py --data neon-trees --starts scratch --runs ours-default,ours-linear,hf
     python benchmarks/train_quality.py --output runs/quality --table-only --markdown docs/training-defaults.md
+    dfine demo --output runs/demo   # then fine-tune from the demo's model instead of training one here:
+    python benchmarks/train_quality.py --starts finetune --checkpoint runs/demo/train/best
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="ours-<" + "|".join(OURS) + "> and/or hf (the plain loop at each --hf-lrs)")
     p.add_argument("--hf-lrs", default=",".join(f"{lr:g}" for lr in HF_LRS))
     p.add_argument("--budgets", default=None, help="epoch budgets for every data set (default: per data set)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the model to fine-tune from (a from_pretrained folder, e.g. `dfine demo`'s train/best); "
+                        "default: one this script trains on synthetic shapes once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table-only", action="store_true")
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             if not data_yaml.is_file():
                 data_yaml = real_data.build(data_name, args.output / "data" / data_name)
             for start_name in args.starts.split(","):
-                start: str | Path = "scratch" if start_name == "scratch" else checkpoint(args.output, args.seed)
+                start: str | Path = ("scratch" if start_name == "scratch"
+                                     else args.checkpoint or checkpoint(args.output, args.seed))
                 for run in args.runs.split(","):
                     if run == "hf":
                         for lr in (float(v) for v in args.hf_lrs.split(",")):

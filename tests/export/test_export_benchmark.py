@@ -118,7 +118,7 @@ def test_benchmark_help_describes_backend_and_batch_size(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--backend {torch,onnxruntime,tensorrt} what runs the model" in text
+    assert "--backend {torch,onnxruntime,openvino,tensorrt} what runs the model" in text
     assert "--batch-size BATCH_SIZE images per timed call" in text
 
 

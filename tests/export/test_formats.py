@@ -26,7 +26,7 @@ from dfine.export.formats import (
 PYPROJECT = Path(__file__).parents[2] / "pyproject.toml"
 
 # the package each format's runtime imports: without it, preparing to run the file is the missing-extra line
-RUNTIME_PACKAGE = {"onnx": "onnxruntime", "engine": "tensorrt"}
+RUNTIME_PACKAGE = {"onnx": "onnxruntime", "openvino": "openvino", "engine": "tensorrt"}
 
 
 def _choices(command: str, option: str) -> list[str]:
@@ -80,15 +80,15 @@ def test_the_command_line_offers_exactly_the_table(capsys) -> None:
 
 def test_a_suffix_not_in_the_table_is_one_line_naming_the_known_ones(tmp_path) -> None:
     assert known_suffixes() == ", ".join(s for row in FORMATS for s in row.suffixes)
-    (tmp_path / "m.xml").write_text("<not ours/>")
+    (tmp_path / "m.tflite").write_text("not ours")
     for call in (exported_format, open_exported):
         with pytest.raises(InputFileError) as error:
-            call(tmp_path / "m.xml")
+            call(tmp_path / "m.tflite")
         message = str(error.value)
-        assert message == f"{tmp_path / 'm.xml'}: not an exported model: its suffix is none of {known_suffixes()}"
+        assert message == f"{tmp_path / 'm.tflite'}: not an exported model: its suffix is none of {known_suffixes()}"
         assert "\n" not in message
-    with pytest.raises(ConfigError, match=r"unknown export format 'openvino': use onnx or engine$"):
-        format_named("openvino")
+    with pytest.raises(ConfigError, match=r"unknown export format 'tflite': use onnx, openvino or engine$"):
+        format_named("tflite")
     for model in ("model.pth", "runs/x/best", "ustc-community/dfine-small-coco", "dfine-n-coco", "m.onnx.json"):
         assert format_of(model) is None, model
 
@@ -112,13 +112,16 @@ def test_export_without_its_packages_says_what_to_install_before_loading(tmp_pat
     assert error_line().endswith(expected)
 
 
-def test_val_refuses_an_exported_file_at_once(tmp_path, error_line) -> None:
-    """dfine val evaluates PyTorch models: an exported file is named as such before the (here missing) data set is
-    read, instead of an "unknown checkpoint type" afterwards."""
+def test_val_refuses_an_exported_file_it_cannot_run_at_once(tmp_path, error_line) -> None:
+    """dfine val evaluates PyTorch models and the exported files dfine predict runs: another exported file is named
+    as such before the (here missing) data set is read, instead of an "unknown checkpoint type" afterwards."""
     for row in FORMATS:
+        if row.predicts:
+            continue
         model = tmp_path / f"m{row.suffix}"
         assert main(["val", "--model", str(model), "--data", str(tmp_path / "no-data")]) == 2
-        assert f"{model}: dfine val takes a PyTorch model, not {row.kind}" in error_line()
+        assert f"{model}: dfine val takes a PyTorch model or an exported file it can run, not {row.kind}" \
+            in error_line()
 
 
 def test_predict_refuses_a_format_it_does_not_run_before_any_work(tmp_path, error_line) -> None:

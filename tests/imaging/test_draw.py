@@ -171,3 +171,23 @@ def test_tracks_are_coloured_by_id_tagged_and_trailed():
     assert out.getpixel((100, 410)) == class_color(7)  # on the trail, below the box
     # without trails or tracks nothing breaks
     assert draw_tracks(image, np.zeros((0, 4)), [], [], [], ["person"]).size == image.size
+
+
+def test_masks_are_filled_translucently_in_the_class_colour_and_outlined():
+    image = Image.new("RGB", (120, 90), (100, 100, 100))
+    masks = np.zeros((2, 90, 120), dtype=bool)
+    masks[0, 20:60, 10:50] = True
+    masks[1, 30:70, 70:110] = True
+    out = np.asarray(draw_detections(image, [[5, 15, 55, 65], [65, 25, 115, 75]], [0, 1], [0.9, 0.2],
+                                     masks=masks, threshold=0.5, line_width=4))
+    color = np.array(class_color(0))
+    inside = out[40, 30].astype(int)
+    # inside: between the grey and the class colour
+    assert np.all(np.abs(inside - (0.55 * 100 + 0.45 * color)) <= 1)
+    # outline (line width 4: 2 pixels) in the class colour, just inside the mask's edge
+    assert np.array_equal(out[40, 10], color) and np.array_equal(out[40, 11], color)
+    assert not np.array_equal(out[40, 13], color)
+    # outside every mask and box, and under the mask below the threshold, the picture is unchanged
+    assert np.array_equal(out[85, 60], [100, 100, 100]) and np.array_equal(out[50, 90], [100, 100, 100])
+    with pytest.raises(ValueError, match="masks must be"):
+        draw_detections(image, [[0, 0, 5, 5]], [0], [0.9], masks=np.zeros((1, 10, 10), dtype=bool))

@@ -156,9 +156,13 @@ def test_nano_masks_need_pixel_values(nano_seg) -> None:
         nano_seg(None, inputs_embeds=embeds)
 
 
-def test_deploy_form_is_not_available_yet(nano_seg) -> None:
-    with pytest.raises(UnsupportedFeatureError, match="deploy form of a segmentation model"):
-        nano_seg.deploy()
+def test_deploy_form_gives_masks_and_the_fast_form_is_not_available_yet(nano_seg, pixels) -> None:
+    deployed = nano_seg.deploy(160)
+    with torch.no_grad():
+        got, expected = deployed(pixels), nano_seg(pixels)
+    torch.testing.assert_close(got.pred_masks, expected.pred_masks, atol=1e-4, rtol=0)
+    with pytest.raises(UnsupportedFeatureError, match="optimize_for_inference of a segmentation model"):
+        nano_seg.optimize_for_inference()
 
 
 def test_mask_logits_backward_skips_masks_without_gradient_and_changes_nothing() -> None:

@@ -42,6 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay a CUDA graph (torch backend, CUDA only)")
     p.add_argument("--eager", action="store_true",
                    help="time the training-form model as loaded instead of the deploy form (torch backend)")
+    p.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
+                   help="openvino backend: the inference precision (default: an .xml file's own; a model exported "
+                        "here: OpenVINO's default for this CPU, bf16 where it has AVX-512 BF16 or AMX)")
+    p.add_argument("--decoder-layers", type=int, default=None, metavar="K",
+                   help="time the model with only its first K decoder layers (torch backend, or a model exported "
+                        "here)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads, at least 1 (default: the library's choice)")
     p.add_argument("--iters", type=int, default=20, help="timed runs (default 20)")
@@ -92,7 +98,12 @@ def speed_hint(args: argparse.Namespace, device_type: str) -> str | None:
 def _exported_file(args: argparse.Namespace, runtime: ExportFormat, model: Any, workdir: Path,
                    size: tuple[int, int], batch: int) -> Path:
     """The file to time: a fresh (unchecked) export of the model in the backend's format."""
-    options = ExportOptions(half=args.half, batch_size=batch, check=False)
+    precision = None
+    if runtime.name == "openvino":  # unchecked, so the export would keep f32: what OpenVINO itself would pick
+        from dfine.runtime.openvino import default_precision
+
+        precision = args.precision or default_precision()
+    options = ExportOptions(half=args.half, batch_size=batch, check=False, precision=precision)
     return runtime.export(model, workdir / f"model{runtime.suffix}", size, options).path
 
 
@@ -135,12 +146,17 @@ def run(args: argparse.Namespace) -> int:
     half_precision(args)  # the checks val makes too
     if runtime is not None and (args.compile or args.cuda_graph or args.eager or args.bf16 or args.half_head):
         raise DFineError("--compile, --cuda-graph, --eager, --bf16 and --half-head apply to the torch backend only")
+    if args.precision is not None and args.backend != "openvino":
+        raise DFineError("--precision chooses OpenVINO's inference precision: it applies to --backend openvino only")
     exported_given = exported is not None
     if exported is not None and runtime is None:
         raise DFineError(f"{args.model}: the torch backend needs a model, not an exported file (use --backend "
                          f"{exported.backend})")
     if exported is not None and exported is not runtime:
         raise DFineError(f"{args.model}: {exported.kind} runs with --backend {exported.backend}, not {args.backend}")
+    if exported_given and args.decoder_layers is not None:
+        raise DFineError(f"{args.model}: --decoder-layers does not apply to an exported file: its decoder depth was "
+                         "chosen at export (dfine export --decoder-layers)")
     if exported_given and args.half:
         # it would be ignored, and the numbers read as fp16 ones; as dfine predict says for an exported file
         raise DFineError(f"{args.model}: --half does not apply to an exported file: its precision was chosen at "
@@ -165,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         from dfine.processing.input_size import model_input_size
 
         model = DFineForObjectDetection.from_pretrained(args.model)
+        if args.decoder_layers is not None:
+            model.set_decoder_layers(args.decoder_layers)
         if args.image_size is None:
             size = model_input_size(args.model)
         # before count_flops, whose top-k fails on too few positions
@@ -179,8 +197,9 @@ def run(args: argparse.Namespace) -> int:
             call, description = _torch_runner(args, model, device, size, batch)
         else:
             path = given if exported_given else _exported_file(args, runtime, model, Path(tmp), size, batch)
-            # the precision of a file exported here is --half's; the runtime reads a given file's where it can
-            precision = None if exported_given else "fp16" if args.half else "fp32"
+            # the precision of a file exported here is --half's (OpenVINO's: --precision's); the runtime reads a
+            # given file's where it can
+            precision = args.precision or (None if exported_given else "fp16" if args.half else "fp32")
             opened = runtime.open(path, prepared, args.threads, precision)
             runner: Any = opened.model.run
             graph = opened.model.batch, opened.model.image_size

@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Read a data set as dfine train does: parse and repair the annotations, verify every image, "
                     "then print the classes, the images and boxes per split and per class, the repairs (made in "
                     "memory only) and the problems. Exit status 0 when it can be trained on, 2 otherwise.")
-    p.add_argument("--data", required=True, help="data YAML or data set folder (COCO, Roboflow, YOLO or Pascal VOC layout)")
+    p.add_argument("--data", required=True,
+                   help="data YAML or data set folder (COCO, Roboflow, YOLO or Pascal VOC layout)")
     p.add_argument("--split", action="append", default=None, metavar="SPLIT",
                    help="a split to check (repeatable; default: every split the data set has)")
     p.add_argument("--decode", action="store_true",

@@ -151,7 +151,8 @@ class DFineConfig(JsonConfig):
         super().__init__(**kwargs)
         self.backbone_config: HGNetV2Config = _backbone_from(backbone)
         if id2label is None and label2id is not None:
-            id2label = {class_index("label2id values", i): name for name, i in mapping_field("label2id", label2id).items()}
+            id2label = {class_index("label2id values", i): name
+                        for name, i in mapping_field("label2id", label2id).items()}
         if id2label is not None:
             id2label = mapping_field("id2label", id2label)
             self.id2label = {class_index("id2label keys", k): str(v) for k, v in id2label.items()}
@@ -376,7 +377,8 @@ class DFineConfig(JsonConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> DFineConfig:
-        """A size preset such as ``"dfine-s-coco"`` or ``"dfine-x-obj365"`` (see :func:`dfine.config.presets.list_presets`)."""
+        """A size preset such as ``"dfine-s-coco"`` or ``"dfine-x-obj365"``
+        (see :func:`dfine.config.presets.list_presets`)."""
         from dfine.config.presets import preset_config
 
         return preset_config(name, **overrides)

@@ -1,4 +1,5 @@
-"""Data: COCO-JSON, YOLO-txt and Pascal VOC XML data sets, format resolution, the data set check, transforms and batching.
+"""Data: COCO-JSON, YOLO-txt and Pascal VOC XML data sets, format resolution, the data set check, transforms and
+batching.
 
 Typical training set-up::
 

@@ -6,8 +6,8 @@ SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize to (H, W) (stret
 SanitizeBoundingBoxes(min_size=1), float in [0, 1] (no mean/std). The first three are "strong" augmentations and
 stop at ``stop_epoch``. Eval: Resize + float.
 
-Every resize of an image (train and eval) is :class:`dfine.processing.processor.DFineImageProcessor`'s: PIL bilinear on the
-uint8 image, then /255. Validation scores are therefore those of inference, bit for bit (a tensor resize with
+Every resize of an image (train and eval) is :class:`dfine.processing.processor.DFineImageProcessor`'s: PIL bilinear
+on the uint8 image, then /255. Validation scores are therefore those of inference, bit for bit (a tensor resize with
 antialiasing differs by up to 1/255 per pixel, enough to move a published checkpoint's AP), and training sees the
 same resampling as the original, whose v2 pipeline runs on PIL images.
 
@@ -127,8 +127,8 @@ class TrainTransforms:
 
 
 class _InferenceResize:
-    """Stretch-resize a uint8 image exactly as :class:`~dfine.processing.processor.DFineImageProcessor` does (PIL bilinear,
-    then /255 to float32), and its boxes to match."""
+    """Stretch-resize a uint8 image exactly as :class:`~dfine.processing.processor.DFineImageProcessor` does (PIL
+    bilinear, then /255 to float32), and its boxes to match."""
 
     def __init__(self, size: tuple[int, int]) -> None:
         from dfine.processing.processor import DFineImageProcessor

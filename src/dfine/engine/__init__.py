@@ -2,7 +2,8 @@
 
 Entry points: :func:`train` and :func:`val` (also ``dfine.train`` / ``dfine.val``). The parts, for custom loops:
 
-- :mod:`~dfine.engine.hparams`: the per-size recipe scaled to the batch size and data set (:func:`resolve_hyperparameters`);
+- :mod:`~dfine.engine.hparams`: the per-size recipe scaled to the batch size and data set
+  (:func:`resolve_hyperparameters`);
 - :mod:`~dfine.engine.optim`: parameter groups, AdamW, the warm-up schedule;
 - :mod:`~dfine.engine.ema`: :class:`ModelEMA`;
 - :mod:`~dfine.engine.step`: one AMP/clipped/NaN-safe optimizer step; :mod:`~dfine.engine.trainer`: the epochs;

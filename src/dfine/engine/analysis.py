@@ -61,7 +61,8 @@ def confusion_matrix(ground_truth: Mapping[str, Any],
         keep = np.asarray(scores) >= score_threshold
         boxes, labels = np.asarray(boxes, dtype=np.float64)[keep].reshape(-1, 4), np.asarray(labels)[keep]
         real_boxes, real_labels = gt_boxes[~crowd], gt_labels[~crowd]
-        ious = iou_matrix(real_boxes, boxes) if len(real_boxes) and len(boxes) else np.zeros((len(real_boxes), len(boxes)))
+        ious = (iou_matrix(real_boxes, boxes) if len(real_boxes) and len(boxes)
+                else np.zeros((len(real_boxes), len(boxes))))
         matched_gt = np.zeros(len(real_boxes), dtype=bool)
         matched_det = np.zeros(len(boxes), dtype=bool)
         if ious.size:

@@ -13,6 +13,7 @@ the total over all processes, every rank loads its share, only rank 0 writes fil
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -257,6 +258,7 @@ def val(
     output: str | Path | None = None,
     score_threshold: float = 0.5,
     val_split: float = 0.0,
+    decoder_layers: int | None = None,
 ) -> EvalResult:
     """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference; for a
     segmentation model on a data set with masks, COCO mask metrics too (the result's ``segm``).
@@ -282,6 +284,8 @@ def val(
         score_threshold: the score from which a detection counts in the confusion matrix.
         val_split: for a data set without a validation split, the fraction of its training images that
             ``train(val_split=...)`` held out: ``split="val"`` evaluates those same images (0: none).
+        decoder_layers: evaluate with only the first K decoder layers (:mod:`dfine.model.depth`): what
+            ``dfine predict --decoder-layers K`` costs in accuracy (a given model is not changed).
 
     Returns:
         The :class:`~dfine.engine.evaluator.EvalResult` (``.AP``, ``.table()``, ``.as_dict()``; ``result["AP"]``
@@ -316,6 +320,11 @@ def val(
         check_output_outside_images(Path(output).expanduser(), spec)
     check_dataset(spec, [split], progress=progress)
     net = model if isinstance(model, nn.Module) else load_model(model)
+    if decoder_layers is not None:
+        from dfine.model.depth import set_decoder_layers
+
+        # a caller's model keeps its own depth
+        net = set_decoder_layers(copy.deepcopy(net) if net is model else net, decoder_layers)
     if getattr(net.config, "use_mask_head", False):
         if spec.index(split).has_masks:  # masks are scored: every object needs a usable one
             spec.index(split).raise_if_mask_issues()

@@ -57,6 +57,7 @@ from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
 from dfine.engine.optim import current_lrs
 from dfine.engine.profiling import WORKER_PHASE, PhaseTimer, breakdown_table, save_profile, timed_batches
+from dfine.engine.results_plot import ResultsPlot
 from dfine.engine.schedule import LRSchedule
 from dfine.engine.step import StepOutcome, train_step
 from dfine.engine.train_state import Diverged, TrainState, clone_state
@@ -128,6 +129,7 @@ class Trainer:
     _last_evaluator: CocoEvaluator | None = field(default=None, repr=False)
     best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
     _timer: PhaseTimer | None = field(default=None, repr=False)
+    _results_plot: ResultsPlot | None = field(default=None, repr=False)
     # W&B / MLflow / TensorBoard extras (dfine.engine.experiment_loggers.session sets it around fit); empty: no-op
     experiment: ExperimentLog = field(default_factory=ExperimentLog, repr=False)
 
@@ -363,12 +365,9 @@ class Trainer:
             )
             self.experiment.log_epoch(record)
             ckpt.save_checkpoint(self.paths["last"], state)
-            try:
-                from dfine.engine.plots import plot_results
-
-                plot_results(metrics_logger.path, self.output_dir / "results.png")
-            except Exception as e:  # a plotting problem must never end a long training run
-                logger.warning("could not draw results.png: %s", e)
+            if self._results_plot is None:
+                self._results_plot = ResultsPlot(metrics_logger.path, self.output_dir / "results.png")
+            self._results_plot.update()  # not after every short epoch: drawing takes seconds (results_plot.py)
         kind = "mask " if result is not None and result.segm is not None else ""
         best = f" (best {kind}{format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
         mask = "" if result is None or result.segm is None else f", mask AP {format_ap(result.segm.AP)}"
@@ -459,6 +458,8 @@ class Trainer:
 
     def _finish(self) -> None:
         best = self.paths["best"]
+        if self._results_plot is not None:  # rank 0's: the epochs since its last drawing
+            self._results_plot.flush()
         # before a missing best/ is filled with the final EMA below, which is not the best epoch's weights
         if self.best_result is None and self.state.best_epoch >= 0 and self.val_loader is not None:
             reevaluate_best(self)

@@ -1,13 +1,13 @@
-"""What ``dfine info`` prints about an exported file, read without PyTorch: an ``.onnx`` graph's inputs, outputs,
-opset and the metadata :func:`dfine.export.onnx.onnx_metadata` writes; and the class-name lines it shares with
-the description of a model."""
+"""What ``dfine info`` prints about an exported file, read without PyTorch: an ``.onnx`` graph's or an OpenVINO
+IR's inputs, outputs and the metadata :func:`dfine.export.onnx.onnx_metadata` writes (and :mod:`dfine.export.openvino`
+carries into the IR); and the class-name lines it shares with the description of a model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-__all__ = ["class_lines", "describe_onnx"]
+__all__ = ["class_lines", "describe_onnx", "describe_openvino"]
 
 
 def class_lines(names: list[str]) -> list[str]:
@@ -50,12 +50,21 @@ def describe_onnx(path: Path) -> list[str]:
              f"file size:   {path.stat().st_size / 2**20:.1f} MiB"]
     lines += [f"input:       {v.name}: {_shape(v)}" for v in proto.graph.input]
     lines += [f"output:      {v.name}: {_shape(v)}" for v in proto.graph.output]
+    return lines + _metadata_lines(path, meta)
+
+
+def _metadata_lines(path: Path, meta: dict[str, str]) -> list[str]:
+    """The lines of the dfine metadata of an exported file (ONNX metadata_props or the IR's rt_info)."""
+    from dfine.errors import InputFileError
+
     if "dfine_version" not in meta:
-        lines.append("metadata:    none from dfine export (not a dfine export?)")
-        return lines
-    lines.append(f"precision:   {meta.get('precision', 'fp32')}, batch "
-                 f"{'dynamic' if meta.get('dynamic_batch') == 'true' else 'fixed'}, top {meta.get('top_k', '?')} "
-                 f"detections, exported by dfine {meta['dfine_version']}")
+        return ["metadata:    none from dfine export (not a dfine export?)"]
+    batch = "dynamic" if meta.get("dynamic_batch") == "true" else "fixed"
+    exported = f"top {meta.get('top_k', '?')} detections, exported by dfine {meta['dfine_version']}"
+    lines = [f"precision:   {meta.get('precision', 'fp32')}, batch {batch}, {exported}"]
+    if "decoder_layers" in meta:
+        run, _, total = meta["decoder_layers"].partition("/")
+        lines.append(f"decoder:     {run} of {total or '?'} layers run")
     if "preprocessing" in meta:
         lines.append(f"images:      {meta['preprocessing']}")
     try:
@@ -66,3 +75,23 @@ def describe_onnx(path: Path) -> list[str]:
         raise InputFileError(path, f"its class_names metadata is not a JSON list of names: "
                                    f"{meta['class_names'][:60]!r}")
     return lines + class_lines([str(name) for name in names])
+
+
+def describe_openvino(path: Path) -> list[str]:
+    """The lines ``dfine info`` prints for an OpenVINO IR: inputs and outputs with shapes, the files' sizes, the
+    precision the export chose, and the dfine metadata."""
+    from dfine.runtime.openvino import ir_metadata, read_ir, supported_precisions
+
+    model = read_ir(path)
+    meta = ir_metadata(model)
+    weights = path.with_suffix(".bin")
+    sizes = f".xml {path.stat().st_size / 2**20:.1f} MiB + .bin {weights.stat().st_size / 2**20:.1f} MiB"
+    lines = [f"model:       {path}", f"format:      OpenVINO IR ({sizes})"]
+    lines += [f"input:       {port.get_any_name()}: {port.get_element_type().get_type_name()} "
+              f"{port.get_partial_shape()}" for port in model.inputs]
+    lines += [f"output:      {port.get_any_name()}: {port.get_element_type().get_type_name()} "
+              f"{port.get_partial_shape()}" for port in model.outputs]
+    if "inference_precision" in meta:
+        lines.append(f"runs in:     {meta['inference_precision']} (OpenVINO INFERENCE_PRECISION_HINT; this CPU runs "
+                     f"{', '.join(supported_precisions())})")
+    return lines + _metadata_lines(path, meta)

@@ -4,12 +4,12 @@ One :class:`ExportFormat` row per format says what ``dfine export --format NAME`
 output check made before the model loads), what runs the file for ``dfine predict`` / ``benchmark``
 (``--backend``, the loader), how ``dfine info`` describes it, and what to install when it is missing. The CLI's
 ``--format`` and ``--backend`` choices, the suffix detection of ``--model`` and the error messages naming the known
-formats all come from :data:`FORMATS`. Adding a format (OpenVINO: an ``.xml`` beside its ``.bin``, run by
-OpenVINO's runtime) is one row here and one module doing its work.
+formats all come from :data:`FORMATS`. Adding a format is one row here and one module doing its work (OpenVINO:
+:mod:`dfine.export.openvino` and :mod:`dfine.runtime.openvino`).
 
 This module imports neither PyTorch nor any runtime: the rows' functions import their module when called, so the
-command line builds its options cheaply and an ``.onnx`` file still opens where PyTorch is not installed
-(:mod:`dfine.runtime.onnx`).
+command line builds its options cheaply and an ``.onnx`` or OpenVINO ``.xml`` file still opens where PyTorch is not
+installed (:mod:`dfine.runtime.onnx`, :mod:`dfine.runtime.openvino`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from dfine.errors import ConfigError, DFineError, InputFileError
 
 __all__ = ["FORMATS", "ExportFormat", "ExportOptions", "Opened", "Written", "backend_format", "exported_format",
-           "format_named", "format_of", "known_suffixes", "open_exported", "refuse_exported"]
+           "format_named", "format_of", "known_suffixes", "open_exported", "require_packages"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class ExportOptions:
     max_batch: int = 32
     check: bool = True
     processor: Any = None  # the model's DFineImageProcessor, carried into the graph (None: the checkpoints')
+    precision: str | None = None  # OpenVINO's inference precision, f32 / bf16 / f16 (None: the fastest verified)
+    threads: int | None = None  # CPU threads of the runtimes that check or time the export (None: their choice)
+    int8: Any = None  # an Int8Options (dfine.export.int8): quantize, calibrated on a data set (None: float)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _installed(package: str) -> bool:
         return False
 
 
-def _require(packages: Sequence[str], task: str, install: str) -> None:
+def require_packages(packages: Sequence[str], task: str, install: str) -> None:
     """A one-line DFineError naming the packages ``task`` needs that are not installed, and how to install them."""
     missing = [name for name in packages if not _installed(name)]
     if missing:
@@ -113,7 +116,7 @@ _ONNX_INSTALL = 'pip install "dfine[onnx]"'
 
 
 def _onnx_require_export() -> None:
-    _require(("onnx", "onnxscript"), "exporting to ONNX", _ONNX_INSTALL)
+    require_packages(("onnx", "onnxscript"), "exporting to ONNX", _ONNX_INSTALL)
 
 
 def _onnx_check_output(output: Path) -> None:
@@ -125,6 +128,14 @@ def _onnx_check_output(output: Path) -> None:
 def _onnx_export(model: Any, output: Path, size: tuple[int, int], options: ExportOptions) -> Written:
     from dfine.export.onnx import export_onnx
 
+    if options.int8 is not None:
+        from dfine.export.int8 import export_onnx_int8
+
+        result = export_onnx_int8(model, output, size, options.int8, batch_size=options.batch_size,
+                                  dynamic_batch=options.dynamic_batch, processor=options.processor,
+                                  threads=options.threads)
+        return Written(result.path, result.summary())
+
     result = export_onnx(model, output, size, dynamic_batch=options.dynamic_batch, half=options.half,
                          batch_size=options.batch_size, check=options.check, processor=options.processor)
     return Written(result.path, result.summary())
@@ -134,7 +145,7 @@ def _onnx_prepare(device: str) -> Any:
     from dfine.runtime.onnx import providers_for_device
 
     providers = providers_for_device(device)  # ONNX Runtime would otherwise run wherever it can, whatever --device
-    _require(("onnxruntime",), "running an .onnx file", f"{_ONNX_INSTALL} (or onnxruntime-gpu)")
+    require_packages(("onnxruntime",), "running an .onnx file", f"{_ONNX_INSTALL} (or onnxruntime-gpu)")
     return providers
 
 
@@ -153,8 +164,63 @@ def _onnx_open(path: Path, providers: Any, threads: int | None = None, precision
 def _onnx_describe(path: Path) -> list[str]:
     from dfine.export.describe import describe_onnx
 
-    _require(("onnx",), "describing an .onnx file", _ONNX_INSTALL)
+    require_packages(("onnx",), "describing an .onnx file", _ONNX_INSTALL)
     return describe_onnx(path)
+
+
+# -------------------------------------------------------------------------------------------------------- OpenVINO
+_OPENVINO_INSTALL = 'pip install "dfine[openvino]"'
+
+
+def _openvino_require_export() -> None:
+    # first: the rest of [onnx] may be there
+    require_packages(("openvino",), "exporting to OpenVINO", _OPENVINO_INSTALL)
+    _onnx_require_export()  # the IR is converted from the ONNX export
+
+
+def _openvino_check_output(output: Path) -> None:
+    from dfine.export.openvino import check_openvino_output
+
+    check_openvino_output(output)
+
+
+def _openvino_export(model: Any, output: Path, size: tuple[int, int], options: ExportOptions) -> Written:
+    if options.int8 is not None:
+        from dfine.export.int8 import export_openvino_int8
+
+        result = export_openvino_int8(model, output, size, options.int8, precision=options.precision,
+                                      batch_size=options.batch_size, dynamic_batch=options.dynamic_batch,
+                                      processor=options.processor, threads=options.threads)
+        return Written(result.path, result.summary())
+    from dfine.export.openvino import export_openvino
+
+    result = export_openvino(model, output, size, precision=options.precision, dynamic_batch=options.dynamic_batch,
+                             batch_size=options.batch_size, check=options.check, processor=options.processor,
+                             threads=options.threads)
+    return Written(result.path, result.summary())
+
+
+def _openvino_prepare(device: str) -> str:
+    from dfine.runtime.openvino import openvino_device
+
+    openvino_device(device)  # the CPU only: another --device is refused before any work
+    require_packages(("openvino",), "running an OpenVINO IR", _OPENVINO_INSTALL)
+    return device
+
+
+def _openvino_open(path: Path, device: str, threads: int | None = None, precision: str | None = None) -> Opened:
+    from dfine.runtime.openvino import PRECISIONS, OpenVinoDetector
+
+    # the IR records the precision its export verified; an OpenVINO precision name asks for another
+    detector = OpenVinoDetector(path, device, threads, precision if precision in PRECISIONS else None)
+    return Opened(detector, detector.description, "cpu", None)
+
+
+def _openvino_describe(path: Path) -> list[str]:
+    from dfine.export.describe import describe_openvino
+
+    require_packages(("openvino",), "describing an OpenVINO IR", _OPENVINO_INSTALL)
+    return describe_openvino(path)
 
 
 # -------------------------------------------------------------------------------------------------------- TensorRT
@@ -202,6 +268,13 @@ FORMATS: tuple[ExportFormat, ...] = (
         built_from="the model it was exported from", extra="onnx", install=_ONNX_INSTALL, needs_gpu=False,
         predicts=True, require_export=_onnx_require_export, check_output=_onnx_check_output, export=_onnx_export,
         prepare=_onnx_prepare, open=_onnx_open, describe=_onnx_describe),
+    ExportFormat(
+        name="openvino", backend="openvino", kind="an OpenVINO IR", suffixes=(".xml",),
+        help="OpenVINO IR, .xml + .bin; fastest on Intel and AMD CPUs",
+        python_api="dfine.runtime.openvino.OpenVinoDetector", built_from="the model it was exported from",
+        extra="openvino", install=_OPENVINO_INSTALL, needs_gpu=False, predicts=True,
+        require_export=_openvino_require_export, check_output=_openvino_check_output, export=_openvino_export,
+        prepare=_openvino_prepare, open=_openvino_open, describe=_openvino_describe),
     ExportFormat(
         name="engine", backend="tensorrt", kind="a TensorRT engine", suffixes=(".engine",),
         help="TensorRT, needs TensorRT and CUDA", python_api="dfine.export.tensorrt.TensorRTRunner",
@@ -256,11 +329,3 @@ def open_exported(path: str | Path, device: str = "auto", threads: int | None = 
     row = exported_format(path)
     return row.open(Path(path), row.prepare(device), threads, None)
 
-
-def refuse_exported(model: str | Path, command: str) -> None:
-    """For a command that takes PyTorch models only (``dfine val``): a one-line InputFileError when ``model`` is an
-    exported file, instead of the checkpoint reader's "unknown checkpoint type" after the data was read."""
-    row = format_of(model)
-    if row is not None:
-        raise InputFileError(model, f"{command} takes a PyTorch model, not {row.kind}: pass the model it was "
-                                    "exported from")

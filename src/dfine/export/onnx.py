@@ -8,9 +8,12 @@ LayerNormalization and GridSample as single ops, no ceil-mode pooling anywhere):
   ``orig_target_sizes`` int64 (B, 2) as **(width, height)** — the original D-FINE tools' order, see
   :mod:`dfine.export.postprocess`;
 * outputs ``labels`` int64 (B, K), ``boxes`` float32 (B, K, 4) absolute (x1, y1, x2, y2) in pixels of
-  ``orig_target_sizes``, ``scores`` float32 (B, K), sorted by score; K = the number of queries (300);
+  ``orig_target_sizes``, ``scores`` float32 (B, K), sorted by score; K = the number of queries (300); a
+  segmentation model adds ``masks`` float32 (B, K, H/4, W/4), each instance's mask probabilities
+  (:mod:`dfine.export.segmentation`);
 * metadata (``metadata_props``): ``class_names`` (JSON list), ``image_size`` ("H,W"), ``orig_target_sizes``
-  ("width,height"), ``precision`` ("fp32"/"fp16"), ``dynamic_batch``, ``top_k``, ``dfine_version``.
+  ("width,height"), ``precision`` ("fp32"/"fp16"; "int8" from :mod:`dfine.export.int8`), ``dynamic_batch``,
+  ``top_k``, ``decoder_layers`` ("run/in the model", :mod:`dfine.model.depth`), ``dfine_version``.
 
 With ``half=True`` the backbone and encoder run in fp16 inside the graph; the head (query selection, decoder,
 post-processing) stays fp32 and the inputs and outputs keep their types, so callers do not change.
@@ -38,6 +41,7 @@ from dfine.export.postprocess import TARGET_SIZE_ORDER, DeployWithPostprocess
 from dfine.export.preprocess import InputAffine, check_exportable, graph_processor, input_affine
 from dfine.export.verify import Detections, MatchReport, check_images, match_detections, top_detections
 from dfine.model.deploy.deployed import deploy
+from dfine.model.depth import decoder_layers_run
 from dfine.model.detection import DFineForObjectDetection
 from dfine.runtime.onnx import RESAMPLE_NAMES
 
@@ -92,6 +96,7 @@ def onnx_metadata(model: DFineForObjectDetection, image_size: tuple[int, int], h
         "precision": "fp16" if half else "fp32",
         "dynamic_batch": str(bool(dynamic_batch)).lower(),
         "top_k": str(top_k),
+        "decoder_layers": f"{decoder_layers_run(model)}/{model.config.decoder_layers}",  # run / in the model
         "dfine_version": __version__,
     }
 
@@ -138,7 +143,7 @@ def _exporter_message(error: BaseException) -> str:
 
 
 def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
-                  dynamic_batch: bool, metadata: dict[str, str]) -> None:
+                  dynamic_batch: bool, metadata: dict[str, str], output_names: Sequence[str] = OUTPUT_NAMES) -> None:
     import onnx
 
     dynamic_shapes = None
@@ -148,7 +153,8 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
     with _quiet_exporter(), torch.no_grad():
         try:
             program = torch.onnx.export(module, example, dynamo=True, opset_version=OPSET, input_names=INPUT_NAMES,
-                                        output_names=OUTPUT_NAMES, dynamic_shapes=dynamic_shapes, verbose=False)
+                                        output_names=list(output_names), dynamic_shapes=dynamic_shapes,
+                                        verbose=False)
         except Exception as error:  # the exporter's own failures: report them in one line
             raise DFineError(f"ONNX export failed in torch.onnx.export ({_exporter_message(error)})") from error
     proto = program.model_proto
@@ -169,15 +175,18 @@ def _export_graph(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Te
 def _label_nodes(proto: object) -> None:
     """Prefix every node name with the part of the model it belongs to and drop the exporter's node metadata.
 
-    ``body/...`` (backbone, encoder), ``head/...`` (query selection, decoder) and ``post/...`` (post-processing):
-    the TensorRT builder keeps ``head/`` and ``post/`` layers in fp32 in an fp16 engine (see
-    :mod:`dfine.export.tensorrt`). The exporter's per-node metadata (Python stack traces with local paths, FX
-    dumps) would otherwise make up a good part of the file.
+    ``body/...`` (backbone, encoder), ``head/...`` (query selection, decoder) and ``post/...`` (post-processing),
+    then the innermost module of the part that made the node (``head/layers.0.mlp.layers.1/node_linear_19``; ``-``
+    for the part's own code, such as box decoding): the TensorRT builder keeps ``head/`` and ``post/`` layers in
+    fp32 in an fp16 engine (see :mod:`dfine.export.tensorrt`), and INT8 quantization (:mod:`dfine.export.int8`)
+    tells the decoder's projections from its box and score heads by the module. The exporter's per-node metadata
+    (Python stack traces with local paths, FX dumps) would otherwise make up a good part of the file.
     """
     for node in proto.graph.node:  # type: ignore[attr-defined]
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
         part = "body" if "'model.body'" in scopes else "head" if "'model.head'" in scopes else "post"
-        node.name = f"{part}/{node.name}"
+        inner = re.findall(rf"'model\.{part}\.([^']+)'", scopes) if part != "post" else []
+        node.name = f"{part}/{inner[-1] if inner else '-'}/{node.name}"
         del node.metadata_props[:]
 
 
@@ -250,7 +259,8 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     processor.size = {"height": image_size[0], "width": image_size[1]}
     graph_input = graph_processor(processor, image_size)(pictures)["pixel_values"]
     sizes_wh = np.array(originals, dtype=np.int64)
-    labels, boxes, scores = (np.asarray(a) for a in run(graph_input.numpy(), sizes_wh))
+    graph_outputs = [np.asarray(a) for a in run(graph_input.numpy(), sizes_wh)]
+    labels, boxes, scores = graph_outputs[:3]
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise DFineError(f"{backend} check failed: the exported model gives non-finite scores or boxes")
 
@@ -277,6 +287,13 @@ def compare_with_torch(model: DFineForObjectDetection, run: RunFn, image_size: t
     if report.fraction < required:
         raise DFineError(f"{backend} check failed: {report.summary()} within score {score_tol:g} / box {box_tol:g} "
                          f"of PyTorch (need {required:.0%}); worst: {report.worst}")
+    if len(graph_outputs) > 3:  # a segmentation model's masks, instance by instance
+        from dfine.export.segmentation import check_masks
+
+        report.mask_diff = check_masks(
+            outputs.logits.float().cpu().numpy(), outputs.pred_boxes.float().cpu().numpy(),
+            outputs.pred_masks.float().cpu().numpy(), labels, boxes / scale[:, None, :], scores, graph_outputs[3],
+            half, backend, score_tol=score_tol, box_tol=box_tol)
     return report
 
 
@@ -343,18 +360,42 @@ def write_checked_onnx(model: DFineForObjectDetection, tmp: Path, path: Path, si
     # deploy() copies the model and sets eval mode itself, so only the dtype needs a copy here: a float32 source
     # keeps the folded weights in float32 whatever the model's dtype
     source = _float32(model, eval_mode=False)
-    deployed = deploy(source, size).cpu().use_max_pool_op()
+    segment = bool(model.config.use_mask_head)
+    deployed = _deployed(source, size, segment).cpu().use_max_pool_op()
     if half:
         deployed.set_precision(torch.float16, head_dtype=torch.float32)
     affine = input_affine(processor) if processor is not None else None
-    wrapper = DeployWithPostprocess(deployed, k, InputAffine(*affine) if affine else None).eval()
+    transform = InputAffine(*affine) if affine else None
+    wrapper = (_with_masks(deployed, k, transform) if segment else DeployWithPostprocess(deployed, k, transform)).eval()
     example_batch = max(2, batch_size) if dynamic_batch else batch_size
     example = (torch.rand(example_batch, 3, *size), torch.tensor([[size[1], size[0]]] * example_batch))
     logger.info("exporting %s (%s, opset %d, %dx%d, batch %s)", path, "fp16" if half else "fp32", OPSET, *size,
                 "dynamic" if dynamic_batch else batch_size)
-    _export_graph(wrapper, example, tmp, dynamic_batch, onnx_metadata(model, size, half, dynamic_batch, k, processor))
+    metadata = onnx_metadata(model, size, half, dynamic_batch, k, processor)
+    outputs = OUTPUT_NAMES
+    if segment:
+        from dfine.export.segmentation import MASK_OUTPUT
+
+        metadata["task"] = "segment"
+        outputs = [*OUTPUT_NAMES, MASK_OUTPUT]
+    _export_graph(wrapper, example, tmp, dynamic_batch, metadata, outputs)
     if not check:
         return None
     _check_graph(tmp, path)
     batch = 2 if dynamic_batch else batch_size
     return compare_with_torch(model, ort_runner(tmp), size, batch, half, "ONNX Runtime", processor)
+
+
+def _deployed(model: DFineForObjectDetection, size: tuple[int, int], segment: bool) -> torch.nn.Module:
+    """The deploy form: a segmentation model's keeps its mask branch (:mod:`dfine.model.deploy.masks`)."""
+    if not segment:
+        return deploy(model, size)
+    from dfine.model.deploy.masks import deploy_segmentation
+
+    return deploy_segmentation(model, size)
+
+
+def _with_masks(deployed: torch.nn.Module, k: int, transform: torch.nn.Module | None) -> torch.nn.Module:
+    from dfine.export.segmentation import DeployWithMasks
+
+    return DeployWithMasks(deployed, k, transform)

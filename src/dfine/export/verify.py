@@ -37,6 +37,7 @@ class MatchReport:
     max_box_diff: float  # over matched detections, in box units
     worst: str  # a description of the worst unmatched detection ("" when all matched)
     excused: int = 0  # unmatched, but scored at the candidate's top-k boundary (a tie, not an error)
+    mask_diff: float | None = None  # a segmentation model's largest mask probability difference, when compared
 
     @property
     def fraction(self) -> float:
@@ -44,8 +45,9 @@ class MatchReport:
 
     def summary(self) -> str:
         excused = f" ({self.excused} boundary ties excused)" if self.excused else ""
+        masks = f", max mask diff {self.mask_diff:.2e}" if self.mask_diff is not None else ""
         return (f"{self.matched}/{self.checked} matched{excused}, max score diff {self.max_score_diff:.2e}, "
-                f"max box diff {self.max_box_diff:.2e}")
+                f"max box diff {self.max_box_diff:.2e}{masks}")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -67,7 +67,8 @@ def _shortened(name: str, limit: int = 120) -> str:
 
 
 def _is_picture_name(name: str) -> bool:
-    """Whether ``name`` ends in an image or video extension (imported here: dfine.imaging.decode imports this module)."""
+    """Whether ``name`` ends in an image or video extension (imported here: dfine.imaging.decode imports this
+    module)."""
     from dfine.imaging.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS

@@ -108,6 +108,48 @@ def _with_bands(canvas: Image.Image, boxes: np.ndarray, edges: np.ndarray, color
     return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
 
 
+# How much of the class colour a mask's pixels take: the picture stays readable under it.
+_MASK_OPACITY = 0.45
+
+
+def _shrunk(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without its boundary pixels (those with a 4-neighbour outside it; beyond the array is outside)."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    inner[0], inner[-1], inner[:, 0], inner[:, -1] = False, False, False, False
+    return inner
+
+
+def _with_masks(canvas: Image.Image, masks: Any, colors: np.ndarray, order: np.ndarray, shown: np.ndarray,
+                outline: int) -> Image.Image:
+    """``canvas`` with each ``shown`` instance mask (K, H, W) filled translucently in its colour and outlined
+    ``outline`` pixels wide, in ``order`` (later ones on top)."""
+    array = tensor_to_numpy(masks) if is_tensor(masks) else np.asarray(masks)
+    width, height = canvas.size
+    if array.ndim != 3 or array.shape[0] != len(colors) or array.shape[1:] != (height, width):
+        raise ValueError(f"masks must be ({len(colors)}, {height}, {width}) for {len(colors)} detections on a "
+                         f"{width}x{height} picture, got shape {array.shape}")
+    pixels = np.asarray(canvas, dtype=np.float32).copy()
+    for i in order:
+        mask = array[i].astype(bool, copy=False)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not shown[i] or len(rows) == 0:
+            continue
+        # only the mask's own bounding rectangle is touched (a whole-picture pass per instance is slow on video)
+        window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        region, part = pixels[window], mask[window]
+        color = np.asarray(class_color(colors[i]), dtype=np.float32)
+        region[part] = region[part] * (1.0 - _MASK_OPACITY) + color * _MASK_OPACITY
+        inner = part
+        for _ in range(outline):
+            inner = _shrunk(inner)
+        region[part & ~inner] = color
+    return Image.fromarray(np.rint(pixels).astype(np.uint8))
+
+
 def _draw(
     image: Image.Image,
     boxes: Any,
@@ -121,9 +163,11 @@ def _draw(
     bands: Any = None,
     colors: Any = None,
     texts: Sequence[str] | None = None,
+    masks: Any = None,
 ) -> Image.Image:
     """Outlines and tags; ``bands``: σ per edge to show around the boxes; ``colors``: the keys that pick each box's
-    colour (default its label); ``texts``: each box's tag (default its class name and score)."""
+    colour (default its label); ``texts``: each box's tag (default its class name and score); ``masks``: (N, H, W)
+    instance masks filled under the boxes."""
     canvas = image.convert("RGB")  # always a new image, so the caller's stays untouched
     width, height = canvas.size
     default_line, default_font = _style(width, height)
@@ -136,10 +180,12 @@ def _draw(
         raise ValueError(f"{len(boxes_np)} boxes but {len(labels_np)} labels / {len(_as_numpy(scores))} scores")
     colors_np = labels_np if colors is None else _as_numpy(colors).astype(np.int64)
     shown = np.ones(len(boxes_np), dtype=bool) if scores_np is None else scores_np >= threshold
+    order = np.arange(len(boxes_np)) if scores_np is None else np.argsort(scores_np, kind="stable")
+    if masks is not None:
+        canvas = _with_masks(canvas, masks, colors_np, order, shown, max(1, line_width // 2))
     if bands is not None:
         canvas = _with_bands(canvas, boxes_np, _as_numpy(bands, 4).astype(np.float64), colors_np, shown)
 
-    order = np.arange(len(boxes_np)) if scores_np is None else np.argsort(scores_np, kind="stable")
     draw = ImageDraw.Draw(canvas)
     tags = []
     for i in order:  # lowest score first, so the most confident boxes end up on top
@@ -186,8 +232,9 @@ def draw_detections(
     line_width: int | None = None,
     font_size: int | None = None,
     edge_uncertainty: Any = None,
+    masks: Any = None,
 ) -> Image.Image:
-    """Draw detections as solid boxes with a filled "name 0.93" tag per box.
+    """Draw detections as solid boxes with a filled "name 0.93" tag per box, and instance masks under them.
 
     Args:
         image: the picture (any PIL mode; the result is RGB).
@@ -201,12 +248,14 @@ def draw_detections(
         font_size: text height in pixels (default grows with the image size).
         edge_uncertainty: (N, 4) the σ of each box's left, top, right and bottom edge in pixels
             (:mod:`dfine.ops.uncertainty`), drawn as a translucent band of ±σ around the edge; None draws none.
+        masks: (N, H, W) boolean instance masks at the picture's size (a segmentation model's), each filled
+            translucently in its class colour and outlined; None draws none.
 
     Returns:
         A new RGB image of the same size.
     """
     return _draw(image, boxes, labels, scores, class_names, threshold, False, line_width, font_size,
-                 bands=edge_uncertainty)
+                 bands=edge_uncertainty, masks=masks)
 
 
 def draw_tracks(

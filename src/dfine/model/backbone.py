@@ -177,7 +177,8 @@ class HGNetV2Backbone(nn.Module):
 class DFineBackbone(nn.Module):
     """Holds the HGNetv2 under ``.model`` (the checkpoints' ``model.backbone.model.*`` prefix)."""
 
-    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, config: HGNetV2Config, freeze_batch_norm: bool,
+                 out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         self.model = HGNetV2Backbone(config, out_indices)
         if freeze_batch_norm:

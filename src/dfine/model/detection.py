@@ -77,15 +77,28 @@ class DFineForObjectDetection(PretrainedMixin, TransformersModelMixin):
 
         return build_criterion(self.config)
 
-    def deploy(self, image_size: int | tuple[int, int] | None = None) -> nn.Module:
+    def deploy(self, image_size: int | tuple[int, int] | None = None, decoder_layers: int | None = None) -> nn.Module:
         """An inference-only copy in deploy form (folded batch norm, merged RepVGG, precomputed buffers).
 
         See :func:`dfine.model.deploy.deployed.deploy`; this model is not changed. ``forward(pixel_values)`` of the copy
         returns ``(logits, pred_boxes)`` as a named tuple, equal to this model's outputs to float rounding.
+        ``decoder_layers`` keeps only the first K decoder layers (:meth:`set_decoder_layers`).
         """
         from dfine.model.deploy.deployed import deploy
 
-        return deploy(self, image_size)
+        return deploy(self, image_size, decoder_layers)
+
+    def set_decoder_layers(self, layers: int | None) -> DFineForObjectDetection:
+        """Stop inference after ``layers`` decoder layers (None: the configured depth, every layer), in place.
+
+        Each D-FINE decoder layer predicts boxes (GO-LSD supervises them all), so fewer layers trade a little
+        accuracy for speed without retraining; training is not affected. See :mod:`dfine.model.depth`. Returns
+        the model.
+        """
+        from dfine.model.depth import set_decoder_layers
+
+        set_decoder_layers(self, layers)
+        return self
 
     def optimize_for_inference(self, dtype: torch.dtype | str | None = None, compile: bool = False,
                                cuda_graph: bool = False, image_size: int | tuple[int, int] | None = None,

@@ -30,9 +30,11 @@ class DFineForInstanceSegmentation(DFineForObjectDetection):
     has_mask_head = True
 
     def deploy(self, image_size: int | tuple[int, int] | None = None) -> nn.Module:
-        """Not available yet for segmentation models (the deploy form and exported graphs give boxes only)."""
-        raise UnsupportedFeatureError("the deploy form of a segmentation model is not available yet; run the model "
-                                      "itself, or load the checkpoint with DFineForObjectDetection for boxes only")
+        """An inference-only copy in deploy form whose forward gives ``(logits, pred_boxes, pred_masks)`` as a
+        named tuple (:func:`dfine.model.deploy.masks.deploy_segmentation`); this model is not changed."""
+        from dfine.model.deploy.masks import deploy_segmentation
+
+        return deploy_segmentation(self, image_size)
 
     def optimize_for_inference(self, *args: Any, **kwargs: Any) -> nn.Module:
         """Not available yet for segmentation models (it builds on the deploy form)."""

@@ -71,8 +71,8 @@ def sample_levels(value_levels: Sequence[Tensor], location_levels: Sequence[Tens
                   scales: Sequence[Tensor | None], per_level_sum: bool = False) -> Tensor:
     """Sample every level's value map at its points and sum the samples with the attention weights.
 
-    Shared by :func:`deformable_attention_core` and the deploy head (:mod:`dfine.model.deploy.head`), which lays the value
-    maps out once per forward instead of once per decoder layer.
+    Shared by :func:`deformable_attention_core` and the deploy head (:mod:`dfine.model.deploy.head`), which lays the
+    value maps out once per forward instead of once per decoder layer.
 
     Args:
         value_levels: per level, (B·M, D, H_l, W_l).

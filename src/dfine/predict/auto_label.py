@@ -12,7 +12,8 @@ Category ids are those of the data set a dfine-trained model came from (``datase
 trained on a COCO file labels with that file's ids; otherwise 1..C in label order. Each annotation keeps the
 detection's ``score``, an extra field that tools ignore and that lets a reviewer sort or filter; so do
 ``uncertainty`` and ``edge_uncertainty`` (:mod:`dfine.ops.uncertainty`), sorting the boxes whose edges the model is
-least sure of first."""
+least sure of first. A segmentation model's instances carry their masks as polygons (the outer contour of each
+region of the mask, :func:`dfine.ops.mask_polygons.mask_polygons`) and the mask's pixel count as ``area``."""
 
 from __future__ import annotations
 
@@ -74,11 +75,15 @@ class CocoLabelWriter:
 
     def add(self, path: Path, width: int, height: int, boxes_xyxy: np.ndarray, labels: np.ndarray,
             scores: np.ndarray, url: str | None = None, uncertainty: np.ndarray | None = None,
-            edges: np.ndarray | None = None) -> None:
+            edges: np.ndarray | None = None, masks: np.ndarray | None = None) -> None:
         """One image and its detections (absolute ``xyxy`` boxes, clipped to the image). ``url``: where a
         downloaded image came from, kept as COCO's ``coco_url`` since the download itself is deleted after the run.
         ``uncertainty`` (one per box) and ``edges`` (σ per edge in pixels, :mod:`dfine.ops.uncertainty`), when the
-        model gives them, are kept as the extra fields ``uncertainty`` and ``edge_uncertainty``."""
+        model gives them, are kept as the extra fields ``uncertainty`` and ``edge_uncertainty``. ``masks`` (K, H,
+        W) bool, from a segmentation model, become each annotation's polygons; an instance whose mask is empty is
+        left out, as a box clipped to nothing is."""
+        from dfine.ops.mask_polygons import mask_polygons
+
         image_id = len(self.images) + 1
         image = {"id": image_id, "file_name": self._file_name(path), "width": int(width), "height": int(height)}
         self.images.append({**image, "coco_url": url} if url is not None else image)
@@ -89,12 +94,18 @@ class CocoLabelWriter:
             w, h = x2 - x1, y2 - y1
             if w <= 0 or h <= 0 or not 0 <= label < len(self.category_ids):
                 continue  # a box clipped to nothing is not an object a tool or a trainer can use
+            # an empty segmentation, as box-only COCO files write it: Datumaro (CVAT's COCO import) requires the field
+            polygons: list[list[float]] = []
+            area = round(w * h, 2)
+            if masks is not None:
+                polygons = mask_polygons(masks[i])
+                if not polygons:
+                    continue
+                area = int(np.count_nonzero(masks[i]))
             annotation = {
                 "id": len(self.annotations) + 1, "image_id": image_id, "category_id": self.category_ids[label],
-                "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2),
-                # an empty segmentation, as box-only COCO files write it: Datumaro (CVAT's COCO import) requires
-                # the field
-                "segmentation": [], "iscrowd": 0, "score": round(float(score), 5)}
+                "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], "area": area,
+                "segmentation": polygons, "iscrowd": 0, "score": round(float(score), 5)}
             if uncertainty is not None:  # lets a reviewer start with the boxes the model is least sure of
                 annotation["uncertainty"] = round(float(uncertainty[i]), 5)
             if edges is not None:

@@ -123,7 +123,8 @@ class _Recorder:
             det = FrameDetections.from_result(result, picture.width, picture.height, self.classes)
             if self.labels is not None and frame is None:
                 self.labels.add(path, picture.width, picture.height, det.boxes, det.labels, det.scores,
-                                url=self.file_names.get(path), uncertainty=det.uncertainty, edges=det.edges)
+                                url=self.file_names.get(path), uncertainty=det.uncertainty, edges=det.edges,
+                                masks=det.masks)
             where: dict[str, Any] = {"image_id": self.next_id, "file_name": self.file_names.get(path, str(path))}
             if frame is not None:
                 where.update(frame=frame.index, time=round(frame.time, 3))
@@ -131,7 +132,7 @@ class _Recorder:
                 self._write(record)
             bands = det.edges if self.show_uncertainty else None
             annotated.append(draw_detections(picture, det.boxes, det.labels, det.scores, self.names,
-                                             edge_uncertainty=bands) if draw else None)
+                                             edge_uncertainty=bands, masks=det.masks) if draw else None)
             self.next_id += 1
         return annotated
 
@@ -260,10 +261,12 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     image, clipped to it) and ``score``; a model that gives box uncertainty (a D-FINE model run by
     :class:`~dfine.predict.predictor.Predictor`) adds ``uncertainty`` (one number per box) and ``edge_uncertainty``
     (the σ of its left, top, right and bottom edge in pixels; :mod:`dfine.ops.uncertainty`); a video frame's
-    records add ``frame`` (its 0-based index in the video) and ``time`` (seconds from the start). The layout is that of a COCO results file, but the image ids are this
+    records add ``frame`` (its 0-based index in the video) and ``time`` (seconds from the start); a segmentation
+    model's records add ``segmentation``, the instance mask as COCO run-length encoding. The layout is that of a COCO results file, but the image ids are this
     run's, so match records to a data set by ``file_name``.
 
-    Annotated pictures are named by :func:`picture_name` and show the same clipped boxes; a video's annotated frames
+    Annotated pictures are named by :func:`picture_name` and show the same clipped boxes (and a segmentation
+    model's masks, filled translucently and outlined); a video's annotated frames
     go to an MP4 (``x.mp4`` keeps its name, ``x.mov`` becomes ``x.mov.mp4``). Videos need PyAV (``pip install
     av``); their frames are read upright (display rotation applied), and the first audio track is copied along
     (re-encoded to AAC when an MP4 cannot hold its codec).

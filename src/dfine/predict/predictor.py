@@ -62,6 +62,16 @@ def random_weights_reason(model: str | Path) -> str | None:
     return None
 
 
+def model_class_for(model: str | Path) -> Any:
+    """DFineForInstanceSegmentation for a segmentation checkpoint (its config has a mask head), else
+    DFineForObjectDetection."""
+    from dfine.config import DFineConfig
+    from dfine.model import DFineForInstanceSegmentation, DFineForObjectDetection
+
+    config = DFineConfig.from_pretrained(model)
+    return DFineForInstanceSegmentation if config.use_mask_head else DFineForObjectDetection
+
+
 ImageInput = Image.Image | str | Path | np.ndarray | Tensor
 """One image as :meth:`Predictor.predict` takes it."""
 
@@ -86,7 +96,7 @@ def _height_width(picture: Image.Image | np.ndarray) -> tuple[int, int]:
 
 
 def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: Any, compile: Any,
-                               half_head: Any, bf16: Any) -> None:
+                               half_head: Any, bf16: Any, decoder_layers: Any = None) -> None:
     """Wrong types as one line naming the argument, before the model is loaded (which can be a download)."""
     if isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a preset name, hub id, folder or file (a str or Path), got {shown(model)}: "
@@ -103,6 +113,9 @@ def _check_predictor_arguments(model: Any, device: Any, half: Any, image_size: A
         raise ConfigError("half_head (--half-head) runs the head in the body's half precision: it needs half (--half) "
                           "or bf16 (--bf16)")
     validate_image_size(image_size)
+    if decoder_layers is not None and (not isinstance(decoder_layers, int) or isinstance(decoder_layers, bool)
+                                       or decoder_layers < 1):
+        raise ConfigError(f"decoder_layers (--decoder-layers) must be an integer >= 1, got {shown(decoder_layers)}")
 
 
 @dataclass
@@ -117,22 +130,24 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", half: bool = False,
                         image_size: int | None = None, compile: bool = False,
-                        half_head: bool = False, bf16: bool = False) -> Predictor:
+                        half_head: bool = False, bf16: bool = False, decoder_layers: int | None = None) -> Predictor:
         """Load a model for inference.
 
         ``half`` (CUDA only), ``bf16`` (CPU or CUDA) and ``compile`` switch to
-        :func:`dfine.model.deploy.fast.optimize_for_inference`: the deploy form with an fp16 or bf16 backbone/encoder (the
-        head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs as loaded
+        :func:`dfine.model.deploy.fast.optimize_for_inference`: the deploy form with an fp16 or bf16
+        backbone/encoder (the head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs
+        as loaded
         (numerically identical to transformers). ``half_head`` runs the head in that half precision too: faster,
         notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows what
         a precision costs on your data.
 
+        ``decoder_layers`` runs only the first K decoder layers (:mod:`dfine.model.depth`): faster, a little less
+        accurate, no retraining.
+
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
-        from dfine.model import DFineForObjectDetection
-
-        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16)
+        _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16, decoder_layers)
         exported = format_of(model)
         if exported is not None:
             runs = f"--backend {exported.backend}" if exported.predicts else "dfine benchmark"
@@ -142,7 +157,13 @@ class Predictor:
         if half and device.type != "cuda":  # before loading, which can take a while
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
-        network = DFineForObjectDetection.from_pretrained(model).to(device).eval()
+        model_class = model_class_for(model)
+        if model_class.has_mask_head and (half or bf16 or compile):
+            raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
+                             "give boxes only, so they are not available for it yet; leave them out")
+        network = model_class.from_pretrained(model).to(device).eval()
+        if decoder_layers is not None:
+            network.set_decoder_layers(decoder_layers)  # before the deploy form below, which copies the depth
         reason = random_weights_reason(model)
         if reason is not None:
             logger.warning("%s: the model has random weights, so its detections are meaningless (pass trained "
@@ -156,6 +177,11 @@ class Predictor:
             network = optimize_for_inference(network, dtype=dtype, device=device, compile=compile, image_size=size,
                                              head_dtype=None if half_head else torch.float32, uncertainty=True)
         return cls(network, processor, device, torch.float32)
+
+    @property
+    def predicts_masks(self) -> bool:
+        """Whether :meth:`predict` gives instance masks (a segmentation model, D-FINE-seg)."""
+        return bool(getattr(self.model, "has_mask_head", False))
 
     @property
     def class_names(self) -> list[str]:
@@ -174,13 +200,18 @@ class Predictor:
         (:mod:`dfine.ops.uncertainty`).
 
         ``images`` is one image or a sequence of them; an image is a path or http(s) URL, a PIL image, a numpy
-        array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch tensor
-        ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
+        array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch
+        tensor ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
         so one image gives a list of one (as :meth:`dfine.runtime.onnx.OnnxDetector.predict`). Boxes are in the pixels
         of each image as given (a tensor's H and W), whatever size the model runs at.
 
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
         (:func:`dfine.predict.files.predict_source` clips what it writes).
+
+        A segmentation model (:attr:`predicts_masks`) also gives ``masks`` (K, H, W) bool at the image's size, and
+        its instances go through D-FINE-seg's post-processing
+        (:meth:`~dfine.processing.processor.DFineImageProcessor.post_process_instance_segmentation`: boxes clipped
+        to the image, class-agnostic NMS at IoU 0.7, each mask cut to its box).
 
         Raises:
             DFineError: no images, an image that cannot be read (naming its type, shape or file), or a threshold
@@ -205,8 +236,20 @@ class Predictor:
         edges = getattr(outputs, "edge_uncertainty", None)
         if edges is not None:
             raw["edge_uncertainty"] = edges.float()
-        results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
-                                                                return_uncertainty=edges is not None)
+        masks = getattr(outputs, "pred_masks", None)
+        if masks is None:
+            results = self.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes,
+                                                                    return_uncertainty=edges is not None)
+            return [{k: v.cpu() for k, v in r.items()} for r in results]
+        raw["pred_masks"] = masks
+        # masks are made at the whole (padded) input's scaled size and then cut to the picture, which fills its
+        # top-left part
+        scaled = sizes.double().round().long()
+        results = self.processor.post_process_instance_segmentation(raw, threshold=threshold, target_sizes=scaled,
+                                                                    return_uncertainty=edges is not None)
+        for result, picture in zip(results, pictures, strict=True):
+            height, width = _height_width(picture)
+            result["masks"] = result["masks"][:, :height, :width]
         return [{k: v.cpu() for k, v in r.items()} for r in results]
 
     def track(self, frames: Iterable[ImageInput], tracker: str = "bytetrack", threshold: float = 0.3,

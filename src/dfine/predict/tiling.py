@@ -108,6 +108,9 @@ class TiledDetector:
             raise ConfigError(f"match_threshold must be in (0, 1], got {match_threshold!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if getattr(detector, "predicts_masks", False):
+            raise ConfigError("tiled prediction (--tile) merges boxes only, not instance masks: predict a "
+                              "segmentation model without --tile")
         self.detector, self.tile, self.overlap = detector, tile, overlap
         self.whole_image, self.match_threshold, self.batch_size = whole_image, match_threshold, batch_size
 

@@ -31,7 +31,7 @@ from PIL import Image
 from dfine.errors import DFineError, InputFileError
 from dfine.imaging.decode import load_image
 from dfine.imaging.video import VideoReader, VideoWriter, is_video_file
-from dfine.predict.files import local_files, with_audio, class_indices, picture_name
+from dfine.predict.files import class_indices, local_files, picture_name, with_audio
 from dfine.predict.mot import MotSequence, TrackingMetrics, evaluate_tracking, mot_line, read_mot
 from dfine.predict.records import FrameDetections, detection_records
 from dfine.predict.tracking import Tracker, check_tracker_name, import_trackers

@@ -137,7 +137,8 @@ class DFineImageProcessor:
         """Turn one image or a batch (and optionally its COCO annotations) into model inputs.
 
         See the module docstring for accepted images. Annotations follow transformers' RT-DETR processors
-        (:mod:`dfine.processing.annotations` describes each step), so the ``labels`` fine-tuning recipes read are the same.
+        (:mod:`dfine.processing.annotations` describes each step), so the ``labels`` fine-tuning recipes read are the
+        same.
 
         Args:
             images: an image, a list/tuple of images, or a 4-D batch tensor (B, C, H, W) / array (B, H, W, C).
@@ -337,12 +338,14 @@ class DFineImageProcessor:
     def post_process_instance_segmentation(
         self, outputs: Any, threshold: float = 0.5, target_sizes: Tensor | Sequence[Sequence[int]] | None = None,
         mask_threshold: float = 0.5, nms_threshold: float | None = 0.7, top_k: int | None = None,
+        return_uncertainty: bool = False,
     ) -> list[dict[str, Tensor]]:
         """Outputs of ``DFineForInstanceSegmentation`` -> per-image ``scores``, ``labels``, ``boxes`` and ``masks``
         (K, H, W) bool, as D-FINE-seg's inference; see :func:`dfine.processing.segmentation.post_process_instances`."""
         from dfine.processing.segmentation import post_process_instances
 
-        return post_process_instances(outputs, threshold, target_sizes, mask_threshold, nms_threshold, top_k)
+        return post_process_instances(outputs, threshold, target_sizes, mask_threshold, nms_threshold, top_k,
+                                      return_uncertainty)
 
     # -------------------------------------------------------------------------------------------- config I/O
     def to_dict(self, keep_only_options: bool = False) -> dict[str, Any]:

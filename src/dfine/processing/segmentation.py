@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dfine.ops.boxes import box_cxcywh_to_xyxy
-from dfine.processing.detections import top_k_pairs
+from dfine.processing.detections import output_edge_uncertainty, top_k_pairs
 
 __all__ = ["MASK_STRIDE", "crop_to_boxes", "post_process_instances"]
 
@@ -87,7 +87,7 @@ def _masks_at(probabilities: Tensor, size: tuple[int, int], mask_threshold: floa
 
 def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: Any = None,
                            mask_threshold: float = 0.5, nms_threshold: float | None = 0.7,
-                           top_k: int | None = None) -> list[dict[str, Tensor]]:
+                           top_k: int | None = None, return_uncertainty: bool = False) -> list[dict[str, Tensor]]:
     """Raw outputs of :class:`~dfine.model.segmentation.DFineForInstanceSegmentation` -> per-image instances.
 
     Args:
@@ -101,12 +101,17 @@ def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: A
         nms_threshold: IoU above which a lower-scored instance is dropped, whatever its class (D-FINE-seg's default
             0.7); ``None`` keeps every pair above ``threshold``, as the detection post-processing does.
         top_k: candidate pairs per image before thresholding (default Q).
+        return_uncertainty: also ``edge_uncertainty`` (K, 4), the σ of each box edge in the boxes' units, and
+            ``uncertainty`` (K,) (:mod:`dfine.ops.uncertainty`); the outputs must carry ``edge_uncertainty``
+            (``model(..., output_uncertainty=True)``), as for ``post_process_object_detection``.
 
     Returns:
         One dict per image: ``scores`` (K,), ``labels`` (K,) int64, ``boxes`` (K, 4) (x1, y1, x2, y2) clipped to
         the image, ``masks`` (K, H, W) bool, best score first.
     """
     from torchvision.ops import nms
+
+    from dfine.ops.uncertainty import box_uncertainty
 
     logits, pred_boxes, pred_masks = _outputs(outputs)
     _, num_queries, num_classes = logits.shape
@@ -119,6 +124,7 @@ def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: A
     # float32 whatever the model ran in: half precision cannot place a box edge to the pixel in a large image
     pred_boxes, pred_masks = pred_boxes.float(), pred_masks.float()
     scores, labels, queries = top_k_pairs(logits, k)
+    edges = output_edge_uncertainty(outputs, logits.shape).float() if return_uncertainty else None
     results = []
     for b, (height, width) in enumerate(sizes):
         keep = scores[b] > threshold
@@ -132,7 +138,13 @@ def post_process_instances(outputs: Any, threshold: float = 0.5, target_sizes: A
                                                                 image_queries[order], boxes[order])
         masks = _masks_at(pred_masks[b, image_queries].sigmoid(), (height, width), mask_threshold)
         masks = crop_to_boxes(masks, boxes)
+        result = {"scores": image_scores, "labels": image_labels, "boxes": boxes, "masks": masks}
+        if edges is not None:
+            result["edge_uncertainty"] = edges[b, image_queries] * scale
+            result["uncertainty"] = box_uncertainty(result["edge_uncertainty"], boxes)
         if target_sizes is None:
-            boxes = boxes / scale
-        results.append({"scores": image_scores, "labels": image_labels, "boxes": boxes, "masks": masks})
+            result["boxes"] = boxes / scale
+            if edges is not None:
+                result["edge_uncertainty"] = result["edge_uncertainty"] / scale
+        results.append(result)
     return results

@@ -30,6 +30,7 @@ from dfine.config.image_size import image_size_hw
 from dfine.model.backbone import HGStem
 from dfine.model.deploy.fuse import FusedConv, fuse_convolutions
 from dfine.model.deploy.head import DeployHead, DetectionOutput
+from dfine.model.depth import set_decoder_layers
 from dfine.model.network import DFineNetwork
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ class DeployedDFine(nn.Module):
 
 
 @torch.no_grad()
-def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | None = None) -> DeployedDFine:
+def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | None = None,
+           decoder_layers: int | None = None) -> DeployedDFine:
     """An inference-only copy of ``model`` in deploy form (``model`` itself is not changed).
 
     Args:
@@ -268,6 +270,8 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
         image_size: the input size the buffers are precomputed for, ``640`` or ``(H, W)``; default: the config's
             ``anchor_image_size``, ``eval_size`` or ``training_image_size`` if set, else 640. Other sizes still run in
             eager mode.
+        decoder_layers: run only this many decoder layers and return the last one's detections (default: the
+            model's own choice, every layer); see :mod:`dfine.model.depth`.
 
     Returns:
         A :class:`DeployedDFine` in eval mode, on the model's device and in its dtype (use
@@ -281,4 +285,6 @@ def deploy(model: DFineForObjectDetection, image_size: int | Sequence[int] | Non
         image_size = config.anchor_image_size or config.eval_size or config.training_image_size or 640
     size = image_size_hw(image_size)
     source = copy.deepcopy(model).eval()
+    if decoder_layers is not None:
+        set_decoder_layers(source, decoder_layers)  # the head keeps the layers up to the decoder's eval_idx
     return DeployedDFine(source, size).eval()

@@ -134,7 +134,7 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
                            image_size: int | Sequence[int] | None = None, batch_size: int = 1,
                            channels_last: bool | None = None,
                            head_dtype: torch.dtype | str | None = torch.float32,
-                           uncertainty: bool = False) -> FastDetector:
+                           decoder_layers: int | None = None, uncertainty: bool = False) -> FastDetector:
     """A fast inference version of a D-FINE model (the model itself is not changed).
 
     Args:
@@ -153,6 +153,9 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
             ``dtype`` too (a "half head"). On an H100 a half head made D-FINE-L 27% faster at batch 32 in fp16 and
             compiled batch-1 latency 2.3 ms instead of 3.1 (docs/benchmarks-gpu.md); its detections agreed with
             float32 on the weights checked there, but check yours: ``dfine val --half --half-head``.
+        decoder_layers: run only the first K decoder layers (default: the model's own choice, every layer): faster,
+            slightly less accurate, no retraining (:mod:`dfine.model.depth`; ``dfine val --decoder-layers K``
+            measures the cost).
         uncertainty: also return each box edge's spread (:meth:`DeployedDFine.set_uncertainty`), decided here
             because compiling and capturing fix what the forward returns.
 
@@ -172,10 +175,13 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
     if cuda_graph and device.type != "cuda":
         raise DFineError("CUDA graphs need a CUDA device")
     if isinstance(model, DeployedDFine):
+        if decoder_layers is not None and decoder_layers != len(model.head.layers):
+            raise ConfigError(f"this model was deployed with {len(model.head.layers)} decoder layers: pass "
+                              f"decoder_layers={decoder_layers} with the model it was deployed from")
         # set_precision, to() and to_channels_last() below work in place: the caller's model must keep its own
         deployed = copy.deepcopy(model)
     else:
-        deployed = deploy(model, image_size)  # type: ignore[arg-type]  # a copy already
+        deployed = deploy(model, image_size, decoder_layers)  # type: ignore[arg-type]  # a copy already
     size = deployed.image_size if image_size is None else image_size_hw(image_size)
     deployed = deployed.to(device)
     deployed.set_precision(dtype, head_dtype)

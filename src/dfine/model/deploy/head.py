@@ -210,6 +210,22 @@ class DeployHead(nn.Module):
                 ) -> DetectionOutput | DetectionWithUncertainty:
         """The FDR decoder (D-FINE paper, section "Fine-grained Distribution Refinement"), collecting only the
         evaluated layer."""
+        return self._detections(*self._run_layers(hidden, reference, values, scales))
+
+    def _detections(self, hidden: Tensor, corners: Tensor, boxes: Tensor, fixed_reference: Tensor
+                    ) -> DetectionOutput | DetectionWithUncertainty:
+        """The evaluated layer's outputs from its query states, corner logits and boxes."""
+        project = self.project.to(hidden.dtype)
+        logits = self.lqe(self.class_head(hidden), corners)
+        if self.output_uncertainty:
+            edges = edge_uncertainty(corners, fixed_reference, project, self.reg_scale)
+            return DetectionWithUncertainty(logits=logits, pred_boxes=boxes, edge_uncertainty=edges.to(boxes.dtype))
+        return DetectionOutput(logits=logits, pred_boxes=boxes)
+
+    def _run_layers(self, hidden: Tensor, reference: Tensor, values: list[Tensor], scales: list[Tensor]
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The decoder layers up to the evaluated one: its query states, corner logits and boxes, and the fixed
+        FDR reference."""
         project = self.project.to(hidden.dtype)
         previous: Tensor | None = None
         corners: Tensor | None = None
@@ -229,8 +245,4 @@ class DeployHead(nn.Module):
             reference = boxes
             previous = hidden
         assert corners is not None
-        logits = self.lqe(self.class_head(hidden), corners)
-        if self.output_uncertainty:
-            edges = edge_uncertainty(corners, fixed_reference, project, self.reg_scale)
-            return DetectionWithUncertainty(logits=logits, pred_boxes=boxes, edge_uncertainty=edges.to(boxes.dtype))
-        return DetectionOutput(logits=logits, pred_boxes=boxes)
+        return hidden, corners, boxes, fixed_reference
