@@ -65,3 +65,11 @@ def oracle_model(size: str, num_classes: int = 80, num_queries: int | None = Non
         return build_model(size, num_classes, True, "cpu").eval()
     finally:
         decoder["num_queries"] = saved
+
+
+def oracle_criterion(num_classes: int) -> torch.nn.Module:
+    """D-FINE-seg's training criterion with its matcher, as ``build_loss`` makes it for a segmentation model (its
+    weights and costs are the same for every size)."""
+    oracle_build_model()  # the skip when D-FINE-seg is missing, and the package set up without its __init__
+    build_loss = importlib.import_module("dfine_seg.model.dfine").build_loss
+    return build_loss("n", num_classes, 0.0, True)

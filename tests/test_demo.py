@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dfine.demo import _estimate_epochs, _evaluate_and_draw, _prepare_output, run_demo
+from dfine.demo import run_demo
+from dfine.demo.common import prepare_output
+from dfine.demo.detection import _evaluate_and_draw, estimate_epochs
 from dfine.errors import DFineError
 
 
@@ -68,12 +70,12 @@ def test_output_folder_guard(tmp_path):
     other.mkdir()
     (other / "thesis.tex").write_text("precious")
     with pytest.raises(DFineError, match="not written by dfine demo"):
-        _prepare_output(other)
+        prepare_output(other)
     demo = tmp_path / "demo"
-    _prepare_output(demo)
+    prepare_output(demo)
     (demo / "train").mkdir()
     (demo / "train" / "old.txt").write_text("old")
-    _prepare_output(demo)  # an earlier demo folder is reused, its run folders cleared
+    prepare_output(demo)  # an earlier demo folder is reused, its run folders cleared
     assert not (demo / "train").exists()
 
 
@@ -86,7 +88,7 @@ def test_invalid_arguments(tmp_path):
 
 def test_minutes_budget_gives_whole_epochs():
     torch.set_num_threads(2)
-    epochs = _estimate_epochs(0.5, num_train=16, num_val=4, image_size=256, batch_size=4, device="cpu", seed=0)
+    epochs = estimate_epochs(0.5, num_train=16, num_val=4, image_size=256, batch_size=4, device="cpu", seed=0)
     assert isinstance(epochs, int) and epochs >= 1
 
 
@@ -114,6 +116,6 @@ def test_output_that_is_a_file_or_below_one_is_one_line(tmp_path):
     # both were a NotADirectoryError traceback
     (tmp_path / "notes.txt").write_text("")
     with pytest.raises(DFineError, match="exists and is not a folder"):
-        _prepare_output(tmp_path / "notes.txt")
+        prepare_output(tmp_path / "notes.txt")
     with pytest.raises(DFineError, match="part of the path is a file, not a folder"):
-        _prepare_output(tmp_path / "notes.txt" / "demo")
+        prepare_output(tmp_path / "notes.txt" / "demo")

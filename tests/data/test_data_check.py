@@ -287,12 +287,15 @@ def test_exif_rotation_ignored_when_boxes_were_drawn_on_stored_pixels(tmp_path):
     assert spec.build("train")[0][0].shape == (3, 48, 64)
 
 
-def test_yolo_polygon_becomes_a_box(tmp_path):
+def test_yolo_polygon_gives_its_box_and_its_mask(tmp_path):
     data = write_yolo(tmp_path, {"a": "0 0.25 0.25 0.75 0.25 0.5 0.75\n"}, ["x"])
     spec = resolve_dataset(data)
     report = check_dataset(spec, progress=False)
-    assert any("segmentation polygon turned into its bounding box" in line for line in report.repairs)
+    assert report.ok and not report.repairs and "1 boxes (1 with masks)" in report.summary()
     assert spec.build("train")[0][1]["boxes"].tolist() == [[16, 12, 48, 36]]
+    assert "masks" not in spec.build("train")[0][1]  # a detector does not read them
+    mask = spec.build("train", masks=True)[0][1]["masks"]
+    assert mask.shape == (1, 48, 64) and mask[0, 20, 32] == 1 and mask[0, 30, 18] == 0  # inside / outside the triangle
 
 
 def test_summary_of_a_clean_data_set(synthetic_pair):

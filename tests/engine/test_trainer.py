@@ -287,3 +287,22 @@ def test_patience_without_evaluations_says_it_does_nothing(tmp_path: Path, tiny_
         dfine.train(tiny_yaml, epochs=1, batch_size=8, output=tmp_path / "run", eval_interval=0, patience=3, **TINY)
     assert "patience=3 has nothing to count without evaluations (eval_interval 0): the run trains for 1 epoch" in (
         caplog.text)
+
+
+def test_a_segmentation_run_keeps_the_epoch_of_the_best_mask_ap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = tiny_data(tmp_path / "data", num_train=4, num_val=2, masks=True)
+    # box AP falls while mask AP rises: the masks decide
+    scores = iter([(0.5, 0.1), (0.2, 0.3)])
+
+    def validate(self):
+        box, mask = next(scores)
+        result = EvalResult(*([box] * 14))
+        result.segm = EvalResult(*([mask] * 14), iou_type="segm")
+        return result
+
+    monkeypatch.setattr(trainer_module.Trainer, "validate", validate)
+    result = dfine.train(data, epochs=2, batch_size=4, output=tmp_path / "run", stop_epoch=0, task="segment", **TINY)
+    assert torch.load(result.last_checkpoint, weights_only=True)["best_epoch"] == 1
+    assert result.metrics["segm"]["AP"] == pytest.approx(0.3) and result.metrics["AP"] == pytest.approx(0.2)
+    assert "mask AP 30.0% (best mask 30.0% @ epoch 2)" in capsys.readouterr().out

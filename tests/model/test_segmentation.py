@@ -163,3 +163,22 @@ def test_deploy_form_gives_masks_and_the_fast_form_is_not_available_yet(nano_seg
     torch.testing.assert_close(got.pred_masks, expected.pred_masks, atol=1e-4, rtol=0)
     with pytest.raises(UnsupportedFeatureError, match="optimize_for_inference of a segmentation model"):
         nano_seg.optimize_for_inference()
+
+
+def test_mask_logits_backward_skips_masks_without_gradient_and_changes_nothing() -> None:
+    """The mask losses read a few matched masks: the sparse backward gives the dense einsum's gradients exactly."""
+    from dfine.model.mask_head import _SparseGradientMaskLogits
+
+    torch.manual_seed(0)
+    embedding = torch.randn(3, 2, 7, 5, dtype=torch.float64, requires_grad=True)
+    pixels = torch.randn(2, 5, 4, 6, dtype=torch.float64, requires_grad=True)
+    grad = torch.zeros(2, 3, 7, 4, 6, dtype=torch.float64)
+    grad[0, 1, 2] = torch.randn(4, 6, dtype=torch.float64)
+    grad[1, 2, 6] = torch.randn(4, 6, dtype=torch.float64)
+    dense = torch.einsum("lbqc,bchw->blqhw", embedding, pixels)
+    expected = torch.autograd.grad(dense, (embedding, pixels), grad)
+    sparse = _SparseGradientMaskLogits.apply(embedding, pixels)
+    assert torch.equal(sparse, dense)
+    got = torch.autograd.grad(sparse, (embedding, pixels), grad)
+    assert all(torch.allclose(g, e, rtol=0, atol=1e-12) for g, e in zip(got, expected, strict=True))
+    assert torch.autograd.gradcheck(_SparseGradientMaskLogits.apply, (embedding, pixels))

@@ -43,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="dfine-n-coco",
                    help="preset (dfine-n-coco ... dfine-x-coco: from scratch, ImageNet backbone) or weights to "
                         "fine-tune (e.g. ustc-community/dfine-small-coco); default dfine-n-coco")
+    p.add_argument("--task", choices=("detect", "segment"), default=None,
+                   help="segment: instance segmentation (boxes and masks; the data set needs polygons or masks; a "
+                        "detection model or preset gets a fresh mask branch); detect: boxes only (default: the "
+                        "model's own task)")
     p.add_argument("--epochs", type=int, default=None, help="default: from the recipe and the data set size")
     p.add_argument("--batch-size", type=int, default=None,
                    help="total images per step over all processes (default: the recipe's per-GPU batch)")
@@ -115,10 +119,13 @@ def run(args: argparse.Namespace) -> int:
         output=args.output, device=args.device, resume=args.resume, amp=args.amp, workers=args.workers,
         seed=args.seed, pretrained_backbone=not args.no_pretrained_backbone, lr=args.lr,
         eval_interval=args.eval_interval, progress=not args.no_progress, sync_bn=args.sync_bn,
-        profile=args.profile, recipe=args.recipe, logger=args.logger, log_model=args.log_model,
+        profile=args.profile, recipe=args.recipe, logger=args.logger, log_model=args.log_model, task=args.task,
         **overrides)
     if is_main_process():
         ap = result.metrics.get("AP")
-        print(f"best model: {result.best_model}" + (f" (AP {format_ap(ap)})" if isinstance(ap, float) else "")
+        mask_ap = (result.metrics.get("segm") or {}).get("AP")
+        scores = (f"AP {format_ap(ap)}" if isinstance(ap, float) else "") + \
+            (f", mask AP {format_ap(mask_ap)}" if isinstance(mask_ap, float) else "")
+        print(f"best model: {result.best_model}" + (f" ({scores})" if scores else "")
               + f"; last checkpoint: {result.last_checkpoint}")
     return 0

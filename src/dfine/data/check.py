@@ -5,6 +5,12 @@ exactly the repairs the data sets then use (both come from the same cached :clas
 :class:`DatasetSpec`). On top of that the check reads every image header: missing, unreadable and truncated files,
 and images whose size does not match their annotations, are problems; images annotated on their unrotated pixels
 (EXIF) are handled and reported. Nothing on disk is ever modified.
+
+Instance masks (polygons, RLE) are checked when they will be used or when the data set has them: objects without a
+mask in a data set with masks (a box-only YOLO line among polygon lines), unreadable or degenerate polygons (fewer
+than three points, an odd number of coordinates, no pixel inside the image), polygons reaching outside their image,
+and polygons that cross themselves. For segmentation (``masks=True``) the first three are problems; otherwise they
+are warnings, and a detector never looks.
 """
 
 from __future__ import annotations
@@ -23,20 +29,23 @@ from dfine.data.images import (
     size_mismatch_message,
     use_exif_orientation,
 )
-from dfine.data.index import DetectionIndex, RepairLog
+from dfine.data.index import CLIP_TOLERANCE_PX, DetectionIndex, RepairLog
+from dfine.data.polygons import crosses_itself, outside_image, polygon_parts
 from dfine.data.resolve import DatasetSpec, SplitFiles, resolve_dataset
 from dfine.errors import DatasetError, InputFileError
 
 
 @dataclass(frozen=True)
 class SplitSummary:
-    """Counts for one split: images, images without objects, boxes (crowd excluded), crowd regions, per class."""
+    """Counts for one split: images, images without objects, boxes (crowd excluded), crowd regions, per class, and
+    the boxes (crowd excluded) with an instance mask."""
 
     images: int
     empty_images: int
     boxes: int
     crowd: int
     boxes_per_class: tuple[int, ...]
+    masks: int = 0
 
 
 @dataclass
@@ -104,7 +113,9 @@ class CheckReport:
         crowd_kind = "difficult objects (ignored)" if self.format == "voc" else "crowd regions"
         for split, s in self.splits.items():
             crowd = f", {s.crowd} {crowd_kind}" if s.crowd else ""
-            lines.append(f"  {split}: {s.images} images ({s.empty_images} without objects), {s.boxes} boxes{crowd}")
+            masks = f" ({s.masks} with masks)" if s.masks else ""
+            lines.append(f"  {split}: {s.images} images ({s.empty_images} without objects), {s.boxes} boxes{masks}"
+                         f"{crowd}")
         for title, items in (
             ("Repaired (in memory; files on disk are unchanged)", self.repairs),
             ("Warnings", self.warnings),
@@ -120,14 +131,51 @@ class CheckReport:
 
 def _summarise(index: DetectionIndex) -> SplitSummary:
     counts = np.zeros(len(index.categories.ids), dtype=np.int64)
-    boxes = crowd = empty = 0
+    boxes = crowd = empty = masks = 0
     for record in index.records:
         labels = record.labels[~record.iscrowd]
         np.add.at(counts, labels, 1)
         boxes += len(labels)
         crowd += int(record.iscrowd.sum())
         empty += len(labels) == 0
-    return SplitSummary(len(index.records), empty, boxes, crowd, tuple(int(c) for c in counts))
+        if record.segmentations is not None:
+            masks += sum(s is not None for s, c in zip(record.segmentations, record.iscrowd, strict=True) if not c)
+    return SplitSummary(len(index.records), empty, boxes, crowd, tuple(int(c) for c in counts), masks)
+
+
+def _check_masks(index: DetectionIndex, split: str, masks: bool | None, report: CheckReport,
+                 problems: list[str]) -> None:
+    """The instance-mask checks of a split (see the module docstring): problems for segmentation (``masks``),
+    warnings when the split merely has masks (``None``), nothing for detection (``False``)."""
+    if masks is False or (masks is None and not index.has_masks):
+        return
+    lines = index.mask_problems()
+    unreadable, notes = RepairLog(), RepairLog()
+    for record in index.records:
+        for k, segmentation in enumerate(record.segmentations or []):
+            if not isinstance(segmentation, list):
+                continue  # RLE: checked when parsed
+            where = f"{record.path} object {k + 1}"
+            _, dropped = polygon_parts(segmentation)
+            if dropped is not None:
+                unreadable.add(f"{dropped} (left out of the mask)", where)
+            outside = outside_image(segmentation, record.width, record.height, CLIP_TOLERANCE_PX)
+            if outside == "entirely" and not record.iscrowd[k]:
+                unreadable.add("polygons that cover no pixel of their image (outside it, or enclosing no area): an "
+                               "empty mask", where)
+            elif outside == "partly":
+                notes.add("polygons reaching outside their image (the mask is clipped to it)", where)
+            if crosses_itself(segmentation):
+                notes.add("polygons that cross themselves (filled by COCO's rule, which may not be the shape meant)",
+                          where)
+    lines += [f"{index.source}: {line}" for line in unreadable.lines()]
+    if masks:
+        problems.extend(lines)
+    else:
+        for line in lines:
+            report.add_warning(f"{split}: {line} (instance segmentation refuses these)")
+    for line in notes.lines():
+        report.add_warning(f"{split}: {line}")
 
 
 def _check_images(
@@ -180,6 +228,7 @@ def check_dataset(
     decode: bool = False,
     progress: bool = True,
     raise_on_problems: bool = True,
+    masks: bool | None = None,
 ) -> CheckReport:
     """Parse and repair the annotations, verify every image, and report.
 
@@ -193,6 +242,8 @@ def check_dataset(
             marker are decoded.
         progress: show progress bars for splits of more than 200 images.
         raise_on_problems: raise instead of returning a report with problems.
+        masks: True when the instance masks will be trained on or evaluated (their problems stop it), False when
+            they will not (not checked), None to check them as warnings when the data set has them.
 
     Raises:
         DatasetError: when there are problems that cannot be repaired (and ``raise_on_problems``), listing all.
@@ -223,6 +274,7 @@ def check_dataset(
         problems = list(index.problems)
         report.repairs += [f"{split}: {line}" for line in index.repairs.lines()]
         _check_images(index, split, decode, progress, report, problems)
+        _check_masks(index, split, masks, report, problems)
         report.add_problems(problems, split)
         report.splits[split] = _summarise(index)
     _cross_split_checks(report)

@@ -18,6 +18,7 @@ from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import note_missing_folder, probe_image
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder, RepairLog
 from dfine.data.masks import BoxXYXY, SegmentationError, rle_size, segmentation_box
+from dfine.data.polygons import MIN_POLYGON_POINTS
 from dfine.errors import InputFileError
 
 
@@ -87,6 +88,35 @@ def _annotation_box(ann: dict[str, Any], image_size: tuple[int, int] | None) -> 
             f"{list(image_size)} ([height, width])"
         )
     return box, True
+
+
+def _annotation_segmentation(ann: dict[str, Any], image_size: tuple[int, int] | None) -> tuple[Any, str | None]:
+    """The annotation's instance mask as kept in the index (polygons or RLE, the file's own objects, not copied),
+    and what stops it from being used in full (None when nothing does).
+
+    Only the structure is checked here (cheap even for COCO's 860k annotations, and a detector never needs more):
+    polygon parts with fewer than three points or an odd number of coordinates are left out, an RLE mask must
+    have the image's size. The coordinates themselves are read when rasterised (:mod:`dfine.data.polygons`).
+    """
+    segmentation = ann.get("segmentation")
+    if segmentation is None or segmentation == [] or segmentation == {}:
+        return None, None
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        try:
+            size = rle_size(segmentation)
+        except SegmentationError:
+            return None, "RLE 'segmentation' without a valid 'size' [height, width]"
+        if image_size is not None and size != image_size:
+            return None, "RLE 'segmentation' made for another image size than its image's"
+        return segmentation, None
+    if not isinstance(segmentation, list):
+        return None, "'segmentation' neither polygons nor an RLE object"
+    usable = [part for part in segmentation
+              if isinstance(part, list) and len(part) >= 2 * MIN_POLYGON_POINTS and len(part) % 2 == 0]
+    if len(usable) == len(segmentation):
+        return segmentation, None
+    reason = f"polygons with fewer than {MIN_POLYGON_POINTS} points or an odd number of coordinates"
+    return (usable or None), reason + (" left out" if usable else " only (no mask)")
 
 
 def _image_file(image_dir: Path, file_name: str) -> tuple[Path, str, str | None]:
@@ -261,6 +291,9 @@ def load_coco_index(
         if from_segmentation and builder.has_image(ann_image_id):  # else add_box reports the unknown image
             repairs.add("box computed from its segmentation", where)
         area = _as_number(ann.get("area"))
+        segmentation, mask_issue = _annotation_segmentation(ann, size_of.get(ann_image_id))
+        if mask_issue is not None:
+            builder.mask_issue(mask_issue, where)
         builder.add_box(
             ann_image_id,
             ann_category_id,
@@ -268,6 +301,8 @@ def load_coco_index(
             where,
             iscrowd=iscrowd,
             area=area if area is not None and math.isfinite(area) and area > 0 else None,
+            segmentation=segmentation,
+            mask_noted=mask_issue is not None,
         )
     return builder.build()
 

@@ -5,7 +5,9 @@ An item is ``(image, target)``:
 - ``image``: ``tv_tensors.Image`` (3, H, W) uint8 RGB, EXIF orientation applied;
 - ``target["boxes"]``: ``tv_tensors.BoundingBoxes`` (n, 4) float32 absolute ``xyxy`` with ``canvas_size=(H, W)``;
 - ``target["labels"]``: (n,) int64 contiguous labels ``0..C-1``;
-- ``target["image_id"]``: int; ``target["orig_size"]``: (2,) int64 ``(H, W)`` of the image on disk.
+- ``target["image_id"]``: int; ``target["orig_size"]``: (2,) int64 ``(H, W)`` of the image on disk;
+- with ``masks=True`` (instance segmentation), ``target["masks"]``: ``tv_tensors.Mask`` (n, H, W) uint8, one
+  rasterised polygon or RLE mask per box (:mod:`dfine.data.polygons`), which the transforms move with the image.
 
 Crowd regions are left out of the targets (they only enter the evaluation ground truth). The transforms of
 :mod:`dfine.data.transforms` turn this into the model's target format (normalised ``cxcywh``, ``class_labels``).
@@ -24,7 +26,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from dfine.data.images import load_image
-from dfine.data.index import DetectionIndex
+from dfine.data.index import DetectionIndex, ImageRecord
+from dfine.data.polygons import box_segmentation, rasterize
 from dfine.data.seeding import seeded
 
 Transforms = Callable[[tv_tensors.Image, dict[str, Any]], tuple[Any, dict[str, Any]]]
@@ -36,12 +39,17 @@ class DetectionDataset(Dataset):
     Args:
         index: the parsed split; it must have no unrepaired problems.
         transforms: called as ``transforms(image, target)``; None returns the raw item.
+        masks: serve each object's instance mask too (the split must have one for every object:
+            :meth:`DetectionIndex.raise_if_mask_issues`).
     """
 
-    def __init__(self, index: DetectionIndex, transforms: Transforms | None = None) -> None:
+    def __init__(self, index: DetectionIndex, transforms: Transforms | None = None, *, masks: bool = False) -> None:
         index.raise_if_problems()
+        if masks:
+            index.raise_if_mask_issues()
         self.index = index
         self.transforms = transforms
+        self.masks = masks
         bind = getattr(transforms, "bind_dataset", None)
         if bind is not None:  # transforms that compose several samples (DEIM's mosaic) draw the others from here
             bind(self)
@@ -79,7 +87,16 @@ class DetectionDataset(Dataset):
             "image_id": record.image_id,
             "orig_size": torch.tensor([record.height, record.width], dtype=torch.int64),
         }
+        if self.masks:
+            target["masks"] = self._masks(record, keep)
         return image, target
+
+    @staticmethod
+    def _masks(record: ImageRecord, keep: np.ndarray) -> tv_tensors.Mask:
+        segmentations = record.segmentations or []
+        rows = [rasterize(segmentations[i], record.height, record.width) for i in np.flatnonzero(keep)]
+        stacked = np.stack(rows) if rows else np.zeros((0, record.height, record.width), dtype=np.uint8)
+        return tv_tensors.Mask(torch.from_numpy(stacked))
 
     def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
         started = time.perf_counter()
@@ -105,6 +122,8 @@ class DetectionDataset(Dataset):
         Category ids are the contiguous labels, image ids the data set's. Annotation ids are renumbered 1..N:
         COCOeval treats a matched ground-truth id of 0 as "unmatched", and files may repeat ids. Boxes are the
         repaired (clipped) boxes as ``xywh``; ``area`` is the file's when it had one. Crowd regions are included.
+        A split with instance masks adds each object's ``segmentation`` (absolute pixels; a crowd region without one
+        gets its box), which ``segm`` evaluation reads.
         """
         # Built on each call (cheap) rather than cached: evaluation tools may add keys to the dicts they get.
         images: list[dict[str, Any]] = []
@@ -114,9 +133,10 @@ class DetectionDataset(Dataset):
                 {"id": record.image_id, "width": record.width, "height": record.height, "file_name": record.file_name}
             )
             xywh = np.concatenate([record.boxes[:, :2], record.boxes[:, 2:] - record.boxes[:, :2]], axis=1)
-            for box, label, crowd, area in zip(
+            segmentations = record.segmentations
+            for k, (box, label, crowd, area) in enumerate(zip(
                 xywh.tolist(), record.labels.tolist(), record.iscrowd.tolist(), record.areas.tolist(), strict=True
-            ):
+            )):
                 annotations.append(
                     {
                         "id": len(annotations) + 1,
@@ -127,5 +147,9 @@ class DetectionDataset(Dataset):
                         "iscrowd": int(crowd),
                     }
                 )
+                if segmentations is not None:
+                    given = segmentations[k]
+                    annotations[-1]["segmentation"] = given if given is not None else box_segmentation(
+                        record.boxes[k].tolist())
         categories = [{"id": label, "name": name} for label, name in enumerate(self.index.categories.names)]
         return {"images": images, "annotations": annotations, "categories": categories}

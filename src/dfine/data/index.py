@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,8 @@ class ImageRecord:
         labels: (n,) int64 contiguous labels.
         iscrowd: (n,) bool; crowd regions are evaluation ground truth but never training targets.
         areas: (n,) float64; the annotation file's ``area`` when it had one, else the box area.
+        segmentations: None when the split has no instance masks at all; else one entry per box: its segmentation
+            in absolute pixels (polygons or a COCO RLE, :mod:`dfine.data.polygons`), or None for a box without one.
     """
 
     image_id: int
@@ -88,6 +91,7 @@ class ImageRecord:
     labels: np.ndarray
     iscrowd: np.ndarray
     areas: np.ndarray
+    segmentations: list[Any] | None = None
 
 
 @dataclass
@@ -120,6 +124,9 @@ class DetectionIndex:
         problems: one line per problem that could not be repaired, each naming its file.
         size_problems: the lines of ``problems`` that follow from an image's annotated size (boxes completely
             outside it), by image id: when the image file has another size, that is the one problem to report.
+        mask_issues: what stops the split's instance masks from being trained on (objects without a mask in a split
+            that has masks, unreadable or degenerate segmentations): problems for segmentation only, nothing for
+            detection (:meth:`raise_if_mask_issues`).
     """
 
     source: Path
@@ -128,6 +135,27 @@ class DetectionIndex:
     repairs: RepairLog = field(default_factory=RepairLog)
     problems: list[str] = field(default_factory=list)
     size_problems: dict[int, list[str]] = field(default_factory=dict)
+    mask_issues: RepairLog = field(default_factory=RepairLog)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the split has instance masks (some object has a polygon or an RLE mask)."""
+        return any(record.segmentations is not None for record in self.records)
+
+    def mask_problems(self) -> list[str]:
+        """One line per kind of :attr:`mask_issues`, or the lack of any mask: why instance segmentation cannot
+        train or be evaluated on this split (empty when it can)."""
+        if not self.has_masks and any(len(record.boxes) for record in self.records):
+            return [(f"{self.source}: no object has a polygon or mask: instance segmentation needs them (COCO "
+                     "'segmentation', or YOLO lines 'class x1 y1 x2 y2 x3 y3 ...')")]
+        return [f"{self.source}: {line}" for line in self.mask_issues.lines()]
+
+    def raise_if_mask_issues(self) -> DetectionIndex:
+        """Raise :class:`DatasetError` listing :meth:`mask_problems`; return ``self`` when there is none."""
+        problems = self.mask_problems()
+        if problems:
+            raise DatasetError(f"{self.source}: the instance masks cannot be trained on", problems)
+        return self
 
     def raise_if_problems(self) -> DetectionIndex:
         """Raise :class:`DatasetError` listing every problem; return ``self`` when there is none."""
@@ -164,6 +192,10 @@ class IndexBuilder:
         self._images: dict[int, tuple[Path, str, int, int]] = {}  # id -> (path, file_name, width, height)
         # per image id: one (x1, y1, x2, y2, label, crowd, area) row per box
         self._rows: dict[int, list[tuple[float, float, float, float, int, bool, float]]] = {}
+        self._segments: dict[int, list[Any]] = {}  # per image id: each row's segmentation or None
+        self._has_segments = False
+        self.mask_issues = RepairLog()
+        self._box_only = RepairLog()  # objects without a segmentation: an issue only if others have one
 
     def problem(self, where: str, what: str) -> None:
         self.problems.append(f"{where}: {what}")
@@ -175,6 +207,11 @@ class IndexBuilder:
         """Register an image; boxes are added to it with :meth:`add_box`."""
         self._images[image_id] = (path, file_name, width, height)
         self._rows[image_id] = []
+        self._segments[image_id] = []
+
+    def mask_issue(self, what: str, where: str) -> None:
+        """Note something that stops an object's mask from being used (see :attr:`DetectionIndex.mask_issues`)."""
+        self.mask_issues.add(what, where)
 
     def add_box(
         self,
@@ -185,6 +222,8 @@ class IndexBuilder:
         *,
         iscrowd: bool = False,
         area: float | None = None,
+        segmentation: Any = None,
+        mask_noted: bool = False,
     ) -> None:
         """Add one box in absolute pixels to a registered image, repairing or rejecting it.
 
@@ -195,6 +234,10 @@ class IndexBuilder:
             where: file and annotation id / line, for messages.
             iscrowd: a COCO crowd region.
             area: the file's ``area`` (kept for evaluation), or None to use the box area.
+            segmentation: the object's polygons or RLE mask in absolute pixels, or None (a box only); it follows
+                its box (dropped with it).
+            mask_noted: the object's segmentation was unusable and :meth:`mask_issue` said why: its lack of one
+                is not noted again.
         """
         image = self._images.get(image_id)
         if image is None:
@@ -230,6 +273,12 @@ class IndexBuilder:
             self.repairs.add("box clipped to its image", where)
         box_area = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1])
         self._rows[image_id].append((*clipped, label, bool(iscrowd), float(area) if area is not None else box_area))
+        self._segments[image_id].append(segmentation)
+        if segmentation is not None:
+            self._has_segments = True
+        elif not iscrowd and not mask_noted:  # a crowd region needs no mask: it is never trained on, and its box serves evaluation
+            self._box_only.add("objects with a box but no polygon or mask, in a data set whose other objects have "
+                               "one (segmentation needs a mask for every object)", where)
 
     def build(self) -> DetectionIndex:
         """The finished index; records keep the order in which images were added."""
@@ -237,5 +286,13 @@ class IndexBuilder:
         for image_id, (path, file_name, width, height) in self._images.items():
             rows = np.asarray(self._rows[image_id], dtype=np.float64).reshape(-1, 7)
             boxes, labels, crowd, areas = rows[:, :4].copy(), rows[:, 4].astype(np.int64), rows[:, 5] > 0, rows[:, 6]
-            records.append(ImageRecord(image_id, path, file_name, width, height, boxes, labels, crowd, areas.copy()))
-        return DetectionIndex(self.source, self.categories, records, self.repairs, self.problems, self.size_problems)
+            segmentations = self._segments[image_id] if self._has_segments else None
+            records.append(ImageRecord(image_id, path, file_name, width, height, boxes, labels, crowd, areas.copy(),
+                                       segmentations))
+        mask_issues = self.mask_issues
+        if self._has_segments:
+            for what, count in self._box_only.counts.items():
+                mask_issues.counts[what] = mask_issues.counts.get(what, 0) + count
+                mask_issues.examples.setdefault(what, []).extend(self._box_only.examples[what])
+        return DetectionIndex(self.source, self.categories, records, self.repairs, self.problems, self.size_problems,
+                              mask_issues)

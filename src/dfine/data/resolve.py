@@ -159,14 +159,15 @@ class DatasetSpec:
             self._indexes[split] = index
         return self._indexes[split]
 
-    def build(self, split: str, transforms: Transforms | None = None) -> DetectionDataset:
-        """The data set of a split.
+    def build(self, split: str, transforms: Transforms | None = None, *, masks: bool = False) -> DetectionDataset:
+        """The data set of a split; ``masks=True`` serves the objects' instance masks too (segmentation).
 
         Raises:
             InputFileError: no such split.
-            DatasetError: the split has annotation problems that cannot be repaired (all listed).
+            DatasetError: the split has annotation problems that cannot be repaired (all listed), or, with
+                ``masks``, objects without a usable mask.
         """
-        return DetectionDataset(self.index(split), transforms)
+        return DetectionDataset(self.index(split), transforms, masks=masks)
 
 
 def _is_coco_yaml(data: object) -> bool:

@@ -2,7 +2,8 @@
 
 Used by ``dfine demo`` (a few minutes of CPU training of the smallest model learns it: the objects are large, solid
 and told apart by shape, not colour) and by the tests (both formats from the same seed hold identical images and
-boxes). Deterministic for a given seed.
+boxes). Deterministic for a given seed. With ``masks=True`` every object also gets its outline as a polygon (COCO
+``segmentation``, YOLO-seg lines), for instance segmentation; the images are the same.
 """
 
 from __future__ import annotations
@@ -73,7 +74,28 @@ def draw_sample(
     return image, objects
 
 
-def _write_coco(root: Path, split: str, samples: list[tuple[str, int, int, list]]) -> dict[str, str]:
+# Corners of the polygon that outlines a circle: enough that its area is within 1 % of the disc's.
+_CIRCLE_POINTS = 32
+
+
+def shape_polygon(label: int, box: tuple[int, int, int, int]) -> list[float]:
+    """The outline of a drawn object as ``[x1, y1, x2, y2, ...]`` in pixels (pixel edges, so the square's polygon is
+    its box): a circle as a :data:`_CIRCLE_POINTS`-gon, a square's four corners, a triangle's three."""
+    x1, y1, x2, y2 = box
+    name = CLASS_NAMES[label]
+    if name == "square":
+        points = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    elif name == "triangle":
+        points = [((x1 + x2) / 2, y1), (x2, y2), (x1, y2)]
+    else:
+        angles = np.linspace(0, 2 * np.pi, _CIRCLE_POINTS, endpoint=False)
+        cx, cy, radius = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2
+        points = list(zip((cx + radius * np.cos(angles)).tolist(), (cy + radius * np.sin(angles)).tolist(),
+                          strict=True))
+    return [round(float(v), 2) for point in points for v in point]
+
+
+def _write_coco(root: Path, split: str, samples: list[tuple[str, int, int, list]], masks: bool) -> dict[str, str]:
     images: list[dict] = []
     annotations: list[dict] = []
     for image_id, (file_name, h, w, objects) in enumerate(samples):
@@ -89,6 +111,8 @@ def _write_coco(root: Path, split: str, samples: list[tuple[str, int, int, list]
                     "iscrowd": 0,
                 }
             )
+            if masks:
+                annotations[-1]["segmentation"] = [shape_polygon(label, (x1, y1, x2, y2))]
     categories = [
         {"id": i, "name": n, "supercategory": "shape"} for i, n in zip(_COCO_CATEGORY_IDS, CLASS_NAMES, strict=True)
     ]
@@ -98,11 +122,17 @@ def _write_coco(root: Path, split: str, samples: list[tuple[str, int, int, list]
     return {"images": f"images/{split}", "annotations": f"annotations/instances_{split}.json"}
 
 
-def _write_yolo_labels(root: Path, split: str, samples: list[tuple[str, int, int, list]]) -> None:
+def _yolo_polygon_line(label: int, box: tuple[int, int, int, int], h: int, w: int) -> str:
+    coords = shape_polygon(label, box)
+    return f"{label} " + " ".join(f"{v / (w if i % 2 == 0 else h):.6f}" for i, v in enumerate(coords))
+
+
+def _write_yolo_labels(root: Path, split: str, samples: list[tuple[str, int, int, list]], masks: bool) -> None:
     label_dir = root / "labels" / split
     label_dir.mkdir(parents=True, exist_ok=True)
     for file_name, h, w, objects in samples:
         lines = [
+            _yolo_polygon_line(label, (x1, y1, x2, y2), h, w) if masks else
             f"{label} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
             for label, (x1, y1, x2, y2) in objects
         ]
@@ -119,6 +149,7 @@ def make_synthetic_dataset(
     *,
     empty_fraction: float = 0.1,
     image_format: Literal["jpg", "png"] = "jpg",
+    masks: bool = False,
 ) -> Path:
     """Write a ready-to-train synthetic data set of 3 shape classes (1-4 objects per image).
 
@@ -135,6 +166,8 @@ def make_synthetic_dataset(
         seed: random seed.
         empty_fraction: share of images without any object.
         image_format: ``"jpg"`` (smaller) or ``"png"`` (lossless).
+        masks: also write each object's outline polygon (:func:`shape_polygon`): COCO ``segmentation``, YOLO-seg
+            lines ``class x1 y1 x2 y2 ...`` instead of box lines.
 
     Returns:
         The ``data.yaml`` to pass as ``--data``.
@@ -158,9 +191,9 @@ def make_synthetic_dataset(
                 image.save(image_dir / file_name)
             samples.append((file_name, height, width, objects))
         if format == "coco":
-            config[split] = _write_coco(root, split, samples)
+            config[split] = _write_coco(root, split, samples, masks)
         else:
-            _write_yolo_labels(root, split, samples)
+            _write_yolo_labels(root, split, samples, masks)
             config[split] = f"images/{split}"
     if format == "yolo":
         config["names"] = list(CLASS_NAMES)

@@ -12,7 +12,9 @@ antialiasing differs by up to 1/255 per pixel, enough to move a published checkp
 same resampling as the original, whose v2 pipeline runs on PIL images.
 
 Both pipelines end with the model's target format (docs/ARCHITECTURE.md): ``boxes`` (n, 4) float32 normalised
-``cxcywh`` and ``class_labels`` (n,) int64; ``image_id`` and ``orig_size`` pass through. Input is the item of
+``cxcywh`` and ``class_labels`` (n,) int64; ``image_id`` and ``orig_size`` pass through. Instance ``masks``
+(``tv_tensors.Mask``, one per box) go through every step with the image (padded, cropped, flipped, resized with
+nearest neighbour, dropped with their boxes) and end as a plain (n, H, W) uint8 tensor. Input is the item of
 :class:`dfine.data.dataset.DetectionDataset`; the output image is a plain (3, H, W) float32 tensor.
 """
 
@@ -46,6 +48,8 @@ def to_model_target(target: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in target.items() if k not in ("boxes", "labels")}
     out["boxes"] = box_xyxy_to_cxcywh((xyxy / scale).clamp(0.0, 1.0))
     out["class_labels"] = target["labels"].to(torch.int64)
+    if "masks" in out:
+        out["masks"] = out["masks"].as_subclass(Tensor)
     return out
 
 
@@ -135,8 +139,10 @@ class _InferenceResize:
     def __call__(self, image: Tensor, target: dict[str, Any]) -> tuple[tv_tensors.Image, dict[str, Any]]:
         # A uint8 tensor goes through the processor's PIL path, exactly like the PIL image it was decoded from.
         pixels = self.processor(image.as_subclass(Tensor))["pixel_values"][0]
-        boxes = v2.functional.resize(target["boxes"], list(self.size))
-        return tv_tensors.Image(pixels), {**target, "boxes": boxes}
+        resized = {"boxes": v2.functional.resize(target["boxes"], list(self.size))}
+        if "masks" in target:  # tv_tensors.Mask: nearest neighbour
+            resized["masks"] = v2.functional.resize(target["masks"], list(self.size))
+        return tv_tensors.Image(pixels), {**target, **resized}
 
 
 class EvalTransforms:

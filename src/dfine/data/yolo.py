@@ -5,8 +5,9 @@ an image folder, a text file listing images, or a list of those), relative to ``
 YAML's folder) or to the YAML's folder. The labels of ``.../images/<rest>.jpg`` are in ``.../labels/<rest>.txt``
 (or beside the image, see :func:`label_path`), one ``class cx cy w h`` line per object, normalised to the image
 size. A missing label file means "no objects"; one label file for several images (``a.jpg`` and ``a.png``) is a
-problem, as which image it belongs to is unknown. Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``) are
-accepted and turned into their bounding box.
+problem, as which image it belongs to is unknown. Ultralytics segmentation lines (``class x1 y1 x2 y2 ...``, three
+points or more) give their polygon as the object's instance mask (:mod:`dfine.data.polygons`) and its bounding box as
+the box; in a data set with such lines, a box-only line is an object without a mask (refused for segmentation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 from dfine.data.dataset import DetectionDataset, Transforms
 from dfine.data.images import probe_images
 from dfine.data.index import CategoryTable, DetectionIndex, IndexBuilder
+from dfine.data.polygons import MIN_POLYGON_POINTS, normalised_polygon
 from dfine.errors import InputFileError
 from dfine.imaging.formats import IMAGE_EXTENSIONS, accepted_image_types, is_unread_image, unread_image_problem
 from dfine.imaging.sources import folder_images
@@ -270,15 +272,20 @@ def _parse_label_file(builder: IndexBuilder, image_id: int, label_file: Path, wi
             bad = next(p for p in parts if not _is_float(p))
             builder.problem(where, f"non-numeric value '{bad}' (expected 'class cx cy w h')")
             continue
+        segmentation = None
         if len(values) == 5:
             class_id, cx, cy, w, h = values
             box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
             coords = values[1:]
-        elif len(values) >= 7 and len(values) % 2 == 1:
+        elif len(values) >= 1 + 2 * MIN_POLYGON_POINTS and len(values) % 2 == 1:
             class_id, coords = values[0], values[1:]
             xs, ys = coords[0::2], coords[1::2]
             box = (min(xs) * width, min(ys) * height, max(xs) * width, max(ys) * height)
-            builder.repairs.add("segmentation polygon turned into its bounding box", where)
+            segmentation = [normalised_polygon(coords, width, height)]
+        elif len(values) > 5:  # an even count: a polygon line with an odd number of coordinates
+            builder.problem(where, f"a polygon line 'class x1 y1 x2 y2 x3 y3 ...' with an odd number of coordinates "
+                                   f"({len(values) - 1})")
+            continue
         else:
             builder.problem(where, f"expected 5 values 'class cx cy w h', got {len(values)}")
             continue
@@ -288,7 +295,7 @@ def _parse_label_file(builder: IndexBuilder, image_id: int, label_file: Path, wi
         if max(abs(v) for v in coords) > 2.0:
             builder.problem(where, "coordinates are not normalised to 0..1 (pixel values?)")
             continue
-        builder.add_box(image_id, int(class_id), box, where)
+        builder.add_box(image_id, int(class_id), box, where, segmentation=segmentation)
 
 
 def _is_float(text: str) -> bool:

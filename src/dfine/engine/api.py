@@ -88,6 +88,7 @@ def train(
     recipe: str | None = None,
     logger: str | list[str] | tuple[str, ...] | None = None,
     log_model: bool = False,
+    task: str | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train D-FINE on a data set with the original recipe, scaled to this run (printed at the start).
@@ -132,6 +133,10 @@ def train(
             TensorBoard is on whenever installed (naming it makes it required). None: on a resume, the loggers the
             run used, continuing their runs; else none.
         log_model: also upload the ``best/`` folder to W&B / MLflow at the end (off: a large model is a slow upload).
+        task: ``"segment"`` trains instance segmentation (a ``DFineForInstanceSegmentation``; a detection checkpoint
+            or preset gets a fresh mask branch; the data set needs a polygon or mask for every object), ``"detect"``
+            boxes only; None (default): the model's own (:mod:`dfine.engine.task`). Segmentation runs report mask AP
+            beside box AP (``metrics["segm"]``) and keep the epoch of the best mask AP in ``best/``.
         **overrides: hyper-parameters (:class:`~dfine.engine.hparams.Hyperparameters` fields, e.g.
             ``stop_epoch=0``, ``warmup_iters=100``) or model config fields (e.g. ``num_queries=100``,
             ``num_denoising=0``).
@@ -152,7 +157,7 @@ def train(
                                output=output, device=device, resume=resume, amp=amp, workers=workers, seed=seed,
                                pretrained_backbone=pretrained_backbone, lr=lr, eval_interval=eval_interval,
                                progress=progress, sync_bn=sync_bn, profile=profile, recipe=recipe,
-                               logger=logger, log_model=log_model, overrides=dict(overrides))
+                               logger=logger, log_model=log_model, overrides=dict(overrides), task=task)
         return _train(options, local_rank, world_size)
     finally:
         if owns_group and world_size > 1:
@@ -167,6 +172,7 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     from dfine.engine.experiment_loggers.choices import check_logger_names, resumed_logger_names
     from dfine.engine.experiment_loggers.session import experiment_log, saved_runs
     from dfine.engine.hparams import check_overrides, count_noun
+    from dfine.engine.task import trains_segmentation
     from dfine.engine.trainer import Trainer
     from dfine.processing.processor import DFineImageProcessor
 
@@ -179,13 +185,18 @@ def _train(options: TrainOptions, local_rank: int, world_size: int) -> TrainResu
     loggers = resumed_logger_names(check_logger_names(options.logger), previous_runs)
     seed_everything(run.seed)
     val_split = (run.state["hparams"] if run.state is not None else hp_overrides).get("val_split", 0.0)
-    data = prepare_data(options, run, val_split)
-    plan = prepare_model(options, run, data, device, world_size, hp_overrides, config_overrides)
+    segment = trains_segmentation(options.task, options.model, run.state["config"] if run.state else None)
+    if run.state is not None and options.task is not None and (options.task == "segment") != segment:
+        logger.warning("resuming: task=%s ignored, the run continues as %s", options.task,
+                       "segmentation" if segment else "detection")
+    data = prepare_data(options, run, val_split, masks=segment)
+    plan = prepare_model(options, run, data, device, world_size, hp_overrides, config_overrides, segment=segment)
     hp, image_hw = plan.hparams, plan.image_hw
 
     dense_o2o = DenseO2OPolicy(*hp.dense_o2o_epochs, mosaic_prob=hp.mosaic_prob, mixup_prob=hp.mixup_prob)
     train_set = data.spec.build("train", TrainTransforms(image_hw, stop_epoch=hp.stop_epoch, seed=run.seed,
-                                                         strong_start=hp.strong_aug_start, dense_o2o=dense_o2o))
+                                                         strong_start=hp.strong_aug_start, dense_o2o=dense_o2o),
+                                masks=segment)
     val_set = data.spec.build("val", EvalTransforms(image_hw)) if "val" in data.spec.splits else None
     workers = options.workers if options.workers is not None else default_workers()
     train_loader, val_loader = build_loaders(
@@ -249,10 +260,12 @@ def val(
     val_split: float = 0.0,
     decoder_layers: int | None = None,
 ) -> EvalResult:
-    """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference.
+    """COCO box metrics of a model on one split of a data set, preprocessed exactly like inference; for a
+    segmentation model on a data set with masks, COCO mask metrics too (the result's ``segm``).
 
     Args:
-        model: anything ``from_pretrained`` accepts, or a loaded ``DFineForObjectDetection``.
+        model: anything ``from_pretrained`` accepts (a segmentation checkpoint loads as
+            ``DFineForInstanceSegmentation``), or a loaded ``DFineForObjectDetection`` / ``DFineForInstanceSegmentation``.
         data: the data set (as for :func:`train`).
         split: ``val``, ``train`` or ``test``.
         batch_size: images per forward pass.
@@ -288,7 +301,7 @@ def val(
     from dfine.data.holdout import hold_out_validation
     from dfine.engine.validate import evaluate
     from dfine.errors import DFineError
-    from dfine.model import DFineForObjectDetection
+    from dfine.model import load_model
     from dfine.processing.input_size import model_input_size
     from dfine.utils.device import resolve_device
 
@@ -306,12 +319,17 @@ def val(
     if output is not None:
         check_output_outside_images(Path(output).expanduser(), spec)
     check_dataset(spec, [split], progress=progress)
-    net = model if isinstance(model, nn.Module) else DFineForObjectDetection.from_pretrained(model)
+    net = model if isinstance(model, nn.Module) else load_model(model)
     if decoder_layers is not None:
         from dfine.model.depth import set_decoder_layers
 
         # a caller's model keeps its own depth
         net = set_decoder_layers(copy.deepcopy(net) if net is model else net, decoder_layers)
+    if getattr(net.config, "use_mask_head", False):
+        if spec.index(split).has_masks:  # masks are scored: every object needs a usable one
+            spec.index(split).raise_if_mask_issues()
+        else:
+            logger.warning("%s has no instance masks: the segmentation model is scored on its boxes only", spec.source)
     names = list(spec.names)
     num_labels = net.config.num_labels
     if num_labels != len(names):

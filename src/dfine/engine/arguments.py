@@ -54,6 +54,7 @@ class TrainOptions:
     logger: str | list[str] | tuple[str, ...] | None = None
     log_model: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     def check(self) -> None:
         """Every argument, before the data check or a download."""
@@ -79,6 +80,9 @@ class TrainOptions:
             if not isinstance(self.recipe, str):
                 raise ConfigError(f"recipe must be 'dfine' or 'deim', got {shown(self.recipe)}")
             check_recipe(self.recipe)
+        from dfine.engine.task import check_task
+
+        check_task(self.task)
 
 
 def check_workers(workers: int | None) -> None:

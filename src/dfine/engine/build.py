@@ -12,6 +12,10 @@ Two ways to start (:func:`build_training_model`):
   fresh. A list of the same length whose shared names keep their positions is a renaming: its rows stay in label
   order. When no name is shared and the count differs, the tensors are re-initialised and listed.
 
+For instance segmentation (``segment=True``) the model is a ``DFineForInstanceSegmentation``: a preset's mask branch
+starts with the rest, a detection checkpoint's starts fresh (said in the report), a D-FINE-seg or saved segmentation
+checkpoint's is fine-tuned. A segmentation checkpoint trained for detection (``segment=False``) drops its mask branch.
+
 Either way the backbone batch norms follow the recipe: trainable for N/S/M (``freeze_backbone_batch_norms=False``),
 frozen for L/X, whose stem is frozen too (``freeze_at``, ``freeze_norm`` in
 ``configs/dfine/dfine_hgnetv2_{l,x}_coco.yml``).
@@ -32,7 +36,7 @@ from dfine.engine.distributed import barrier, is_main_process
 from dfine.engine.optim import freeze_stem
 from dfine.errors import CheckpointError, ConfigError, DFineError
 from dfine.hub.class_rows import carry_class_rows, describe_carried_rows, is_renaming, match_class_names
-from dfine.model import DFineForObjectDetection
+from dfine.model import DFineForInstanceSegmentation, DFineForObjectDetection
 
 if TYPE_CHECKING:
     from dfine.model.resolve import ResolvedCheckpoint
@@ -174,6 +178,7 @@ def build_training_model(
     *,
     pretrained_backbone: bool = True,
     config_overrides: dict[str, Any] | None = None,
+    segment: bool = False,
 ) -> tuple[DFineForObjectDetection, ModelReport]:
     """The model to train on a data set with ``class_names`` (see the module docstring).
 
@@ -183,6 +188,7 @@ def build_training_model(
         class_names: the data set's classes in label order.
         pretrained_backbone: presets only: start the backbone from ImageNet weights.
         config_overrides: DFineConfig fields to set (e.g. ``num_queries``, ``num_denoising``).
+        segment: build a ``DFineForInstanceSegmentation`` (instance segmentation) rather than a detector.
 
     Returns:
         The model in train mode, and a report of what was loaded, re-initialised and frozen.
@@ -197,6 +203,7 @@ def build_training_model(
 
     overrides = check_config_overrides(dict(config_overrides or {}))
     id2label = dict(enumerate(class_names))
+    model_class = DFineForInstanceSegmentation if segment else DFineForObjectDetection
     if not isinstance(source, DFineForObjectDetection):
         source = str(source)
     if isinstance(source, str) and is_preset(source):
@@ -205,7 +212,7 @@ def build_training_model(
         recipe = RECIPES[size]
         config = preset_config(source, id2label=id2label, freeze_backbone_batch_norms=recipe.freeze_backbone_norm,
                                **overrides)
-        model = DFineForObjectDetection(config)
+        model = model_class(config)
         backbone = (_load_backbone_weights(model, SIZES[size].backbone) if pretrained_backbone
                     else "random (pretrained_backbone=False)")
         report = ModelReport(source, size, False, backbone)
@@ -224,8 +231,8 @@ def build_training_model(
         same_classes = resolved.config.class_names == list(class_names)
         overrides = {"freeze_backbone_batch_norms": recipe.freeze_backbone_norm, "id2label": id2label, **overrides}
         config = DFineConfig.from_dict(resolved.config.to_dict(), **overrides)
-        model = DFineForObjectDetection(config)
-        weights = resolved.state_dict
+        model = model_class(config)
+        weights = _fit_mask_branch(resolved.state_dict, model, resolved.source, notes)
         if not same_classes:
             matches = match_class_names(resolved.config.class_names, class_names)
             if is_renaming(resolved.config.class_names, class_names, matches):
@@ -244,9 +251,27 @@ def build_training_model(
         report = ModelReport(name, size, True, "from the checkpoint", sorted(skipped), notes=notes)
         if pretrained_backbone is False:
             report.notes.append("pretrained_backbone=False has no effect when fine-tuning a checkpoint")
+    if segment:
+        report.notes.insert(0, "instance segmentation: boxes and masks (D-FINE-seg's mask branch)")
     if recipe.freeze_backbone_norm:
         report.frozen = freeze_stem(model)
     return model.train(), report
+
+
+def _fit_mask_branch(weights: dict[str, Any], model: DFineForObjectDetection, source: str,
+                     notes: list[str]) -> dict[str, Any]:
+    """The checkpoint's weights fitted to whether ``model`` has a mask branch (:func:`fit_mask_branch`), and a note
+    when the checkpoint is of the other kind."""
+    from dfine.hub.convert import MASK_BRANCH
+    from dfine.model.pretrained import fit_mask_branch
+
+    given = any(MASK_BRANCH.match(k) for k in weights)
+    if given and not model.config.use_mask_head:
+        notes.append("a segmentation checkpoint trained for detection: its mask branch is left out")
+    elif model.config.use_mask_head and not given:
+        notes.append("a detection checkpoint trained for instance segmentation: the mask branch starts freshly "
+                     "initialised")
+    return fit_mask_branch(weights, model.state_dict(), type(model).__name__, source)
 
 
 def build_loaders(

@@ -77,7 +77,7 @@ class ClassAP:
 
 @dataclass
 class EvalResult:
-    """COCO box metrics.
+    """COCO box metrics (or mask metrics: ``iou_type`` ``"segm"``).
 
     All values are fractions in ``[0, 1]``. A bucket without ground truth (for example ``APs`` when there are no
     small objects) is NaN where pycocotools reports -1; :meth:`as_dict` turns NaN into ``None`` so the result can
@@ -90,6 +90,9 @@ class EvalResult:
         num_images: images evaluated.
         num_detections: detections scored.
         num_non_finite: detections dropped because their box or score was NaN/inf (a diverging model).
+        iou_type: ``"bbox"`` (box overlaps) or ``"segm"`` (mask overlaps, :mod:`dfine.engine.mask_eval`).
+        segm: a segmentation model's mask metrics beside these box metrics (None for a detector); ``as_dict``
+            holds them under ``"segm"`` and ``table`` prints both.
     """
 
     AP: float
@@ -113,6 +116,8 @@ class EvalResult:
     # (classes, 101): COCO's interpolated precision at IoU 0.5 at recall 0, 0.01, ..., 1 (all areas, 100 detections
     # per image), NaN for a class without ground truth; what plots.plot_pr_curves draws
     precision50: np.ndarray | None = field(default=None, repr=False, compare=False)
+    iou_type: str = "bbox"
+    segm: EvalResult | None = None
 
     @property
     def stats(self) -> list[float]:
@@ -130,6 +135,8 @@ class EvalResult:
             out["per_class_AP"] = {c.name: _nan_to_none(c.ap) for c in self.per_class}
             out["per_class"] = [{"label": c.label, "class": c.name, "AP": _nan_to_none(c.ap),
                                  "AP50": _nan_to_none(c.ap50), "num_gt": c.num_gt} for c in self.per_class]
+        if self.segm is not None:
+            out["segm"] = self.segm.as_dict(per_class)
         return out
 
     # Indexing by name, as for ``TrainResult.metrics`` (``result["AP"]``): the names and values of :meth:`as_dict`,
@@ -161,7 +168,8 @@ class EvalResult:
         def fmt(value: float) -> str:
             return "   -  " if math.isnan(value) else f"{100 * value:6.2f}"
 
-        lines = [f"COCO box metrics over {self.num_images} images, {self.num_detections} detections (values in %)"]
+        kind = "mask" if self.iou_type == "segm" else "box"
+        lines = [f"COCO {kind} metrics over {self.num_images} images, {self.num_detections} detections (values in %)"]
         groups = (STAT_NAMES[:6], STAT_NAMES[6:12], STAT_NAMES[12:])
         for group in groups:
             lines.append("  ".join(f"{name:>6}" for name in group))
@@ -173,6 +181,8 @@ class EvalResult:
             lines += ["", header, "-" * len(header)]
             for c in self.per_class:
                 lines.append(f"{c.label:>5}  {c.name:<{width}}  {fmt(c.ap)}  {fmt(c.ap50)}  {c.num_gt:>6}")
+        if self.segm is not None:
+            lines += ["", self.segm.table(per_class)]
         return "\n".join(lines)
 
 
@@ -195,6 +205,9 @@ class CocoEvaluator:
         class_names: names indexed by label id, used for the per-class table; defaults to the GT category names.
         verbose: let faster-coco-eval print its usual summary.
     """
+
+    #: what COCOeval compares: boxes here, masks in :class:`dfine.engine.mask_eval.MaskEvaluator`
+    iou_type = "bbox"
 
     def __init__(
         self, ground_truth: Mapping[str, Any], class_names: Sequence[str] | None = None, verbose: bool = False
@@ -347,7 +360,7 @@ class CocoEvaluator:
         coco_gt = COCO(self._gt, use_deepcopy=False, print_function=printer)
         coco_dt = coco_gt.loadRes(detections)
         coco_dt.print_function = printer
-        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=printer)
+        evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=self.iou_type, print_function=printer)
         evaluator.params.imgIds = image_ids
         evaluator.evaluate()
         evaluator.accumulate()
@@ -367,6 +380,7 @@ class CocoEvaluator:
             num_detections=len(detections),
             num_non_finite=sum(self._non_finite.values()),
             precision50=precision50,
+            iou_type=self.iou_type,
         )
 
     def predictions(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:

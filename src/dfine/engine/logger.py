@@ -290,6 +290,9 @@ class MetricsLogger:
                 self._writer.add_scalar(f"lr/{tag}", value, step)
             numeric_eval = {k: v for k, v in record.get("eval", {}).items() if isinstance(v, (int, float))}
             self.log_scalars(step, numeric_eval, prefix="eval/")
+            mask_eval = (record.get("eval") or {}).get("segm") or {}  # a segmentation model's mask metrics
+            self.log_scalars(step, {k: v for k, v in mask_eval.items() if isinstance(v, (int, float))},
+                             prefix="eval/mask_")
             if "time" in record:
                 self._writer.add_scalar("time/epoch_seconds", record["time"], step)
             self._writer.flush()

@@ -39,7 +39,7 @@ from dfine.engine.resuming import (
 )
 from dfine.engine.schedule import LRSchedule, build_lr_schedule
 from dfine.errors import DFineError
-from dfine.model import DFineForObjectDetection
+from dfine.model import DFineForObjectDetection, model_class_for
 
 logger = logging.getLogger("dfine")
 
@@ -166,8 +166,9 @@ def check_output_outside_images(output: Path, spec: DatasetSpec) -> None:
                                  "written there would be read as images of the data set: choose a folder outside it")
 
 
-def prepare_data(options: TrainOptions, run: RunStart, val_split: float) -> DataPlan:
-    """Resolve and check the data set (problems surface before anything slow), holding out ``val_split``."""
+def prepare_data(options: TrainOptions, run: RunStart, val_split: float, masks: bool = False) -> DataPlan:
+    """Resolve and check the data set (problems surface before anything slow), holding out ``val_split``; with
+    ``masks`` (instance segmentation) its masks must serve every object."""
     spec = resolve_dataset(options.data)
     check_output_outside_images(run.output_dir, spec)
     if val_split:
@@ -175,7 +176,7 @@ def prepare_data(options: TrainOptions, run: RunStart, val_split: float) -> Data
     splits = [s for s in ("train", "val") if s in spec.splits]
     if "train" not in splits:
         raise DFineError(f"{spec.source}: the data set has no 'train' split")
-    report = check_dataset(spec, splits, progress=options.progress and is_main_process())
+    report = check_dataset(spec, splits, progress=options.progress and is_main_process(), masks=masks)
     if is_main_process():
         print(report.summary())
     if "val" not in spec.splits:
@@ -186,14 +187,15 @@ def prepare_data(options: TrainOptions, run: RunStart, val_split: float) -> Data
 
 
 def prepare_model(options: TrainOptions, run: RunStart, data: DataPlan, device: torch.device, world_size: int,
-                  hp_overrides: dict[str, Any], config_overrides: dict[str, Any]) -> ModelPlan:
-    """The model and its hyper-parameters: from the checkpoint when resuming, else built and resolved anew."""
+                  hp_overrides: dict[str, Any], config_overrides: dict[str, Any], segment: bool = False) -> ModelPlan:
+    """The model and its hyper-parameters: from the checkpoint when resuming, else built and resolved anew (a
+    segmentation model with ``segment``)."""
     if run.state is not None:
         plan = _resumed_model(options, run, data, device, {**hp_overrides, **config_overrides})
     else:
         source = options.model if isinstance(options.model, nn.Module) else str(options.model)
         net, report = build_training_model(source, data.class_names, pretrained_backbone=options.pretrained_backbone,
-                                           config_overrides=config_overrides)
+                                           config_overrides=config_overrides, segment=segment)
         net.config.dataset_category_ids = data.spec.category_ids  # predictions can then name the data set's ids
         hp = resolve_hyperparameters(report.size, num_train_images=data.num_train, batch_size=options.batch_size,
                                      epochs=options.epochs, lr=options.lr, fine_tune=report.fine_tune,
@@ -234,7 +236,8 @@ def _resumed_model(options: TrainOptions, run: RunStart, data: DataPlan, device:
         # same classes, so it may be the same data moved; if not, best/ compares AP across validation sets
         hp.notes.append(f"resuming on {data.spec.source}, but the run so far trained on {trained_on}: the best "
                         "epoch is chosen across both validation sets")
-    net = DFineForObjectDetection(DFineConfig.from_dict(state["config"])).train()
+    config = DFineConfig.from_dict(state["config"])
+    net = model_class_for(config)(config).train()
     if options.epochs is not None and options.epochs != hp.epochs:
         hp.notes.append(f"epochs changed from {hp.epochs} to {options.epochs} on resume")
         hp.epochs = options.epochs

@@ -335,13 +335,15 @@ class Trainer:
         # Ties count as a new best: with AP flat (often 0 early on small data sets) the latest weights have trained
         # longest, and keeping the first would make the stop epoch throw away every epoch since. best/ and
         # best_stage1.pt are written on the same condition, so they always hold the same epoch.
-        improved = result is not None and not math.isnan(result.AP) and result.AP >= s.best_metric
+        # a segmentation run is judged by its masks (COCO segm AP), a detection run by its boxes
+        ap = math.nan if result is None else result.segm.AP if result.segm is not None else result.AP
+        improved = result is not None and not math.isnan(ap) and ap >= s.best_metric
         if result is not None:  # early stopping counts strict gains: a flat AP is no progress
-            better = not math.isnan(result.AP) and result.AP > s.best_metric
+            better = not math.isnan(ap) and ap > s.best_metric
             s.stale_evals = 0 if better else s.stale_evals + 1
         if improved:
             assert result is not None
-            s.best_metric, s.best_epoch, s.best_eval = float(result.AP), epoch, result.as_dict()
+            s.best_metric, s.best_epoch, s.best_eval = float(ap), epoch, result.as_dict()
             self.best_result = result
             self.best_evaluator = self._last_evaluator
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
@@ -366,8 +368,10 @@ class Trainer:
             if self._results_plot is None:
                 self._results_plot = ResultsPlot(metrics_logger.path, self.output_dir / "results.png")
             self._results_plot.update()  # not after every short epoch: drawing takes seconds (results_plot.py)
-        best = f" (best {format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
-        ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{best}"
+        kind = "mask " if result is not None and result.segm is not None else ""
+        best = f" (best {kind}{format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
+        mask = "" if result is None or result.segm is None else f", mask AP {format_ap(result.segm.AP)}"
+        ap = "" if result is None else f", AP {format_ap(result.AP)} AP50 {format_ap(result.AP50)}{mask}{best}"
         self.say(f"epoch {epoch + 1}/{self.hparams.epochs}: loss {train_stats.get('loss', math.nan):.4f}{ap}, "
                  f"{seconds:.1f} s" + (f", {count_noun(int(train_stats['skipped_steps']), 'step')} skipped"
                                        if train_stats.get("skipped_steps") else ""))

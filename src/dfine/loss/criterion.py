@@ -16,6 +16,12 @@ suffix            output                              terms
 
 That is ``4 + 5(L−1) + 3 + 3 + 5L + 3`` terms: 38 for L = 3, 68 for L = 6 (20 and 35 without denoising).
 
+Segmentation (D-FINE-seg 0.6.2, :mod:`dfine.loss.masks`): when the outputs carry ``intermediate_predicted_masks``,
+the criterion weights ``loss_mask_bce`` / ``loss_mask_dice`` and some target has ``masks``, the final layer, every
+auxiliary layer and every denoising layer get both mask terms (``2(2L − 1)`` more: 10 for L = 3), each on the
+output's own matching, never the GO union; the pre head and the encoder proposals have no masks. The matcher then
+adds the mask costs for the final and auxiliary layers. Targets without ``masks`` give those terms no pairs.
+
 Eval-mode outputs (the evaluated layer only: ``intermediate_logits`` (B, 1, Q, C), one layer of corners, no
 denoising) get the final-layer and ``_enc_0`` terms, 7 in all, with the GO union of those two matchings: the
 validation loss on what the eval forward computes, as transformers gives one whenever labels are passed.
@@ -68,6 +74,7 @@ from dfine.loss.functional import (
     matched_iou,
     varifocal_loss,
 )
+from dfine.loss.masks import MASK_LOSS_NAMES, cropped_mask_losses, resize_target_masks
 from dfine.loss.matcher import HungarianMatcher, Matching, denoising_matching, union_matching
 from dfine.ops import weighting_function
 
@@ -77,7 +84,7 @@ __all__ = ["LOSS_NAMES", "DFineCriterion"]
 LOSS_NAMES = ("loss_vfl", "loss_bbox", "loss_giou", "loss_fgl", "loss_ddf")
 #: The classification term: ``loss_vfl`` (D-FINE) or ``loss_mal`` (DEIM's Matchability-Aware Loss), not both.
 CLASSIFICATION_LOSSES = ("loss_vfl", "loss_mal")
-_KNOWN = (*LOSS_NAMES, "loss_mal")
+_KNOWN = (*LOSS_NAMES, "loss_mal", *MASK_LOSS_NAMES)
 
 
 class _Assignment(NamedTuple):
@@ -88,6 +95,24 @@ class _Assignment(NamedTuple):
     labels: Tensor  # (M,)
     boxes: Tensor  # (M, 4)
     num_boxes: float
+    mask_pairs: Tensor | None = None  # (M,) bool: the pairs whose image has masks (segmentation only)
+    masks: Tensor | None = None  # (M', h, w) the target masks of those pairs, at the logits' size
+
+
+def _gather_mask_rows(masks: Tensor, reads: Sequence[tuple[int, int, _Assignment]]) -> list[Tensor]:
+    """The mask logits of every (layer, row offset, assignment) read's mask pairs, in one indexing of ``masks``
+    (B, L, Q_tot, h, w): each separate slice or index of that stack would allocate and fill a gradient of its
+    whole size in the backward pass, which cost more than the mask losses themselves."""
+    batch, layer, query, counts = [], [], [], []
+    for index, offset, assignment in reads:
+        pairs = assignment.mask_pairs
+        assert pairs is not None
+        batch.append(assignment.batch_idx[pairs])
+        query.append(assignment.query_idx[pairs] + offset)
+        layer.append(torch.full_like(batch[-1], index))
+        counts.append(len(batch[-1]))
+    rows = masks[torch.cat(batch), torch.cat(layer), torch.cat(query)].float()
+    return list(rows.split(counts))
 
 
 class _Local(NamedTuple):
@@ -114,13 +139,19 @@ def _global_mean_counts(counts: Sequence[int], device: torch.device) -> list[flo
     return values.clamp(min=1).tolist()
 
 
-def _assign(matching: Matching, targets: Sequence[Mapping[str, Tensor]], num_boxes: float) -> _Assignment:
+def _assign(matching: Matching, targets: Sequence[Mapping[str, Tensor]], num_boxes: float,
+            with_masks: bool = False) -> _Assignment:
     device = targets[0]["boxes"].device
     batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matching)]).to(device)
     query_idx = torch.cat([q for q, _ in matching]).to(device)
     labels = torch.cat([t["class_labels"][g.to(device)] for t, (_, g) in zip(targets, matching, strict=True)])
     boxes = torch.cat([t["boxes"][g.to(device)] for t, (_, g) in zip(targets, matching, strict=True)])
-    return _Assignment(batch_idx, query_idx, labels, boxes.reshape(-1, 4), num_boxes)
+    if not with_masks:
+        return _Assignment(batch_idx, query_idx, labels, boxes.reshape(-1, 4), num_boxes)
+    pairs = torch.cat([torch.full((len(g),), "masks" in t, dtype=torch.bool)
+                       for t, (_, g) in zip(targets, matching, strict=True)]).to(device)
+    masks = torch.cat([t["masks"][g.to(device)] for t, (_, g) in zip(targets, matching, strict=True) if "masks" in t])
+    return _Assignment(batch_idx, query_idx, labels, boxes.reshape(-1, 4), num_boxes, pairs, masks)
 
 
 class DFineCriterion(nn.Module):
@@ -221,19 +252,35 @@ class DFineCriterion(nn.Module):
             raise ValueError(f"the model gives {num_classes} class logits; the criterion expects {self.num_classes}")
         if len(targets) != batch_size:
             raise ValueError(f"{len(targets)} targets for a batch of {batch_size} images")
-        targets = self._prepare_targets(targets, device)
+        masks = _field(outputs, "intermediate_predicted_masks")
+        if not any(name in self.weight_dict for name in MASK_LOSS_NAMES):
+            masks = None
+        targets = self._prepare_targets(targets, device, None if masks is None else tuple(masks.shape[-2:]))
+        if not any("masks" in t for t in targets):
+            masks = None  # a batch of boxes only: detection alone, as D-FINE-seg
+        if masks is not None and masks.shape[1] != num_layers:
+            raise ValueError(f"intermediate_predicted_masks has {masks.shape[1]} layers; expected the {num_layers} "
+                             "decoder layers of the corners")
         project = weighting_function(self.reg_max, up.detach().float(), reg_scale.detach().float())
         reg_scale = reg_scale.detach().float()
 
         num_dn = int(meta["dn_num_split"][0]) if meta is not None else 0
         logits_n, boxes_n = logits[:, :, num_dn:], boxes[:, :, num_dn:]
         corners_n, refs_n = corners[:, :, num_dn:], refs[:, :, num_dn:]
+        with_masks = masks is not None
+        # mask logits of layer i's matching queries for the matcher, which needs no gradient (the layers have no
+        # pre entry: index i is decoder layer i); the losses read their rows in one gather below
+        detached = masks.detach() if masks is not None else None
+
+        def layer_masks(i: int) -> Tensor | None:
+            return detached[:, i, num_dn:].float() if detached is not None else None
 
         # --- Matching: each output on its own, then the GO-LSD union. ---
         last = num_outputs - 1  # index of the final layer in the (pre, layer 0, ...) stacks
         num_aux = 0 if eval_layout else num_layers - 1
-        match_final = self.matcher(logits_n[:, last], boxes_n[:, last], targets)
-        match_aux = [self.matcher(logits_n[:, i + 1], boxes_n[:, i + 1], targets) for i in range(num_aux)]
+        match_final = self.matcher(logits_n[:, last], boxes_n[:, last], targets, masks=layer_masks(num_layers - 1))
+        match_aux = [self.matcher(logits_n[:, i + 1], boxes_n[:, i + 1], targets, masks=layer_masks(i))
+                     for i in range(num_aux)]
         match_pre = [] if eval_layout else [self.matcher(logits_n[:, 0], boxes_n[:, 0], targets)]
         match_enc = self.matcher(enc_logits, enc_boxes, targets)
         match_go = union_matching([match_final, *match_aux, *match_pre, match_enc])
@@ -248,13 +295,22 @@ class DFineCriterion(nn.Module):
             balance=ddf_balance(len(go.batch_idx), batch_size * logits_n.shape[2], batch_size, self.ddf_batch_factor),
         )
 
+        own_final = _assign(match_final, targets, num_boxes, with_masks)
+        own_aux = [_assign(match, targets, num_boxes, with_masks) for match in match_aux]
+        dn = self._denoising_assignment(meta, targets, num_dn, num_boxes, with_masks)
+        mask_rows: list[Tensor | None] = [None] * (1 + num_aux + num_layers)
+        if masks is not None:
+            reads = [(corner, num_dn, own_final), *((i, num_dn, own_aux[i]) for i in range(num_aux))]
+            reads += [(i, 0, dn) for i in range(num_layers)] if dn is not None else []
+            mask_rows[:len(reads)] = _gather_mask_rows(masks, reads)
+
         losses: dict[str, Tensor] = {}
         teacher = (corners_n[:, corner], logits_n[:, last])
-        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, corner],
-                    _assign(match_final, targets, num_boxes), go, local, teacher=None)
+        self._layer(losses, "", logits_n[:, last], boxes_n[:, last], corners_n[:, corner], own_final, go, local,
+                    teacher=None, mask_rows=mask_rows[0])
         for i in range(num_aux):
-            self._layer(losses, f"_aux_{i}", logits_n[:, i + 1], boxes_n[:, i + 1], corners_n[:, i],
-                        _assign(match_aux[i], targets, num_boxes), go, local, teacher=teacher)
+            self._layer(losses, f"_aux_{i}", logits_n[:, i + 1], boxes_n[:, i + 1], corners_n[:, i], own_aux[i], go,
+                        local, teacher=teacher, mask_rows=mask_rows[1 + i])
         for match in match_pre:
             self._layer(losses, "_pre", logits_n[:, 0], boxes_n[:, 0], None,
                         _assign(match, targets, num_boxes), go, local, teacher=None)
@@ -262,11 +318,14 @@ class DFineCriterion(nn.Module):
                     _assign(match_enc, targets, num_boxes), go, local, teacher=None)
 
         if meta is not None:
-            self._denoising(losses, meta, targets, logits, boxes, corners, refs, num_dn, num_boxes, local, project,
-                            reg_scale)
+            self._denoising(losses, dn, logits, boxes, corners, refs, num_dn, local, project, reg_scale, with_masks,
+                            mask_rows[1 + num_aux:])
         return {name: torch.nan_to_num(value, nan=0.0) for name, value in losses.items()}
 
-    def _prepare_targets(self, targets: Sequence[Mapping[str, Tensor]], device: torch.device) -> list[dict]:
+    def _prepare_targets(self, targets: Sequence[Mapping[str, Tensor]], device: torch.device,
+                         mask_size: tuple[int, int] | None = None) -> list[dict]:
+        """Labels and boxes on ``device``; with ``mask_size``, also the ``masks`` of the targets that have them,
+        resized once for every matcher and loss call (:func:`dfine.loss.masks.resize_target_masks`)."""
         prepared = []
         for target in targets:
             labels = torch.as_tensor(target["class_labels"], device=device).long().reshape(-1)
@@ -274,6 +333,12 @@ class DFineCriterion(nn.Module):
             if labels.numel() != boxes.shape[0]:
                 raise DFineError(f"a target has {labels.numel()} class labels but {boxes.shape[0]} boxes")
             prepared.append({"class_labels": labels, "boxes": boxes})
+            given = target.get("masks")
+            if mask_size is not None and isinstance(given, Tensor):
+                if given.dim() != 3 or given.shape[0] != boxes.shape[0]:
+                    raise DFineError(f"a target has {boxes.shape[0]} boxes but masks of shape {tuple(given.shape)} "
+                                     "(expected one (H, W) mask per box)")
+                prepared[-1]["masks"] = resize_target_masks(given.to(device), mask_size)
         all_labels = torch.cat([t["class_labels"] for t in prepared])
         if all_labels.numel() and (int(all_labels.min()) < 0 or int(all_labels.max()) >= self.num_classes):
             raise DFineError(
@@ -297,16 +362,25 @@ class DFineCriterion(nn.Module):
         local: _Local,
         teacher: tuple[Tensor, Tensor] | None,
         teacher_is_self: bool = False,
+        mask_rows: Tensor | None = None,
     ) -> None:
-        """Terms of one output: VFL on ``own``; bbox/giou, and fgl/ddf when it has corners, on ``shared``.
+        """Terms of one output: VFL and the mask terms on ``own``; bbox/giou, and fgl/ddf when it has corners, on
+        ``shared``.
 
         Args:
             logits: (B, Q, C); boxes: (B, Q, 4); corners: (B, Q, 4(N+1)) or None (pre head, encoder).
             own: the output's own matching (VFL); shared: GO union or denoising matching (boxes, local).
             teacher: (corners, logits) of the teacher layer for DDF, or None for no DDF term.
             teacher_is_self: this output IS the teacher: its DDF is 0 (the original's ``torch.equal`` case).
+            mask_rows: (M', h, w) mask logits of ``own``'s mask pairs (:func:`_gather_mask_rows`), or None for no
+                mask terms; ``own`` then carries the target masks.
         """
         w = self.weight_dict
+        if mask_rows is not None and own.masks is not None and own.mask_pairs is not None:
+            bce, dice = cropped_mask_losses(mask_rows, own.masks, own.boxes[own.mask_pairs])
+            for name, value in zip(MASK_LOSS_NAMES, (bce, dice), strict=True):
+                if name in w:
+                    self._add(losses, name, suffix, value)
         if "loss_vfl" in w:
             value = varifocal_loss(logits, boxes, own.batch_idx, own.query_idx, own.labels, own.boxes,
                                    own.num_boxes, self.alpha, self.gamma)
@@ -336,36 +410,45 @@ class DFineCriterion(nn.Module):
                                                 iou, local.balance, self.ddf_temperature)
             self._add(losses, "loss_ddf", suffix, value)
 
+    @staticmethod
+    def _denoising_assignment(meta: Mapping[str, Any] | None, targets: list[dict], num_dn: int, num_boxes: float,
+                              with_masks: bool) -> _Assignment | None:
+        """The denoising rows' fixed matching (None without denoising rows)."""
+        if meta is None or num_dn == 0:
+            return None
+        num_groups = int(meta["dn_num_group"])
+        matching = denoising_matching(meta["dn_positive_idx"], num_groups, targets)
+        return _assign(matching, targets, max(num_boxes * num_groups, 1.0), with_masks=with_masks)
+
     def _denoising(
         self,
         losses: dict[str, Tensor],
-        meta: Mapping[str, Any],
-        targets: list[dict],
+        dn: _Assignment | None,
         logits: Tensor,
         boxes: Tensor,
         corners: Tensor,
         refs: Tensor,
         num_dn: int,
-        num_boxes: float,
         local: _Local,
         project: Tensor,
         reg_scale: Tensor,
+        with_masks: bool,
+        mask_rows: Sequence[Tensor | None],
     ) -> None:
         """The ``_dn_{i}`` and ``_dn_pre`` terms on the first ``num_dn`` rows (the original's ``dn_meta`` branch of
-        ``DFINECriterion.forward``)."""
+        ``DFINECriterion.forward``) with their matching ``dn`` (:meth:`_denoising_assignment`); ``mask_rows``: each
+        layer's mask logits of the matched denoising rows (None entries without masks)."""
         num_layers = corners.shape[1]
-        if num_dn == 0:
+        if dn is None:
             # Denoising meta without denoising rows (no image has a target): the terms exist, and are 0, so the set
             # of names does not change from batch to batch (the original computes them on empty tensors -> 0).
             zero = logits.sum() * 0
             pre_names = (*CLASSIFICATION_LOSSES, "loss_bbox", "loss_giou")  # the pre head has no corners
-            groups = [(f"_dn_{i}", _KNOWN) for i in range(num_layers)] + [("_dn_pre", pre_names)]
+            layer_names = _KNOWN if with_masks else tuple(n for n in _KNOWN if n not in MASK_LOSS_NAMES)
+            groups = [(f"_dn_{i}", layer_names) for i in range(num_layers)] + [("_dn_pre", pre_names)]
             for suffix, names in groups:
                 losses.update({name + suffix: zero for name in names if name in self.weight_dict})
             return
-        num_groups = int(meta["dn_num_group"])
-        matching = denoising_matching(meta["dn_positive_idx"], num_groups, targets)
-        dn = _assign(matching, targets, max(num_boxes * num_groups, 1.0))
         logits_d, boxes_d = logits[:, :, :num_dn], boxes[:, :, :num_dn]
         corners_d, refs_d = corners[:, :, :num_dn], refs[:, :, :num_dn]
         last = num_layers
@@ -377,5 +460,5 @@ class DFineCriterion(nn.Module):
         teacher = (corners_d[:, last - 1], logits_d[:, last])
         for i in range(num_layers):
             self._layer(losses, f"_dn_{i}", logits_d[:, i + 1], boxes_d[:, i + 1], corners_d[:, i], dn, dn, local_dn,
-                        teacher=teacher, teacher_is_self=(i == num_layers - 1))
+                        teacher=teacher, teacher_is_self=(i == num_layers - 1), mask_rows=mask_rows[i])
         self._layer(losses, "_dn_pre", logits_d[:, 0], boxes_d[:, 0], None, dn, dn, local_dn, teacher=None)

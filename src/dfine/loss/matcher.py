@@ -13,6 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from dfine.loss.functional import cxcywh_to_xyxy_clamped
+from dfine.loss.masks import mask_match_costs, resize_target_masks
 from dfine.ops.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
 __all__ = ["HungarianMatcher", "Matching", "denoising_matching", "union_matching"]
@@ -43,6 +44,10 @@ class HungarianMatcher(nn.Module):
     on CPU with scipy's ``linear_sum_assignment``, one image at a time.
 
     The costs, α and γ are a config's ``matcher_*`` fields: :func:`dfine.loss.build_matcher` passes them.
+
+    Segmentation (D-FINE-seg 0.6.2's ``matcher.py``): when mask logits are passed and a target has ``masks``,
+    ``mask_cost·focal + dice_cost·(1 − Dice)`` over the full mask (:func:`dfine.loss.masks.mask_match_costs`) is
+    added for that image's targets; images without masks keep the box costs only.
     """
 
     def __init__(
@@ -52,6 +57,8 @@ class HungarianMatcher(nn.Module):
         giou_cost: float,
         alpha: float,
         gamma: float,
+        mask_cost: float = 0.0,
+        dice_cost: float = 0.0,
     ) -> None:
         super().__init__()
         if class_cost == bbox_cost == giou_cost == 0:
@@ -61,15 +68,20 @@ class HungarianMatcher(nn.Module):
         self.giou_cost = giou_cost
         self.alpha = alpha
         self.gamma = gamma
+        self.mask_cost = mask_cost
+        self.dice_cost = dice_cost
 
     @torch.no_grad()
-    def cost_matrix(self, logits: Tensor, boxes: Tensor, targets: Sequence[Mapping[str, Tensor]]) -> Tensor:
+    def cost_matrix(self, logits: Tensor, boxes: Tensor, targets: Sequence[Mapping[str, Tensor]],
+                    masks: Tensor | None = None) -> Tensor:
         """Per-image matching costs, padded: (B, Q, T_max) float64 on CPU, non-finite entries replaced.
 
         Args:
             logits: (B, Q, C) class logits.
             boxes: (B, Q, 4) predicted boxes, normalised cxcywh.
-            targets: B dicts with ``class_labels`` (n,) and ``boxes`` (n, 4) normalised cxcywh.
+            targets: B dicts with ``class_labels`` (n,) and ``boxes`` (n, 4) normalised cxcywh, and optionally
+                ``masks`` (n, H, W) (resized to the logits' size here when they are not at it).
+            masks: (B, Q, h, w) mask logits, or None for the box costs only.
 
         Returns:
             Costs; columns ``>= len(targets[i]["boxes"])`` of image i are padding.
@@ -94,17 +106,38 @@ class HungarianMatcher(nn.Module):
         pred_xyxy, tgt_xyxy = cxcywh_to_xyxy_clamped(pred), box_cxcywh_to_xyxy(tgt_boxes)
         cost_giou = -torch.stack([generalized_box_iou(p, t) for p, t in zip(pred_xyxy, tgt_xyxy, strict=True)])
         cost = self.bbox_cost * cost_bbox + self.class_cost * cost_class + self.giou_cost * cost_giou
+        if masks is not None and (self.mask_cost or self.dice_cost):
+            cost = cost + self._mask_costs(masks, targets, sizes, max_size)
         cost = cost.to(device="cpu", dtype=torch.float64)
         return torch.where(torch.isfinite(cost), cost, torch.full_like(cost, INVALID_COST))
 
+    def _mask_costs(self, masks: Tensor, targets: Sequence[Mapping[str, Tensor]], sizes: list[int],
+                    max_size: int) -> Tensor:
+        """(B, Q, T_max) weighted mask costs; 0 for images without masks and for padding columns."""
+        batch_size, num_queries, height, width = masks.shape
+        truth = masks.new_zeros((batch_size, max_size, height, width), dtype=torch.float32)
+        has_masks = torch.zeros(batch_size, dtype=torch.bool, device=masks.device)
+        for i, target in enumerate(targets):
+            given = target.get("masks")
+            if sizes[i] and isinstance(given, Tensor) and given.numel():
+                truth[i, : sizes[i]] = resize_target_masks(given.to(masks.device), (height, width))
+                has_masks[i] = True
+        if not has_masks.any():
+            return masks.new_zeros((batch_size, num_queries, max_size), dtype=torch.float32)
+        focal, dice = mask_match_costs(masks, truth, self.alpha, self.gamma)
+        return (self.mask_cost * focal + self.dice_cost * dice) * has_masks[:, None, None]
+
     @torch.no_grad()
-    def forward(self, logits: Tensor, boxes: Tensor, targets: Sequence[Mapping[str, Tensor]]) -> Matching:
+    def forward(self, logits: Tensor, boxes: Tensor, targets: Sequence[Mapping[str, Tensor]],
+                masks: Tensor | None = None) -> Matching:
         """Match predictions to targets.
 
         Args:
             logits: (B, Q, C) class logits.
             boxes: (B, Q, 4) predicted boxes, normalised cxcywh.
-            targets: B dicts with ``class_labels`` (n,) and ``boxes`` (n, 4) normalised cxcywh.
+            targets: B dicts with ``class_labels`` (n,) and ``boxes`` (n, 4) normalised cxcywh, and optionally
+                ``masks`` (n, H, W).
+            masks: (B, Q, h, w) mask logits: adds the mask costs (see the class docstring); None: boxes only.
 
         Returns:
             Per image ``(pred_idx, tgt_idx)``, int64 CPU tensors of length ``min(Q, n)``, ``pred_idx`` ascending.
@@ -115,7 +148,7 @@ class HungarianMatcher(nn.Module):
         sizes = [len(t["boxes"]) for t in targets]
         if sum(sizes) == 0:
             return [_empty_pair() for _ in sizes]
-        cost = self.cost_matrix(logits, boxes, targets).numpy()
+        cost = self.cost_matrix(logits, boxes, targets, masks).numpy()
         result: Matching = []
         for i, size in enumerate(sizes):
             if size == 0:

@@ -88,6 +88,11 @@ def _check_target(target: Any, where: str) -> None:
     if classes.dim() != 1 or boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != classes.shape[0]:
         raise ModelInputError(f'{where} has "class_labels" of shape {tuple(classes.shape)} and "boxes" of shape '
                               f"{tuple(boxes.shape)}; {LABELS_FORMAT}")
+    masks = target.get("masks")
+    if masks is not None and (not isinstance(masks, Tensor) or masks.dim() != 3 or masks.shape[0] != classes.shape[0]):
+        shape = tuple(masks.shape) if isinstance(masks, Tensor) else _type_name(masks)
+        raise ModelInputError(f'{where} has {classes.shape[0]} boxes but "masks" of shape {shape}: instance masks are '
+                              "one (H, W) tensor per box, (N, H, W), at the input image's size")
 
 
 def check_labels(labels: Any, batch_size: int) -> None:

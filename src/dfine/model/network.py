@@ -55,11 +55,14 @@ def _recording_aifi(encoder: HybridEncoder, enabled: bool) -> Iterator[list[Tens
 
 
 def _wants_masks(training: bool, labels: list[dict[str, Tensor]] | None) -> bool:
-    """Masks are predicted at inference, and in training when some target has masks to learn from: a batch of
-    boxes only trains detection alone (D-FINE-seg's ``DFINETransformer._should_do_masks``)."""
+    """Masks are predicted at inference, and in training when some target carries masks: a batch of boxes only
+    trains detection alone (D-FINE-seg's ``DFINETransformer._should_do_masks``). Unlike D-FINE-seg, a batch of a
+    segmentation data set whose images happen to have no object (empty ``masks``) still runs the mask branch: its
+    loss terms are then 0, but the set of terms and of parameters with a gradient stays the same from step to step,
+    which a distributed run needs."""
     if not training or labels is None:
         return True
-    return any(isinstance(t.get("masks"), Tensor) and t["masks"].numel() > 0 for t in labels)
+    return any(isinstance(t.get("masks"), Tensor) for t in labels)
 
 
 class DFineNetwork(TransformersModelMixin):

@@ -130,7 +130,7 @@ class DFineInstanceSegmentationOutput(DFineObjectDetectionOutput):
     :meth:`dfine.DFineImageProcessor.post_process_instance_segmentation`. ``intermediate_predicted_masks``
     (B, L', Q, H/4, W/4) holds every decoder layer's in training mode (the auxiliary and denoising layers' masks;
     each entry of ``auxiliary_outputs`` for a decoder layer also has its ``pred_masks``), the evaluated layer's in
-    eval mode. Masks are not predicted in training mode when ``labels`` are given but no target has ``masks``.
+    eval mode. Masks are not predicted in training mode when ``labels`` are given and no target carries ``masks``.
     """
 
     pred_masks: Tensor | None = None

@@ -90,7 +90,7 @@ class PretrainedMixin:
             if class_overrides:
                 own = _carry_rows_by_name(own, model.state_dict(), source_names,  # type: ignore[attr-defined]
                                           resolved.config.class_names)
-            own = _fit_mask_branch(own, model.state_dict(), type(model).__name__, resolved.source)  # type: ignore[attr-defined]
+            own = fit_mask_branch(own, model.state_dict(), type(model).__name__, resolved.source)  # type: ignore[attr-defined]
             new_heads = any(k in overrides for k in ("num_labels", "id2label", "label2id", "num_denoising"))
             # transformers' DFineModel files have no detection heads: ours get fresh ones, as in transformers
             fresh = absent_detection_heads(resolved.state_dict)
@@ -280,7 +280,7 @@ def _carry_rows_by_name(state_dict: dict[str, Tensor], fresh: Mapping[str, Tenso
     return carry_class_rows(state_dict, dict(fresh), matches)
 
 
-def _fit_mask_branch(state_dict: dict[str, Tensor], expected: Mapping[str, Tensor], model_name: str,
+def fit_mask_branch(state_dict: dict[str, Tensor], expected: Mapping[str, Tensor], model_name: str,
                      source: str) -> dict[str, Tensor]:
     """``state_dict`` fitted to whether the model has a mask branch, when the checkpoint is of the other kind:
     a segmentation checkpoint loaded as a detector loses its mask branch, and a detection checkpoint starts a

@@ -60,6 +60,15 @@ def test_epoch_metrics_use_the_tensorboard_names() -> None:
                                                                                      "lr/group_1": 0.2}
 
 
+def test_a_segmentation_models_mask_metrics_are_logged_beside_the_box_metrics() -> None:
+    record = {**RECORD, "eval": {**RECORD["eval"], "segm": {"AP": 0.2, "AP50": 0.4, "per_class_AP": {"cat": 0.1}}}}
+    metrics = epoch_metrics(record)
+    assert metrics["eval/mask_AP"] == 0.2 and metrics["eval/mask_AP50"] == 0.4 and metrics["eval/AP"] == 0.25
+    recorder = Recorder("r")
+    ExperimentLog([recorder]).log_summary({"AP": 0.3, "segm": {"AP": 0.25}}, epoch=4)
+    assert recorder.calls == [("log_summary", ({"best/AP": 0.3, "best/mask_AP": 0.25}, 5))]
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("profile/loss + matching", "profile/loss_matching"),
     ("profile/augmentation (workers)", "profile/augmentation_workers"),

@@ -38,13 +38,15 @@ def _named(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
 def epoch_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     """The numbers of one ``metrics.jsonl`` record (:meth:`MetricsLogger.log_epoch`), named as TensorBoard's tags.
 
-    Nested or non-numeric values (per-class AP, ``null`` for a non-finite number) are left out, as in TensorBoard.
+    Nested or non-numeric values (per-class AP, ``null`` for a non-finite number) are left out, as in TensorBoard,
+    except a segmentation model's mask metrics (``eval/mask_AP``, ...).
     """
     metrics = _named("train/", record.get("train") or {})
     groups = record.get("lr_groups") or []
     for index, lr in enumerate(record.get("lr") or []):
         metrics.update(_named("lr/", {groups[index] if index < len(groups) else f"group_{index}": lr}))
     metrics.update(_named("eval/", record.get("eval") or {}))
+    metrics.update(_named("eval/mask_", (record.get("eval") or {}).get("segm") or {}))  # segmentation models
     # the running best AP is left out: "best/AP" is the best epoch's, logged once at the end (log_summary), and
     # the maximum of eval/AP is what each logger's interface shows anyway
     metrics.update(_named("", {"time/epoch_seconds": record.get("time"), "stage": record.get("stage")}))
@@ -123,7 +125,7 @@ class ExperimentLog:
 
     def log_summary(self, metrics: Mapping[str, Any], epoch: int) -> None:
         """The best epoch's metrics, as ``best/<name>``."""
-        numbers = _named("best/", metrics)
+        numbers = {**_named("best/", metrics), **_named("best/mask_", metrics.get("segm") or {})}
         if self.backends and numbers:
             self._each(lambda backend: backend.log_summary(numbers, epoch + 1), "logging the best metrics")
 

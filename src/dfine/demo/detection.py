@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from dfine.demo.common import ensure_processor, format_seconds, prepare_output
 from dfine.errors import DFineError
 
 # Tuned with the trainer on 2 CPU cores. The default run costs about 490 CPU-seconds (one thread: 8 minutes; two
@@ -44,7 +45,6 @@ DEMO_BATCH_SIZE = 8
 DEMO_EPOCHS = 20
 DEMO_LR = 8e-4
 DEMO_GRID_IMAGES = 6
-_MARKER = ".dfine-demo"  # marks a folder as a demo output, which a new demo run may overwrite
 
 
 @dataclass
@@ -76,36 +76,27 @@ class DemoResult:
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _prepare_output(output: Path) -> None:
-    """Create ``output``; refuse a non-empty folder that an earlier demo did not write (it could be anything)."""
-    from dfine.utils.files import prepare_output_dir
-
-    if output.is_dir() and any(output.iterdir()) and not (output / _MARKER).exists():
-        raise DFineError(f"{output}: folder exists and was not written by dfine demo; pass another --output")
-    if (output / _MARKER).exists():
-        import shutil
-
-        for name in ("data", "train", "predictions"):
-            shutil.rmtree(output / name, ignore_errors=True)
-    prepare_output_dir(output)  # a file of that name, or a file above it, is a one-line error
-    (output / _MARKER).write_text("written by dfine demo; a new demo run replaces this folder's contents\n")
-
-
-def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: int, batch_size: int,
-                     device: str, seed: int) -> int:
-    """Epochs that fit in ``minutes``, from the timing of two training steps of D-FINE-N on random data."""
+def estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: int, batch_size: int,
+                    device: str, seed: int, segment: bool = False, num_queries: int = 300) -> int:
+    """Epochs that fit in ``minutes``, from the timing of two training steps of D-FINE-N on random data (with
+    ``segment``, of D-FINE-N with the mask branch on targets with masks)."""
     from dfine.config.presets import preset_config
-    from dfine.model import DFineForObjectDetection
+    from dfine.model import DFineForInstanceSegmentation, DFineForObjectDetection
     from dfine.utils.device import resolve_device
 
     torch_device = resolve_device(device)
     torch.manual_seed(seed)
-    model = DFineForObjectDetection(preset_config(DEMO_MODEL, num_labels=3, freeze_backbone_batch_norms=False))
+    model_class = DFineForInstanceSegmentation if segment else DFineForObjectDetection
+    model = model_class(preset_config(DEMO_MODEL, num_labels=3, freeze_backbone_batch_norms=False,
+                                      num_queries=num_queries))
     model.to(torch_device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     pixels = torch.rand(batch_size, 3, image_size, image_size, device=torch_device)
     labels = [{"class_labels": torch.tensor([i % 3], device=torch_device),
                "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]], device=torch_device)} for i in range(batch_size)]
+    if segment:
+        for target in labels:
+            target["masks"] = torch.zeros((1, image_size, image_size), dtype=torch.uint8, device=torch_device)
     seconds = 0.0
     for _ in range(2):  # the first step pays one-off costs (allocations, lazy imports)
         start = time.perf_counter()
@@ -119,14 +110,6 @@ def _estimate_epochs(minutes: float, num_train: int, num_val: int, image_size: i
     epoch_seconds = 1.15 * seconds * (num_train / batch_size + num_val / batch_size / 3)
     budget = minutes * 60 * 0.9  # the rest: data set, final evaluation and pictures
     return max(1, math.floor(budget / epoch_seconds))
-
-
-def _ensure_processor(model_dir: Path, image_size: int) -> None:
-    """Make ``dfine predict --model model_dir`` resize to the training size (the default would be 640)."""
-    from dfine.processing.processor import PREPROCESSOR_CONFIG_NAME, DFineImageProcessor
-
-    if model_dir.is_dir() and not (model_dir / PREPROCESSOR_CONFIG_NAME).exists():
-        DFineImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(model_dir)
 
 
 def _ground_truth(data_root: Path, class_names: list[str]) -> tuple[dict[str, Any], dict[int, Path]]:
@@ -194,11 +177,6 @@ def _evaluate_and_draw(model_dir: Path, data_root: Path, output: Path, image_siz
     return metrics, grid_path, predictions_dir
 
 
-def _format_seconds(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
 def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) -> str:
     from dfine.data.synthetic import CLASS_NAMES
     from dfine.engine.evaluator import format_ap
@@ -210,7 +188,7 @@ def _summary(result: DemoResult, num_train: int, num_val: int, image_size: int) 
     out = result.output_dir
     lines = [
         "",
-        f"D-FINE demo finished in {_format_seconds(result.seconds)}.",
+        f"D-FINE demo finished in {format_seconds(result.seconds)}.",
         f"  Trained D-FINE-N from random weights for {result.epochs} epoch{'s' if result.epochs != 1 else ''} on "
         f"{num_train} synthetic {image_size}x{image_size} images ({', '.join(CLASS_NAMES)}).",
         f"  Validation ({num_val} images): AP {pct('AP')}, AP50 {pct('AP50')}, AP75 {pct('AP75')}",
@@ -280,13 +258,13 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
     from dfine.engine.api import train
 
     output = Path(output).expanduser()
-    _prepare_output(output)
+    prepare_output(output)
 
     data_yaml = make_synthetic_dataset(output / "data", num_train=num_train, num_val=num_val,
                                        image_size=(image_size, image_size), seed=seed)
     if epochs is None:
         if minutes is not None:
-            epochs = _estimate_epochs(minutes, num_train, num_val, image_size, batch_size, device, seed)
+            epochs = estimate_epochs(minutes, num_train, num_val, image_size, batch_size, device, seed)
             print(f"About {minutes:g} minutes of training on this machine: {epochs} epochs (pass --epochs {epochs} "
                   "to repeat this run exactly)")
         else:
@@ -297,7 +275,7 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
                     epochs=epochs, batch_size=batch_size, output=str(output / "train"), device=device,
                     workers=workers, seed=seed, lr=DEMO_LR, progress=progress, stop_epoch=0)
     model_dir = Path(trained.best_model)
-    _ensure_processor(model_dir, image_size)
+    ensure_processor(model_dir, image_size)
     metrics, grid, predictions_dir = _evaluate_and_draw(model_dir, output / "data", output, image_size, device,
                                                         progress)
     plot = Path(trained.output_dir) / "results.png"
