@@ -93,7 +93,10 @@ def resumed_eval_interval(state: dict[str, Any], eval_interval: int | None, note
     restarts from); a value given on purpose is used, with a note. A checkpoint that predates the record: 1."""
     saved = state.get("extra", {}).get("eval_interval")
     if eval_interval is None:
-        return int(saved) if saved is not None else 1
+        if saved is None:
+            return 1
+        notes.append(f"eval_interval {saved} kept from the checkpoint")
+        return int(saved)
     if saved is None or int(saved) == eval_interval:
         return eval_interval
     notes.append(f"eval_interval changed from {saved} to {eval_interval} on resume")
