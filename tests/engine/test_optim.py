@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dfine.config.presets import RECIPES, preset_config
-from dfine.engine.hparams import MAX_SCHEDULE_FRACTION, resolve_hyperparameters
+from dfine.engine.hparams import LARGE_DATASET, MAX_SCHEDULE_FRACTION, SMALL_DATA_LR_SCALING, resolve_hyperparameters
 from dfine.engine.optim import build_optimizer, freeze_stem, parameter_groups
 from dfine.errors import ConfigError
 from dfine.model import DFineForObjectDetection
@@ -126,10 +126,26 @@ def test_small_data_set_defaults_are_capped_to_the_run() -> None:
     assert hp.epochs == 160 and hp.stop_epoch == 148
     assert hp.warmup_iters <= MAX_SCHEDULE_FRACTION * total and hp.ema_warmups <= MAX_SCHEDULE_FRACTION * total
     assert 1 / (1 - hp.ema_decay) <= MAX_SCHEDULE_FRACTION * total + 1e-6
-    assert hp.lr == pytest.approx(8e-4 / 16)
+    assert hp.lr == pytest.approx(8e-4 * {"linear": 1 / 16, "sqrt": 1 / 4, "none": 1.0}[SMALL_DATA_LR_SCALING])
     tiny = resolve_hyperparameters("n", num_train_images=40, batch_size=8)  # 5 steps per epoch
     assert tiny.epochs == 400 and tiny.stop_epoch == 370
     assert any("epochs" in note for note in tiny.notes)
+
+
+def test_the_automatic_lr_rule_is_linear_on_large_data_only_and_said() -> None:
+    large = resolve_hyperparameters("n", num_train_images=LARGE_DATASET, batch_size=8)
+    small = resolve_hyperparameters("n", num_train_images=LARGE_DATASET - 1, batch_size=8)
+    assert (large.lr_scaling, small.lr_scaling) == ("linear", SMALL_DATA_LR_SCALING)
+    assert large.lr == pytest.approx(8e-4 / 16)
+    assert any("lr_scaling=auto" in note for note in small.notes)
+    assert not any("lr_scaling=auto" in note for note in large.notes)
+    # any rule can be asked for by name, whatever the data set size
+    for rule, factor in (("linear", 1 / 16), ("sqrt", 1 / 4), ("none", 1.0)):
+        hp = resolve_hyperparameters("n", num_train_images=500, batch_size=8, overrides={"lr_scaling": rule})
+        assert (hp.lr_scaling, hp.lr, hp.backbone_lr) == (rule, pytest.approx(8e-4 * factor),
+                                                          pytest.approx(4e-4 * factor))
+    with pytest.raises(ConfigError, match="lr_scaling must be one of"):
+        resolve_hyperparameters("n", num_train_images=500, overrides={"lr_scaling": "cubic"})
 
 
 def test_fine_tuning_and_overrides() -> None:

@@ -40,7 +40,6 @@ SEGMENT_DEMO_IMAGE_SIZE = 224
 SEGMENT_DEMO_QUERIES = 150
 SEGMENT_DEMO_BATCH_SIZE = 8
 SEGMENT_DEMO_EPOCHS = 24
-SEGMENT_DEMO_LR = 8e-4
 _GRID_IMAGES = 6
 _MASK_ALPHA = 0.45  # how much of a filled mask's colour covers the picture
 
@@ -213,7 +212,7 @@ def run_segmentation_demo(output: str | Path = "runs/demo-segment", minutes: flo
     workers = 0 if not torch.cuda.is_available() or device == "cpu" else 2
     trained = train(data=str(data_yaml), model=DEMO_MODEL, task="segment", pretrained_backbone=False,
                     image_size=image_size, epochs=epochs, batch_size=batch_size, output=str(output / "train"),
-                    device=device, workers=workers, seed=seed, lr=SEGMENT_DEMO_LR, progress=progress, stop_epoch=0,
+                    device=device, workers=workers, seed=seed, progress=progress, stop_epoch=0,
                     num_queries=SEGMENT_DEMO_QUERIES)
     model_dir = Path(trained.best_model)
     ensure_processor(model_dir, image_size)

@@ -5,10 +5,13 @@ The recipe (:data:`dfine.config.presets.RECIPES`) was tuned for COCO (118k image
 batch size. :func:`resolve_hyperparameters` adapts it, in this order, and records every adjustment in
 :attr:`Hyperparameters.notes` so the start-of-run printout says what changed and why:
 
-1. **Batch size** (README rule of the original): with ``k = batch / recipe batch``, both learning rates are
-   multiplied by ``k`` (linear scaling), the EMA decay becomes ``1 − k·(1 − decay)`` (the same averaging horizon in
-   *images*), and the LR warm-up and EMA warm-up iterations are divided by ``k``. An explicit ``lr`` is taken as
-   given (not scaled); the backbone LR keeps the recipe's ratio to it.
+1. **Batch size**: with ``k = batch / recipe batch``, the EMA decay becomes ``1 − k·(1 − decay)`` (the same
+   averaging horizon in *images*) and the LR warm-up and EMA warm-up iterations are divided by ``k`` (README rule
+   of the original). The learning rates follow :attr:`Hyperparameters.lr_scaling`; its default ``auto`` is the
+   original's linear rule (× k) on COCO-sized data (>= :data:`LARGE_DATASET` training images), where the recipe's
+   numbers stand, and :data:`SMALL_DATA_LR_SCALING` below it, where the linear rule at a small batch gives a
+   learning rate too small to learn in the run (measured: docs/training-defaults.md). An explicit ``lr`` is taken
+   as given (not scaled); the backbone LR keeps the recipe's ratio to it.
 2. **Epochs**: the recipe's epochs for COCO-sized data (>= :data:`LARGE_DATASET` images). Smaller data sets get at
    least the recipe's epochs and at least :data:`MIN_ITERATIONS` optimizer steps (so a 100-image set is not done
    after a few hundred steps), never more than :data:`MAX_DEFAULT_EPOCHS`. The stop epoch (last
@@ -34,10 +37,13 @@ from dfine.engine.recipes import apply_recipe, check_recipe, describe_recipe
 from dfine.engine.schedule import LR_SCHEDULES, describe_schedule
 from dfine.errors import ConfigError
 
-LR_SCALINGS = ("linear", "sqrt", "none")
+LR_SCALINGS = ("auto", "linear", "sqrt", "none")
 """How the recipe's learning rate may follow the batch size (:attr:`Hyperparameters.lr_scaling`)."""
 LARGE_DATASET = 10_000
-"""Training images from which the recipe's epoch count is used unchanged."""
+"""Training images from which the recipe's epoch count and learning-rate rule are used unchanged."""
+SMALL_DATA_LR_SCALING = "none"
+"""The learning-rate rule ``auto`` picks below :data:`LARGE_DATASET` training images: the one that scored best on
+the small real data sets of ``benchmarks/train_quality.py`` (docs/training-defaults.md)."""
 MIN_ITERATIONS = 2_000
 """Fewest optimizer steps the default epoch count aims for on small data sets."""
 MAX_DEFAULT_EPOCHS = 500
@@ -83,7 +89,9 @@ class Hyperparameters:
         mixup_prob: the chance a batch is mixed with itself shifted by one image, in the Dense O2O epochs.
         mal_gamma: γ of DEIM's Matchability-Aware Loss, which replaces VFL (None: VFL).
         lr_scaling: how the recipe's learning rates follow the batch size ``k = batch / recipe batch``:
-            ``linear`` (× k, the original's rule), ``sqrt`` (× √k) or ``none``. An explicit ``lr`` is not scaled.
+            ``linear`` (× k, the original's rule), ``sqrt`` (× √k) or ``none``; ``auto`` (the default) resolves to
+            ``linear`` from :data:`LARGE_DATASET` training images on and to :data:`SMALL_DATA_LR_SCALING` below
+            (the resolved rule is what is recorded). An explicit ``lr`` is not scaled.
         ema_decay: EMA decay ``d`` in ``d(t) = d·(1 − exp(−t / ema_warmups))``.
         ema_warmups: EMA warm-up constant, in optimizer steps (0 = constant decay).
         ema_restart_decay: EMA decay from the stop epoch on.
@@ -130,7 +138,7 @@ class Hyperparameters:
     mosaic_prob: float = 0.0
     mixup_prob: float = 0.0
     mal_gamma: float | None = None
-    lr_scaling: str = "linear"
+    lr_scaling: str = "linear"  # resolved: never "auto"; records from before the field were linear
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -287,15 +295,24 @@ def resolve_hyperparameters(
                           "(the last incomplete batch is dropped, so no step would be taken)")
     k = batch_size / recipe.batch_size
 
-    lr_scaling = str(overrides.pop("lr_scaling", "linear"))
+    lr_scaling = str(overrides.pop("lr_scaling", "auto"))
     if lr_scaling not in LR_SCALINGS:
         raise ConfigError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
+    chosen = lr_scaling == "auto"
+    if chosen:
+        lr_scaling = "linear" if num_train_images >= LARGE_DATASET else SMALL_DATA_LR_SCALING
     if lr is None:
         factor = {"linear": k, "sqrt": math.sqrt(k), "none": 1.0}[lr_scaling]
         lr, backbone_lr = recipe.lr * factor, recipe.backbone_lr * factor
-        if k != 1:
+        why = (f" (lr_scaling=auto: {lr_scaling} below {LARGE_DATASET} training images, where the linear rule's "
+               "small learning rates barely train; docs/training-defaults.md)"
+               if chosen and lr_scaling != "linear" else "")
+        if k != 1 and lr_scaling != "none":
             notes.append(f"learning rates scaled x{factor:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
-                         f"(batch {batch_size} vs {recipe.batch_size}, {lr_scaling} scaling)")
+                         f"(batch {batch_size} vs {recipe.batch_size}, {lr_scaling} scaling){why}")
+        elif k != 1:
+            notes.append(f"learning rates {recipe.lr:g}/{recipe.backbone_lr:g}, the recipe's, not scaled to batch "
+                         f"{batch_size} (the recipe's is {recipe.batch_size}){why}")
     else:
         if lr <= 0:
             raise ConfigError(f"lr must be positive, got {lr}")
