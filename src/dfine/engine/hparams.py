@@ -311,8 +311,8 @@ def resolve_hyperparameters(
             notes.append(f"learning rates scaled x{factor:.4g} from the recipe's {recipe.lr:g}/{recipe.backbone_lr:g} "
                          f"(batch {batch_size} vs {recipe.batch_size}, {lr_scaling} scaling){why}")
         elif k != 1:
-            notes.append(f"learning rates {recipe.lr:g}/{recipe.backbone_lr:g}, the recipe's, not scaled to batch "
-                         f"{batch_size} (the recipe's is {recipe.batch_size}){why}")
+            notes.append(f"learning rates {recipe.lr:g}/{recipe.backbone_lr:g}: the recipe's, not scaled from its "
+                         f"batch {recipe.batch_size} to {batch_size}{why}")
     else:
         if lr <= 0:
             raise ConfigError(f"lr must be positive, got {lr}")
