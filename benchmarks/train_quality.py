@@ -49,6 +49,7 @@ OURS: dict[str, dict[str, Any]] = {
     "sqrt": {"lr_scaling": "sqrt"},
     "none": {"lr_scaling": "none"},
     "deim": {"recipe": "deim"},
+    "noaug": {"lr_scaling": "none", "stop_epoch": 0},  # the recipe's LR, strong augmentation off (flips only)
 }
 DATA = {  # name -> (image size, epoch budgets, batch size)
     "neon-trees": (416, (30, 60), 4),

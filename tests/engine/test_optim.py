@@ -148,6 +148,18 @@ def test_the_automatic_lr_rule_is_linear_on_large_data_only_and_said() -> None:
         resolve_hyperparameters("n", num_train_images=500, overrides={"lr_scaling": "cubic"})
 
 
+def test_a_short_small_run_is_told_about_the_strong_augmentation() -> None:
+    def told(**kwargs: object) -> bool:
+        hp = resolve_hyperparameters("n", batch_size=4, **kwargs)  # type: ignore[arg-type]
+        return any(note.startswith("a short run") for note in hp.notes)
+
+    assert told(num_train_images=36, epochs=60)  # 540 steps, stage 1 with strong augmentation until epoch 56
+    assert not told(num_train_images=36)  # the default epochs give >= 2000 steps
+    assert not told(num_train_images=36, epochs=60, overrides={"stop_epoch": 0})  # already off
+    assert not told(num_train_images=36, epochs=60, recipe="deim")  # DEIM schedules its own augmentation
+    assert not told(num_train_images=LARGE_DATASET, epochs=1)  # large data: the recipe as it is
+
+
 def test_fine_tuning_and_overrides() -> None:
     hp = resolve_hyperparameters("s", num_train_images=50_000, batch_size=32, fine_tune=True)
     assert (hp.warmup_iters, hp.ema_warmups) == (0, 0)

@@ -48,6 +48,10 @@ MIN_ITERATIONS = 2_000
 """Fewest optimizer steps the default epoch count aims for on small data sets."""
 MAX_DEFAULT_EPOCHS = 500
 """Upper bound of the default epoch count (tiny data sets; pass ``epochs`` to go further)."""
+SHORT_RUN_ITERATIONS = 1_000
+"""Below this many optimizer steps on a small data set, the start of the run suggests ``stop_epoch=0``: in runs of
+240–360 steps, flips alone trained to a clearly higher AP than the recipe's strong augmentation
+(docs/training-defaults.md). A suggestion, not a default: longer runs were not measured."""
 MAX_SCHEDULE_FRACTION = 0.1
 """Warm-ups and the EMA horizon are at most this share of all iterations."""
 EVAL_SHARE = 0.05
@@ -332,6 +336,11 @@ def resolve_hyperparameters(
     stop_epoch = base_stop if epochs == base_epochs else default_stop_epoch(epochs, base_epochs, base_stop)
     total = epochs * iters_per_epoch
     max_schedule = MAX_SCHEDULE_FRACTION * total
+    if (num_train_images < LARGE_DATASET and total < SHORT_RUN_ITERATIONS and stop_epoch > 0
+            and "stop_epoch" not in overrides and recipe_name == "dfine"):
+        notes.append(f"a short run ({total} steps): the strong augmentation until epoch {stop_epoch} may cost AP here; "
+                     "in runs of a few hundred steps, flips alone (--set stop_epoch=0) trained clearly better "
+                     "(docs/training-defaults.md)")
 
     def capped(name: str, value: float) -> int:
         if value > max_schedule:
