@@ -49,9 +49,9 @@ MIN_ITERATIONS = 2_000
 MAX_DEFAULT_EPOCHS = 500
 """Upper bound of the default epoch count (tiny data sets; pass ``epochs`` to go further)."""
 SHORT_RUN_ITERATIONS = 1_000
-"""Below this many optimizer steps on a small data set, the start of the run suggests ``stop_epoch=0``: in runs of
-240–360 steps, flips alone trained to a clearly higher AP than the recipe's strong augmentation
-(docs/training-defaults.md). A suggestion, not a default: longer runs were not measured."""
+"""Below this many optimizer steps on a small data set, the start of the run suggests ``stop_epoch=0``: in two of
+three measured runs of 240–360 steps, flips alone trained to a clearly higher AP than the recipe's strong
+augmentation, in the third to a slightly lower one (docs/training-defaults.md). A suggestion, not a default."""
 MAX_SCHEDULE_FRACTION = 0.1
 """Warm-ups and the EMA horizon are at most this share of all iterations."""
 EVAL_SHARE = 0.05
@@ -339,8 +339,8 @@ def resolve_hyperparameters(
     if (num_train_images < LARGE_DATASET and total < SHORT_RUN_ITERATIONS and stop_epoch > 0
             and "stop_epoch" not in overrides and recipe_name == "dfine"):
         notes.append(f"a short run ({total} steps): the strong augmentation until epoch {stop_epoch} may cost AP here; "
-                     "in runs of a few hundred steps, flips alone (--set stop_epoch=0) trained clearly better "
-                     "(docs/training-defaults.md)")
+                     "in two of three measured runs of a few hundred steps, flips alone (--set stop_epoch=0) did "
+                     "better (docs/training-defaults.md)")
 
     def capped(name: str, value: float) -> int:
         if value > max_schedule:
