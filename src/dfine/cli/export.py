@@ -100,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
     row.check_output(output)
 
     from dfine.export.preprocess import check_exportable
-    from dfine.predict.predictor import load_processor, model_class_for
+    from dfine.model.auto import checkpoint_model_class
+    from dfine.predict.predictor import load_processor
 
-    model_class = model_class_for(args.model)
+    model_class = checkpoint_model_class(args.model)
     if model_class.has_mask_head and row.name != "onnx":
         raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX only for now (--format "
                          "onnx)")

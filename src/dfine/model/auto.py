@@ -11,7 +11,7 @@ from dfine.config import DFineConfig
 from dfine.model.detection import DFineForObjectDetection
 from dfine.model.segmentation import DFineForInstanceSegmentation
 
-__all__ = ["load_model", "model_class_for"]
+__all__ = ["checkpoint_model_class", "load_model", "model_class_for"]
 
 
 def model_class_for(config: DFineConfig) -> type[DFineForObjectDetection]:
@@ -26,9 +26,14 @@ def load_model(name_or_path: str | Path, **kwargs: Any) -> DFineForObjectDetecti
     ``kwargs`` go to ``from_pretrained``. The config is read first (a folder's or hub id's ``config.json``; an
     original ``.pt``/``.pth`` file is read for it).
     """
-    from dfine.model.resolve import resolve_config
-
     hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "force_download")
            if kwargs.get(k) is not None}
-    config = resolve_config(name_or_path, **hub)
-    return model_class_for(config).from_pretrained(name_or_path, **kwargs)
+    return checkpoint_model_class(name_or_path, **hub).from_pretrained(name_or_path, **kwargs)
+
+
+def checkpoint_model_class(name_or_path: str | Path, **hub: Any) -> type[DFineForObjectDetection]:
+    """The class :func:`load_model` loads ``name_or_path`` as, from its config alone (``hub``: ``revision``,
+    ``cache_dir``, ``token``, ``local_files_only``, ``force_download``)."""
+    from dfine.model.resolve import resolve_config
+
+    return model_class_for(resolve_config(name_or_path, **hub))

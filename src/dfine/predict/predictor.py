@@ -62,16 +62,6 @@ def random_weights_reason(model: str | Path) -> str | None:
     return None
 
 
-def model_class_for(model: str | Path) -> Any:
-    """DFineForInstanceSegmentation for a segmentation checkpoint (its config has a mask head), else
-    DFineForObjectDetection."""
-    from dfine.config import DFineConfig
-    from dfine.model import DFineForInstanceSegmentation, DFineForObjectDetection
-
-    config = DFineConfig.from_pretrained(model)
-    return DFineForInstanceSegmentation if config.use_mask_head else DFineForObjectDetection
-
-
 ImageInput = Image.Image | str | Path | np.ndarray | Tensor
 """One image as :meth:`Predictor.predict` takes it."""
 
@@ -136,10 +126,9 @@ class Predictor:
         ``half`` (CUDA only), ``bf16`` (CPU or CUDA) and ``compile`` switch to
         :func:`dfine.model.deploy.fast.optimize_for_inference`: the deploy form with an fp16 or bf16
         backbone/encoder (the head stays fp32 unless ``half_head``) and/or ``torch.compile``; otherwise the model runs
-        as loaded
-        (numerically identical to transformers). ``half_head`` runs the head in that half precision too: faster,
-        notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows what
-        a precision costs on your data.
+        as loaded (numerically identical to transformers). ``half_head`` runs the head in that half precision too:
+        faster, notably at large batches. ``dfine val --half`` (or ``--bf16``, with or without ``--half-head``) shows
+        what a precision costs on your data.
 
         ``decoder_layers`` runs only the first K decoder layers (:mod:`dfine.model.depth`): faster, a little less
         accurate, no retraining.
@@ -147,6 +136,8 @@ class Predictor:
         A preset name (or a config file) gives random weights: that works, for trying things out, but it is
         logged as a warning because its detections mean nothing.
         """
+        from dfine.model.auto import checkpoint_model_class
+
         _check_predictor_arguments(model, device, half, image_size, compile, half_head, bf16, decoder_layers)
         exported = format_of(model)
         if exported is not None:
@@ -157,7 +148,7 @@ class Predictor:
         if half and device.type != "cuda":  # before loading, which can take a while
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
-        model_class = model_class_for(model)
+        model_class = checkpoint_model_class(model)
         if model_class.has_mask_head and (half or bf16 or compile):
             raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
                              "give boxes only, so they are not available for it yet; leave them out")
@@ -201,9 +192,9 @@ class Predictor:
 
         ``images`` is one image or a sequence of them; an image is a path or http(s) URL, a PIL image, a numpy
         array ((H, W) or (H, W, C), as :class:`~dfine.processing.processor.DFineImageProcessor` reads it) or a torch
-        tensor ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per image,
-        so one image gives a list of one (as :meth:`dfine.runtime.onnx.OnnxDetector.predict`). Boxes are in the pixels
-        of each image as given (a tensor's H and W), whatever size the model runs at.
+        tensor ((H, W) or (C, H, W)); a 4-D array or tensor is a batch. The result is always a list, one entry per
+        image, so one image gives a list of one (as :meth:`dfine.runtime.onnx.OnnxDetector.predict`). Boxes are in the
+        pixels of each image as given (a tensor's H and W), whatever size the model runs at.
 
         As in transformers' post-processing, boxes are not clipped and can reach past the image's borders
         (:func:`dfine.predict.files.predict_source` clips what it writes).
