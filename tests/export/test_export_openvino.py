@@ -95,7 +95,7 @@ def test_precision_choice(n_ir, model_n, monkeypatch) -> None:
 
     calls = []
 
-    def fake_compare(model, run, size, batch, half, backend, processor=None):
+    def fake_compare(model, run, size, batch, half, backend, processor=None, uncertainty=False):
         calls.append(backend)
         if backend != "OpenVINO f32":
             raise DFineError(f"{backend} check failed: made up")

@@ -34,8 +34,9 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # the queries: its effect on the scores measured up to 5e-7.
 SELECTION_MARGIN = 5e-6
 
-# The test pictures' seed per size, chosen so that the selection has that margin (checked in the test).
-IMAGE_SEEDS = {"n": 4, "s": 1, "m": 1, "l": 1, "x": 2}
+# The test pictures' seed per size, chosen so that the selection has that margin with one thread (checked in the
+# test).
+IMAGE_SEEDS = {"n": 4, "s": 1, "m": 1, "l": 0, "x": 1}
 
 # Images per batch: two for N, where the batch axis of every step (the mask product included) is checked; one for
 # the larger sizes, whose float64 convolutions set the test's time.
@@ -60,6 +61,18 @@ def _oracle_checkpoint(size: str, pixel_values: torch.Tensor, path, num_queries:
 @pytest.mark.slow
 @pytest.mark.parametrize("size", ["n", "s", "m", "l", "x"])
 def test_logits_boxes_and_masks_match_dfine_seg(size: str, tmp_path) -> None:
+    # One intra-op thread whatever earlier tests left: the float32 batch-norm calibration rounds differently with
+    # the thread count (the whole suite failed the near-tie check for L and X where the file alone passed), and the
+    # check is about the resulting weights, so they must not vary.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _check_parity(size, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_parity(size: str, tmp_path) -> None:
     (height, width), batch = INPUT_SIZES[size], BATCH_SIZES[size]
     side = max(height, width)
     images = natural_images(batch, side, seed=IMAGE_SEEDS[size])
