@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from dfine.demo.common import ensure_processor, format_seconds, prepare_output
-from dfine.errors import DFineError
+from dfine.demo.common import check_demo_arguments, ensure_processor, format_seconds, prepare_output
 
 # Tuned with the trainer on 2 CPU cores. The default run costs about 490 CPU-seconds (one thread: 8 minutes; two
 # free cores: about 5, projected) and reaches AP 76 / AP50 88 on the 40 validation images (seed 0). With the same
@@ -241,20 +240,11 @@ def run_demo(output: str | Path = "runs/demo", minutes: float | None = None, epo
         DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
     from dfine.config import DFineConfig
-    from dfine.config.image_size import check_image_size, validate_image_size
     from dfine.data import make_synthetic_dataset
-    from dfine.utils.checks import check_seed
 
     start = time.perf_counter()
-    if epochs is not None and epochs < 1:
-        raise DFineError(f"epochs must be at least 1, got {epochs}")
-    if minutes is not None and not 0 < minutes < math.inf:  # NaN fails both comparisons
-        raise DFineError(f"minutes must be a positive number, got {minutes}")
-    check_seed(seed)  # training checks it too, but only after the data set is drawn, which fails first on it
-    validate_image_size(image_size, "image size")
-    check_image_size(DFineConfig.from_preset(DEMO_MODEL), image_size, training=False)
-    if num_train < batch_size or num_val < 1:
-        raise DFineError(f"need at least {batch_size} training images (one batch) and 1 validation image")
+    check_demo_arguments(DFineConfig.from_preset(DEMO_MODEL), epochs=epochs, minutes=minutes, seed=seed,
+                         image_size=image_size, num_train=num_train, num_val=num_val, batch_size=batch_size)
     from dfine.engine.api import train
 
     output = Path(output).expanduser()

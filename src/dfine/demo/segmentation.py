@@ -27,9 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dfine.demo.common import ensure_processor, format_seconds, prepare_output
+from dfine.demo.common import check_demo_arguments, ensure_processor, format_seconds, prepare_output
 from dfine.demo.detection import DEMO_MODEL, estimate_epochs
-from dfine.errors import DFineError
 
 # Tuned with the trainer on 2 CPU cores: a segmentation step of D-FINE-N costs ~1.4x a detection step (its mask
 # losses on every decoder and denoising layer), so the demo trains on fewer, smaller images than the detection demo
@@ -181,22 +180,13 @@ def run_segmentation_demo(output: str | Path = "runs/demo-segment", minutes: flo
         DFineError: invalid arguments, or an output folder that is not a demo folder.
     """
     from dfine.config import DFineConfig
-    from dfine.config.image_size import check_image_size, validate_image_size
     from dfine.data import make_synthetic_dataset
     from dfine.engine.api import train, val
-    from dfine.utils.checks import check_seed
 
     start = time.perf_counter()
-    if epochs is not None and epochs < 1:
-        raise DFineError(f"epochs must be at least 1, got {epochs}")
-    if minutes is not None and not 0 < minutes < float("inf"):  # NaN fails both comparisons
-        raise DFineError(f"minutes must be a positive number, got {minutes}")
-    check_seed(seed)
-    validate_image_size(image_size, "image size")
-    check_image_size(DFineConfig.from_preset(DEMO_MODEL, num_queries=SEGMENT_DEMO_QUERIES), image_size,
-                     training=False)
-    if num_train < batch_size or num_val < 1:
-        raise DFineError(f"need at least {batch_size} training images (one batch) and 1 validation image")
+    check_demo_arguments(DFineConfig.from_preset(DEMO_MODEL, num_queries=SEGMENT_DEMO_QUERIES), epochs=epochs,
+                         minutes=minutes, seed=seed, image_size=image_size, num_train=num_train, num_val=num_val,
+                         batch_size=batch_size)
     output = Path(output).expanduser()
     prepare_output(output)
     data_yaml = make_synthetic_dataset(output / "data", num_train=num_train, num_val=num_val,
