@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_oracle import natural_images, randomize_weights
+from hf_oracle import natural_images
 from PIL import Image
 
 import dfine
@@ -19,15 +19,6 @@ from dfine.predict.predictor import Predictor
 
 # not square, so that a height/width mix-up moves the boxes
 HEIGHT, WIDTH = 96, 136
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("model")
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco", num_queries=100))
-    randomize_weights(model, seed=4)
-    model.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -3,26 +3,14 @@ tracks frames read by the caller."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hf_oracle import natural_images, randomize_weights
+from hf_oracle import natural_images
 
-import dfine
 from dfine.errors import ConfigError
 from dfine.predict.predictor import Predictor
 
 SIZE = 160  # with 100 queries: 10² + 5² = 125 encoder tokens are enough
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("model")
-    model = dfine.DFineForObjectDetection(dfine.DFineConfig.from_preset("dfine-n-coco", num_queries=100))
-    randomize_weights(model, seed=4)
-    model.save_pretrained(directory)
-    return directory
 
 
 def test_uncertainty_comes_with_every_detection_and_matches_the_post_processing(model_dir) -> None:
