@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency import interleaved_medians  # noqa: E402  (this folder's own timing helper)
 
 #: what INT8 may quantize: the default, the body alone, and the default plus the deformable-attention offsets
 SCOPES = {
@@ -40,19 +41,6 @@ SCOPES = {
     "default + deformable-attention offsets": re.compile(
         r"^(body/|head/layers\.\d+\.(qk_proj|v_proj|o_proj|mlp|gateway|offsets_and_weights)[./])"),
 }
-
-
-def interleaved(runners: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median milliseconds per call of every runner, one call each per round after one warm-up call."""
-    for run in runners.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(1000 * (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _float_ir(model: torch.nn.Module, folder: Path, size: int) -> tuple[Path, Path]:
@@ -108,7 +96,8 @@ def accuracy(args: argparse.Namespace, work: Path) -> None:
     metrics = {name: evaluate_exported(detector, args.data, "val") for name, detector in detectors.items()}
     images = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     sizes = np.array([[size, size]], dtype=np.int64)
-    ms = interleaved({name: (lambda d=d: d.run(images, sizes)) for name, d in detectors.items()}, args.rounds)
+    ms = interleaved_medians({name: (lambda d=d: d.run(images, sizes)) for name, d in detectors.items()},
+                             args.rounds)
     print(f"| runtime, precision | AP | AP50 | ms at {size} |\n|---|---|---|---|")
     for name in detectors:
         print(f"| {name} | {100 * metrics[name].AP:.1f} | {100 * metrics[name].AP50:.1f} | {ms[name]:.1f} |")
@@ -165,7 +154,6 @@ def agreement(args: argparse.Namespace, work: Path) -> None:
 
 
 def speed(args: argparse.Namespace, work: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     from latency import _calibration  # the synthetic calibration pictures of benchmarks/latency.py
 
     from dfine import DFineConfig, DFineForObjectDetection
@@ -190,7 +178,8 @@ def speed(args: argparse.Namespace, work: Path) -> None:
                      OpenVinoDetector(ir, threads=args.threads, precision="bf16"),
                      OpenVinoDetector(ir_int8, threads=args.threads, precision="f32"),
                      OpenVinoDetector(ir_int8, threads=args.threads, precision="bf16")]
-        ms = interleaved({str(i): (lambda d=d: d.run(images, sizes)) for i, d in enumerate(detectors)}, args.rounds)
+        ms = interleaved_medians({str(i): (lambda d=d: d.run(images, sizes)) for i, d in enumerate(detectors)},
+                                 args.rounds)
         print(f"| {name.upper()} | " + " | ".join(f"{ms[str(i)]:.1f}" for i in range(len(detectors))) + " |",
               flush=True)
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,19 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def interleaved(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds per call of every runner, timed round-robin (one call each per round)."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
+from latency import interleaved_medians  # noqa: E402  (this folder's own timing helper)
 
 
 def latency_runners(model: torch.nn.Module, size: int, layers: int, workdir: Path, threads: int
@@ -117,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                               **latency_runners(random, args.latency_size, layers, Path(tmp), args.threads)}.items():
                 runners[f"{layers}|{name}"] = run
         # every depth in the same rounds, so that a busy machine slows each alike
-        for key, median in interleaved(runners, args.iters, args.warmup).items():
+        for key, median in interleaved_medians(runners, args.iters, args.warmup).items():
             layers, name = key.split("|")
             rows[int(layers)][name] = median
     for layers, row in rows.items():

@@ -89,6 +89,11 @@ def interleaved(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int,
     return times
 
 
+def interleaved_medians(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median milliseconds per call of every runner, timed round-robin (:func:`interleaved`)."""
+    return {name: statistics.median(values) for name, values in interleaved(runners, rounds, warmup).items()}
+
+
 def build_pair(size: str, workdir: Path) -> tuple[torch.nn.Module, torch.nn.Module | None, Path]:
     """Our model (random weights), transformers' model loaded from our files (None if transformers is missing)."""
     from dfine import DFineConfig, DFineForObjectDetection
