@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dfine.cli.precision import add_model_run_options
 from dfine.export.formats import FORMATS, backend_format, format_of
 
 # the exported formats dfine predict runs, each by its --backend: ONNX in ONNX Runtime
@@ -44,14 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, metavar="NAMES",
                    help="keep only these classes: names or label indices, comma-separated (e.g. person,car)")
     p.add_argument("--output", default="runs/predict", help="output folder (default runs/predict)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=1, help="images (or video frames) per forward pass (default 1)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="square input size, a multiple of 32 (default: the model's, 640)")
-    p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; deploy form, head in fp32)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 inference (CPU or CUDA; deploy form, head in fp32); on CPUs with AMX (Intel Xeon "
-                        "since Sapphire Rapids) 1.3-2.6x faster than fp32 for D-FINE-S to X")
+    add_model_run_options(p, "images (or video frames)")
     p.add_argument("--half-head", action="store_true",
                    help="with --half or --bf16: run the head (query selection, decoder, box decoding) in that "
                         "precision too; faster, notably at large batches (dfine val shows what it costs)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dfine.cli.precision import add_model_run_options
+
 _EPILOG = """\
 outputs: predictions.json holds the records of dfine predict (file_name, image_id, frame, time, category_id,
 category_name, bbox, score, uncertainty, edge_uncertainty) plus track_id (null for a detection no track has taken
@@ -38,12 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", default=None, metavar="FILE",
                    help="MOTChallenge ground truth of the source: print HOTA, MOTA, IDF1 and ID switches")
     p.add_argument("--output", default="runs/track", help="output folder (default runs/track)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (default 1)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="square input size, a multiple of 32 (default: the model's, 640)")
-    p.add_argument("--half", action="store_true", help="fp16 inference (CUDA only; deploy form, head in fp32)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 inference (CPU or CUDA; deploy form, head in fp32)")
+    add_model_run_options(p, "frames")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of a folder of frames (default 30; a video has its own)")
     p.add_argument("--trail", type=int, default=30, help="recent positions shown in each track's trail (default 30)")

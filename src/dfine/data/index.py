@@ -276,7 +276,8 @@ class IndexBuilder:
         self._segments[image_id].append(segmentation)
         if segmentation is not None:
             self._has_segments = True
-        elif not iscrowd and not mask_noted:  # a crowd region needs no mask: it is never trained on, and its box serves evaluation
+        elif not iscrowd and not mask_noted:
+            # (a crowd region needs no mask: it is never trained on, and its box serves evaluation)
             self._box_only.add("objects with a box but no polygon or mask, in a data set whose other objects have "
                                "one (segmentation needs a mask for every object)", where)
 

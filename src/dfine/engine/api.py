@@ -265,7 +265,8 @@ def val(
 
     Args:
         model: anything ``from_pretrained`` accepts (a segmentation checkpoint loads as
-            ``DFineForInstanceSegmentation``), or a loaded ``DFineForObjectDetection`` / ``DFineForInstanceSegmentation``.
+            ``DFineForInstanceSegmentation``), or a loaded ``DFineForObjectDetection`` /
+            ``DFineForInstanceSegmentation``.
         data: the data set (as for :func:`train`).
         split: ``val``, ``train`` or ``test``.
         batch_size: images per forward pass.

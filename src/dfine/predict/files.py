@@ -34,8 +34,8 @@ logger = logging.getLogger("dfine")
 
 
 class Detector(Protocol):
-    """What :func:`predict_source` needs: :class:`dfine.predict.predictor.Predictor` and :class:`dfine.runtime.onnx.OnnxDetector`
-    both fit."""
+    """What :func:`predict_source` needs: :class:`dfine.predict.predictor.Predictor` and
+    :class:`dfine.runtime.onnx.OnnxDetector` both fit."""
 
     @property
     def class_names(self) -> list[str]: ...
@@ -262,8 +262,8 @@ def predict_source(predictor: Detector, source: str | Path, output_dir: str | Pa
     :class:`~dfine.predict.predictor.Predictor`) adds ``uncertainty`` (one number per box) and ``edge_uncertainty``
     (the σ of its left, top, right and bottom edge in pixels; :mod:`dfine.ops.uncertainty`); a video frame's
     records add ``frame`` (its 0-based index in the video) and ``time`` (seconds from the start); a segmentation
-    model's records add ``segmentation``, the instance mask as COCO run-length encoding. The layout is that of a COCO results file, but the image ids are this
-    run's, so match records to a data set by ``file_name``.
+    model's records add ``segmentation``, the instance mask as COCO run-length encoding. The layout is that of a COCO
+    results file, but the image ids are this run's, so match records to a data set by ``file_name``.
 
     Annotated pictures are named by :func:`picture_name` and show the same clipped boxes (and a segmentation
     model's masks, filled translucently and outlined); a video's annotated frames

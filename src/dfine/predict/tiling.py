@@ -10,8 +10,8 @@ measured on the smaller box (not IoU) because a tile sees only part of an object
 part lies inside the complete box found in a neighbouring tile or the whole image. Boxes that touch a tile's border
 inside the image are such parts, and they may score higher than the complete box: so complete boxes are kept
 first, strongest first, and cut-off parts come after them. It works with any detector of :mod:`dfine.predict.files`
-(the PyTorch :class:`~dfine.predict.predictor.Predictor` or the torch-free :class:`~dfine.runtime.onnx.OnnxDetector`), so it
-needs only NumPy and Pillow itself.
+(the PyTorch :class:`~dfine.predict.predictor.Predictor` or the torch-free
+:class:`~dfine.runtime.onnx.OnnxDetector`), so it needs only NumPy and Pillow itself.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class TiledDetector:
     """A detector that predicts large images tile by tile (see the module docstring).
 
     Args:
-        detector: a :class:`~dfine.predict.predictor.Predictor`, an :class:`~dfine.runtime.onnx.OnnxDetector`, or anything with
-            ``predict(images, threshold)`` and ``class_names``.
+        detector: a :class:`~dfine.predict.predictor.Predictor`, an :class:`~dfine.runtime.onnx.OnnxDetector`, or
+            anything with ``predict(images, threshold)`` and ``class_names``.
         tile: the tile side in pixels of the original image (the model's input size sees each tile at full
             resolution, e.g. 640).
         overlap: how much neighbouring tiles overlap, as a fraction of a tile (0 to 0.9).
