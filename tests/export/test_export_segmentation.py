@@ -1,5 +1,5 @@
 """Segmentation models (D-FINE-seg) in deploy form and exported: the deploy form's masks equal the model's, the ONNX
-graph's ``masks`` output is checked against PyTorch by the export itself, and the torch-free runtime turns it into
+graph's (and OpenVINO IR's) ``masks`` output is checked against PyTorch by the export itself, and the torch-free runtime turns it into
 the processor's full-size masks, which ``dfine predict`` draws and writes."""
 
 from __future__ import annotations
@@ -106,7 +106,26 @@ def dfine_picture(path: Path):
     return Image.open(path).convert("RGB")
 
 
-def test_a_segmentation_model_exports_to_onnx_only(seg_dir, tmp_path, capsys) -> None:
+def test_the_openvino_export_carries_the_masks(seg_dir, tmp_path, capsys) -> None:
+    pytest.importorskip("openvino")
+    from dfine.runtime.openvino import OpenVinoDetector
+
+    path = tmp_path / "seg.xml"
+    assert main(["export", "--model", str(seg_dir), "--format", "openvino", "--precision", "f32", "--output",
+                 str(path)]) == 0
+    assert "max mask diff" in capsys.readouterr().out  # checked against PyTorch by the command
+    detector = OpenVinoDetector(path)
+    predictor = dfine.Predictor.from_pretrained(seg_dir, device="cpu")
+    assert detector.predicts_masks
+    picture = natural_images(1, SIZE, seed=3)[0].resize((230, 170))
+    [ours] = detector.predict(picture, threshold=0.0)
+    [theirs] = predictor.predict(picture, threshold=0.0)
+    assert len(ours["scores"]) == len(theirs["scores"]) > 10
+    expected = theirs["masks"].numpy()
+    assert ours["masks"].shape == expected.shape and expected.any() and (ours["masks"] != expected).mean() < 1e-3
+
+
+def test_a_segmentation_model_exports_to_onnx_and_openvino_only(seg_dir, tmp_path, capsys) -> None:
     assert main(["export", "--model", str(seg_dir), "--format", "engine", "--output", str(tmp_path / "m.engine")]) \
         in (2,)
     error = capsys.readouterr().err.strip()

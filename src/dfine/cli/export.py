@@ -104,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     from dfine.predict.predictor import load_processor
 
     model_class = checkpoint_model_class(args.model)
-    if model_class.has_mask_head and row.name != "onnx":
-        raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX only for now (--format "
-                         "onnx)")
+    if model_class.has_mask_head and row.name not in ("onnx", "openvino"):
+        raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX and OpenVINO only for now "
+                         "(--format onnx or openvino)")
     if model_class.has_mask_head and args.uncertainty:
         raise DFineError(f"{args.model} is a segmentation model: its export has no box uncertainty outputs yet "
                          "(leave out --uncertainty)")
