@@ -18,5 +18,7 @@ def tiny_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_yaml: Path) -> dfine.engine.TrainResult:
-    """A finished 2-epoch run (stage 2 from epoch 2) on the tiny data set."""
-    return dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path_factory.mktemp("run") / "train", **TINY)
+    """A finished 2-epoch run (stage 2 from epoch 2, asked for: a run this short from scratch has none by default) on
+    the tiny data set."""
+    return dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path_factory.mktemp("run") / "train",
+                       stop_epoch=1, **TINY)

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from dfine.config.presets import RECIPES, preset_config
-from dfine.engine.hparams import LARGE_DATASET, MAX_SCHEDULE_FRACTION, SMALL_DATA_LR_SCALING, resolve_hyperparameters
+from dfine.engine.hparams import (
+    LARGE_DATASET,
+    MAX_SCHEDULE_FRACTION,
+    SMALL_DATA_LR_SCALING,
+    Hyperparameters,
+    resolve_hyperparameters,
+)
 from dfine.engine.optim import build_optimizer, freeze_stem, parameter_groups
 from dfine.errors import ConfigError
 from dfine.model import DFineForObjectDetection
@@ -148,16 +154,26 @@ def test_the_automatic_lr_rule_is_linear_on_large_data_only_and_said() -> None:
         resolve_hyperparameters("n", num_train_images=500, overrides={"lr_scaling": "cubic"})
 
 
-def test_a_short_small_run_is_told_about_the_strong_augmentation() -> None:
-    def told(**kwargs: object) -> bool:
-        hp = resolve_hyperparameters("n", batch_size=4, **kwargs)  # type: ignore[arg-type]
-        return any(note.startswith("a short run") for note in hp.notes)
+def test_a_short_small_run_from_scratch_has_no_strong_augmentation() -> None:
+    def resolve(**kwargs: object) -> Hyperparameters:
+        return resolve_hyperparameters("n", batch_size=4, **kwargs)  # type: ignore[arg-type]
 
-    assert told(num_train_images=36, epochs=60)  # 540 steps, stage 1 with strong augmentation until epoch 56
-    assert not told(num_train_images=36)  # the default epochs give >= 2000 steps
-    assert not told(num_train_images=36, epochs=60, overrides={"stop_epoch": 0})  # already off
-    assert not told(num_train_images=36, epochs=60, recipe="deim")  # DEIM schedules its own augmentation
-    assert not told(num_train_images=LARGE_DATASET, epochs=1)  # large data: the recipe as it is
+    short = resolve(num_train_images=36, epochs=60)  # 540 steps from scratch
+    assert short.stop_epoch == 0
+    assert any(note.startswith("no strong augmentation (stop epoch 0 instead of 56)") for note in short.notes)
+    assert resolve(num_train_images=36).stop_epoch > 0  # the default epochs give >= 2000 steps: the recipe's stages
+    assert resolve(num_train_images=36, epochs=60, overrides={"stop_epoch": 30}).stop_epoch == 30  # asked for
+    assert resolve(num_train_images=36, epochs=60, recipe="deim").stop_epoch > 0  # DEIM schedules its augmentation
+    assert resolve(num_train_images=LARGE_DATASET, epochs=1).stop_epoch == 1  # large data: the recipe as it is
+
+
+def test_a_short_small_fine_tuning_run_keeps_the_augmentation_and_is_told() -> None:
+    hp = resolve_hyperparameters("n", batch_size=4, num_train_images=36, epochs=30, fine_tune=True)
+    assert hp.stop_epoch == 26
+    assert any(note.startswith("a short run (270 steps)") for note in hp.notes)
+    told = resolve_hyperparameters("n", batch_size=4, num_train_images=36, epochs=30, fine_tune=True,
+                                   overrides={"stop_epoch": 0})
+    assert not any(note.startswith("a short run") for note in told.notes)  # already off
 
 
 def test_fine_tuning_and_overrides() -> None:
@@ -177,9 +193,10 @@ def test_fine_tuning_and_overrides() -> None:
 def test_default_batch_and_stop_epoch_proportion() -> None:
     hp = resolve_hyperparameters("s", num_train_images=1000, epochs=30)
     assert hp.batch_size == 8 and hp.stop_epoch == 30 - round(30 * 12 / 132)
-    hp = resolve_hyperparameters("n", num_train_images=1000, epochs=2, batch_size=4)
+    hp = resolve_hyperparameters("n", num_train_images=1000, epochs=2, batch_size=4, fine_tune=True)
     assert hp.stop_epoch == 1
-    assert resolve_hyperparameters("n", num_train_images=1000, epochs=1, batch_size=4).stop_epoch == 1
+    assert resolve_hyperparameters("n", num_train_images=1000, epochs=1, batch_size=4,
+                                   fine_tune=True).stop_epoch == 1
     assert math.isfinite(hp.ema_decay) and 0 <= hp.ema_decay < 1
 
 

@@ -180,7 +180,7 @@ def test_a_kill_while_best_is_written_repeats_the_epoch(tmp_path: Path, tiny_yam
 
     monkeypatch.setattr(ckpt, "save_best_model", die)
     with pytest.raises(Killed):
-        dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", **TINY)
+        dfine.train(tiny_yaml, epochs=2, batch_size=4, output=tmp_path / "run", stop_epoch=1, **TINY)
     assert not (tmp_path / "run" / "last.pt").exists()
     assert torch.load(tmp_path / "run" / "best_stage1.pt", weights_only=True)["epoch"] == 0
 

@@ -202,7 +202,7 @@ def run_segmentation_demo(output: str | Path = "runs/demo-segment", minutes: flo
     workers = 0 if not torch.cuda.is_available() or device == "cpu" else 2
     trained = train(data=str(data_yaml), model=DEMO_MODEL, task="segment", pretrained_backbone=False,
                     image_size=image_size, epochs=epochs, batch_size=batch_size, output=str(output / "train"),
-                    device=device, workers=workers, seed=seed, progress=progress, stop_epoch=0,
+                    device=device, workers=workers, seed=seed, progress=progress,
                     num_queries=SEGMENT_DEMO_QUERIES)
     model_dir = Path(trained.best_model)
     ensure_processor(model_dir, image_size)

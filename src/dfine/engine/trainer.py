@@ -231,7 +231,7 @@ class Trainer:
         else:
             self.say(f"Stop epoch {epoch + 1}: strong augmentation and multi-scale off; {where}; EMA decay "
                      f"{hp.ema_restart_decay:.6g}")
-        self._take_snapshot(f"the start of stage 2 (epoch {epoch + 1})")
+        self._take_snapshot("the start of the run" if epoch == 0 else f"the start of stage 2 (epoch {epoch + 1})")
 
     # ------------------------------------------------------------------------------------------ divergence
     def _take_snapshot(self, origin: str) -> None:
