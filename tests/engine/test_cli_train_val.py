@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from trainhelpers import tiny_data
 
+import dfine
 from dfine.cli.main import main
 from dfine.config.presets import preset_config
 from dfine.model import DFineForObjectDetection
@@ -251,3 +253,47 @@ def test_an_output_that_is_or_is_below_a_file_is_refused_at_once(tmp_path: Path,
     assert len(err.splitlines()) == 1
     assert (f"{output}: cannot be created: part of the path is a file" if below
             else f"{output}: is a file: output needs a folder") in err
+
+
+def test_val_output_of_a_segmentation_model_writes_its_masks(tmp_path: Path) -> None:
+    """predictions.json of a segmentation model holds each instance's mask (COCO RLE) beside its box: scored as
+    ``segm`` against the annotation file, it gives val's mask AP."""
+    from faster_coco_eval import COCO, COCOeval_faster
+    from hf_oracle import randomize_weights
+
+    data = tiny_data(tmp_path / "data", num_train=2, num_val=3, masks=True)
+    config = dfine.DFineConfig.from_preset("dfine-n-coco", num_queries=100,
+                                           id2label={0: "circle", 1: "square", 2: "triangle"})
+    model = dfine.DFineForInstanceSegmentation(config)
+    randomize_weights(model, seed=4)
+    with torch.no_grad():  # visible instances (as tests/seghelpers.py): boxes a third of the picture, masks in them
+        model.model.enc_bbox_head.layers[-1].bias[2:].fill_(2.0)
+        model.model.mask_head.layers[-1].bias.fill_(0.5)
+    model.save_pretrained(tmp_path / "model")
+    dfine.DFineImageProcessor(size={"height": 160, "width": 160}).save_pretrained(tmp_path / "model")
+    out = tmp_path / "report"
+    assert main(["val", "--model", str(tmp_path / "model"), "--data", str(data), "--workers", "0", "--output",
+                 str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = json.loads((out / "predictions.json").read_text())
+    truth = COCO(str(data.parent / "annotations" / "instances_val.json"), print_function=lambda *a, **k: None)
+    sizes = {img["id"]: [img["height"], img["width"]] for img in truth.dataset["images"]}
+    assert len(records) == 3 * 100 and all(r["segmentation"]["size"] == sizes[r["image_id"]] for r in records)
+    for iou_type, expected in (("segm", metrics["segm"]["AP"]), ("bbox", metrics["AP"])):
+        scored = COCOeval_faster(truth, truth.loadRes(copy.deepcopy(records)), iouType=iou_type,
+                                 print_function=lambda *a, **k: None)
+        scored.evaluate()
+        scored.accumulate()
+        scored.summarize()
+        assert scored.stats[0] == pytest.approx(expected, abs=1e-9), iou_type
+    # random weights score no mask AP: the masks themselves are checked against inference's, image by image
+    from faster_coco_eval.core import mask as coco_mask
+
+    predictor = dfine.Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    for image in truth.dataset["images"]:
+        best = max((r for r in records if r["image_id"] == image["id"]), key=lambda r: r["score"])
+        [expected] = predictor.predict(data.parent / "images" / "val" / image["file_name"], threshold=0.0)
+        top = int(expected["scores"].argmax())
+        assert best["score"] == pytest.approx(float(expected["scores"][top]), abs=1e-3)
+        mask = coco_mask.decode(best["segmentation"]).astype(bool)
+        assert mask.any() and (mask != expected["masks"][top].numpy()).mean() < 0.01

@@ -84,10 +84,13 @@ def confusion_matrix(ground_truth: Mapping[str, Any],
 
 def prediction_records(ground_truth: Mapping[str, Any],
                        predictions: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                       category_ids: Sequence[int], class_names: Sequence[str], top: int = 100) -> list[dict[str, Any]]:
+                       category_ids: Sequence[int], class_names: Sequence[str], top: int = 100,
+                       segmentations: Mapping[int, Sequence[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """COCO results records (``image_id``, ``category_id``, ``bbox`` as xywh, ``score``) in the data set's own ids,
     with ``file_name`` and ``category_name`` added: the best ``top`` detections of each image (all COCO AP looks at),
-    best first. Loadable by pycocotools' ``loadRes`` against the data set's annotation file."""
+    best first. Loadable by pycocotools' ``loadRes`` against the data set's annotation file. With
+    ``segmentations`` (image id -> each prediction's COCO RLE, in the predictions' order), every record also has its
+    instance mask as ``segmentation``, so the same file loads for ``segm`` scoring too."""
     names = {int(img["id"]): img.get("file_name") for img in ground_truth["images"]}
     records = []
     for image_id in sorted(predictions):
@@ -96,19 +99,24 @@ def prediction_records(ground_truth: Mapping[str, Any],
         for i in order:
             x1, y1, x2, y2 = (float(v) for v in boxes[i])
             label = int(labels[i])
-            records.append({"image_id": image_id, "file_name": names.get(image_id),
-                            "category_id": int(category_ids[label]), "category_name": class_names[label],
-                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                            "score": round(float(scores[i]), 5)})
+            record = {"image_id": image_id, "file_name": names.get(image_id),
+                      "category_id": int(category_ids[label]), "category_name": class_names[label],
+                      "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                      "score": round(float(scores[i]), 5)}
+            if segmentations is not None:
+                record["segmentation"] = segmentations[image_id][i]
+            records.append(record)
     return records
 
 
 def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: Sequence[int],
-                 class_names: Sequence[str], score_threshold: float = 0.5) -> list[Path]:
+                 class_names: Sequence[str], score_threshold: float = 0.5, mask_evaluator: Any = None) -> list[Path]:
     """Write what ``dfine val --output`` leaves in ``output``; returns the paths written.
 
     * ``metrics.json``: ``result.as_dict()``;
-    * ``predictions.json``: :func:`prediction_records` (the data set's own category ids);
+    * ``predictions.json``: :func:`prediction_records` (the data set's own category ids); with ``mask_evaluator``
+      (a segmentation model's :class:`~dfine.engine.mask_eval.MaskEvaluator`), its instances, each with its box and
+      its mask (COCO RLE, ``segmentation``), as the mask AP scored them;
     * ``per_class_ap.png``, ``pr_curve.png``, ``confusion_matrix.png`` (at ``score_threshold``);
     * when the evaluator holds box uncertainties: ``uncertainty.json`` (Spearman's ρ between uncertainty and
       localisation error, :func:`dfine.engine.localization.uncertainty_report`) and ``uncertainty.png``.
@@ -125,7 +133,11 @@ def write_report(output: str | Path, result: Any, evaluator: Any, category_ids: 
     folder = prepare_output_dir(Path(output).expanduser())
     ground_truth = evaluator.ground_truth()
     predictions = evaluator.predictions()
-    records = prediction_records(ground_truth, predictions, category_ids, class_names)
+    if mask_evaluator is not None:
+        records = prediction_records(ground_truth, mask_evaluator.predictions(), category_ids, class_names,
+                                     segmentations=mask_evaluator.segmentations())
+    else:
+        records = prediction_records(ground_truth, predictions, category_ids, class_names)
     matrix = confusion_matrix(ground_truth, predictions, len(class_names), score_threshold)
     written = [atomic_write_text(folder / "metrics.json", json.dumps(result.as_dict(), indent=2, allow_nan=False)),
                atomic_write_text(folder / "predictions.json", json.dumps(records))]

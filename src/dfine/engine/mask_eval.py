@@ -99,6 +99,10 @@ class MaskEvaluator(CocoEvaluator):
             merged.update(part)
         self._segmentations = merged
 
+    def segmentations(self) -> dict[int, list[dict[str, Any]]]:
+        """Image id -> the COCO RLE of each of :meth:`predictions`' instances, in the same order; not copies."""
+        return self._segmentations
+
     def coco_detections(self) -> list[dict[str, Any]]:
         """The stored instances as a COCO results list, each with its ``segmentation`` (RLE) in place of its box.
 
