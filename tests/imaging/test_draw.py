@@ -191,3 +191,16 @@ def test_masks_are_filled_translucently_in_the_class_colour_and_outlined():
     assert np.array_equal(out[85, 60], [100, 100, 100]) and np.array_equal(out[50, 90], [100, 100, 100])
     with pytest.raises(ValueError, match="masks must be"):
         draw_detections(image, [[0, 0, 5, 5]], [0], [0.9], masks=np.zeros((1, 10, 10), dtype=bool))
+
+
+def test_tracked_masks_are_filled_in_the_tracks_colour():
+    from dfine.imaging.draw import draw_tracks
+
+    image = Image.new("RGB", (120, 90), (100, 100, 100))
+    masks = np.zeros((1, 90, 120), dtype=bool)
+    masks[0, 20:60, 10:50] = True
+    out = np.asarray(draw_tracks(image, [[5, 15, 55, 65]], [0], [5], [0.9], ["person"], masks=masks, line_width=4))
+    color = np.array(class_color(5))  # the track's, not the class's
+    assert np.all(np.abs(out[40, 30].astype(int) - (0.55 * 100 + 0.45 * color)) <= 1)
+    assert np.array_equal(out[40, 10], color)  # outlined
+    assert np.array_equal(out[85, 60], [100, 100, 100])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from trackhelpers import FRAMES, SquareDetector, frames, write_ground_truth
 
@@ -88,3 +89,35 @@ def test_sources_that_cannot_be_tracked_are_one_line_errors(clip, tmp_path) -> N
     with pytest.raises(InputFileError, match="gt.txt: line 2: expected frame,id,x,y,w,h"):
         track_source(SquareDetector(), clip / "squares.mp4", tmp_path / "e", ground_truth=bad, progress=False)
     assert not (tmp_path / "e" / "predictions.json").exists()  # refused before any frame was tracked
+
+
+class SquareSegmenter(SquareDetector):
+    """SquareDetector with an instance mask per square (its box, filled), as a segmentation model gives them."""
+
+    def predict(self, images, threshold: float = 0.5):
+        results = super().predict(images, threshold)
+        for image, result in zip(images, results):
+            masks = np.zeros((len(result["boxes"]), image.height, image.width), dtype=bool)
+            for mask, (x1, y1, x2, y2) in zip(masks, result["boxes"].int().tolist()):
+                mask[y1:y2, x1:x2] = True
+            result["masks"] = masks
+        return results
+
+
+def test_a_segmentation_models_masks_are_drawn_and_written(clip, tmp_path, monkeypatch) -> None:
+    import dfine.imaging.draw as draw
+
+    drawn = []
+    original = draw.draw_tracks
+
+    def spy(*args, **kwargs):
+        drawn.append(kwargs.get("masks"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(draw, "draw_tracks", spy)
+    run = track_source(SquareSegmenter(), clip / "squares.mp4", tmp_path / "out", progress=False)
+    records = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(drawn) == run.frames and all(m is not None for m in drawn)
+    tracked = [m for m in drawn if len(m)]
+    assert tracked and all(m.dtype == bool and m.any(axis=(1, 2)).all() for m in tracked)
+    assert all("segmentation" in r for r in records)

@@ -8,13 +8,14 @@ from dfine.cli.precision import add_model_run_options
 
 _EPILOG = """\
 outputs: predictions.json holds the records of dfine predict (file_name, image_id, frame, time, category_id,
-category_name, bbox, score, uncertainty, edge_uncertainty) plus track_id (null for a detection no track has taken
-yet; ids count from 1); tracks.txt holds the tracks in MOTChallenge format, one box per line:
-frame (from 1),id,x,y,width,height,score,class (the model's label index),-1,-1; the annotated MP4 shows each
-tracked object's box in its own colour with its id, class, score and a trail of its recent positions, with the
-source's sound. With --gt (a MOTChallenge ground-truth file: frame,id,x,y,w,h[,conf,...]; rows whose conf is 0
-are ignored, classes are not compared), HOTA, MOTA, IDF1 and ID switches are printed and written to
-tracking_metrics.json. Tracking needs the trackers package: pip install "dfine[track]"."""
+category_name, bbox, score, uncertainty, edge_uncertainty; a segmentation model's add segmentation, the mask as COCO
+RLE) plus track_id (null for a detection no track has taken yet; ids count from 1); tracks.txt holds the tracks in
+MOTChallenge format, one box per line: frame (from 1),id,x,y,width,height,score,class (the model's label
+index),-1,-1; the annotated MP4 shows each tracked object's box (and a segmentation model's mask) in its own colour
+with its id, class, score and a trail of its recent positions, with the source's sound. With --gt (a MOTChallenge
+ground-truth file: frame,id,x,y,w,h[,conf,...]; rows whose conf is 0 are ignored, classes are not compared), HOTA,
+MOTA, IDF1 and ID switches are printed and written to tracking_metrics.json. Tracking needs the trackers package:
+pip install "dfine[track]"."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

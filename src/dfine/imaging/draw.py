@@ -269,6 +269,7 @@ def draw_tracks(
     edge_uncertainty: Any = None,
     line_width: int | None = None,
     font_size: int | None = None,
+    masks: Any = None,
 ) -> Image.Image:
     """Draw tracked objects: each box in its track's colour with a "#id name 0.93" tag, and its trail.
 
@@ -283,6 +284,8 @@ def draw_tracks(
         edge_uncertainty: (N, 4) σ per edge in pixels, drawn as bands (as :func:`draw_detections`).
         line_width: outline width in pixels (default grows with the image size).
         font_size: text height in pixels (default grows with the image size).
+        masks: (N, H, W) boolean instance masks at the frame's size (a segmentation model's), each filled and
+            outlined in its track's colour.
 
     Returns:
         A new RGB image of the same size.
@@ -300,7 +303,7 @@ def draw_tracks(
             draw.line([(float(x), float(y)) for x, y in points], fill=class_color(track), width=width,
                       joint="curve")
     return _draw(canvas, boxes, labels, scores, class_names, 0.0, False, line_width, font_size,
-                 bands=edge_uncertainty, colors=ids, texts=texts)
+                 bands=edge_uncertainty, colors=ids, texts=texts, masks=masks)
 
 
 def draw_ground_truth(

@@ -178,7 +178,7 @@ class _Run:
                 trails = {i: list(self.trails[i]) for i in ids[kept].tolist()}
                 bands = tracked.edges if self.show_uncertainty else None
                 writer.write(draw_tracks(picture, tracked.boxes, tracked.labels, ids[kept], tracked.scores,
-                                         self.names, trails, bands), frame.time)
+                                         self.names, trails, bands, masks=tracked.masks), frame.time)
             self.frames += 1
 
     def _follow(self, index: int, ids: np.ndarray, boxes: np.ndarray) -> None:
