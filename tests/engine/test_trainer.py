@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -306,3 +307,10 @@ def test_a_segmentation_run_keeps_the_epoch_of_the_best_mask_ap(tmp_path: Path, 
     assert torch.load(result.last_checkpoint, weights_only=True)["best_epoch"] == 1
     assert result.metrics["segm"]["AP"] == pytest.approx(0.3) and result.metrics["AP"] == pytest.approx(0.2)
     assert "mask AP 30.0% (best mask 30.0% @ epoch 2)" in capsys.readouterr().out
+
+
+def test_a_segmentation_runs_val_report_holds_the_masks(tmp_path: Path) -> None:
+    data = tiny_data(tmp_path / "data", num_train=2, num_val=2, masks=True)
+    result = dfine.train(data, epochs=1, batch_size=2, output=tmp_path / "run", task="segment", **TINY)
+    records = json.loads((result.output_dir / "val" / "predictions.json").read_text())
+    assert len(records) == 2 * 100 and all(r["segmentation"]["size"] == [160, 160] for r in records)

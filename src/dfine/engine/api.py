@@ -351,13 +351,12 @@ def val(
         net = optimize_for_inference(net, dtype=dtype, device=dev, image_size=size,
                                      head_dtype=None if half_head else torch.float32, uncertainty=output is not None)
     from dfine.engine.evaluator import CocoEvaluator
-    from dfine.engine.mask_eval import MaskEvaluator, has_segmentations
+    from dfine.engine.mask_eval import new_mask_evaluator
 
     ground_truth = dataset.coco_ground_truth()
     evaluator = CocoEvaluator(ground_truth, names)
     # made here rather than by evaluate(), so that the report can write the instances' masks
-    mask_evaluator = (MaskEvaluator(ground_truth, names)
-                      if getattr(net.config, "use_mask_head", False) and has_segmentations(ground_truth) else None)
+    mask_evaluator = new_mask_evaluator(net, ground_truth, names)
     result = evaluate(net, loader, ground_truth, names, dev, progress=progress, evaluator=evaluator,
                       uncertainty=output is not None, mask_evaluator=mask_evaluator)
     if output is not None:

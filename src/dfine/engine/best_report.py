@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from dfine.engine.distributed import is_main_process, read_agreed
 from dfine.engine.evaluator import CocoEvaluator
+from dfine.engine.mask_eval import new_mask_evaluator
 from dfine.engine.validate import evaluate
 from dfine.errors import DFineError
 
@@ -26,7 +27,8 @@ def write_val_report(trainer: Trainer) -> None:
 
     ids = getattr(trainer.ema.module.config, "dataset_category_ids", None) or list(range(len(trainer.class_names)))
     try:
-        write_report(trainer.output_dir / "val", trainer.best_result, trainer.best_evaluator, ids, trainer.class_names)
+        write_report(trainer.output_dir / "val", trainer.best_result, trainer.best_evaluator, ids, trainer.class_names,
+                     mask_evaluator=trainer.best_mask_evaluator)
     except Exception as e:  # a plotting problem must never end a long training run
         logger.warning("could not write the validation report to %s: %s", trainer.output_dir / "val", e)
         return
@@ -54,6 +56,8 @@ def reevaluate_best(trainer: Trainer) -> None:
         logger.warning("could not reload %s for the best epoch's report (%s)", path, error)
         return
     trainer.best_evaluator = CocoEvaluator(trainer.val_ground_truth, trainer.class_names)
+    trainer.best_mask_evaluator = new_mask_evaluator(model, trainer.val_ground_truth, trainer.class_names)
     trainer.best_result = evaluate(model, trainer.val_loader, trainer.val_ground_truth, trainer.class_names,
                                    trainer.device, trainer.amp_dtype, progress=trainer.progress and is_main_process(),
-                                   evaluator=trainer.best_evaluator, uncertainty=True)
+                                   evaluator=trainer.best_evaluator, uncertainty=True,
+                                   mask_evaluator=trainer.best_mask_evaluator)

@@ -34,6 +34,15 @@ def has_segmentations(ground_truth: Mapping[str, Any]) -> bool:
     return any(ann.get("segmentation") for ann in ground_truth.get("annotations", []))
 
 
+def new_mask_evaluator(model: Any, ground_truth: Mapping[str, Any],
+                       class_names: Sequence[str] | None = None) -> MaskEvaluator | None:
+    """A :class:`MaskEvaluator` when ``model`` predicts masks (a segmentation model's config has ``use_mask_head``)
+    and ``ground_truth`` has instance masks to score them against; else None."""
+    if getattr(getattr(model, "config", None), "use_mask_head", False) and has_segmentations(ground_truth):
+        return MaskEvaluator(ground_truth, class_names)
+    return None
+
+
 def _box_polygon(xywh: Sequence[float]) -> list[list[float]]:
     x, y, w, h = (float(v) for v in xywh)
     return [[x, y, x + w, y, x + w, y + h, x, y + h]]

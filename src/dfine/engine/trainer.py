@@ -55,6 +55,7 @@ from dfine.engine.evaluator import CocoEvaluator, EvalResult, format_ap
 from dfine.engine.experiment_loggers import ExperimentLog
 from dfine.engine.hparams import Hyperparameters, count_noun
 from dfine.engine.logger import MetricMeter, MetricsLogger, read_metrics
+from dfine.engine.mask_eval import MaskEvaluator, new_mask_evaluator
 from dfine.engine.optim import current_lrs
 from dfine.engine.profiling import WORKER_PHASE, PhaseTimer, breakdown_table, save_profile, timed_batches
 from dfine.engine.results_plot import ResultsPlot
@@ -128,6 +129,8 @@ class Trainer:
     # the evaluators (their predictions) of the latest and the best evaluation, for the val/ pictures at the end
     _last_evaluator: CocoEvaluator | None = field(default=None, repr=False)
     best_evaluator: CocoEvaluator | None = field(default=None, repr=False)
+    _last_mask_evaluator: MaskEvaluator | None = field(default=None, repr=False)
+    best_mask_evaluator: MaskEvaluator | None = field(default=None, repr=False)  # a segmentation run's, for val/
     _timer: PhaseTimer | None = field(default=None, repr=False)
     _results_plot: ResultsPlot | None = field(default=None, repr=False)
     # W&B / MLflow / TensorBoard extras (dfine.engine.experiment_loggers.session sets it around fit); empty: no-op
@@ -325,9 +328,11 @@ class Trainer:
         """COCO metrics of the EMA weights on the validation loader."""
         assert self.val_loader is not None and self.val_ground_truth is not None
         self._last_evaluator = CocoEvaluator(self.val_ground_truth, self.class_names)
+        self._last_mask_evaluator = new_mask_evaluator(self.ema.module, self.val_ground_truth, self.class_names)
         return evaluate(self.ema.module, self.val_loader, self.val_ground_truth, self.class_names, self.device,
                         self.amp_dtype, progress=self.progress and is_main_process(), evaluator=self._last_evaluator,
-                        uncertainty=True)  # box uncertainties too, for val/'s uncertainty report
+                        uncertainty=True,  # box uncertainties too, for val/'s uncertainty report
+                        mask_evaluator=self._last_mask_evaluator)
 
     def _end_of_epoch(self, epoch: int, train_stats: dict[str, float], result: EvalResult | None,
                       seconds: float, metrics_logger: MetricsLogger) -> None:
@@ -345,7 +350,7 @@ class Trainer:
             assert result is not None
             s.best_metric, s.best_epoch, s.best_eval = float(ap), epoch, result.as_dict()
             self.best_result = result
-            self.best_evaluator = self._last_evaluator
+            self.best_evaluator, self.best_mask_evaluator = self._last_evaluator, self._last_mask_evaluator
         rng = all_gather_object(ckpt.capture_rng_state())  # every rank's generators, for an exact resume
         if is_main_process():
             state = self.checkpoint_state(epoch, rng)

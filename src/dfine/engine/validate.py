@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dfine.engine.evaluator import CocoEvaluator, EvalResult
-from dfine.engine.mask_eval import MASK_DETECTIONS_PER_IMAGE, MaskEvaluator, has_segmentations
+from dfine.engine.mask_eval import MASK_DETECTIONS_PER_IMAGE, MaskEvaluator, new_mask_evaluator
 from dfine.processing.processor import DFineImageProcessor
 
 
@@ -66,9 +66,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     evaluator = evaluator if evaluator is not None else CocoEvaluator(ground_truth, class_names)
-    if mask_evaluator is None and getattr(getattr(model, "config", None), "use_mask_head", False) \
-            and has_segmentations(ground_truth):
-        mask_evaluator = MaskEvaluator(ground_truth, class_names)
+    if mask_evaluator is None:
+        mask_evaluator = new_mask_evaluator(model, ground_truth, class_names)
     processor = DFineImageProcessor()
     postprocess = processor.post_process_object_detection
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
