@@ -41,7 +41,8 @@ def test_rasterize_gives_cocos_own_pixels() -> None:
     rng = np.random.default_rng(0)
     differing = 0
     for _ in range(100):
-        parts = [rng.uniform(-20, 140, size=2 * int(rng.integers(3, 9))).tolist() for _ in range(int(rng.integers(1, 3)))]
+        parts = [rng.uniform(-20, 140, size=2 * int(rng.integers(3, 9))).tolist()
+                 for _ in range(int(rng.integers(1, 3)))]
         expected = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(parts, 100, 120)))
         difference = int((rasterize(parts, 100, 120) != expected).sum())
         assert difference <= 2 and expected.sum() > 100

@@ -33,7 +33,8 @@ def test_warmup_then_constant_and_state_round_trip() -> None:
     assert all(isinstance(v, (int, float, list, str)) for v in state.values())
     other = LRSchedule(_optimizer(), "cosine", warmup_iters=1, total_iters=3)
     other.load_state_dict(state)
-    assert other.kind == "constant" and other.optimizer.param_groups[0]["lr"] == schedule.optimizer.param_groups[0]["lr"]
+    assert other.kind == "constant"
+    assert other.optimizer.param_groups[0]["lr"] == schedule.optimizer.param_groups[0]["lr"]
     assert other.last_epoch == schedule.last_epoch
     assert LRSchedule(_optimizer(0.5), warmup_iters=0).optimizer.param_groups[0]["lr"] == 0.5
 

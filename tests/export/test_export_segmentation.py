@@ -1,6 +1,6 @@
 """Segmentation models (D-FINE-seg) in deploy form and exported: the deploy form's masks equal the model's, the ONNX
-graph's (and OpenVINO IR's) ``masks`` output is checked against PyTorch by the export itself, and the torch-free runtime turns it into
-the processor's full-size masks, which ``dfine predict`` draws and writes."""
+graph's (and OpenVINO IR's) ``masks`` output is checked against PyTorch by the export itself, and the torch-free
+runtime turns it into the processor's full-size masks, which ``dfine predict`` draws and writes."""
 
 from __future__ import annotations
 

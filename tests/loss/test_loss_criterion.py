@@ -117,8 +117,8 @@ def test_wiring_vfl_own_matching_boxes_union_matching():
     gb, gq, _, gbox = flat(go)
     for suffix, (lg, bx) in heads.items():
         b, q, lab, box = flat(own[suffix])
-        assert losses["loss_vfl" + suffix].item() == pytest.approx(varifocal_loss(lg, bx, b, q, lab, box, 4.0, VFL_ALPHA, VFL_GAMMA).item(),
-                                                                   rel=1e-6)
+        expected = varifocal_loss(lg, bx, b, q, lab, box, 4.0, VFL_ALPHA, VFL_GAMMA).item()
+        assert losses["loss_vfl" + suffix].item() == pytest.approx(expected, rel=1e-6)
         l1, giou = box_losses(bx[gb, gq], gbox, float(num_go))
         assert losses["loss_bbox" + suffix].item() == pytest.approx(l1.item(), rel=1e-6)
         assert losses["loss_giou" + suffix].item() == pytest.approx(giou.item(), rel=1e-6)

@@ -16,7 +16,8 @@ from dfine.runtime.masks import instance_masks, nms, resize_bilinear
 def test_resize_is_pytorchs_bilinear_without_align_corners(size) -> None:
     planes = np.random.default_rng(0).random((3, 40, 40), dtype=np.float32)
     expected = F.interpolate(torch.from_numpy(planes)[None], size=size, mode="bilinear", align_corners=False)[0]
-    np.testing.assert_allclose(resize_bilinear(planes, size), expected.numpy(), atol=1e-5)  # float32 rounding of the weights
+    # float32 rounding of the weights
+    np.testing.assert_allclose(resize_bilinear(planes, size), expected.numpy(), atol=1e-5)
 
 
 def test_nms_keeps_what_torchvision_keeps() -> None:
