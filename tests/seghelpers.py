@@ -12,9 +12,12 @@ from hf_oracle import randomize_weights
 import dfine
 
 
-def tiny_segmentation_model(seed: int = 4, num_queries: int = 100) -> dfine.DFineForInstanceSegmentation:
-    model = dfine.DFineForInstanceSegmentation(dfine.DFineConfig.from_preset("dfine-n-coco",
-                                                                             num_queries=num_queries))
+def tiny_segmentation_model(seed: int = 4, num_queries: int = 100,
+                            id2label: dict[int, str] | None = None) -> dfine.DFineForInstanceSegmentation:
+    """``id2label``: the classes (default COCO's 80)."""
+    labels = {} if id2label is None else {"id2label": id2label}
+    model = dfine.DFineForInstanceSegmentation(dfine.DFineConfig.from_preset("dfine-n-coco", num_queries=num_queries,
+                                                                             **labels))
     randomize_weights(model, seed=seed)
     with torch.no_grad():
         # proposals about a third of the picture wide (sigmoid(logit(anchor) + 2)) instead of the anchors' 5-10 %
@@ -24,7 +27,8 @@ def tiny_segmentation_model(seed: int = 4, num_queries: int = 100) -> dfine.DFin
     return model.eval()
 
 
-def save_tiny_segmentation_model(directory: Path, image_size: int = 160, seed: int = 4) -> Path:
-    tiny_segmentation_model(seed).save_pretrained(directory)
+def save_tiny_segmentation_model(directory: Path, image_size: int = 160, seed: int = 4,
+                                 id2label: dict[int, str] | None = None) -> Path:
+    tiny_segmentation_model(seed, id2label=id2label).save_pretrained(directory)
     dfine.DFineImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(directory)
     return directory

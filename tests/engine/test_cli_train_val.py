@@ -259,20 +259,12 @@ def test_val_output_of_a_segmentation_model_writes_its_masks(tmp_path: Path) -> 
     """predictions.json of a segmentation model holds each instance's mask (COCO RLE) beside its box: scored as
     ``segm`` against the annotation file, it gives val's mask AP."""
     from faster_coco_eval import COCO, COCOeval_faster
-    from hf_oracle import randomize_weights
+    from seghelpers import save_tiny_segmentation_model
 
     data = tiny_data(tmp_path / "data", num_train=2, num_val=3, masks=True)
-    config = dfine.DFineConfig.from_preset("dfine-n-coco", num_queries=100,
-                                           id2label={0: "circle", 1: "square", 2: "triangle"})
-    model = dfine.DFineForInstanceSegmentation(config)
-    randomize_weights(model, seed=4)
-    with torch.no_grad():  # visible instances (as tests/seghelpers.py): boxes a third of the picture, masks in them
-        model.model.enc_bbox_head.layers[-1].bias[2:].fill_(2.0)
-        model.model.mask_head.layers[-1].bias.fill_(0.5)
-    model.save_pretrained(tmp_path / "model")
-    dfine.DFineImageProcessor(size={"height": 160, "width": 160}).save_pretrained(tmp_path / "model")
+    model_dir = save_tiny_segmentation_model(tmp_path / "model", id2label={0: "circle", 1: "square", 2: "triangle"})
     out = tmp_path / "report"
-    assert main(["val", "--model", str(tmp_path / "model"), "--data", str(data), "--workers", "0", "--output",
+    assert main(["val", "--model", str(model_dir), "--data", str(data), "--workers", "0", "--output",
                  str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     records = json.loads((out / "predictions.json").read_text())
@@ -289,7 +281,7 @@ def test_val_output_of_a_segmentation_model_writes_its_masks(tmp_path: Path) -> 
     # random weights score no mask AP: the masks themselves are checked against inference's, image by image
     from faster_coco_eval.core import mask as coco_mask
 
-    predictor = dfine.Predictor.from_pretrained(tmp_path / "model", device="cpu")
+    predictor = dfine.Predictor.from_pretrained(model_dir, device="cpu")
     for image in truth.dataset["images"]:
         best = max((r for r in records if r["image_id"] == image["id"]), key=lambda r: r["score"])
         [expected] = predictor.predict(data.parent / "images" / "val" / image["file_name"], threshold=0.0)
