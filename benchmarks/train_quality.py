@@ -40,9 +40,8 @@ import real_data  # noqa: E402  (this folder's own helper)
 from plain_loop import train_plain_loop, transformers_model  # noqa: E402
 
 import dfine  # noqa: E402
-from dfine.config.presets import RECIPES  # noqa: E402
 from dfine.data import make_synthetic_dataset  # noqa: E402
-from dfine.engine.hparams import FINETUNE_EPOCHS, default_stop_epoch  # noqa: E402
+from dfine.engine.hparams import recipe_stop_epoch  # noqa: E402
 
 # name -> keyword arguments of dfine.train on top of the common ones
 # (RECIPE_STOP: the recipe's share of strong-augmentation epochs, which a short run from scratch no longer gets by
@@ -84,9 +83,7 @@ def run_ours(name: str, data_yaml: Path, start: str | Path, image_size: int, epo
     model = "dfine-n-coco" if start == "scratch" else str(start)
     options = dict(OURS[name])
     if options.get("stop_epoch") == RECIPE_STOP:
-        recipe_epochs, recipe_stop = (FINETUNE_EPOCHS["n"] if start != "scratch"
-                                      else (RECIPES["n"].epochs, RECIPES["n"].stop_epoch))
-        options["stop_epoch"] = default_stop_epoch(epochs, recipe_epochs, recipe_stop)
+        options["stop_epoch"] = recipe_stop_epoch("n", epochs, fine_tune=start != "scratch")
     result = dfine.train(data_yaml, model=model, pretrained_backbone=False, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, output=run, seed=seed, progress=False, **options)
     hparams = json.loads((run / "hparams.json").read_text())

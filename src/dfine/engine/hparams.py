@@ -252,6 +252,18 @@ def default_stop_epoch(epochs: int, recipe_epochs: int, recipe_stop: int) -> int
     return max(1, epochs - stage2)
 
 
+def _base_schedule(size: str, fine_tune: bool) -> tuple[int, int]:
+    """(epochs, stop epoch) of the original's schedule: its COCO recipe, or its fine-tuning recipe."""
+    return FINETUNE_EPOCHS[size] if fine_tune else (RECIPES[size].epochs, RECIPES[size].stop_epoch)
+
+
+def recipe_stop_epoch(size: str, epochs: int, fine_tune: bool = False) -> int:
+    """The stop epoch the recipe's stages give a run of ``epochs``: its own at its own length, else its share of
+    stage-2 epochs (:func:`default_stop_epoch`); before any short-run rule or override."""
+    base_epochs, base_stop = _base_schedule(size, fine_tune)
+    return base_stop if epochs == base_epochs else default_stop_epoch(epochs, base_epochs, base_stop)
+
+
 def resolve_hyperparameters(
     size: str,
     *,
@@ -327,7 +339,7 @@ def resolve_hyperparameters(
         notes.append(f"learning rate {lr:g} as given; backbone LR keeps the recipe's ratio")
 
     iters_per_epoch = num_train_images // batch_size
-    base_epochs, base_stop = FINETUNE_EPOCHS[size] if fine_tune else (recipe.epochs, recipe.stop_epoch)
+    base_epochs, _ = _base_schedule(size, fine_tune)
     if epochs is None:
         epochs = base_epochs
         if num_train_images < LARGE_DATASET:
@@ -336,7 +348,7 @@ def resolve_hyperparameters(
                          f"at least the recipe's {base_epochs} and ~{MIN_ITERATIONS} steps")
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
-    stop_epoch = base_stop if epochs == base_epochs else default_stop_epoch(epochs, base_epochs, base_stop)
+    stop_epoch = recipe_stop_epoch(size, epochs, fine_tune)
     total = epochs * iters_per_epoch
     max_schedule = MAX_SCHEDULE_FRACTION * total
     if (num_train_images < LARGE_DATASET and total < SHORT_RUN_ITERATIONS and stop_epoch > 0
