@@ -16,6 +16,7 @@ from dfine.engine.hparams import (
     MAX_SCHEDULE_FRACTION,
     SMALL_DATA_LR_SCALING,
     Hyperparameters,
+    default_eval_interval,
     resolve_hyperparameters,
 )
 from dfine.engine.optim import build_optimizer, freeze_stem, parameter_groups
@@ -224,3 +225,17 @@ def test_large_data_at_batch_32_resolves_as_before_the_small_data_defaults() -> 
         resolved = hp.to_dict()
         resolved.pop("notes")
         assert resolved == expected, key
+
+
+@pytest.mark.parametrize(("num_train", "num_val", "epochs", "interval"), [
+    (118_287, 5_000, 72, 1),  # COCO: every epoch, as the original
+    (36, 10, 60, 2),  # neon-trees: 10 validation images cost ~7% of an epoch, so every second epoch
+    (36, 10, 10, 2),  # a short run on it keeps five evaluations, not ten
+    (36, 36, 100, 5),  # a validation split as large as the training split: every fifth epoch
+    (36, 36, 12, 2),  # ... but at least five evaluations
+    (36, 10, 4, 1),  # fewer epochs than evaluations wanted: every epoch
+    (36, 0, 60, 1),  # no validation split (nothing is evaluated anyway)
+])
+def test_default_eval_interval_spends_about_five_percent_and_keeps_five_evaluations(
+        num_train: int, num_val: int, epochs: int, interval: int) -> None:
+    assert default_eval_interval(num_train, num_val, epochs) == interval
