@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dfine.engine import plots, results_plot
-from dfine.engine.results_plot import PLOT_TIME_SHARE, ResultsPlot
+from dfine.engine.results_plot import FIRST_DRAWING_SECONDS, PLOT_TIME_SHARE, ResultsPlot
 
 
 class _Clock:
@@ -29,9 +29,14 @@ def test_redrawn_when_cheap_enough_and_at_the_end(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(results_plot.time, "perf_counter", clock)
     monkeypatch.setattr(plots, "plot_results", draw)
-    plot = ResultsPlot(tmp_path / "metrics.jsonl", tmp_path / "results.png")
-    plot.update()  # the first epoch is always drawn
-    assert drawings == [0.0] and not plot.pending
+    plot = ResultsPlot(tmp_path / "metrics.jsonl", tmp_path / "results.png")  # the run starts at 0
+    first_wait = FIRST_DRAWING_SECONDS / PLOT_TIME_SHARE
+    clock.now = first_wait / 2
+    plot.update()  # a short first epoch: drawing now would cost more than the share of the time trained so far
+    assert drawings == [] and plot.pending
+    clock.now = first_wait
+    plot.update()
+    assert drawings == [first_wait] and not plot.pending
     wait = 2.0 / PLOT_TIME_SHARE  # the training time after which a 2-s drawing is within the share
     clock.now += wait / 2
     plot.update()  # too soon: left for later
@@ -47,6 +52,17 @@ def test_redrawn_when_cheap_enough_and_at_the_end(tmp_path: Path, monkeypatch: p
     assert len(drawings) == 3
 
 
+def test_a_long_first_epoch_is_drawn_at_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    drawings: list[float] = []
+    monkeypatch.setattr(results_plot.time, "perf_counter", clock)
+    monkeypatch.setattr(plots, "plot_results", lambda metrics, out: drawings.append(clock.now))
+    plot = ResultsPlot(tmp_path / "metrics.jsonl", tmp_path / "results.png")
+    clock.now = 3600.0  # a COCO-sized epoch
+    plot.update()
+    assert drawings == [3600.0]
+
+
 def test_a_failed_drawing_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        caplog: pytest.LogCaptureFixture) -> None:
     def broken(metrics: Path, out: Path) -> Path:
@@ -54,5 +70,7 @@ def test_a_failed_drawing_is_a_warning(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(plots, "plot_results", broken)
     plot = ResultsPlot(tmp_path / "metrics.jsonl", tmp_path / "results.png")
+    plot.flush()  # nothing logged yet: nothing drawn
     plot.update()
+    plot.flush()
     assert "could not draw results.png: no font" in caplog.text

@@ -370,9 +370,8 @@ class Trainer:
             )
             self.experiment.log_epoch(record)
             ckpt.save_checkpoint(self.paths["last"], state)
-            if self._results_plot is None:
-                self._results_plot = ResultsPlot(metrics_logger.path, self.output_dir / "results.png")
-            self._results_plot.update()  # not after every short epoch: drawing takes seconds (results_plot.py)
+            if self._results_plot is not None:
+                self._results_plot.update()  # not after every short epoch: drawing takes seconds (results_plot.py)
         kind = "mask " if result is not None and result.segm is not None else ""
         best = f" (best {kind}{format_ap(s.best_metric)} @ epoch {s.best_epoch + 1})" if s.best_epoch >= 0 else ""
         mask = "" if result is None or result.segm is None else f", mask AP {format_ap(result.segm.AP)}"
@@ -397,6 +396,8 @@ class Trainer:
         start = self.state.start_epoch
         self._take_snapshot("the start of the run" if start == 0 else f"the end of epoch {start} ({ckpt.LAST_NAME})")
         with MetricsLogger(self.output_dir) as metrics_logger:
+            if is_main_process():
+                self._results_plot = ResultsPlot(metrics_logger.path, self.output_dir / "results.png")
             epoch = self.state.start_epoch
             while epoch < hp.epochs:
                 if hp.patience and self.state.stale_evals >= hp.patience:
