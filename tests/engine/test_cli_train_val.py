@@ -289,3 +289,24 @@ def test_val_output_of_a_segmentation_model_writes_its_masks(tmp_path: Path) -> 
         assert best["score"] == pytest.approx(float(expected["scores"][top]), abs=1e-3)
         mask = coco_mask.decode(best["segmentation"]).astype(bool)
         assert mask.any() and (mask != expected["masks"][top].numpy()).mean() < 0.01
+
+
+def test_val_of_a_segmentation_model_in_the_fast_form_scores_its_masks(tmp_path: Path) -> None:
+    """dtype (--bf16/--half, here float32) runs the deploy form, masks included: the instances written are those of
+    the model itself (before, the fast form gave boxes only and the mask evaluator saw nothing)."""
+    from faster_coco_eval.core import mask as coco_mask
+    from seghelpers import save_tiny_segmentation_model
+
+    data = tiny_data(tmp_path / "data", num_train=2, num_val=3, masks=True)
+    model_dir = save_tiny_segmentation_model(tmp_path / "model", id2label={0: "circle", 1: "square", 2: "triangle"})
+    exact = dfine.val(model_dir, data, workers=0, output=tmp_path / "exact")
+    fast = dfine.val(model_dir, data, workers=0, output=tmp_path / "fast", dtype="float32")
+    assert fast.segm is not None and fast.segm.AP == pytest.approx(exact.segm.AP, abs=1e-6)
+    records = {name: json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("exact", "fast")}
+    assert len(records["fast"]) == len(records["exact"]) == 3 * 100
+    for image_id in {r["image_id"] for r in records["exact"]}:
+        best = {name: max((r for r in rs if r["image_id"] == image_id), key=lambda r: r["score"])
+                for name, rs in records.items()}
+        assert best["fast"]["score"] == pytest.approx(best["exact"]["score"], abs=1e-4)
+        masks = [coco_mask.decode(best[name]["segmentation"]).astype(bool) for name in ("exact", "fast")]
+        assert masks[0].any() and (masks[0] != masks[1]).mean() < 0.001

@@ -7,11 +7,8 @@ its config has ``use_mask_head``, which this class always sets.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
-from dfine.errors import UnsupportedFeatureError
 from dfine.model.detection import DFineForObjectDetection
 from dfine.model.outputs import DFineInstanceSegmentationOutput
 
@@ -29,17 +26,14 @@ class DFineForInstanceSegmentation(DFineForObjectDetection):
     output_type = DFineInstanceSegmentationOutput
     has_mask_head = True
 
-    def deploy(self, image_size: int | tuple[int, int] | None = None) -> nn.Module:
+    def deploy(self, image_size: int | tuple[int, int] | None = None, decoder_layers: int | None = None
+               ) -> nn.Module:
         """An inference-only copy in deploy form whose forward gives ``(logits, pred_boxes, pred_masks)`` as a
-        named tuple (:func:`dfine.model.deploy.masks.deploy_segmentation`); this model is not changed."""
+        named tuple (:func:`dfine.model.deploy.masks.deploy_segmentation`); this model is not changed.
+        ``optimize_for_inference`` (inherited) builds on it."""
         from dfine.model.deploy.masks import deploy_segmentation
 
-        return deploy_segmentation(self, image_size)
-
-    def optimize_for_inference(self, *args: Any, **kwargs: Any) -> nn.Module:
-        """Not available yet for segmentation models (it builds on the deploy form)."""
-        raise UnsupportedFeatureError("optimize_for_inference of a segmentation model is not available yet; run the "
-                                      "model itself, or load the checkpoint with DFineForObjectDetection")
+        return deploy_segmentation(self, image_size, decoder_layers)
 
 
 __all__ = ["DFineForInstanceSegmentation"]

@@ -149,9 +149,6 @@ class Predictor:
             raise DFineError("--half needs a CUDA device (on the CPU use --bf16: bfloat16 is fast there, float16 is "
                              "not)")
         model_class = checkpoint_model_class(model)
-        if model_class.has_mask_head and (half or bf16 or compile):
-            raise DFineError(f"{model} is a segmentation model: --half, --bf16 and --compile (the fast deploy form) "
-                             "give boxes only, so they are not available for it yet; leave them out")
         network = model_class.from_pretrained(model).to(device).eval()
         if decoder_layers is not None:
             network.set_decoder_layers(decoder_layers)  # before the deploy form below, which copies the depth
@@ -172,7 +169,7 @@ class Predictor:
     @property
     def predicts_masks(self) -> bool:
         """Whether :meth:`predict` gives instance masks (a segmentation model, D-FINE-seg)."""
-        return bool(getattr(self.model, "has_mask_head", False))
+        return bool(getattr(self.model.config, "use_mask_head", False))  # the fast form keeps the config
 
     @property
     def class_names(self) -> list[str]:

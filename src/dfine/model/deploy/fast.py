@@ -2,7 +2,8 @@
 
 ``optimize_for_inference(model, ...)`` (also ``DFineForObjectDetection.optimize_for_inference``) returns a
 :class:`FastDetector`, a module whose ``forward(pixel_values)`` gives :class:`~dfine.model.deploy.head.DetectionOutput`
-(``logits``, ``pred_boxes``) like the original model. What it does:
+(``logits``, ``pred_boxes``) like the original model; for a segmentation model (D-FINE-seg),
+:class:`~dfine.model.deploy.masks.SegmentationOutput`, which adds ``pred_masks``. What it does:
 
 1. the deploy form (:mod:`dfine.model.deploy.deployed`): folded batch norm, merged RepVGG, precomputed buffers, and a
    forward free of host-device synchronisation;
@@ -28,6 +29,7 @@ from dfine.config.image_size import image_size_hw
 from dfine.errors import ConfigError, DFineError
 from dfine.model.deploy.deployed import DeployedDFine, deploy
 from dfine.model.deploy.head import DetectionOutput
+from dfine.model.deploy.masks import deploy_segmentation
 
 __all__ = ["CUDAGraphRunner", "FastDetector", "optimize_for_inference"]
 
@@ -83,7 +85,8 @@ class CUDAGraphRunner:
 class FastDetector(nn.Module):
     """A deployed model with its precision and execution mode (eager, compiled, CUDA graph).
 
-    ``forward(pixel_values)`` accepts float32 pixels in [0, 1] (cast inside) and returns :class:`DetectionOutput`.
+    ``forward(pixel_values)`` accepts float32 pixels in [0, 1] (cast inside) and returns :class:`DetectionOutput`
+    (a segmentation model's :class:`~dfine.model.deploy.masks.SegmentationOutput`, with ``pred_masks``).
     ``deployed`` is the underlying :class:`~dfine.model.deploy.deployed.DeployedDFine`; ``config`` its configuration.
     """
 
@@ -138,7 +141,9 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
     """A fast inference version of a D-FINE model (the model itself is not changed).
 
     Args:
-        model: a :class:`~dfine.model.DFineForObjectDetection` (or an already deployed model).
+        model: a :class:`~dfine.model.DFineForObjectDetection` or :class:`~dfine.model.DFineForInstanceSegmentation`
+            (or an already deployed one). A segmentation model's pixel decoder runs in ``dtype``, its mask
+            products in ``head_dtype``.
         dtype: precision of the backbone and encoder: float32 (default), float16 or bfloat16.
         device: where to run (default: the model's device).
         compile: wrap the model in ``torch.compile`` (``fullgraph=True``, static shapes).
@@ -180,6 +185,8 @@ def optimize_for_inference(model: nn.Module, dtype: torch.dtype | str | None = N
                               f"decoder_layers={decoder_layers} with the model it was deployed from")
         # set_precision, to() and to_channels_last() below work in place: the caller's model must keep its own
         deployed = copy.deepcopy(model)
+    elif getattr(model.config, "use_mask_head", False):
+        deployed = deploy_segmentation(model, image_size, decoder_layers)  # type: ignore[arg-type]  # a copy already
     else:
         deployed = deploy(model, image_size, decoder_layers)  # type: ignore[arg-type]  # a copy already
     size = deployed.image_size if image_size is None else image_size_hw(image_size)

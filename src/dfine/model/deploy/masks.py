@@ -19,13 +19,14 @@ from torch import Tensor, nn
 from dfine.config.image_size import image_size_hw
 from dfine.model.deploy.deployed import DeployBody, DeployedDFine
 from dfine.model.deploy.head import DeployHead, DetectionOutput, DetectionWithUncertainty
+from dfine.model.depth import set_decoder_layers
 from dfine.model.mask_head import mask_logits
 from dfine.model.network import DFineNetwork
 
 if TYPE_CHECKING:
     from dfine.model.detection import DFineForObjectDetection
 
-__all__ = ["DeployedSegmentation", "SegmentationOutput", "deploy_segmentation"]
+__all__ = ["DeployedSegmentation", "SegmentationOutput", "SegmentationWithUncertainty", "deploy_segmentation"]
 
 
 class SegmentationOutput(NamedTuple):
@@ -34,6 +35,15 @@ class SegmentationOutput(NamedTuple):
     logits: Tensor  # (B, Q, C) class logits, sigmoid gives scores
     pred_boxes: Tensor  # (B, Q, 4) normalised (cx, cy, w, h)
     pred_masks: Tensor  # (B, Q, H/4, W/4) mask logits, sigmoid gives probabilities
+
+
+class SegmentationWithUncertainty(NamedTuple):
+    """:class:`SegmentationOutput` with the spread of each box edge (a model with ``set_uncertainty()``)."""
+
+    logits: Tensor  # (B, Q, C)
+    pred_boxes: Tensor  # (B, Q, 4)
+    pred_masks: Tensor  # (B, Q, H/4, W/4)
+    edge_uncertainty: Tensor  # (B, Q, 4) σ of left, top, right, bottom, normalised (as DetectionWithUncertainty)
 
 
 class _MaskBody(DeployBody):
@@ -72,10 +82,11 @@ class _MaskHead(DeployHead):
 
 
 class DeployedSegmentation(DeployedDFine):
-    """Inference-only D-FINE-seg: ``forward(pixel_values)`` -> :class:`SegmentationOutput` (with
-    ``set_uncertainty()``, the edge spreads are not given: the masks take their place in the tuple).
+    """Inference-only D-FINE-seg: ``forward(pixel_values)`` -> :class:`SegmentationOutput`, or
+    :class:`SegmentationWithUncertainty` after ``set_uncertainty()``.
 
-    The mask branch runs in the head's precision (:meth:`set_precision`).
+    The pixel decoder (convolutions at an eighth and a quarter of the input size: most of the mask branch's FLOPs)
+    runs in the body's precision, the mask embedding and the mask products in the head's (:meth:`set_precision`).
     """
 
     def __init__(self, model: DFineForObjectDetection, image_size: tuple[int, int]) -> None:
@@ -92,27 +103,34 @@ class DeployedSegmentation(DeployedDFine):
     def set_precision(self, dtype: torch.dtype, head_dtype: torch.dtype | None = torch.float32
                       ) -> DeployedSegmentation:
         super().set_precision(dtype, head_dtype)
-        self.mask_decoder.to(self.head_dtype)
+        # measured on D-FINE-S at 640 on a CPU with AVX-512 BF16: the pixel decoder in bf16 instead of float32 took
+        # the mask branch from about 225 to 145 ms (benchmarks/segmentation_latency.py --bf16)
+        self.mask_decoder.to(self.body_dtype)
         self.mask_head.to(self.head_dtype)
         return self
 
-    def forward(self, pixel_values: Tensor) -> SegmentationOutput:  # type: ignore[override]
+    def forward(self, pixel_values: Tensor  # type: ignore[override]
+                ) -> SegmentationOutput | SegmentationWithUncertainty:
         pixel_values = pixel_values.to(self.body_dtype)
         if self.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         sources, mask_inputs = self.body(pixel_values)
         detections, hidden = self.head(sources)
+        pixels = self.mask_decoder([m.to(self.body_dtype).contiguous() for m in mask_inputs])
         dtype = self.head_dtype
-        pixels = self.mask_decoder([m.to(dtype).contiguous() for m in mask_inputs])
-        masks = mask_logits(self.mask_head, hidden.to(dtype)[None], pixels)[:, 0]
+        masks = mask_logits(self.mask_head, hidden.to(dtype)[None], pixels.to(dtype))[:, 0]
+        if isinstance(detections, DetectionWithUncertainty):
+            return SegmentationWithUncertainty(detections.logits, detections.pred_boxes, masks,
+                                               detections.edge_uncertainty)
         return SegmentationOutput(detections.logits, detections.pred_boxes, masks)
 
 
 @torch.no_grad()
-def deploy_segmentation(model: DFineForObjectDetection, image_size: int | Sequence[int] | None = None
-                        ) -> DeployedSegmentation:
+def deploy_segmentation(model: DFineForObjectDetection, image_size: int | Sequence[int] | None = None,
+                        decoder_layers: int | None = None) -> DeployedSegmentation:
     """An inference-only copy of a segmentation model (one with ``config.use_mask_head``) in deploy form; see
-    :func:`dfine.model.deploy.deployed.deploy` for ``image_size``. ``model`` is not changed."""
+    :func:`dfine.model.deploy.deployed.deploy` for ``image_size`` and ``decoder_layers`` (the masks are then those
+    of the last layer kept, as the boxes). ``model`` is not changed."""
     import copy
 
     network = getattr(model, "model", None)
@@ -121,4 +139,7 @@ def deploy_segmentation(model: DFineForObjectDetection, image_size: int | Sequen
     if image_size is None:
         config = model.config
         image_size = config.anchor_image_size or config.eval_size or config.training_image_size or 640
-    return DeployedSegmentation(copy.deepcopy(model).eval(), image_size_hw(image_size)).eval()
+    source = copy.deepcopy(model).eval()
+    if decoder_layers is not None:
+        set_decoder_layers(source, decoder_layers)
+    return DeployedSegmentation(source, image_size_hw(image_size)).eval()
