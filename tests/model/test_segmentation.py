@@ -172,9 +172,9 @@ def test_deploy_and_fast_forms_give_the_models_masks_and_edge_spreads(nano_seg, 
 
 
 def test_fast_form_in_bf16_keeps_the_masks_of_float32() -> None:
-    """bf16 runs the body and the pixel decoder in bf16, the head and mask products in float32: each of float32's ten best queries has a
-    bf16 query with nearly the same box whose mask probabilities are nearly the same (queries are paired by box,
-    as bf16 may select or order them differently)."""
+    """bf16 runs the body and the pixel decoder in bf16, the head and the mask products in float32: each of
+    float32's ten best queries has a bf16 query with nearly the same box whose mask probabilities are nearly the
+    same (queries are paired by box, as bf16 may select or order them differently)."""
     from hf_oracle import natural_images
     from seghelpers import tiny_segmentation_model
 
