@@ -60,3 +60,34 @@ def test_onnxruntime_on_cuda_is_reported_as_such(device, tmp_path, capsys, monke
     index = device.partition(":")[2] or "0"
     assert asked == [[("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]]
     assert f"device:      cuda:{index}, input" in capsys.readouterr().out
+
+
+def test_a_segmentation_model_is_timed_with_its_masks(tmp_path, capsys, monkeypatch) -> None:
+    """Loaded as what it is (not as a detector without its mask branch), in the eager and the bf16 fast forms; its
+    GFLOPs include the mask branch. TensorRT, which has no masks export, is refused in one line."""
+    import torch
+    from seghelpers import save_tiny_segmentation_model
+
+    import dfine
+    from dfine.export.benchmark import count_flops
+
+    model_dir = save_tiny_segmentation_model(tmp_path / "seg", image_size=160)
+    detector = dfine.DFineForObjectDetection.from_pretrained(model_dir)
+    segmenter = dfine.DFineForInstanceSegmentation.from_pretrained(model_dir)
+    expected = count_flops(segmenter.deploy((160, 160)), (160, 160))
+    assert expected > 1.5 * count_flops(detector.deploy((160, 160)), (160, 160))
+    assert _benchmark(model_dir, "--bf16", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert f"GFLOPs:      {expected:.1f} per image" in out and "bfloat16" in out
+    assert _benchmark(model_dir, "--eager", "--device", "cpu") == 0
+    assert torch.get_num_threads() >= 1 and "eager (training form)" in capsys.readouterr().out
+    import dataclasses
+
+    from dfine.cli import benchmark as command
+
+    # as on a machine with TensorRT: the segmentation model is refused before anything is exported
+    find = command.backend_format
+    monkeypatch.setattr(command, "backend_format", lambda name: dataclasses.replace(
+        find(name), require_export=lambda: None, prepare=lambda device: None))
+    assert _benchmark(model_dir, "--backend", "tensorrt") == 2
+    assert "is a segmentation model: its masks export to ONNX and OpenVINO only" in _error_line(capsys)

@@ -176,11 +176,15 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size or 1
     if not exported_given:
         from dfine.config.image_size import check_image_size
-        from dfine.model import DFineForObjectDetection
-        from dfine.model.deploy.deployed import deploy
+        from dfine.model.auto import checkpoint_model_class
         from dfine.processing.input_size import model_input_size
 
-        model = DFineForObjectDetection.from_pretrained(args.model)
+        # a segmentation checkpoint is timed with its mask branch, as predict runs it (not as a detector)
+        model_class = checkpoint_model_class(args.model)
+        if model_class.has_mask_head and args.backend not in ("torch", "onnxruntime", "openvino"):
+            raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX and OpenVINO only for "
+                             "now (--backend torch, onnxruntime or openvino)")
+        model = model_class.from_pretrained(args.model)
         if args.decoder_layers is not None:
             model.set_decoder_layers(args.decoder_layers)
         if args.image_size is None:
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         # before count_flops, whose top-k fails on too few positions
         check_image_size(model.config, size, training=False)
         params = count_parameters(model)
-        gflops = count_flops(deploy(model, size), size)
+        gflops = count_flops(model.deploy(size), size)
 
     device = resolve_device(args.device if runtime is None else "cpu")
     where = str(device)
