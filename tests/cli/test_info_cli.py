@@ -52,3 +52,20 @@ def test_empty_or_folder_onnx_path_says_what_it_is(command, tmp_path, capsys) ->
             str(tmp_path / "out")]
         assert main(argv) == 2
         assert _error_line(capsys) == f"dfine {command}: error: {model}: {problem}"
+
+
+def test_info_describes_a_segmentation_model_with_its_mask_branch(tmp_path, capsys, caplog) -> None:
+    """Loaded as what it is: not as a detector that drops the mask branch (with a warning) and counts parameters
+    without it."""
+    from seghelpers import save_tiny_segmentation_model
+
+    import dfine
+
+    model_dir = save_tiny_segmentation_model(tmp_path / "seg", image_size=160)
+    params = sum(p.numel() for p in dfine.DFineForInstanceSegmentation.from_pretrained(model_dir).parameters())
+    assert main(["info", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"parameters:  {params:,} " in out and "task:        instance segmentation" in out and "mask_dim 128" in out
+    assert "loaded as DFineForObjectDetection" not in caplog.text
+    assert main(["info", "dfine-n-coco"]) == 0
+    assert "task:        object detection" in capsys.readouterr().out

@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from dfine.config.presets import size_of
-    from dfine.model import DFineForObjectDetection
+    from dfine.model.auto import checkpoint_model_class
     from dfine.processing.input_size import model_input_size
 
-    model = DFineForObjectDetection.from_pretrained(args.model)
+    # a segmentation checkpoint is described with its mask branch, as predict runs it (not as a detector)
+    model = checkpoint_model_class(args.model).from_pretrained(args.model)
     config = model.config
     # the size export and benchmark default to: a training checkpoint's own size, else the processor config's
     height, width = model_input_size(args.model)
@@ -50,5 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"parameters:  {params:,} ({params / 1e6:.1f} M)")
     print(f"input size:  {height}x{width} (RGB, 0..1, stretch resize)")
     print(f"decoder:     {config.decoder_layers} layers, {config.num_queries} queries, reg_scale {config.reg_scale:g}")
+    print("task:        instance segmentation (D-FINE-seg mask branch, masks at 1/4 of the input, "
+          f"mask_dim {config.mask_dim})" if config.use_mask_head else "task:        object detection")
     print("\n".join(class_lines(names)))
     return 0
