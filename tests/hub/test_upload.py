@@ -152,3 +152,23 @@ def test_dfine_push_uploads_model_processor_and_card_in_one_commit(hub, model, t
     err = capsys.readouterr().err.strip()
     assert err.endswith("me/pets: could not push to the Hugging Face hub (Network is unreachable)")
     assert len(err.splitlines()) == 1 and len(hub.uploads) == 1
+
+
+def test_dfine_push_keeps_a_segmentation_models_mask_branch(hub, tmp_path, capsys, caplog) -> None:
+    """The mask branch is uploaded (it was dropped: the model loaded as a detector, with a warning), and the card
+    says how to load the model with its masks."""
+    from seghelpers import save_tiny_segmentation_model
+
+    from dfine.cli.main import main
+
+    model_dir = save_tiny_segmentation_model(tmp_path / "seg", image_size=160)
+    assert main(["push", str(model_dir), "me/shapes"]) == 0
+    folder = hub.uploads[0]
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: image-segmentation" in card and "instance segmentation model (D-FINE-seg)" in card
+    assert 'DFineForInstanceSegmentation.from_pretrained("me/shapes")' in card
+    original, pushed = (dfine.DFineForInstanceSegmentation.from_pretrained(p) for p in (model_dir, folder))
+    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), pushed.state_dict().values(),
+                                                 strict=True))
+    assert any(k.startswith("model.mask_decoder") for k in pushed.state_dict())
+    assert "loaded as DFineForObjectDetection" not in caplog.text

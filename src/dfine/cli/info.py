@@ -35,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from dfine.config.presets import size_of
-    from dfine.model.auto import checkpoint_model_class
+    from dfine.model.auto import load_model
     from dfine.processing.input_size import model_input_size
 
-    # a segmentation checkpoint is described with its mask branch, as predict runs it (not as a detector)
-    model = checkpoint_model_class(args.model).from_pretrained(args.model)
+    model = load_model(args.model)  # a segmentation checkpoint with its mask branch, as predict runs it
     config = model.config
     # the size export and benchmark default to: a training checkpoint's own size, else the processor config's
     height, width = model_input_size(args.model)

@@ -11,7 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("push", help="upload a model to the Hugging Face hub",
                               description="Upload a model (e.g. a training run's best/ folder) with its "
                                           "preprocessor_config.json and a model card to a hub repository, created "
-                                          "when missing. transformers' DFineForObjectDetection loads it as well. "
+                                          "when missing (a segmentation model with its mask branch). transformers' "
+                                          "DFineForObjectDetection loads a detector as well. "
                                           "Log in first (huggingface-cli login) or pass --token.")
     p.add_argument("model", help="local model directory, .pth/.safetensors file, training checkpoint or hub id")
     p.add_argument("repo_id", help="the repository, e.g. me/my-detector")
@@ -26,13 +27,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dfine.errors import DFineError
     from dfine.hub.upload import model_card, push_files
-    from dfine.model import DFineForObjectDetection
+    from dfine.model.auto import load_model
     from dfine.predict.predictor import load_processor, random_weights_reason
 
     reason = random_weights_reason(args.model)
     if reason is not None:
         raise DFineError(f"{reason}: it has random weights, nothing worth pushing (pass a trained model)")
-    model = DFineForObjectDetection.from_pretrained(args.model)
+    model = load_model(args.model)  # a segmentation model with its mask branch, not as a detector without it
     processor = load_processor(args.model)  # the model's own, at its training size
 
     def save(folder: Path) -> None:

@@ -23,23 +23,35 @@ _REPO_ID = re.compile(r"^(?:[\w.\-]+/)?[\w.\-]+$")
 
 
 def model_card(config: Any, repo_id: str) -> str:
-    """A ``README.md`` for the model repository ``repo_id``, from its config."""
+    """A ``README.md`` for the model repository ``repo_id``, from its config (a segmentation model's says so, and
+    how to load it with its masks)."""
     names = [str(config.id2label[i]) for i in sorted(config.id2label)]
     shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
     from dfine.config.presets import size_of
 
     size = size_of(config) or ""
-    lines = ["---", "library_name: transformers", "pipeline_tag: object-detection",
-             "tags:", "- object-detection", "- d-fine", "- dfine", "---", "",
-             f"# D-FINE{f'-{size.upper()}' if size else ''} object detector", "",
-             "A [D-FINE](https://arxiv.org/abs/2410.13842) real-time detector (HGNetv2 backbone, hybrid encoder, "
-             "decoder with fine-grained distribution refinement), saved by `dfine`.", "",
+    title = f"D-FINE{f'-{size.upper()}' if size else ''}"
+    if getattr(config, "use_mask_head", False):
+        cls, tag, task = "DFineForInstanceSegmentation", "image-segmentation", "instance-segmentation"
+        heading = f"# {title} instance segmentation model (D-FINE-seg)"
+        what = ("A [D-FINE](https://arxiv.org/abs/2410.13842) real-time detector with the mask branch of "
+                "[D-FINE-seg](https://github.com/ArgoHA/D-FINE-seg) (a pixel decoder and a mask embedding per query), "
+                "saved by `dfine`.")
+        also = ("transformers' `DFineForObjectDetection` loads the detector in these files, without the mask "
+                "branch.")
+    else:
+        cls, tag, task = "DFineForObjectDetection", "object-detection", "object-detection"
+        heading = f"# {title} object detector"
+        what = ("A [D-FINE](https://arxiv.org/abs/2410.13842) real-time detector (HGNetv2 backbone, hybrid encoder, "
+                "decoder with fine-grained distribution refinement), saved by `dfine`.")
+        also = "transformers' `DFineForObjectDetection` loads the same files."
+    lines = ["---", "library_name: transformers", f"pipeline_tag: {tag}",
+             "tags:", f"- {task}", "- d-fine", "- dfine", "---", "", heading, "", what, "",
              f"**{len(names)} classes:** {shown}", ""]
-    lines += ["## Use", "", "```python", "from dfine import DFineForObjectDetection, DFineImageProcessor", "",
-              f'model = DFineForObjectDetection.from_pretrained("{repo_id}")',
+    lines += ["## Use", "", "```python", f"from dfine import {cls}, DFineImageProcessor", "",
+              f'model = {cls}.from_pretrained("{repo_id}")',
               f'processor = DFineImageProcessor.from_pretrained("{repo_id}")', "```", "",
-              f"or `dfine predict photos/ --model {repo_id}` on the command line. transformers' "
-              "`DFineForObjectDetection` loads the same files.", ""]
+              f"or `dfine predict photos/ --model {repo_id}` on the command line. {also}", ""]
     return "\n".join(lines)
 
 
