@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
         # a segmentation checkpoint is timed with its mask branch, as predict runs it (not as a detector)
         model_class = checkpoint_model_class(args.model)
-        if model_class.has_mask_head and args.backend not in ("torch", "onnxruntime", "openvino"):
+        if model_class.has_mask_head and runtime is not None and not runtime.masks:
             raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX and OpenVINO only for "
                              "now (--backend torch, onnxruntime or openvino)")
         model = model_class.from_pretrained(args.model)

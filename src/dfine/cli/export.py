@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from dfine.predict.predictor import load_processor
 
     model_class = checkpoint_model_class(args.model)
-    if model_class.has_mask_head and row.name not in ("onnx", "openvino"):
+    if model_class.has_mask_head and not row.masks:
         raise DFineError(f"{args.model} is a segmentation model: its masks export to ONNX and OpenVINO only for now "
                          "(--format onnx or openvino)")
     if model_class.has_mask_head and args.uncertainty:

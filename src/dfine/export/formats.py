@@ -80,6 +80,7 @@ class ExportFormat:
     install: str  # how to install what is missing, as the one-line error says it
     needs_gpu: bool  # runs on a CUDA GPU only (--device is not read)
     predicts: bool  # dfine predict runs it (its runtime object has predict)
+    masks: bool  # a segmentation model exports to it with its masks output
     require_export: Callable[[], None]  # one-line DFineError when exporting it cannot work here (missing package)
     check_output: Callable[[Path], None]  # one-line error for an unusable output path, before the model loads
     export: Callable[[Any, Path, tuple[int, int], ExportOptions], Written]  # (model, output, (H, W), options)
@@ -268,20 +269,20 @@ FORMATS: tuple[ExportFormat, ...] = (
         name="onnx", backend="onnxruntime", kind="an ONNX model", suffixes=(".onnx",),
         help="ONNX Runtime, OpenVINO, TensorRT ...", python_api="dfine.runtime.onnx.OnnxDetector",
         built_from="the model it was exported from", extra="onnx", install=_ONNX_INSTALL, needs_gpu=False,
-        predicts=True, require_export=_onnx_require_export, check_output=_onnx_check_output, export=_onnx_export,
-        prepare=_onnx_prepare, open=_onnx_open, describe=_onnx_describe),
+        predicts=True, masks=True, require_export=_onnx_require_export, check_output=_onnx_check_output,
+        export=_onnx_export, prepare=_onnx_prepare, open=_onnx_open, describe=_onnx_describe),
     ExportFormat(
         name="openvino", backend="openvino", kind="an OpenVINO IR", suffixes=(".xml",),
         help="OpenVINO IR, .xml + .bin; fastest on Intel and AMD CPUs",
         python_api="dfine.runtime.openvino.OpenVinoDetector", built_from="the model it was exported from",
-        extra="openvino", install=_OPENVINO_INSTALL, needs_gpu=False, predicts=True,
+        extra="openvino", install=_OPENVINO_INSTALL, needs_gpu=False, predicts=True, masks=True,
         require_export=_openvino_require_export, check_output=_openvino_check_output, export=_openvino_export,
         prepare=_openvino_prepare, open=_openvino_open, describe=_openvino_describe),
     ExportFormat(
         name="engine", backend="tensorrt", kind="a TensorRT engine", suffixes=(".engine",),
         help="TensorRT, needs TensorRT and CUDA", python_api="dfine.export.tensorrt.TensorRTRunner",
         built_from="the .onnx it was built from", extra=None,
-        install="pip install tensorrt, on a machine with an NVIDIA GPU", needs_gpu=True, predicts=False,
+        install="pip install tensorrt, on a machine with an NVIDIA GPU", needs_gpu=True, predicts=False, masks=False,
         require_export=_engine_require_export, check_output=_engine_check_output, export=_engine_export,
         prepare=_engine_prepare, open=_engine_open, describe=None),
 )
