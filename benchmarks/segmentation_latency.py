@@ -7,9 +7,10 @@
 Goal (issue 19): the mask branch costs at most 25 % extra CPU latency for S at 640. ``DFineForObjectDetection`` and
 ``DFineForInstanceSegmentation`` of one preset (random weights: the cost does not depend on them) run in eval mode in
 one process, in the training form (what ``Predictor`` runs) and in the deploy form (what the exported graphs
-hold), and with ``--bf16`` in the fast forms of ``optimize_for_inference(dtype="bf16")`` (head and mask branch in
-float32, and with ``--half-head`` in bf16 too), each round timing every model once in turn, so that a busy machine
-slows all alike; medians are compared, and the last column compares each segmentation row with the training form's.
+hold), and with ``--bf16`` in the fast forms of ``optimize_for_inference(dtype="bf16")`` (body and pixel decoder in
+bf16, head and mask products in float32, and with ``--half-head`` in bf16 too), each round timing every model once
+in turn, so that a busy machine slows all alike; medians are compared, and the last column compares each
+segmentation row with the training form's.
 Only the network's forward is timed; the seg post-processing (resizing the kept instances' masks to the image)
 depends on how many instances are kept and is not included.
 """

@@ -104,7 +104,7 @@ class DeployedSegmentation(DeployedDFine):
                       ) -> DeployedSegmentation:
         super().set_precision(dtype, head_dtype)
         # measured on D-FINE-S at 640 on a CPU with AVX-512 BF16: the pixel decoder in bf16 instead of float32 took
-        # the mask branch from about 225 to 145 ms (benchmarks/segmentation_latency.py --bf16)
+        # the mask branch from about 225 to 140 ms (benchmarks/segmentation_latency.py --bf16)
         self.mask_decoder.to(self.body_dtype)
         self.mask_head.to(self.head_dtype)
         return self
@@ -116,7 +116,7 @@ class DeployedSegmentation(DeployedDFine):
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         sources, mask_inputs = self.body(pixel_values)
         detections, hidden = self.head(sources)
-        pixels = self.mask_decoder([m.to(self.body_dtype).contiguous() for m in mask_inputs])
+        pixels = self.mask_decoder([m.contiguous() for m in mask_inputs])  # the body's maps, in its dtype
         dtype = self.head_dtype
         masks = mask_logits(self.mask_head, hidden.to(dtype)[None], pixels.to(dtype))[:, 0]
         if isinstance(detections, DetectionWithUncertainty):
